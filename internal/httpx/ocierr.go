@@ -1,0 +1,95 @@
+// Package httpx holds what every Shoal HTTP server shares: OCI error JSON,
+// the /health, /readiness and /metrics endpoints, request logging and a
+// server that shuts down with its context.
+package httpx
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// OCI distribution-spec error codes.
+const (
+	CodeBlobUnknown         = "BLOB_UNKNOWN"
+	CodeDigestInvalid       = "DIGEST_INVALID"
+	CodeManifestUnknown     = "MANIFEST_UNKNOWN"
+	CodeManifestInvalid     = "MANIFEST_INVALID"
+	CodeNameInvalid         = "NAME_INVALID"
+	CodeNameUnknown         = "NAME_UNKNOWN"
+	CodeRangeInvalid        = "RANGE_INVALID"
+	CodeUnauthorized        = "UNAUTHORIZED"
+	CodeDenied              = "DENIED"
+	CodeUnsupported         = "UNSUPPORTED"
+	CodeTooManyRequests     = "TOOMANYREQUESTS"
+	CodeUnavailable         = "UNAVAILABLE" // not in the spec's list; used for 502/503 with a clear message
+	CodeSizeInvalid         = "SIZE_INVALID"
+	CodeManifestBlobUnknown = "MANIFEST_BLOB_UNKNOWN"
+)
+
+// Error is an error that knows its HTTP status and OCI code.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	Detail  any
+	Err     error // cause, for logs; never sent to the client
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
+	}
+	return e.Code + ": " + e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns an *Error with the given status and code.
+func Errorf(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Wrap returns an *Error with the given status and code whose cause is err.
+func Wrap(err error, status int, code, message string) *Error {
+	return &Error{Status: status, Code: code, Message: message, Err: err}
+}
+
+type errorBody struct {
+	Errors []errorEntry `json:"errors"`
+}
+
+type errorEntry struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Detail  any    `json:"detail,omitempty"`
+}
+
+// WriteError writes err as OCI error JSON. Errors that are not *Error
+// become 500 UNKNOWN without leaking their text.
+func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = &Error{Status: http.StatusInternalServerError, Code: "UNKNOWN", Message: "internal error", Err: err}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Del("Content-Length")
+	w.Header().Del("Docker-Content-Digest")
+	w.WriteHeader(e.Status)
+	if r != nil && r.Method == http.MethodHead {
+		return
+	}
+	_ = json.NewEncoder(w).Encode(errorBody{Errors: []errorEntry{{Code: e.Code, Message: e.Message, Detail: e.Detail}}})
+}
+
+// DecodeError reads an OCI error body from resp into an *Error (best effort),
+// so that a component can pass an upstream component's error on.
+func DecodeError(resp *http.Response) *Error {
+	var body errorBody
+	e := &Error{Status: resp.StatusCode, Code: "UNKNOWN", Message: resp.Status}
+	if json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 64<<10)).Decode(&body) == nil && len(body.Errors) > 0 {
+		e.Code, e.Message = body.Errors[0].Code, body.Errors[0].Message
+	}
+	return e
+}

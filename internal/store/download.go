@@ -1,0 +1,332 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Download is a blob being written into the store. Writers either append in
+// order (Write) or write anywhere (WriteAt) and then declare a written prefix
+// (Advance). Every byte of that prefix is fed to sha256 in order; readers see
+// bytes only once they are part of the hashed prefix, and the last byte only
+// once the whole digest matched and the file was renamed into place. So a
+// reader never gets a complete copy of wrong bytes.
+type Download struct {
+	s    *Store
+	d    digest.Digest
+	size int64
+	f    *os.File
+	tmp  string
+
+	hashMu sync.Mutex // serialises Write/Advance
+	h      hash.Hash
+	tee    io.Writer // optional observer of the hashed stream, in order
+	hashed int64
+	buf    []byte
+
+	mu      sync.Mutex
+	visible int64 // bytes readers may read
+	done    bool
+	err     error
+	changed chan struct{} // closed and replaced whenever visible/done/err change
+	fin     chan struct{} // closed once, on commit or failure
+	refs    int
+}
+
+// Option configures a Download.
+type Option func(*Download)
+
+// WithTee feeds every hashed byte, in order, to w as well (e.g. to build
+// piece hashes while the blob streams in).
+func WithTee(w io.Writer) Option { return func(dl *Download) { dl.tee = w } }
+
+// Create starts a download of d, size bytes long. If d is already stored it
+// returns ErrExists wrapped; if one is running, ErrInProgress. The caller holds
+// one reference and must call Release when it no longer writes.
+func (s *Store) Create(d digest.Digest, size int64, opts ...Option) (*Download, error) {
+	if err := checkDigest(d); err != nil {
+		return nil, err
+	}
+	if size < 0 {
+		return nil, fmt.Errorf("create %s: negative size %d", d, size)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.active[d]; ok {
+		return nil, ErrInProgress
+	}
+	f, err := os.CreateTemp(s.downloadsDir(), d.Encoded()+".*")
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", d, err)
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("create %s: %w", d, err)
+	}
+	dl := &Download{s: s, d: d, size: size, f: f, tmp: f.Name(), h: sha256.New(), changed: make(chan struct{}), fin: make(chan struct{}), refs: 1}
+	for _, o := range opts {
+		o(dl)
+	}
+	s.active[d] = dl
+	if size == 0 {
+		go dl.Advance(0) // an empty blob is complete at once
+	}
+	return dl, nil
+}
+
+// Digest of the blob.
+func (dl *Download) Digest() digest.Digest { return dl.d }
+
+// Size of the blob.
+func (dl *Download) Size() int64 { return dl.size }
+
+// Done is closed when the download committed or failed; see Err.
+func (dl *Download) Done() <-chan struct{} { return dl.fin }
+
+// Wait blocks until the download commits (nil) or fails (its error) or ctx ends.
+func (dl *Download) Wait(ctx context.Context) error {
+	for {
+		dl.mu.Lock()
+		done, err, ch := dl.done, dl.err, dl.changed
+		dl.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (dl *Download) isDone() bool {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	return dl.done
+}
+
+// Err is the failure, if any.
+func (dl *Download) Err() error {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	return dl.err
+}
+
+// Hashed is how many leading bytes have been verified-in-order so far.
+func (dl *Download) Hashed() int64 {
+	dl.hashMu.Lock()
+	defer dl.hashMu.Unlock()
+	return dl.hashed
+}
+
+// WriteAt writes p at off (any order). The bytes become readable once a
+// later Advance covers them.
+func (dl *Download) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > dl.size {
+		return 0, fmt.Errorf("write %s: range [%d,%d) outside blob of %d bytes", dl.d, off, off+int64(len(p)), dl.size)
+	}
+	if err := dl.Err(); err != nil {
+		return 0, err
+	}
+	return dl.f.WriteAt(p, off)
+}
+
+// ReadAt reads written bytes regardless of verification (for piece hashing by
+// the P2P layer only; serve clients through NewReader).
+func (dl *Download) ReadAt(p []byte, off int64) (int, error) { return dl.f.ReadAt(p, off) }
+
+// Write appends p at the end of the hashed prefix, hashes it and makes it
+// readable: the path for a sequential source such as an upstream GET.
+func (dl *Download) Write(p []byte) (int, error) {
+	dl.hashMu.Lock()
+	defer dl.hashMu.Unlock()
+	if dl.hashed+int64(len(p)) > dl.size {
+		err := fmt.Errorf("write %s: more than the expected %d bytes", dl.d, dl.size)
+		dl.fail(err)
+		return 0, err
+	}
+	if err := dl.Err(); err != nil {
+		return 0, err
+	}
+	n, err := dl.f.WriteAt(p, dl.hashed)
+	if err != nil {
+		err = fmt.Errorf("write %s: %w", dl.d, err)
+		dl.fail(err)
+		return n, err
+	}
+	return n, dl.hashLocked(p)
+}
+
+// Advance declares that bytes [0, upTo) have been written (by WriteAt) and are
+// correct at the piece level; they are read back, hashed in order and made
+// readable. Advancing to Size verifies the digest and commits the blob.
+func (dl *Download) Advance(upTo int64) error {
+	dl.hashMu.Lock()
+	defer dl.hashMu.Unlock()
+	if upTo > dl.size {
+		upTo = dl.size
+	}
+	if dl.buf == nil && upTo > dl.hashed {
+		dl.buf = make([]byte, 1<<20)
+	}
+	for dl.hashed < upTo {
+		if err := dl.Err(); err != nil {
+			return err
+		}
+		n := min(int64(len(dl.buf)), upTo-dl.hashed)
+		if _, err := dl.f.ReadAt(dl.buf[:n], dl.hashed); err != nil {
+			err = fmt.Errorf("read back %s at %d: %w", dl.d, dl.hashed, err)
+			dl.fail(err)
+			return err
+		}
+		if err := dl.hashLocked(dl.buf[:n]); err != nil {
+			return err
+		}
+	}
+	if dl.size == 0 && upTo == 0 {
+		return dl.hashLocked(nil)
+	}
+	return nil
+}
+
+// hashLocked feeds p (which sits at dl.hashed) to the hash and publishes it.
+func (dl *Download) hashLocked(p []byte) error {
+	if dl.hashed == dl.size && len(p) == 0 && dl.isDone() {
+		return nil
+	}
+	dl.h.Write(p)
+	if dl.tee != nil {
+		if _, err := dl.tee.Write(p); err != nil {
+			dl.fail(err)
+			return err
+		}
+	}
+	dl.hashed += int64(len(p))
+	if dl.hashed < dl.size {
+		// Hold the last byte back until the whole digest matched.
+		dl.publish(min(dl.hashed, dl.size-1), false)
+		return nil
+	}
+	if got := hex.EncodeToString(dl.h.Sum(nil)); got != dl.d.Encoded() {
+		err := fmt.Errorf("%w: %s has sha256:%s", ErrDigestMismatch, dl.d, got)
+		dl.fail(err)
+		return err
+	}
+	if err := dl.s.commit(dl); err != nil {
+		dl.fail(err)
+		return err
+	}
+	dl.publish(dl.size, true)
+	return nil
+}
+
+func (dl *Download) publish(visible int64, done bool) {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	if visible > dl.visible {
+		dl.visible = visible
+	}
+	if done && !dl.done {
+		dl.done = true
+		close(dl.fin)
+	}
+	close(dl.changed)
+	dl.changed = make(chan struct{})
+}
+
+// Fail aborts the download: readers get err, nothing is committed and the
+// temporary file is removed.
+func (dl *Download) Fail(err error) {
+	if err == nil {
+		err = errors.New("download aborted")
+	}
+	dl.fail(err)
+}
+
+func (dl *Download) fail(err error) {
+	dl.mu.Lock()
+	if dl.done || dl.err != nil {
+		dl.mu.Unlock()
+		return
+	}
+	dl.err = err
+	close(dl.fin)
+	close(dl.changed)
+	dl.changed = make(chan struct{})
+	dl.mu.Unlock()
+	dl.s.forget(dl)
+	// Unlink now: readers holding the descriptor fail anyway, and a crash
+	// leaves nothing behind that looks like data.
+	if rerr := os.Remove(dl.tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		dl.s.log.Warn("remove failed download", "digest", dl.d, "path", dl.tmp, "err", rerr)
+	}
+}
+
+func (dl *Download) acquire() {
+	dl.mu.Lock()
+	dl.refs++
+	dl.mu.Unlock()
+}
+
+// Release drops the caller's reference; the file closes with the last one.
+// A writer that releases before the blob committed aborts the download.
+func (dl *Download) Release() {
+	dl.mu.Lock()
+	dl.refs--
+	last := dl.refs == 0
+	done := dl.done
+	dl.mu.Unlock()
+	if last {
+		if !done {
+			dl.fail(errors.New("download abandoned"))
+		}
+		dl.f.Close()
+	}
+}
+
+// Path of the file: the temporary path while running, the blob path after.
+func (dl *Download) Path() string {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	if dl.done {
+		return dl.s.Path(dl.d)
+	}
+	return filepath.Clean(dl.tmp)
+}
+
+// waitVisible blocks until at least min(off+1, size) bytes are visible, or
+// the download fails, or ctx ends. It returns the visible count.
+func (dl *Download) waitVisible(ctx context.Context, off int64) (int64, error) {
+	want := min(off+1, dl.size)
+	for {
+		dl.mu.Lock()
+		vis, err, ch := dl.visible, dl.err, dl.changed
+		dl.mu.Unlock()
+		if vis >= want {
+			return vis, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}

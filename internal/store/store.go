@@ -1,0 +1,202 @@
+// Package store is the node's content-addressed blob cache:
+// <root>/blobs/sha256/<2 hex>/<hex>. Bytes land in <root>/downloads/ and are
+// renamed into place only after their sha256 matches the digest, so a blob
+// under blobs/ is always whole and verified.
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/singleflight"
+)
+
+var (
+	// ErrNotFound: no verified blob with this digest in the store.
+	ErrNotFound = errors.New("blob not in store")
+	// ErrDigestMismatch: the bytes do not hash to the digest they claim.
+	ErrDigestMismatch = errors.New("content does not match digest")
+	// ErrInProgress: a download of this digest is already running.
+	ErrInProgress = errors.New("download already in progress")
+)
+
+// Store is safe for concurrent use.
+type Store struct {
+	root string
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	active   map[digest.Digest]*Download
+	verified map[digest.Digest]bool // blobs hashed by this process
+	verify   singleflight.Group
+}
+
+// Open prepares root. Leftovers in downloads/ from an earlier run are removed:
+// they were never verified, so they are never served.
+func Open(root string, log *slog.Logger) (*Store, error) {
+	for _, d := range []string{"blobs/sha256", "downloads"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return nil, fmt.Errorf("store %s: %w", root, err)
+		}
+	}
+	s := &Store{root: root, log: log, active: map[digest.Digest]*Download{}, verified: map[digest.Digest]bool{}}
+	ents, err := os.ReadDir(s.downloadsDir())
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", root, err)
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(s.downloadsDir(), e.Name())); err != nil {
+			return nil, fmt.Errorf("store %s: remove leftover %s: %w", root, e.Name(), err)
+		}
+	}
+	if len(ents) > 0 {
+		log.Info("removed unfinished downloads from an earlier run", "count", len(ents), "root", root)
+	}
+	return s, nil
+}
+
+// Root is the store's directory.
+func (s *Store) Root() string { return s.root }
+
+func (s *Store) downloadsDir() string { return filepath.Join(s.root, "downloads") }
+
+// Path is where the verified blob d lives.
+func (s *Store) Path(d digest.Digest) string {
+	h := d.Encoded()
+	return filepath.Join(s.root, "blobs", string(d.Algorithm()), h[:2], h)
+}
+
+func checkDigest(d digest.Digest) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("digest %q: %w", d, err)
+	}
+	if d.Algorithm() != digest.SHA256 {
+		return fmt.Errorf("digest %q: only sha256 is supported", d)
+	}
+	return nil
+}
+
+// Stat returns the size of the verified blob d, or ErrNotFound.
+func (s *Store) Stat(d digest.Digest) (int64, error) {
+	if err := checkDigest(d); err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(s.Path(d))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stat %s: %w", d, err)
+	}
+	return fi.Size(), nil
+}
+
+// Open returns the verified blob d for reading. A blob this process has not
+// written or hashed yet (one from an earlier run) is hashed first; a blob
+// that no longer matches its digest is removed and reported as ErrNotFound.
+func (s *Store) Open(d digest.Digest) (*os.File, error) {
+	if err := checkDigest(d); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	ok := s.verified[d]
+	s.mu.Unlock()
+	if !ok {
+		if _, err, _ := s.verify.Do(string(d), func() (any, error) { return nil, s.verifyFile(d) }); err != nil {
+			return nil, err
+		}
+	}
+	f, err := os.Open(s.Path(d))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", d, err)
+	}
+	return f, nil
+}
+
+func (s *Store) verifyFile(d digest.Digest) error {
+	f, err := os.Open(s.Path(d))
+	if errors.Is(err, os.ErrNotExist) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("open %s: %w", d, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("verify %s: %w", d, err)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != d.Encoded() {
+		s.log.Error("cached blob does not match its digest; removing it", "digest", d, "path", s.Path(d))
+		if err := os.Remove(s.Path(d)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove corrupt %s: %w", d, err)
+		}
+		return ErrNotFound
+	}
+	s.mu.Lock()
+	s.verified[d] = true
+	s.mu.Unlock()
+	return nil
+}
+
+// Delete removes the blob d (if any).
+func (s *Store) Delete(d digest.Digest) error {
+	if err := checkDigest(d); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.verified, d)
+	s.mu.Unlock()
+	if err := os.Remove(s.Path(d)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete %s: %w", d, err)
+	}
+	return nil
+}
+
+// Active returns the running download of d, or nil.
+func (s *Store) Active(d digest.Digest) *Download {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dl := s.active[d]
+	if dl != nil {
+		dl.acquire()
+	}
+	return dl
+}
+
+func (s *Store) commit(dl *Download) error {
+	dst := s.Path(dl.d)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("commit %s: %w", dl.d, err)
+	}
+	if err := dl.f.Sync(); err != nil {
+		return fmt.Errorf("commit %s: sync: %w", dl.d, err)
+	}
+	if err := os.Rename(dl.tmp, dst); err != nil {
+		return fmt.Errorf("commit %s: %w", dl.d, err)
+	}
+	s.mu.Lock()
+	s.verified[dl.d] = true
+	delete(s.active, dl.d)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Store) forget(dl *Download) {
+	s.mu.Lock()
+	if s.active[dl.d] == dl {
+		delete(s.active, dl.d)
+	}
+	s.mu.Unlock()
+}

@@ -1,0 +1,270 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+func newStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func blob(n int, seed uint64) ([]byte, digest.Digest) {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(seed, seed))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b, digest.FromBytes(b)
+}
+
+func TestSequentialWriteWithConcurrentReaders(t *testing.T) {
+	s := newStore(t)
+	data, d := blob(3<<20+17, 1)
+	dl, err := s.Create(d, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(d, int64(len(data))); !errors.Is(err, ErrInProgress) {
+		t.Fatalf("second Create: %v, want ErrInProgress", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	got := make([][]byte, 8)
+	for i := range got {
+		r := dl.NewReader(ctx)
+		wg.Go(func() {
+			defer r.Close()
+			got[i], _ = io.ReadAll(r)
+		})
+	}
+	if _, err := s.Stat(d); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Stat during download: %v, want ErrNotFound", err)
+	}
+	for off := 0; off < len(data); off += 100_000 {
+		if _, err := dl.Write(data[off:min(off+100_000, len(data))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dl.Release()
+	wg.Wait()
+	for i, g := range got {
+		if !bytes.Equal(g, data) {
+			t.Fatalf("reader %d got %d bytes, want the %d written", i, len(g), len(data))
+		}
+	}
+	if n, err := s.Stat(d); err != nil || n != int64(len(data)) {
+		t.Fatalf("Stat after commit = %d, %v", n, err)
+	}
+	assertEmptyDownloads(t, s)
+}
+
+func TestOutOfOrderWriteAtAndAdvance(t *testing.T) {
+	s := newStore(t)
+	data, d := blob(1<<20, 2)
+	dl, err := s.Create(d, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Release()
+	const piece = 256 << 10
+	for _, i := range []int{3, 1, 0, 2} {
+		if _, err := dl.WriteAt(data[i*piece:(i+1)*piece], int64(i*piece)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := dl.Advance(int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	if err := dl.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.Open(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if b, _ := io.ReadAll(f); !bytes.Equal(b, data) {
+		t.Fatal("committed blob differs")
+	}
+}
+
+func TestWrongBytesAreNeverCommittedNorFullyServed(t *testing.T) {
+	s := newStore(t)
+	data, d := blob(512<<10, 3)
+	bad := bytes.Clone(data)
+	bad[len(bad)-1] ^= 0xff // only the very last byte is wrong
+	dl, err := s.Create(d, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := dl.NewReader(context.Background())
+	done := make(chan struct{})
+	var got []byte
+	var rerr error
+	go func() {
+		defer close(done)
+		got, rerr = io.ReadAll(r)
+		r.Close()
+	}()
+	if _, err := dl.Write(bad); !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("Write of wrong bytes: %v, want ErrDigestMismatch", err)
+	}
+	dl.Release()
+	<-done
+	if !errors.Is(rerr, ErrDigestMismatch) || len(got) >= len(data) {
+		t.Fatalf("reader got %d of %d bytes and err %v; want an error before the end", len(got), len(data), rerr)
+	}
+	if _, err := s.Stat(d); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Stat: %v, want ErrNotFound", err)
+	}
+	assertEmptyDownloads(t, s)
+	// A fresh download of the same digest may start again.
+	dl2, err := s.Create(d, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl2.Release()
+}
+
+func TestAbandonedDownloadLeavesNothing(t *testing.T) {
+	s := newStore(t)
+	data, d := blob(1000, 4)
+	dl, err := s.Create(d, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = dl.Write(data[:500])
+	dl.Release()
+	if err := dl.Err(); err == nil {
+		t.Fatal("abandoned download reports no error")
+	}
+	assertEmptyDownloads(t, s)
+	if _, err := s.Stat(d); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Stat: %v", err)
+	}
+}
+
+func TestReaderHonoursContext(t *testing.T) {
+	s := newStore(t)
+	_, d := blob(1000, 5)
+	dl, err := s.Create(d, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Release()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := dl.NewReader(ctx)
+	defer r.Close()
+	go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+	if _, err := r.Read(make([]byte, 10)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Read: %v, want context.Canceled", err)
+	}
+}
+
+func TestEmptyBlob(t *testing.T) {
+	s := newStore(t)
+	d := digest.FromBytes(nil)
+	dl, err := s.Create(d, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Release()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := dl.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Stat(d); err != nil || n != 0 {
+		t.Fatalf("Stat = %d, %v", n, err)
+	}
+}
+
+func TestStartupRemovesLeftoversAndCorruptBlobs(t *testing.T) {
+	root := t.TempDir()
+	log := slog.New(slog.DiscardHandler)
+	s, err := Open(root, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, gd := blob(4096, 6)
+	rot, rd := blob(4096, 7)
+	for _, b := range []struct {
+		data []byte
+		d    digest.Digest
+	}{{good, gd}, {rot, rd}} {
+		dl, err := s.Create(b.d, int64(len(b.data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := dl.Write(b.data); err != nil {
+			t.Fatal(err)
+		}
+		dl.Release()
+	}
+	// A half-written download and a flipped bit in a committed blob.
+	if err := os.WriteFile(filepath.Join(root, "downloads", gd.Encoded()+".123"), good[:100], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rot[10] ^= 1
+	if err := os.WriteFile(s.Path(rd), rot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	s2, err := Open(root, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertEmptyDownloads(t, s2)
+	if f, err := s2.Open(gd); err != nil {
+		t.Fatalf("Open good blob: %v", err)
+	} else {
+		f.Close()
+	}
+	if _, err := s2.Open(rd); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Open corrupt blob: %v, want ErrNotFound", err)
+	}
+	if _, err := os.Stat(s2.Path(rd)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("corrupt blob still on disk: %v", err)
+	}
+}
+
+func TestBadDigests(t *testing.T) {
+	s := newStore(t)
+	for _, d := range []digest.Digest{"", "sha256:xyz", "md5:d41d8cd98f00b204e9800998ecf8427e", "sha512:" + digest.Digest(bytes.Repeat([]byte("a"), 128))} {
+		if _, err := s.Stat(d); err == nil || errors.Is(err, ErrNotFound) {
+			t.Errorf("Stat(%q) = %v, want a validation error", d, err)
+		}
+		if _, err := s.Create(d, 1); err == nil {
+			t.Errorf("Create(%q) succeeded", d)
+		}
+	}
+}
+
+func assertEmptyDownloads(t *testing.T, s *Store) {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(s.Root(), "downloads"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 0 {
+		t.Fatalf("downloads/ holds %d entries, want none", len(ents))
+	}
+}

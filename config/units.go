@@ -2,7 +2,9 @@ package config
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
+	"net/url"
 	"strconv"
 	"strings"
 )
@@ -105,4 +107,25 @@ func (r Rate) String() string {
 		return "0"
 	}
 	return strconv.FormatFloat(float64(r)/1e6, 'f', -1, 64) + "MB/s"
+}
+
+// ParseLogLevel reads "debug", "info", "warn" or "error".
+func ParseLogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("want debug, info, warn or error, got %q", s)
+	}
+	return l, nil
+}
+
+// CheckHTTPURL accepts http(s)://host[:port][/path] URLs.
+func CheckHTTPURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("want an http(s) URL with a host, got %q", s)
+	}
+	return nil
 }

@@ -1,0 +1,145 @@
+// Package agent is the per-node role: a read-only OCI registry (a mirror for
+// containerd and Docker) whose blobs come from the swarm, cached locally and
+// seeded back to other agents.
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/internal/store"
+)
+
+// Agent is one node's agent.
+type Agent struct {
+	cfg   Config
+	log   *slog.Logger
+	store *store.Store
+	node  *p2p.Node
+	base  *httpx.Base
+	api   *httpx.Server
+	admin *httpx.Server
+	meta  *metainfoClient
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu    sync.Mutex
+	pulls map[digest.Digest]*pull
+
+	requests *prometheus.CounterVec
+	pullsRes *prometheus.CounterVec
+	served   prometheus.Counter
+}
+
+// New opens the cache, starts the P2P node and binds both HTTP listeners.
+func New(cfg Config, log *slog.Logger) (*Agent, error) {
+	st, err := store.Open(cfg.Root, log)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: log, store: st, base: httpx.NewBase(), pulls: map[digest.Digest]*pull{}}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	a.meta = newMetainfoClient(cfg.Trackers, cfg.P2P.Listen)
+	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_blob_requests_total",
+		Help: "Blob requests on the registry API, by cache result (hit, miss, joined)."}, []string{"result"})
+	a.pullsRes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_pulls_total",
+		Help: "Swarm downloads, by result."}, []string{"result"})
+	a.served = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_served_bytes_total", Help: "Blob bytes sent to clients."})
+	a.base.Metrics.MustRegister(a.requests, a.pullsRes, a.served)
+
+	if a.node, err = p2p.NewNode(cfg.P2P, p2p.RoleAgent, log, a.base.Metrics); err != nil {
+		return nil, err
+	}
+	api := chi.NewRouter()
+	api.Use(httpx.LogRequests(log))
+	a.base.Mount(api)
+	api.HandleFunc("/v2", a.handleV2)
+	api.HandleFunc("/v2/*", a.handleV2)
+	if a.api, err = httpx.Listen(cfg.Listen, api, log); err != nil {
+		a.node.Close()
+		return nil, err
+	}
+	admin := chi.NewRouter()
+	a.base.Mount(admin)
+	if a.admin, err = httpx.Listen(cfg.AdminListen, admin, log); err != nil {
+		a.api.Close()
+		a.node.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// URL of the registry API.
+func (a *Agent) URL() string { return a.api.URL() }
+
+// AdminURL of the admin server.
+func (a *Agent) AdminURL() string { return a.admin.URL() }
+
+// Node is the agent's P2P node.
+func (a *Agent) Node() *p2p.Node { return a.node }
+
+// Store is the agent's blob cache.
+func (a *Agent) Store() *store.Store { return a.store }
+
+// Run serves until ctx ends, then stops every download and swarm.
+func (a *Agent) Run(ctx context.Context) error {
+	a.base.SetReady(true)
+	errc := make(chan error, 2)
+	go func() { errc <- a.admin.Serve(ctx) }()
+	err := a.api.Serve(ctx)
+	a.cancel()
+	a.node.Close()
+	return errors.Join(err, <-errc)
+}
+
+func (a *Agent) handleV2(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if p == "/v2" || p == "/v2/" {
+		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte("{}"))
+		return
+	}
+	name, kind, rest, ok := splitV2(p)
+	if !ok {
+		httpx.WriteError(w, r, httpx.Errorf(http.StatusNotFound, httpx.CodeNameUnknown, "no such endpoint: %s", p))
+		return
+	}
+	if !validName(name) {
+		httpx.WriteError(w, r, httpx.Errorf(http.StatusBadRequest, httpx.CodeNameInvalid, "invalid repository name %q", name))
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead || kind == "blobs/uploads" {
+		httpx.WriteError(w, r, httpx.Errorf(http.StatusMethodNotAllowed, httpx.CodeUnsupported, "this registry is a read-only mirror: %s is not supported", r.Method))
+		return
+	}
+	switch kind {
+	case "blobs":
+		a.handleBlob(w, r, a.namespace(r, name), rest)
+	default:
+		httpx.WriteError(w, r, httpx.Errorf(http.StatusNotFound, httpx.CodeUnsupported, "%s are not served yet", kind))
+	}
+}
+
+// namespace is the repository as the origins know it: prefixed with the
+// registry host when containerd names one (?ns=ghcr.io).
+func (a *Agent) namespace(r *http.Request, name string) string {
+	if ns := r.URL.Query().Get("ns"); ns != "" {
+		return ns + "/" + name
+	}
+	return name
+}
+
+// stallCheckEvery is how often a download's progress is sampled.
+const stallCheckEvery = time.Second

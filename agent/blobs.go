@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/internal/store"
+)
+
+// emptyBlob needs no transfer at all.
+var emptyBlob = digest.FromBytes(nil)
+
+func (a *Agent) handleBlob(w http.ResponseWriter, r *http.Request, ns, ref string) {
+	d, err := digest.Parse(ref)
+	if err == nil && d.Algorithm() != digest.SHA256 {
+		err = digest.ErrDigestUnsupported
+	}
+	if err != nil {
+		httpx.WriteError(w, r, httpx.Errorf(http.StatusBadRequest, httpx.CodeDigestInvalid, "invalid digest %q: %v", ref, err))
+		return
+	}
+	if d == emptyBlob {
+		setBlobHeaders(w, d)
+		w.Header().Set("Content-Length", "0")
+		return
+	}
+	ctx := r.Context()
+	blob, size, err := a.store.OpenOrFollow(ctx, d)
+	switch {
+	case err == nil:
+		a.requests.WithLabelValues("hit").Inc()
+		go a.ensureSeeding(d)
+	case !errors.Is(err, store.ErrNotFound):
+		httpx.WriteError(w, r, err)
+		return
+	case r.Method == http.MethodHead:
+		// A HEAD never starts a download: the size comes from the metainfo.
+		a.requests.WithLabelValues("head_miss").Inc()
+		mctx, cancel := context.WithTimeout(ctx, a.cfg.MetainfoTimeout)
+		mi, err := a.meta.get(mctx, ns, d)
+		cancel()
+		if err != nil {
+			httpx.WriteError(w, r, metaErr(err))
+			return
+		}
+		setBlobHeaders(w, d)
+		w.Header().Set("Content-Length", strconv.FormatInt(mi.Info.Length, 10))
+		return
+	default:
+		p, joined := a.joinPull(ns, d)
+		defer a.leavePull(d, p)
+		if joined {
+			a.requests.WithLabelValues("joined").Inc()
+		} else {
+			a.requests.WithLabelValues("miss").Inc()
+		}
+		select {
+		case <-p.ready:
+		case <-ctx.Done():
+			return
+		}
+		if p.err != nil {
+			httpx.WriteError(w, r, metaErr(p.err))
+			return
+		}
+		if blob, size, err = a.store.OpenOrFollow(ctx, d); err != nil {
+			httpx.WriteError(w, r, httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable, "download failed"))
+			return
+		}
+	}
+	defer blob.Close()
+	if _, err := httpx.ParseRange(r.Header.Get("Range"), size); err != nil {
+		w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+		httpx.WriteError(w, r, httpx.Errorf(http.StatusRequestedRangeNotSatisfiable, httpx.CodeRangeInvalid, "range %q not satisfiable for %d bytes", r.Header.Get("Range"), size))
+		return
+	}
+	setBlobHeaders(w, d)
+	cw := &countingWriter{ResponseWriter: w}
+	// ServeContent handles Range and HEAD; if the download fails mid-way the
+	// body ends short of Content-Length and the connection is cut.
+	http.ServeContent(cw, r, "", time.Time{}, blob)
+	a.served.Add(float64(cw.n))
+}
+
+// metaErr turns a metainfo failure into what the client sees: the tracker's
+// own OCI error if it gave one, else 502.
+func metaErr(err error) error {
+	var he *httpx.Error
+	if errors.As(err, &he) {
+		return he
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return httpx.Wrap(err, http.StatusGatewayTimeout, httpx.CodeUnavailable, "timed out asking the tracker for the blob")
+	}
+	return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable, "no tracker could provide the blob")
+}
+
+func setBlobHeaders(w http.ResponseWriter, d digest.Digest) {
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Etag", `"`+d.String()+`"`)
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}

@@ -1,0 +1,94 @@
+package agent
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/shoal-dev/shoal/config"
+	"github.com/shoal-dev/shoal/internal/p2p"
+)
+
+// Config is the agent's TOML file.
+type Config struct {
+	// Listen is the registry API for the node's container runtime. It binds
+	// loopback by default: the mirror is for this node only.
+	Listen string `toml:"listen"`
+	// AdminListen serves /health, /readiness and /metrics.
+	AdminListen string `toml:"admin_listen"`
+	// Root holds the blob cache.
+	Root string `toml:"root"`
+	// Trackers are tracker base URLs, tried in order.
+	Trackers []string `toml:"trackers"`
+	// MetainfoTimeout bounds asking the tracker for a blob's metainfo (the
+	// origin may first fetch the whole blob from upstream).
+	MetainfoTimeout time.Duration `toml:"metainfo_timeout"`
+	// StallTimeout fails a download that makes no progress for this long.
+	StallTimeout time.Duration `toml:"stall_timeout"`
+	P2P          p2p.Config    `toml:"p2p"`
+	LogLevel     string        `toml:"log_level"`
+}
+
+// Defaults.
+const (
+	DefaultListen          = "127.0.0.1:7650"
+	DefaultP2PListen       = "0.0.0.0:7651"
+	DefaultAdminListen     = "127.0.0.1:7652"
+	DefaultRoot            = "/var/lib/shoal/agent"
+	DefaultMetainfoTimeout = 5 * time.Minute
+	DefaultStallTimeout    = 2 * time.Minute
+)
+
+var DefaultTrackers = []string{"http://127.0.0.1:7600"}
+
+func (c *Config) ApplyDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = DefaultAdminListen
+	}
+	if c.Root == "" {
+		c.Root = DefaultRoot
+	}
+	if len(c.Trackers) == 0 {
+		c.Trackers = DefaultTrackers
+	}
+	if c.MetainfoTimeout == 0 {
+		c.MetainfoTimeout = DefaultMetainfoTimeout
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = DefaultStallTimeout
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	c.P2P.ApplyDefaults(DefaultP2PListen)
+	c.P2P.Trackers = nil
+	for _, t := range c.Trackers {
+		c.P2P.Trackers = append(c.P2P.Trackers, t+"/announce")
+	}
+}
+
+func (c *Config) Validate() error {
+	for key, v := range map[string]string{"listen": c.Listen, "admin_listen": c.AdminListen} {
+		if _, err := netip.ParseAddrPort(v); err != nil {
+			return config.Errorf(key, "want IP:port, got %q", v)
+		}
+	}
+	for i, u := range c.Trackers {
+		if err := config.CheckHTTPURL(u); err != nil {
+			return config.Errorf(fmt.Sprintf("trackers[%d]", i), "%v", err)
+		}
+	}
+	if c.MetainfoTimeout < time.Second {
+		return config.Errorf("metainfo_timeout", "want at least 1s, got %s", c.MetainfoTimeout)
+	}
+	if c.StallTimeout < time.Second {
+		return config.Errorf("stall_timeout", "want at least 1s, got %s", c.StallTimeout)
+	}
+	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {
+		return config.Errorf("log_level", "%v", err)
+	}
+	return c.P2P.Validate("p2p")
+}

@@ -1,0 +1,183 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/internal/store"
+)
+
+// pull is one swarm download of a blob, shared by every client asking for
+// it. It is cancelled when its last waiting client goes away.
+type pull struct {
+	ready   chan struct{} // the store download exists, or err is set
+	err     error
+	waiters int
+	cancel  context.CancelFunc
+}
+
+// joinPull returns the running pull of d or starts one; the caller must
+// leavePull when it stops reading.
+func (a *Agent) joinPull(ns string, d digest.Digest) (*pull, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if p, ok := a.pulls[d]; ok {
+		p.waiters++
+		return p, true
+	}
+	ctx, cancel := context.WithCancel(a.ctx)
+	p := &pull{ready: make(chan struct{}), waiters: 1, cancel: cancel}
+	a.pulls[d] = p
+	go a.runPull(ctx, ns, d, p)
+	return p, false
+}
+
+func (a *Agent) leavePull(d digest.Digest, p *pull) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p.waiters--
+	if p.waiters == 0 && a.pulls[d] == p {
+		// Nobody waits any more: stop asking peers for pieces.
+		delete(a.pulls, d)
+		p.cancel()
+	}
+}
+
+func (a *Agent) runPull(ctx context.Context, ns string, d digest.Digest, p *pull) {
+	start := time.Now()
+	err := a.download(ctx, ns, d, p)
+	a.mu.Lock()
+	if a.pulls[d] == p {
+		delete(a.pulls, d)
+	}
+	a.mu.Unlock()
+	p.cancel()
+	switch {
+	case err == nil:
+		a.pullsRes.WithLabelValues("ok").Inc()
+		a.log.Info("pulled blob", "digest", d, "namespace", ns, "duration", time.Since(start),
+			"from_origins", a.node.BytesFromOrigins(), "from_peers", a.node.BytesFromPeers())
+	case ctx.Err() != nil:
+		a.pullsRes.WithLabelValues("cancelled").Inc()
+	default:
+		a.pullsRes.WithLabelValues("error").Inc()
+		a.log.Warn("pull failed", "digest", d, "namespace", ns, "err", err)
+	}
+}
+
+// download gets the metainfo, joins the swarm and waits until the blob is
+// committed (and then keeps seeding it) or fails.
+func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, p *pull) (err error) {
+	readied := false
+	defer func() {
+		if !readied {
+			p.err = err
+			close(p.ready)
+		}
+	}()
+	mctx, cancel := context.WithTimeout(ctx, a.cfg.MetainfoTimeout)
+	mi, err := a.meta.get(mctx, ns, d)
+	cancel()
+	if err != nil {
+		return err
+	}
+	dl, err := a.createDownload(ctx, d, mi.Info.Length)
+	if err != nil {
+		return err
+	}
+	if dl == nil {
+		return nil // another download committed it meanwhile
+	}
+	sw, err := a.node.Download(mi, dl)
+	if err != nil {
+		dl.Fail(err)
+		dl.Release()
+		return err
+	}
+	readied = true
+	close(p.ready)
+
+	if err := a.watch(ctx, sw, dl); err != nil {
+		dl.Fail(err)
+		sw.Close()
+		return err
+	}
+	if err := a.store.WriteMeta(d, "torrent", mi.Raw()); err != nil {
+		a.log.Warn("keep metainfo beside blob", "digest", d, "err", err)
+	}
+	return nil
+}
+
+// createDownload starts the store download of d. A download left by a
+// cancelled pull may still be closing: wait for it first.
+func (a *Agent) createDownload(ctx context.Context, d digest.Digest, size int64) (*store.Download, error) {
+	for range 3 {
+		dl, err := a.store.Create(d, size)
+		if !errors.Is(err, store.ErrInProgress) {
+			return dl, err
+		}
+		if old := a.store.Active(d); old != nil {
+			_ = old.Wait(ctx)
+			old.Release()
+		}
+		if _, err := a.store.Stat(d); err == nil {
+			return nil, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	return nil, fmt.Errorf("download %s: %w", d, store.ErrInProgress)
+}
+
+// errStalled: no piece arrived for StallTimeout.
+var errStalled = errors.New("swarm made no progress")
+
+// watch waits for the download to commit, failing it when the swarm stalls.
+func (a *Agent) watch(ctx context.Context, sw *p2p.Swarm, dl *store.Download) error {
+	tick := time.NewTicker(stallCheckEvery)
+	defer tick.Stop()
+	last, lastChange := int64(-1), time.Now()
+	for {
+		select {
+		case <-dl.Done():
+			return dl.Err()
+		case <-ctx.Done():
+			return ctx.Err()
+		case now := <-tick.C:
+			if n := sw.BytesCompleted(); n != last {
+				last, lastChange = n, now
+			} else if now.Sub(lastChange) > a.cfg.StallTimeout {
+				return fmt.Errorf("%w for %s (%d of %d bytes)", errStalled, a.cfg.StallTimeout, n, dl.Size())
+			}
+		}
+	}
+}
+
+// ensureSeeding rejoins the swarm of a cached blob (e.g. after a restart)
+// using the metainfo kept beside it.
+func (a *Agent) ensureSeeding(d digest.Digest) {
+	if a.node.Swarm(d.String()) != nil {
+		return
+	}
+	raw, err := a.store.ReadMeta(d, "torrent")
+	if err != nil {
+		return
+	}
+	mi, err := p2p.ParseMetaInfo(raw, d)
+	if err != nil {
+		return
+	}
+	f, err := a.store.Open(d)
+	if err != nil {
+		return
+	}
+	if _, err := a.node.Seed(mi, f, func() { f.Close() }); err != nil {
+		f.Close()
+	}
+}

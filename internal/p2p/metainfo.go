@@ -1,0 +1,139 @@
+package p2p
+
+import (
+	"crypto/sha1"
+	"errors"
+	"fmt"
+	"hash"
+	"math/bits"
+
+	"github.com/anacrolix/torrent/bencode"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/opencontainers/go-digest"
+)
+
+// Piece lengths a metainfo may use. Small pieces cost per-piece overhead;
+// huge ones slow the first exchange between peers.
+const (
+	MinPieceLength     = 16 << 10
+	MaxPieceLength     = 64 << 20
+	DefaultPieceLength = 4 << 20
+)
+
+// PieceHasher is an io.Writer that computes the SHA-1 of every piece of a
+// stream written in order: metainfo is built while a blob streams in,
+// without reading it again.
+type PieceHasher struct {
+	pieceLen int64
+	h        hash.Hash
+	inPiece  int64
+	sums     []byte
+}
+
+// NewPieceHasher hashes pieces of pieceLen bytes.
+func NewPieceHasher(pieceLen int64) *PieceHasher {
+	return &PieceHasher{pieceLen: pieceLen, h: sha1.New()}
+}
+
+func (p *PieceHasher) Write(b []byte) (int, error) {
+	n := len(b)
+	for len(b) > 0 {
+		k := min(int64(len(b)), p.pieceLen-p.inPiece)
+		p.h.Write(b[:k])
+		p.inPiece += k
+		b = b[k:]
+		if p.inPiece == p.pieceLen {
+			p.sums = p.h.Sum(p.sums)
+			p.h.Reset()
+			p.inPiece = 0
+		}
+	}
+	return n, nil
+}
+
+// Sums returns the concatenated piece hashes (flushing a short last piece).
+func (p *PieceHasher) Sums() []byte {
+	if p.inPiece > 0 {
+		p.sums = p.h.Sum(p.sums)
+		p.h.Reset()
+		p.inPiece = 0
+	}
+	return p.sums
+}
+
+// BuildMetaInfo returns the bencoded metainfo (a .torrent) of blob d: one
+// file named by the digest's hex, so the info-hash is bound to the digest.
+func BuildMetaInfo(d digest.Digest, size, pieceLen int64, pieceSums []byte) ([]byte, error) {
+	info := metainfo.Info{
+		Name:        d.Encoded(),
+		Length:      size,
+		PieceLength: pieceLen,
+		Pieces:      pieceSums,
+	}
+	if err := checkInfo(&info, d); err != nil {
+		return nil, err
+	}
+	ib, err := bencode.Marshal(info)
+	if err != nil {
+		return nil, fmt.Errorf("metainfo %s: %w", d, err)
+	}
+	mi := metainfo.MetaInfo{InfoBytes: ib, CreatedBy: "shoal"}
+	out, err := bencode.Marshal(mi)
+	if err != nil {
+		return nil, fmt.Errorf("metainfo %s: %w", d, err)
+	}
+	return out, nil
+}
+
+// MetaInfo is a parsed, checked metainfo for one blob.
+type MetaInfo struct {
+	Digest    digest.Digest
+	raw       []byte
+	InfoBytes []byte
+	Info      metainfo.Info
+	InfoHash  metainfo.Hash
+}
+
+// ParseMetaInfo decodes b and checks that it describes blob d sanely: name,
+// single file, piece length, and exactly one 20-byte hash per piece.
+func ParseMetaInfo(b []byte, d digest.Digest) (*MetaInfo, error) {
+	var mi metainfo.MetaInfo
+	if err := bencode.Unmarshal(b, &mi); err != nil {
+		return nil, fmt.Errorf("metainfo %s: %w", d, err)
+	}
+	if len(mi.InfoBytes) == 0 {
+		return nil, fmt.Errorf("metainfo %s: no info dictionary", d)
+	}
+	var info metainfo.Info
+	if err := bencode.Unmarshal(mi.InfoBytes, &info); err != nil {
+		return nil, fmt.Errorf("metainfo %s: info: %w", d, err)
+	}
+	if err := checkInfo(&info, d); err != nil {
+		return nil, err
+	}
+	return &MetaInfo{Digest: d, raw: b, InfoBytes: mi.InfoBytes, Info: info, InfoHash: metainfo.HashBytes(mi.InfoBytes)}, nil
+}
+
+// Raw is the bencoded metainfo as received.
+func (m *MetaInfo) Raw() []byte { return m.raw }
+
+func checkInfo(info *metainfo.Info, d digest.Digest) error {
+	switch {
+	case info.Name != d.Encoded():
+		return fmt.Errorf("metainfo %s: names %q, not this blob", d, info.Name)
+	case len(info.Files) != 0:
+		return fmt.Errorf("metainfo %s: has %d files, want a single blob", d, len(info.Files))
+	case info.Length < 0:
+		return fmt.Errorf("metainfo %s: negative length", d)
+	case info.PieceLength < MinPieceLength || info.PieceLength > MaxPieceLength || bits.OnesCount64(uint64(info.PieceLength)) != 1:
+		return fmt.Errorf("metainfo %s: piece length %d is not a power of two in [%d, %d]", d, info.PieceLength, MinPieceLength, MaxPieceLength)
+	}
+	want := (info.Length + info.PieceLength - 1) / info.PieceLength
+	if int64(len(info.Pieces)) != want*sha1.Size {
+		return fmt.Errorf("metainfo %s: %d bytes of piece hashes, want %d for %d pieces", d, len(info.Pieces), want*sha1.Size, want)
+	}
+	if info.Length == 0 {
+		return errors.New("metainfo: empty blobs are not shared over P2P")
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
+
+	"github.com/shoal-dev/shoal/internal/store"
+)
+
+// blobStorage backs one torrent with one blob file. For a seed every piece is
+// complete from the start (the blob was verified against its digest). For a
+// download pieces start incomplete (never trusting bytes already on disk);
+// each piece the client has hash-checked extends the store download's
+// in-order prefix, which sha256s it and, at the end, commits the blob.
+type blobStorage struct {
+	r  io.ReaderAt
+	dl *store.Download // nil for a seed
+
+	mu       sync.Mutex
+	complete []bool
+	prefix   int // pieces [0, prefix) complete
+	pieceLen int64
+	length   int64
+}
+
+func newSeedStorage(r io.ReaderAt, info *metainfo.Info) *blobStorage {
+	n := info.NumPieces()
+	s := &blobStorage{r: r, complete: make([]bool, n), prefix: n, pieceLen: info.PieceLength, length: info.Length}
+	for i := range s.complete {
+		s.complete[i] = true
+	}
+	return s
+}
+
+func newDownloadStorage(dl *store.Download, info *metainfo.Info) *blobStorage {
+	return &blobStorage{r: dl, dl: dl, complete: make([]bool, info.NumPieces()), pieceLen: info.PieceLength, length: info.Length}
+}
+
+// OpenTorrent implements storage.ClientImpl.
+func (s *blobStorage) OpenTorrent(_ context.Context, info *metainfo.Info, _ metainfo.Hash) (storage.TorrentImpl, error) {
+	if info.Length != s.length || info.PieceLength != s.pieceLen {
+		return storage.TorrentImpl{}, fmt.Errorf("storage: info describes %d bytes in %d-byte pieces, storage holds %d in %d", info.Length, info.PieceLength, s.length, s.pieceLen)
+	}
+	return storage.TorrentImpl{
+		Piece: func(p metainfo.Piece) storage.PieceImpl {
+			return &blobPiece{s: s, index: p.Index(), off: p.Offset(), length: p.Length()}
+		},
+		Close: func() error { return nil },
+	}, nil
+}
+
+type blobPiece struct {
+	s      *blobStorage
+	index  int
+	off    int64
+	length int64
+}
+
+func (p *blobPiece) ReadAt(b []byte, off int64) (int, error) {
+	if off >= p.length {
+		return 0, io.EOF
+	}
+	if rest := p.length - off; int64(len(b)) > rest {
+		n, err := p.s.r.ReadAt(b[:rest], p.off+off)
+		if err == nil {
+			err = io.EOF
+		}
+		return n, err
+	}
+	return p.s.r.ReadAt(b, p.off+off)
+}
+
+var errSeedReadOnly = errors.New("storage: seeded blob is read-only")
+
+func (p *blobPiece) WriteAt(b []byte, off int64) (int, error) {
+	if p.s.dl == nil {
+		return 0, errSeedReadOnly
+	}
+	if off < 0 || off+int64(len(b)) > p.length {
+		return 0, fmt.Errorf("storage: write [%d,%d) outside piece %d of %d bytes", off, off+int64(len(b)), p.index, p.length)
+	}
+	return p.s.dl.WriteAt(b, p.off+off)
+}
+
+// MarkComplete is called by the client after the piece passed its hash check.
+func (p *blobPiece) MarkComplete() error {
+	s := p.s
+	s.mu.Lock()
+	s.complete[p.index] = true
+	for s.prefix < len(s.complete) && s.complete[s.prefix] {
+		s.prefix++
+	}
+	upTo := min(int64(s.prefix)*s.pieceLen, s.length)
+	s.mu.Unlock()
+	if s.dl == nil {
+		return nil
+	}
+	// Hash the newly contiguous bytes into the blob's sha256 (and publish them
+	// to readers); reaching the end commits the blob or fails the download.
+	return s.dl.Advance(upTo)
+}
+
+func (p *blobPiece) MarkNotComplete() error {
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	if p.s.dl == nil {
+		return nil // a verified seed stays complete
+	}
+	if p.index < p.s.prefix {
+		return fmt.Errorf("storage: piece %d already hashed into the blob", p.index)
+	}
+	p.s.complete[p.index] = false
+	return nil
+}
+
+func (p *blobPiece) Completion() storage.Completion {
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	return storage.Completion{Ok: true, Complete: p.s.complete[p.index]}
+}
+
+// refuseStorage is the client's default storage: every torrent must bring
+// its own, so nothing is ever written to the working directory.
+type refuseStorage struct{}
+
+func (refuseStorage) OpenTorrent(context.Context, *metainfo.Info, metainfo.Hash) (storage.TorrentImpl, error) {
+	return storage.TorrentImpl{}, errors.New("storage: torrent added without blob storage")
+}

@@ -1,0 +1,77 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Blob is a readable blob: a verified file, or a download being followed.
+type Blob interface {
+	io.ReadSeekCloser
+	io.ReaderAt
+}
+
+// OpenOrFollow returns the verified blob d, or a reader that follows its
+// running download, with the blob's size; ErrNotFound if neither exists.
+func (s *Store) OpenOrFollow(ctx context.Context, d digest.Digest) (Blob, int64, error) {
+	if dl := s.Active(d); dl != nil {
+		r := dl.NewReader(ctx)
+		dl.Release()
+		return r, dl.Size(), nil
+	}
+	f, err := s.Open(d)
+	if err != nil {
+		return nil, 0, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("stat %s: %w", d, err)
+	}
+	return f, fi.Size(), nil
+}
+
+// WriteMeta stores metadata named name beside blob d (atomically).
+func (s *Store) WriteMeta(d digest.Digest, name string, data []byte) error {
+	if err := checkDigest(d); err != nil {
+		return err
+	}
+	dst := s.Path(d) + "." + name
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("write %s of %s: %w", name, d, err)
+	}
+	f, err := os.CreateTemp(s.downloadsDir(), d.Encoded()+"."+name+".*")
+	if err != nil {
+		return fmt.Errorf("write %s of %s: %w", name, d, err)
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), dst)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("write %s of %s: %w", name, d, err)
+	}
+	return nil
+}
+
+// ReadMeta returns metadata named name of blob d, or ErrNotFound.
+func (s *Store) ReadMeta(d digest.Digest, name string) ([]byte, error) {
+	if err := checkDigest(d); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(s.Path(d) + "." + name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	return b, err
+}

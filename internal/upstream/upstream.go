@@ -1,0 +1,274 @@
+// Package upstream talks to the registries Shoal mirrors (any Registry v2
+// server). Authentication — anonymous, basic, or bearer tokens obtained and
+// reused per repository — is go-containerregistry's transport.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/config"
+)
+
+// DockerHub is the host name images use for Docker Hub.
+const DockerHub = "docker.io"
+
+// Config describes one upstream registry ([[upstream]] in the origin file).
+type Config struct {
+	// Host is the registry as image references name it: "docker.io",
+	// "ghcr.io", "registry.local:5000".
+	Host string `toml:"host"`
+	// URL is where to reach it; default "https://<host>" (Docker Hub:
+	// https://registry-1.docker.io). An http:// URL means plain HTTP.
+	URL string `toml:"url"`
+	// Username and Password for basic auth (also used to obtain bearer tokens).
+	Username string `toml:"username"`
+	Password string `toml:"password"`
+	// Token is a registry bearer token used as-is (instead of a password).
+	Token string `toml:"token"`
+}
+
+// Redacted returns a copy safe to print.
+func (c Config) Redacted() Config {
+	if c.Password != "" {
+		c.Password = "REDACTED"
+	}
+	if c.Token != "" {
+		c.Token = "REDACTED"
+	}
+	return c
+}
+
+// Validate checks one entry; key is its TOML path ("upstream[0]").
+func (c *Config) Validate(key string) error {
+	if c.Host == "" {
+		return config.Errorf(key+".host", "must be set")
+	}
+	if _, err := name.NewRegistry(c.Host); err != nil {
+		return config.Errorf(key+".host", "%v", err)
+	}
+	if c.URL != "" {
+		u, err := url.Parse(c.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return config.Errorf(key+".url", "want http(s)://host[:port], got %q", c.URL)
+		}
+	}
+	if c.Token != "" && (c.Username != "" || c.Password != "") {
+		return config.Errorf(key+".token", "set either token or username/password, not both")
+	}
+	if (c.Username == "") != (c.Password == "") {
+		return config.Errorf(key+".password", "username and password go together")
+	}
+	return nil
+}
+
+type registry struct {
+	cfg  Config
+	name name.Registry
+	auth authn.Authenticator
+}
+
+// Client fetches blobs from the configured upstreams.
+type Client struct {
+	regs       map[string]*registry
+	def        string
+	base       http.RoundTripper
+	log        *slog.Logger
+	transports *lru.Cache[string, http.RoundTripper]
+}
+
+// New builds a client; defaultHost names the upstream used for namespaces
+// without a registry host.
+func New(cfgs []Config, defaultHost string, log *slog.Logger) (*Client, error) {
+	c := &Client{regs: map[string]*registry{}, def: defaultHost, log: log}
+	c.transports, _ = lru.New[string, http.RoundTripper](1024)
+	c.base = &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+	}
+	for _, cfg := range cfgs {
+		var opts []name.Option
+		host := cfg.Host
+		if cfg.URL != "" {
+			u, err := url.Parse(cfg.URL)
+			if err != nil {
+				return nil, fmt.Errorf("upstream %s: url: %w", cfg.Host, err)
+			}
+			host = u.Host
+			if u.Scheme == "http" {
+				opts = append(opts, name.Insecure)
+			}
+		} else if cfg.Host == DockerHub {
+			host = "registry-1.docker.io"
+		}
+		reg, err := name.NewRegistry(host, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", cfg.Host, err)
+		}
+		var auth authn.Authenticator = authn.Anonymous
+		switch {
+		case cfg.Token != "":
+			auth = &authn.Bearer{Token: cfg.Token}
+		case cfg.Username != "":
+			auth = &authn.Basic{Username: cfg.Username, Password: cfg.Password}
+		}
+		c.regs[cfg.Host] = &registry{cfg: cfg, name: reg, auth: auth}
+	}
+	if _, ok := c.regs[defaultHost]; !ok && defaultHost != "" {
+		return nil, fmt.Errorf("default upstream %q is not among the configured upstreams", defaultHost)
+	}
+	return c, nil
+}
+
+// ErrNotFound: the upstream does not have the blob.
+var ErrNotFound = errors.New("upstream: not found")
+
+// ErrUnauthorized: the upstream refused our credentials (or lack of them).
+var ErrUnauthorized = errors.New("upstream: unauthorized")
+
+// ErrUnknownRegistry: a namespace names a registry that is not configured.
+var ErrUnknownRegistry = errors.New("upstream: registry not configured")
+
+// ErrInvalidName: a namespace is not a valid repository name.
+var ErrInvalidName = errors.New("upstream: invalid repository name")
+
+// Repo is a parsed namespace: which upstream, and the repository there.
+type Repo struct {
+	Host string // the configured upstream's host key
+	Path string // repository path at that upstream
+	reg  *registry
+}
+
+func (r Repo) String() string { return r.Host + "/" + r.Path }
+
+// Resolve maps a namespace ("library/ubuntu", "ghcr.io/org/app") to an
+// upstream and repository, applying Docker Hub's conventions.
+func (c *Client) Resolve(ns string) (Repo, error) {
+	host, path := c.def, ns
+	if i := strings.IndexByte(ns, '/'); i > 0 {
+		first := ns[:i]
+		if strings.ContainsAny(first, ".:") || first == "localhost" {
+			host, path = first, ns[i+1:]
+		}
+	}
+	if host == "index.docker.io" || host == "registry-1.docker.io" {
+		host = DockerHub
+	}
+	if host == DockerHub && !strings.Contains(path, "/") {
+		path = "library/" + path
+	}
+	reg, ok := c.regs[host]
+	if !ok {
+		return Repo{}, fmt.Errorf("%w: %q", ErrUnknownRegistry, host)
+	}
+	if _, err := name.NewRepository(reg.name.Name()+"/"+path, name.StrictValidation); err != nil {
+		return Repo{}, fmt.Errorf("%w: %q: %v", ErrInvalidName, path, err)
+	}
+	return Repo{Host: host, Path: path, reg: reg}, nil
+}
+
+func (c *Client) transport(ctx context.Context, r Repo) (http.RoundTripper, error) {
+	key := r.Host + "/" + r.Path
+	if t, ok := c.transports.Get(key); ok {
+		return t, nil
+	}
+	repo, err := name.NewRepository(r.reg.name.Name()+"/"+r.Path, optsFor(r.reg)...)
+	if err != nil {
+		return nil, err
+	}
+	t, err := transport.NewWithContext(ctx, r.reg.name, r.reg.auth, c.base, []string{repo.Scope(transport.PullScope)})
+	if err != nil {
+		return nil, classify(err)
+	}
+	c.transports.Add(key, t)
+	return t, nil
+}
+
+func optsFor(reg *registry) []name.Option {
+	if reg.name.Scheme() == "http" {
+		return []name.Option{name.Insecure}
+	}
+	return nil
+}
+
+func (c *Client) blobURL(r Repo, d digest.Digest) string {
+	return fmt.Sprintf("%s://%s/v2/%s/blobs/%s", r.reg.name.Scheme(), r.reg.name.RegistryStr(), r.Path, d)
+}
+
+// GetBlob starts the download of blob d. The caller reads and closes the
+// body; size is the Content-Length.
+func (c *Client) GetBlob(ctx context.Context, r Repo, d digest.Digest) (io.ReadCloser, int64, error) {
+	resp, err := c.do(ctx, http.MethodGet, r, d)
+	if err != nil {
+		return nil, 0, err
+	}
+	if resp.ContentLength < 0 {
+		resp.Body.Close()
+		return nil, 0, fmt.Errorf("upstream %s: blob %s: no Content-Length", r, d)
+	}
+	return resp.Body, resp.ContentLength, nil
+}
+
+// HeadBlob returns the blob's size without fetching it.
+func (c *Client) HeadBlob(ctx context.Context, r Repo, d digest.Digest) (int64, error) {
+	resp, err := c.do(ctx, http.MethodHead, r, d)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.ContentLength, nil
+}
+
+func (c *Client) do(ctx context.Context, method string, r Repo, d digest.Digest) (*http.Response, error) {
+	t, err := c.transport(ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", r, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.blobURL(r, d), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := (&http.Client{Transport: t}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %s blob %s: %w", r, method, d, classify(err))
+	}
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		return resp, nil
+	case resp.StatusCode == http.StatusNotFound:
+		resp.Body.Close()
+		return nil, fmt.Errorf("upstream %s: blob %s: %w", r, d, ErrNotFound)
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		resp.Body.Close()
+		c.transports.Remove(r.Host + "/" + r.Path) // a token may have expired
+		return nil, fmt.Errorf("upstream %s: blob %s: %w (%s)", r, d, ErrUnauthorized, resp.Status)
+	default:
+		resp.Body.Close()
+		return nil, fmt.Errorf("upstream %s: %s blob %s: %s", r, method, d, resp.Status)
+	}
+}
+
+// classify maps go-containerregistry's auth errors onto ours.
+func classify(err error) error {
+	var terr *transport.Error
+	if errors.As(err, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden) {
+		return fmt.Errorf("%w: %v", ErrUnauthorized, err)
+	}
+	return err
+}

@@ -1,0 +1,107 @@
+package origin
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/shoal-dev/shoal/config"
+	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/internal/upstream"
+)
+
+// Config is the origin's TOML file.
+type Config struct {
+	// Listen is the HTTP API address (metainfo, blob fallback, health, metrics).
+	Listen string `toml:"listen"`
+	// Root holds the blob store.
+	Root string `toml:"root"`
+	// Trackers are tracker base URLs the origin announces its seeds to.
+	Trackers []string `toml:"trackers"`
+	// PieceLength of the metainfo the origin builds (a power of two).
+	PieceLength config.ByteSize `toml:"piece_length"`
+	// FetchTimeout bounds one upstream blob download.
+	FetchTimeout time.Duration `toml:"fetch_timeout"`
+	// DefaultUpstream is the host of the upstream used for namespaces that
+	// name no registry ("library/ubuntu").
+	DefaultUpstream string            `toml:"default_upstream"`
+	Upstreams       []upstream.Config `toml:"upstream"`
+	P2P             p2p.Config        `toml:"p2p"`
+	LogLevel        string            `toml:"log_level"`
+}
+
+// Defaults.
+const (
+	DefaultListen       = "0.0.0.0:7610"
+	DefaultP2PListen    = "0.0.0.0:7611"
+	DefaultRoot         = "/var/lib/shoal/origin"
+	DefaultFetchTimeout = 30 * time.Minute
+)
+
+func (c *Config) ApplyDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Root == "" {
+		c.Root = DefaultRoot
+	}
+	if c.PieceLength == 0 {
+		c.PieceLength = p2p.DefaultPieceLength
+	}
+	if c.FetchTimeout == 0 {
+		c.FetchTimeout = DefaultFetchTimeout
+	}
+	if c.DefaultUpstream == "" && len(c.Upstreams) > 0 {
+		c.DefaultUpstream = c.Upstreams[0].Host
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	c.P2P.ApplyDefaults(DefaultP2PListen)
+	c.P2P.Trackers = nil
+	for _, t := range c.Trackers {
+		c.P2P.Trackers = append(c.P2P.Trackers, t+"/announce")
+	}
+}
+
+func (c *Config) Validate() error {
+	if _, err := netip.ParseAddrPort(c.Listen); err != nil {
+		return config.Errorf("listen", "want IP:port, got %q", c.Listen)
+	}
+	if c.PieceLength < p2p.MinPieceLength || c.PieceLength > p2p.MaxPieceLength || c.PieceLength&(c.PieceLength-1) != 0 {
+		return config.Errorf("piece_length", "want a power of two from %s to %s, got %s",
+			config.ByteSize(p2p.MinPieceLength), config.ByteSize(p2p.MaxPieceLength), c.PieceLength)
+	}
+	if c.FetchTimeout < time.Second {
+		return config.Errorf("fetch_timeout", "want at least 1s, got %s", c.FetchTimeout)
+	}
+	if err := checkURLs("trackers", c.Trackers); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for i, u := range c.Upstreams {
+		if err := u.Validate(fmt.Sprintf("upstream[%d]", i)); err != nil {
+			return err
+		}
+		if seen[u.Host] {
+			return config.Errorf(fmt.Sprintf("upstream[%d].host", i), "%q is configured twice", u.Host)
+		}
+		seen[u.Host] = true
+	}
+	if c.DefaultUpstream != "" && !seen[c.DefaultUpstream] {
+		return config.Errorf("default_upstream", "%q is not the host of any [[upstream]]", c.DefaultUpstream)
+	}
+	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {
+		return config.Errorf("log_level", "%v", err)
+	}
+	return c.P2P.Validate("p2p")
+}
+
+func checkURLs(key string, urls []string) error {
+	for i, u := range urls {
+		if err := config.CheckHTTPURL(u); err != nil {
+			return config.Errorf(fmt.Sprintf("%s[%d]", key, i), "%v", err)
+		}
+	}
+	return nil
+}

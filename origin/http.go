@@ -1,0 +1,146 @@
+package origin
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/internal/store"
+)
+
+// params reads {ns} (path-escaped: "library%2Fubuntu") and {digest}.
+func params(r *http.Request) (string, digest.Digest, error) {
+	ns, err := url.PathUnescape(chi.URLParam(r, "ns"))
+	if err != nil || ns == "" {
+		return "", "", httpx.Errorf(http.StatusBadRequest, httpx.CodeNameInvalid, "namespace %q is not a path-escaped repository", chi.URLParam(r, "ns"))
+	}
+	d, err := digest.Parse(chi.URLParam(r, "digest"))
+	if err == nil && d.Algorithm() != digest.SHA256 {
+		err = digest.ErrDigestUnsupported
+	}
+	if err != nil {
+		return "", "", httpx.Errorf(http.StatusBadRequest, httpx.CodeDigestInvalid, "digest %q: %v", chi.URLParam(r, "digest"), err)
+	}
+	return ns, d, nil
+}
+
+// handleMetainfo answers the bencoded metainfo of a blob, fetching the blob
+// from upstream first if needed (the caller waits for the whole blob).
+func (o *Origin) handleMetainfo(w http.ResponseWriter, r *http.Request) {
+	ns, d, err := params(r)
+	if err != nil {
+		writeErr(w, r, err)
+		return
+	}
+	if _, err := o.store.Stat(d); err != nil {
+		f := o.startFetch(ns, d)
+		select {
+		case <-f.done:
+			if f.err != nil {
+				writeErr(w, r, f.err)
+				return
+			}
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if n, err := o.store.Stat(d); err == nil && n == 0 {
+		writeErr(w, r, httpx.Errorf(http.StatusNotFound, httpx.CodeBlobUnknown, "empty blob %s has no metainfo; it needs no transfer", d))
+		return
+	}
+	mi, err := o.metaInfo(d)
+	if err != nil {
+		writeErr(w, r, err)
+		return
+	}
+	raw, err := o.store.ReadMeta(d, "torrent")
+	if err != nil {
+		writeErr(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-bittorrent")
+	w.Header().Set("Content-Length", strconv.Itoa(len(raw)))
+	w.Header().Set("X-Shoal-Info-Hash", mi.InfoHash.HexString())
+	_, _ = w.Write(raw)
+}
+
+// handleBlob serves the blob over HTTP (the agents' fallback path), with
+// Range. A blob still arriving from upstream is streamed as it arrives.
+func (o *Origin) handleBlob(w http.ResponseWriter, r *http.Request) {
+	ns, d, err := params(r)
+	if err != nil {
+		writeErr(w, r, err)
+		return
+	}
+	blob, size, err := o.store.OpenOrFollow(r.Context(), d)
+	if err != nil && r.Method == http.MethodHead {
+		size, err = o.headUpstream(r.Context(), ns, d)
+		if err != nil {
+			writeErr(w, r, err)
+			return
+		}
+		setBlobHeaders(w, d)
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		return
+	}
+	if err != nil {
+		f := o.startFetch(ns, d)
+		select {
+		case <-f.ready:
+		case <-r.Context().Done():
+			return
+		}
+		if blob, size, err = o.store.OpenOrFollow(r.Context(), d); err != nil {
+			<-f.done // it failed or finished between the two looks
+			if f.err != nil {
+				err = f.err
+			} else {
+				blob, size, err = o.store.OpenOrFollow(r.Context(), d)
+			}
+		}
+		if err != nil {
+			writeErr(w, r, err)
+			return
+		}
+	}
+	defer blob.Close()
+	setBlobHeaders(w, d)
+	_ = size
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, "", time.Time{}, blob)
+	o.httpBytes.Add(float64(cw.n))
+}
+
+func (o *Origin) headUpstream(ctx context.Context, ns string, d digest.Digest) (int64, error) {
+	repo, err := o.up.Resolve(ns)
+	if err != nil {
+		return 0, err
+	}
+	return o.up.HeadBlob(ctx, repo, d)
+}
+
+func setBlobHeaders(w http.ResponseWriter, d digest.Digest) {
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Etag", `"`+d.String()+`"`)
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+var _ store.Blob = (*store.Reader)(nil)

@@ -1,0 +1,54 @@
+package tracker
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/tracker/peerstore"
+)
+
+// metrics holds the label children resolved once: announces are hot.
+type metrics struct {
+	announceOK, announceStopped, announceFailure, announceError prometheus.Counter
+	metainfoHit, metainfoMiss, metainfoError                    prometheus.Counter
+	originOK, originClientError, originFailure                  prometheus.Counter
+	metainfoWaiting                                             prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer, store peerstore.Store) *metrics {
+	announces := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "shoal_tracker_announces_total",
+		Help: "Announces by result: ok, stopped, failure (bad request), error (peer store).",
+	}, []string{"result"})
+	metainfo := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "shoal_tracker_metainfo_requests_total",
+		Help: "Metainfo requests by result: hit (cache), miss (fetched from an origin), error.",
+	}, []string{"result"})
+	origin := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "shoal_tracker_origin_requests_total",
+		Help: "Metainfo requests sent to origins by result: ok, client_error (4xx, passed on), failure (tried the next origin).",
+	}, []string{"result"})
+	waiting := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "shoal_tracker_metainfo_waiting",
+		Help: "Metainfo requests waiting for an origin's answer (coalesced or not).",
+	})
+	reg.MustRegister(announces, metainfo, origin, waiting)
+	if l, ok := store.(interface{ Len() int }); ok {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "shoal_tracker_peers",
+			Help: "Peers held by the in-memory peer store (all swarms).",
+		}, func() float64 { return float64(l.Len()) }))
+	}
+	return &metrics{
+		announceOK:        announces.WithLabelValues("ok"),
+		announceStopped:   announces.WithLabelValues("stopped"),
+		announceFailure:   announces.WithLabelValues("failure"),
+		announceError:     announces.WithLabelValues("error"),
+		metainfoHit:       metainfo.WithLabelValues("hit"),
+		metainfoMiss:      metainfo.WithLabelValues("miss"),
+		metainfoError:     metainfo.WithLabelValues("error"),
+		originOK:          origin.WithLabelValues("ok"),
+		originClientError: origin.WithLabelValues("client_error"),
+		originFailure:     origin.WithLabelValues("failure"),
+		metainfoWaiting:   waiting,
+	}
+}

@@ -1,0 +1,226 @@
+// Package tracker is Shoal's tracker: a standard BitTorrent HTTP tracker
+// (BEP 3, compact peers per BEP 23) over a pluggable peer store, plus the
+// metainfo endpoint that asks the origin owning a digest on the hash ring
+// and caches the answer.
+package tracker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/shoal-dev/shoal/internal/hashring"
+	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/tracker/peerstore"
+)
+
+// Server is a running tracker: its listener is bound by New.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	base    *httpx.Base
+	srv     *httpx.Server
+	handler http.Handler
+	store   peerstore.Store
+	metrics *metrics
+
+	// metainfo
+	origins []string // base URLs without a trailing slash
+	ring    *hashring.Ring
+	client  *http.Client
+	cache   *lru.Cache[string, []byte]
+	flights singleflight.Group
+	life    context.Context // ends with Run or Close; bounds origin fetches
+	stop    context.CancelFunc
+}
+
+// Option changes how New builds a Server.
+type Option func(*options)
+
+type options struct {
+	store  peerstore.Store
+	now    func() time.Time
+	client *http.Client
+}
+
+// WithPeerStore replaces the default in-memory peer store (for example with
+// one shared by several tracker replicas).
+func WithPeerStore(s peerstore.Store) Option { return func(o *options) { o.store = s } }
+
+// WithClock sets the clock of the default in-memory peer store.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithHTTPClient sets the client used to ask origins (for TLS settings).
+func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.client = c } }
+
+// New checks cfg (filling its defaults), builds the tracker and binds its
+// listener, so Addr and URL are known before Run.
+func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("tracker config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.store == nil {
+		o.store = peerstore.NewMemory(cfg.PeerTTL, o.now)
+	}
+	if o.client == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 16
+		o.client = &http.Client{Transport: t}
+	}
+	cache, err := lru.New[string, []byte](cfg.MetainfoCacheSize)
+	if err != nil {
+		return nil, fmt.Errorf("tracker: metainfo cache: %w", err)
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    log,
+		base:   httpx.NewBase(),
+		store:  o.store,
+		client: o.client,
+		cache:  cache,
+	}
+	for _, origin := range cfg.Origins {
+		s.origins = append(s.origins, strings.TrimRight(origin, "/"))
+	}
+	s.ring = hashring.New(s.origins)
+	s.life, s.stop = context.WithCancel(context.Background())
+	s.metrics = newMetrics(s.base.Metrics, s.store)
+	s.handler = s.routes()
+	s.srv, err = httpx.Listen(cfg.Listen, s.handler, log)
+	if err != nil {
+		s.stop()
+		return nil, fmt.Errorf("tracker: %w", err)
+	}
+	return s, nil
+}
+
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(httpx.LogRequests(s.log))
+	s.base.Mount(r)
+	r.Get("/announce", s.handleAnnounce)
+	r.Get("/namespace/{ns}/blobs/{digest}/metainfo", s.handleMetainfo)
+	r.Head("/namespace/{ns}/blobs/{digest}/metainfo", s.handleMetainfo)
+	return r
+}
+
+// Addr is the bound address (with the real port when port 0 was asked).
+func (s *Server) Addr() string { return s.srv.Addr() }
+
+// URL is the tracker's base URL; the announce URL is URL()+"/announce".
+func (s *Server) URL() string { return s.srv.URL() }
+
+// Handler is the tracker's HTTP handler (for tests and benchmarks).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Run serves until ctx ends, then shuts down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	s.log.Info("tracker serving", "addr", s.Addr(), "origins", len(s.origins),
+		"announce_interval", s.cfg.AnnounceInterval, "peer_ttl", s.cfg.PeerTTL)
+	s.base.SetReady(true)
+	defer s.base.SetReady(false)
+	defer s.stop()
+	return s.srv.Serve(ctx)
+}
+
+// Close releases the listener of a Server that will not Run, or stops a running one at once.
+func (s *Server) Close() error {
+	s.stop()
+	return s.srv.Close()
+}
+
+func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
+	req, reason := parseAnnounce(r.URL.RawQuery)
+	if reason != "" {
+		s.metrics.announceFailure.Inc()
+		s.log.Debug("bad announce", "reason", reason, "remote", r.RemoteAddr)
+		writeBencode(w, failureBody(reason))
+		return
+	}
+	ip := remoteAddr(r)
+	if s.cfg.TrustIPParam && req.ip.IsValid() {
+		ip = req.ip
+	}
+	if !ip.IsValid() {
+		s.metrics.announceFailure.Inc()
+		writeBencode(w, failureBody("cannot tell the peer's address; send ip"))
+		return
+	}
+	ctx := r.Context()
+	var peers []peerstore.Peer
+	var err error
+	if req.event == "stopped" {
+		err = s.store.Remove(ctx, req.infoHash, req.peerID)
+	} else {
+		err = s.store.Announce(ctx, req.infoHash, peerstore.Peer{ID: req.peerID, IP: ip, Port: req.port, Complete: req.left == 0})
+		if err == nil {
+			peers, err = s.peersFor(ctx, req)
+		}
+	}
+	var complete, incomplete int
+	if err == nil {
+		complete, incomplete, err = s.store.Counts(ctx, req.infoHash)
+	}
+	if err != nil {
+		s.metrics.announceError.Inc()
+		s.log.Warn("announce: peer store", "info_hash", fmt.Sprintf("%x", req.infoHash), "err", err)
+		writeBencode(w, failureBody("tracker peer store unavailable, retry later"))
+		return
+	}
+	if req.event == "stopped" {
+		s.metrics.announceStopped.Inc()
+	} else {
+		s.metrics.announceOK.Inc()
+	}
+	interval := int(s.cfg.AnnounceInterval / time.Second)
+	writeBencode(w, announceBody(interval, complete, incomplete, peers, req.compact, req.noPeerID))
+}
+
+// peersFor samples the swarm for the announcing peer, leaving it out.
+func (s *Server) peersFor(ctx context.Context, req announceRequest) ([]peerstore.Peer, error) {
+	n := s.cfg.MaxPeers
+	if req.numWant >= 0 && req.numWant < n {
+		n = req.numWant
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	peers, err := s.store.Peers(ctx, req.infoHash, n+1)
+	if err != nil {
+		return nil, err
+	}
+	out := peers[:0]
+	for _, p := range peers {
+		if p.ID != req.peerID {
+			out = append(out, p)
+		}
+	}
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out, nil
+}
+
+func writeBencode(w http.ResponseWriter, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain")
+	h.Set("Content-Length", fmt.Sprint(len(body)))
+	h.Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}

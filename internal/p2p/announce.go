@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
-	"github.com/anacrolix/torrent/tracker/shared"
 	httpTracker "github.com/anacrolix/torrent/tracker/http"
+	"github.com/anacrolix/torrent/tracker/shared"
 )
 
 // trackerClient announces over the standard HTTP tracker protocol, from the
@@ -67,4 +67,3 @@ func (tc *trackerClient) announce(ctx context.Context, a announceArgs) (httpTrac
 	}
 	return httpTracker.AnnounceResponse{}, errors.Join(errs...)
 }
-

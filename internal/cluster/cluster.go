@@ -1,0 +1,227 @@
+// Package cluster starts a whole Shoal cluster in one process on loopback: a
+// real upstream registry, a tracker, origins and agents, each agent on its
+// own 127.0.0.x address. `shoal demo`, `shoal bench` and the end-to-end tests
+// use it.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/config"
+	"github.com/shoal-dev/shoal/internal/localregistry"
+	"github.com/shoal-dev/shoal/internal/upstream"
+	"github.com/shoal-dev/shoal/origin"
+	"github.com/shoal-dev/shoal/tracker"
+)
+
+// Options shape a cluster.
+type Options struct {
+	Dir     string // all state goes below it
+	Agents  int
+	Origins int
+	// DefaultPorts binds each role's default ports (tracker 7600 on
+	// 127.0.0.1, origins on 127.0.0.(2+i), agents on 127.0.0.(10+i));
+	// otherwise the kernel picks free ports, so clusters can coexist.
+	DefaultPorts bool
+	// AgentRate caps each agent's upload and download; OriginRate each
+	// origin's upload; UpstreamRate the registry's upload. 0 = no cap.
+	AgentRate, OriginRate, UpstreamRate config.Rate
+	PieceLength                         config.ByteSize
+	// UpstreamURL, if set, is used instead of starting a local registry.
+	UpstreamURL string
+	Log         *slog.Logger
+}
+
+// Cluster is a running cluster.
+type Cluster struct {
+	Registry *localregistry.Registry // nil with Options.UpstreamURL
+	Tracker  *tracker.Server
+	Origins  []*origin.Origin
+	Agents   []*agent.Agent
+	// UpstreamHost is the upstream registry's host:port; the default
+	// namespace, so repositories need no host prefix.
+	UpstreamHost string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errMu  sync.Mutex
+	errs   []error
+}
+
+// AgentIP is the loopback address of agent i.
+func AgentIP(i int) string { return fmt.Sprintf("127.0.0.%d", 10+i) }
+
+// OriginIP is the loopback address of origin i.
+func OriginIP(i int) string { return fmt.Sprintf("127.0.0.%d", 2+i) }
+
+// Start brings the cluster up; Close takes it down.
+func Start(opts Options) (_ *Cluster, err error) {
+	if opts.Agents < 1 || opts.Agents > 240 {
+		return nil, fmt.Errorf("cluster: agents must be 1..240, got %d", opts.Agents)
+	}
+	if opts.Origins < 1 || opts.Origins > 8 {
+		return nil, fmt.Errorf("cluster: origins must be 1..8, got %d", opts.Origins)
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Cluster{cancel: cancel}
+	defer func() {
+		if err != nil {
+			_ = c.Close()
+		}
+	}()
+	addr := func(ip string, def int) (string, error) {
+		if opts.DefaultPorts {
+			return net.JoinHostPort(ip, strconv.Itoa(def)), nil
+		}
+		return freeAddr(ip)
+	}
+
+	upURL := opts.UpstreamURL
+	if upURL == "" {
+		reg, err := localregistry.Start(filepath.Join(opts.Dir, "registry"), "127.0.0.1:0", int64(opts.UpstreamRate), opts.Log.With("role", "registry"))
+		if err != nil {
+			return nil, err
+		}
+		c.Registry = reg
+		c.run(func() error { return reg.Serve(ctx) })
+		upURL = reg.URL()
+	}
+	pu, err := url.Parse(upURL)
+	if err != nil || pu.Host == "" {
+		return nil, fmt.Errorf("cluster: upstream URL %q: want http(s)://host:port", upURL)
+	}
+	up := upstream.Config{Host: pu.Host, URL: upURL}
+	c.UpstreamHost = pu.Host
+
+	// Every address is fixed before anything starts: origins announce to the
+	// tracker, and the tracker asks the origins.
+	trackerAddr, err := addr("127.0.0.1", 7600)
+	if err != nil {
+		return nil, err
+	}
+	trackerURL := "http://" + trackerAddr
+	var ocfgs []origin.Config
+	var originURLs []string
+	for i := range opts.Origins {
+		ip := OriginIP(i)
+		httpAddr, err := addr(ip, 7610)
+		if err != nil {
+			return nil, err
+		}
+		p2pAddr, err := addr(ip, 7611)
+		if err != nil {
+			return nil, err
+		}
+		oc := origin.Config{
+			Listen:          httpAddr,
+			Root:            filepath.Join(opts.Dir, fmt.Sprintf("origin%d", i)),
+			Trackers:        []string{trackerURL},
+			PieceLength:     opts.PieceLength,
+			DefaultUpstream: up.Host,
+			Upstreams:       []upstream.Config{up},
+		}
+		oc.P2P.Listen = p2pAddr
+		oc.P2P.UploadRate = opts.OriginRate
+		oc.ApplyDefaults()
+		if err := oc.Validate(); err != nil {
+			return nil, fmt.Errorf("origin %d: %w", i, err)
+		}
+		ocfgs = append(ocfgs, oc)
+		originURLs = append(originURLs, "http://"+httpAddr)
+	}
+
+	tc := tracker.Config{Listen: trackerAddr, Origins: originURLs}
+	tc.ApplyDefaults()
+	tr, err := tracker.New(tc, opts.Log.With("role", "tracker"))
+	if err != nil {
+		return nil, err
+	}
+	c.Tracker = tr
+	c.run(func() error { return tr.Run(ctx) })
+
+	for i, oc := range ocfgs {
+		o, err := origin.New(oc, opts.Log.With("role", "origin", "origin", i))
+		if err != nil {
+			return nil, fmt.Errorf("origin %d: %w", i, err)
+		}
+		c.Origins = append(c.Origins, o)
+		c.run(func() error { return o.Run(ctx) })
+	}
+
+	for i := range opts.Agents {
+		ip := AgentIP(i)
+		ac := agent.Config{Root: filepath.Join(opts.Dir, fmt.Sprintf("agent%d", i)), Trackers: []string{trackerURL}}
+		var err error
+		if ac.Listen, err = addr(ip, 7650); err != nil {
+			return nil, err
+		}
+		if ac.P2P.Listen, err = addr(ip, 7651); err != nil {
+			return nil, err
+		}
+		if ac.AdminListen, err = addr(ip, 7652); err != nil {
+			return nil, err
+		}
+		ac.P2P.UploadRate, ac.P2P.DownloadRate = opts.AgentRate, opts.AgentRate
+		ac.ApplyDefaults()
+		if err := ac.Validate(); err != nil {
+			return nil, fmt.Errorf("agent %d: %w", i, err)
+		}
+		a, err := agent.New(ac, opts.Log.With("role", "agent", "agent", i))
+		if err != nil {
+			return nil, fmt.Errorf("agent %d: %w", i, err)
+		}
+		c.Agents = append(c.Agents, a)
+		c.run(func() error { return a.Run(ctx) })
+	}
+	return c, nil
+}
+
+// freeAddr asks the kernel for a free port on ip. The port is released
+// before use, so another process could take it first; on loopback in tests
+// that race is negligible, and it lets every address be known up front.
+func freeAddr(ip string) (string, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return "", fmt.Errorf("cluster: find a free port on %s: %w", ip, err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func (c *Cluster) run(f func() error) {
+	c.wg.Go(func() {
+		if err := f(); err != nil && !errors.Is(err, context.Canceled) {
+			c.errMu.Lock()
+			c.errs = append(c.errs, err)
+			c.errMu.Unlock()
+		}
+	})
+}
+
+// Close stops everything and waits for it.
+func (c *Cluster) Close() error {
+	c.cancel()
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		return errors.New("cluster: shutdown timed out")
+	}
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return errors.Join(c.errs...)
+}

@@ -38,6 +38,16 @@ const (
 	DefaultFetchTimeout = 30 * time.Minute
 )
 
+// Redacted is the config with credentials masked (for --print-config).
+func (c Config) Redacted() any {
+	ups := make([]upstream.Config, len(c.Upstreams))
+	for i, u := range c.Upstreams {
+		ups[i] = u.Redacted()
+	}
+	c.Upstreams = ups
+	return c
+}
+
 func (c *Config) ApplyDefaults() {
 	if c.Listen == "" {
 		c.Listen = DefaultListen

@@ -30,6 +30,8 @@ type Config struct {
 	// TrustIPParam makes the tracker list a peer at the address in its
 	// ip/ipv4 query parameter instead of the connection's remote address.
 	TrustIPParam bool `toml:"trust_ip_param"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `toml:"log_level"`
 }
 
 // ApplyDefaults fills unset keys.
@@ -51,6 +53,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.MetainfoTimeout == 0 {
 		c.MetainfoTimeout = 5 * time.Minute
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
 	}
 }
 
@@ -74,6 +79,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PeerTTL < c.AnnounceInterval {
 		return config.Errorf("peer_ttl", "must be at least announce_interval (%s), got %s", c.AnnounceInterval, c.PeerTTL)
+	}
+	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {
+		return config.Errorf("log_level", "%v", err)
 	}
 	if c.MaxPeers < 1 || c.MaxPeers > 10000 {
 		return config.Errorf("max_peers", "must be in 1..10000, got %d", c.MaxPeers)

@@ -48,8 +48,9 @@ type Config struct {
 	// Listen is the BitTorrent TCP address. Its host is also the address the
 	// node announces and dials from.
 	Listen string `toml:"listen"`
-	// Trackers are announce URLs ("http://tracker:7600/announce"), tried in order.
-	Trackers []string `toml:"trackers"`
+	// Trackers are announce URLs ("http://tracker:7600/announce"), tried in
+	// order; the role fills them from its own trackers key.
+	Trackers []string `toml:"-"`
 	// UploadRate and DownloadRate cap the node's BitTorrent traffic ("0" = no cap).
 	UploadRate   config.Rate `toml:"upload_rate"`
 	DownloadRate config.Rate `toml:"download_rate"`

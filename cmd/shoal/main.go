@@ -1,0 +1,140 @@
+// Command shoal is the one binary of every Shoal role:
+//
+//	shoal tracker|origin|agent --config FILE.toml [--print-config]
+//	shoal demo [--agents N] [--json] [--serve]
+//	shoal version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/config"
+	"github.com/shoal-dev/shoal/origin"
+	"github.com/shoal-dev/shoal/tracker"
+)
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+const usage = `shoal: peer-to-peer distribution of container images and large blobs
+
+Usage:
+  shoal tracker --config FILE.toml   run a tracker (peer graph, metainfo)
+  shoal origin  --config FILE.toml   run an origin (upstream fetch, seeding)
+  shoal agent   --config FILE.toml   run a node agent (registry mirror on 127.0.0.1:7650)
+  shoal demo    [--agents N] [--json] [--serve]
+                                     an all-in-one swarm on loopback with a built-in image
+  shoal version
+
+Each role runs with defaults when --config is omitted; --print-config prints
+the effective configuration as TOML.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "tracker":
+		var cfg tracker.Config
+		err = runRole(ctx, "tracker", args[1:], &cfg, &cfg.LogLevel, stdout, stderr, func(log *slog.Logger) (runner, error) {
+			return tracker.New(cfg, log)
+		})
+	case "origin":
+		var cfg origin.Config
+		err = runRole(ctx, "origin", args[1:], &cfg, &cfg.LogLevel, stdout, stderr, func(log *slog.Logger) (runner, error) {
+			return origin.New(cfg, log)
+		})
+	case "agent":
+		var cfg agent.Config
+		err = runRole(ctx, "agent", args[1:], &cfg, &cfg.LogLevel, stdout, stderr, func(log *slog.Logger) (runner, error) {
+			return agent.New(cfg, log)
+		})
+	case "demo":
+		err = runDemo(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "shoal %s\n", version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "shoal: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "shoal %s: %v\n", args[0], err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+type usageError struct{ error }
+
+type runner interface {
+	Run(ctx context.Context) error
+}
+
+// runRole parses --config/--print-config, loads the file strictly and runs
+// the role until a signal arrives.
+func runRole(ctx context.Context, role string, args []string, cfg config.Validator, level *string,
+	stdout, stderr io.Writer, build func(*slog.Logger) (runner, error)) error {
+	fs := flag.NewFlagSet(role, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "TOML config file (defaults apply to every key left out)")
+	printCfg := fs.Bool("print-config", false, "print the effective config as TOML and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	if err := config.Load(*path, cfg); err != nil {
+		return err
+	}
+	if *printCfg {
+		var out any = cfg
+		if r, ok := cfg.(interface{ Redacted() any }); ok {
+			out = r.Redacted() // never print credentials
+		}
+		b, err := config.Encode(out)
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(b)
+		return err
+	}
+	lvl, _ := config.ParseLogLevel(*level) // validated by Load
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})).With("role", role)
+	r, err := build(log)
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "version", version)
+	return r.Run(ctx)
+}

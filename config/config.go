@@ -65,6 +65,9 @@ func decode(data []byte, cfg any) error {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
+			if pe.LastKey != "" {
+				return fmt.Errorf("line %d, key %q: %s", pe.Position.Line, pe.LastKey, pe.Message)
+			}
 			return fmt.Errorf("line %d: %s", pe.Position.Line, pe.Message)
 		}
 		return err

@@ -30,6 +30,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	serve := fs.Bool("serve", false, "keep the cluster running after the pull, until interrupted")
 	dir := fs.String("dir", "", "state directory (default: a temporary one, removed at exit)")
 	verbose := fs.Bool("v", false, "log every component to stderr")
+	anyPorts := fs.Bool("any-ports", false, "let the kernel pick every port instead of the defaults (7600, 7610, 7650...)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -56,6 +57,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *verbose {
 		opts.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
+	opts.DefaultPorts = !*anyPorts
 	opts.Dir = *dir
 	if opts.Dir == "" {
 		if opts.Dir, err = os.MkdirTemp("", "shoal-demo-"); err != nil {

@@ -61,7 +61,14 @@ func (c *Config) ApplyDefaults() {
 	if c.FetchTimeout == 0 {
 		c.FetchTimeout = DefaultFetchTimeout
 	}
-	if c.DefaultUpstream == "" && len(c.Upstreams) > 0 {
+	if len(c.Upstreams) == 0 {
+		// With nothing configured, mirror Docker Hub anonymously.
+		c.Upstreams = []upstream.Config{{Host: upstream.DockerHub}}
+	}
+	if len(c.Trackers) == 0 {
+		c.Trackers = []string{"http://127.0.0.1:7600"}
+	}
+	if c.DefaultUpstream == "" {
 		c.DefaultUpstream = c.Upstreams[0].Host
 	}
 	if c.LogLevel == "" {

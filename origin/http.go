@@ -110,8 +110,15 @@ func (o *Origin) handleBlob(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	defer blob.Close()
+	// ServeContent would answer a bad Range with a text/plain 416; clients
+	// expect OCI error JSON.
+	if _, err := httpx.ParseRange(r.Header.Get("Range"), size); err != nil {
+		w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+		writeErr(w, r, httpx.Errorf(http.StatusRequestedRangeNotSatisfiable, httpx.CodeRangeInvalid,
+			"range %q not satisfiable for %d bytes", r.Header.Get("Range"), size))
+		return
+	}
 	setBlobHeaders(w, d)
-	_ = size
 	cw := &countingWriter{ResponseWriter: w}
 	http.ServeContent(cw, r, "", time.Time{}, blob)
 	o.httpBytes.Add(float64(cw.n))

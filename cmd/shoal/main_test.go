@@ -130,3 +130,13 @@ func TestDemoJSON(t *testing.T) {
 		t.Errorf("agents received %v + %v bytes over P2P, less than they pulled", fo, fp)
 	}
 }
+
+// The files in examples/ must stay true to the code.
+func TestExamplesLoad(t *testing.T) {
+	for role, cfg := range map[string]config.Validator{"agent": &agent.Config{}, "origin": &origin.Config{}, "tracker": &tracker.Config{}} {
+		path := filepath.Join("..", "..", "examples", role+".toml")
+		if err := config.Load(path, cfg); err != nil {
+			t.Errorf("%s: %v", path, err)
+		}
+	}
+}

@@ -5,18 +5,13 @@ package localregistry
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"regexp"
 	"sync"
 	"sync/atomic"
 
-	"github.com/distribution/distribution/v3/configuration"
-	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // storage driver
-	"github.com/sirupsen/logrus"
 	"golang.org/x/time/rate"
 
 	"github.com/shoal-dev/shoal/internal/httpx"
@@ -39,26 +34,7 @@ var blobPath = regexp.MustCompile(`^/v2/.+/blobs/(sha256:[a-f0-9]{64})$`)
 // Start serves a registry storing into dir on addr ("127.0.0.1:0").
 // uploadRate, if > 0, caps the bytes per second it sends in all.
 func Start(dir, addr string, uploadRate int64, log *slog.Logger) (*Registry, error) {
-	logrus.SetOutput(io.Discard) // distribution logs through the global logrus
-	cfg := &configuration.Configuration{}
-	cfg.Storage = configuration.Storage{
-		"filesystem":  configuration.Parameters{"rootdirectory": dir},
-		"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
-		"delete":      configuration.Parameters{"enabled": true},
-	}
-	cfg.Log.AccessLog.Disabled = true
-	cfg.Log.Level = "error"
-	app := handlers.NewApp(context.Background(), cfg)
-	r := &Registry{handler: app, blobGets: map[string]int{}}
-	if uploadRate > 0 {
-		r.limiter = rate.NewLimiter(rate.Limit(uploadRate), max(int(uploadRate/20), 64<<10))
-	}
-	srv, err := httpx.Listen(addr, r, log)
-	if err != nil {
-		return nil, fmt.Errorf("local registry: %w", err)
-	}
-	r.srv = srv
-	return r, nil
+	return StartWithOptions(dir, addr, Options{UploadRate: uploadRate}, log)
 }
 
 // ServeHTTP counts blob GETs and applies the upload cap.

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -177,11 +178,20 @@ func (c *Client) Resolve(ns string) (Repo, error) {
 	if !ok {
 		return Repo{}, fmt.Errorf("%w: %q", ErrUnknownRegistry, host)
 	}
+	// go-containerregistry only checks the characters of a repository name,
+	// so "..", "/x" or "a//b" would pass and end up in the upstream URL
+	// (with our credentials); the distribution spec's grammar rejects them.
+	if !repoPath.MatchString(path) {
+		return Repo{}, fmt.Errorf("%w: %q does not match %s", ErrInvalidName, path, repoPath)
+	}
 	if _, err := name.NewRepository(reg.name.Name()+"/"+path, name.StrictValidation); err != nil {
 		return Repo{}, fmt.Errorf("%w: %q: %v", ErrInvalidName, path, err)
 	}
 	return Repo{Host: host, Path: path, reg: reg}, nil
 }
+
+// repoPath is the OCI distribution spec's <name> grammar.
+var repoPath = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
 
 func (c *Client) transport(ctx context.Context, r Repo) (http.RoundTripper, error) {
 	key := r.Host + "/" + r.Path

@@ -1,0 +1,250 @@
+package origin_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/internal/localregistry"
+	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/internal/store"
+)
+
+// TestConcurrentPullsShareOneUpstreamFetch: 20 blob GETs and 5 metainfo
+// GETs for a cold blob cause one upstream GET; every client gets the exact
+// bytes, and blob clients get their first bytes while the blob is still
+// arriving (streaming, not store-and-forward).
+func TestConcurrentPullsShareOneUpstreamFetch(t *testing.T) {
+	const (
+		size     = 8 << 20
+		rate     = 4 << 20 // bytes/s: the upstream transfer takes about 2 s
+		blobGets = 20
+		metaGets = 5
+	)
+	reg := startRegistry(t, localregistry.Options{UploadRate: rate})
+	data := localregistry.RandomBytes(size, 1)
+	d := pushBlob(t, reg, testRepo, data)
+	reg.ResetCounts()
+	o := startOrigin(t, "", nil, upstreamFor(t, reg.URL()))
+
+	type result struct {
+		err         error
+		ttfb        time.Duration
+		whileFetch  bool // first byte arrived while the store had no verified blob
+		contentLen  int64
+		sum         [32]byte
+		metaBody    []byte
+		metaInfoHdr string
+	}
+	results := make([]result, blobGets+metaGets)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	gate := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() {
+			<-gate
+			res := &results[i]
+			u := blobURL(o, testRepo, d)
+			if i >= blobGets {
+				u = metaURL(o, testRepo, d)
+			}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				res.err = err
+				return
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b, _ := io.ReadAll(resp.Body)
+				res.err = fmt.Errorf("status %d: %s", resp.StatusCode, b)
+				return
+			}
+			if i >= blobGets {
+				res.metaBody, res.err = io.ReadAll(resp.Body)
+				res.metaInfoHdr = resp.Header.Get("X-Shoal-Info-Hash")
+				return
+			}
+			res.contentLen = resp.ContentLength
+			first := make([]byte, 1)
+			if _, err := io.ReadFull(resp.Body, first); err != nil {
+				res.err = err
+				return
+			}
+			res.ttfb = time.Since(start)
+			_, serr := o.Store().Stat(d)
+			res.whileFetch = errors.Is(serr, store.ErrNotFound)
+			h := sha256.New()
+			h.Write(first)
+			if _, err := io.Copy(h, resp.Body); err != nil {
+				res.err = err
+				return
+			}
+			copy(res.sum[:], h.Sum(nil))
+		})
+	}
+	close(gate)
+	wg.Wait()
+	total := time.Since(start)
+
+	want := sha256.Sum256(data)
+	var minTTFB time.Duration = -1
+	streamed := 0
+	for i, res := range results[:blobGets] {
+		if res.err != nil {
+			t.Fatalf("blob GET %d: %v", i, res.err)
+		}
+		if res.contentLen != size {
+			t.Errorf("blob GET %d: Content-Length %d, want %d", i, res.contentLen, size)
+		}
+		if res.sum != want {
+			t.Errorf("blob GET %d: body differs from the blob", i)
+		}
+		if minTTFB < 0 || res.ttfb < minTTFB {
+			minTTFB = res.ttfb
+		}
+		if res.whileFetch {
+			streamed++
+		}
+	}
+	if got := reg.BlobGets(d.String()); got != 1 {
+		t.Errorf("registry saw %d blob GETs, want 1", got)
+	}
+	if got := o.UpstreamGets(); got != 1 {
+		t.Errorf("origin sent %d upstream GETs, want 1", got)
+	}
+	if streamed == 0 {
+		t.Errorf("no client got its first byte before the blob was committed (fastest %s of %s)", minTTFB, total)
+	}
+	if minTTFB > total/4 {
+		t.Errorf("fastest time to first byte %s is not well below the total %s", minTTFB, total)
+	}
+	t.Logf("total %s, fastest first byte %s, %d/%d clients streamed", total, minTTFB, streamed, blobGets)
+
+	var first []byte
+	for i, res := range results[blobGets:] {
+		if res.err != nil {
+			t.Fatalf("metainfo GET %d: %v", i, res.err)
+		}
+		if first == nil {
+			first = res.metaBody
+		} else if !bytes.Equal(first, res.metaBody) {
+			t.Errorf("metainfo GET %d differs from the first", i)
+		}
+		mi, err := p2p.ParseMetaInfo(res.metaBody, d)
+		if err != nil {
+			t.Fatalf("metainfo GET %d: %v", i, err)
+		}
+		if mi.Info.Length != size || mi.Info.PieceLength != 1<<20 {
+			t.Errorf("metainfo length %d piece %d, want %d and %d", mi.Info.Length, mi.Info.PieceLength, size, 1<<20)
+		}
+		if n, want := mi.Info.NumPieces(), (size+(1<<20)-1)/(1<<20); n != want {
+			t.Errorf("metainfo has %d pieces, want %d", n, want)
+		}
+		if res.metaInfoHdr != mi.InfoHash.HexString() {
+			t.Errorf("X-Shoal-Info-Hash %q, want %s", res.metaInfoHdr, mi.InfoHash.HexString())
+		}
+	}
+	if o.Node().Swarm(d.String()) == nil {
+		t.Error("origin is not seeding the blob it fetched")
+	}
+}
+
+// TestRangeOnFallback: ranges are served exactly, from a blob still
+// arriving as well as from a stored one; an unsatisfiable range is 416 with
+// OCI error JSON.
+func TestRangeOnFallback(t *testing.T) {
+	const size = 2<<20 + 123
+	reg := startRegistry(t, localregistry.Options{UploadRate: 4 << 20})
+	data := localregistry.RandomBytes(size, 2)
+	d := pushBlob(t, reg, testRepo, data)
+	o := startOrigin(t, "", nil, upstreamFor(t, reg.URL()))
+
+	check := func(t *testing.T, rng string, from, to int64) {
+		t.Helper()
+		resp, body := do(t, http.MethodGet, blobURL(o, testRepo, d), http.Header{"Range": {rng}})
+		if resp.StatusCode != http.StatusPartialContent {
+			t.Fatalf("Range %s: status %d, want 206; body %q", rng, resp.StatusCode, body)
+		}
+		if !bytes.Equal(body, data[from:to]) {
+			t.Fatalf("Range %s: got %d bytes that differ from blob[%d:%d]", rng, len(body), from, to)
+		}
+		if want := fmt.Sprintf("bytes %d-%d/%d", from, to-1, size); resp.Header.Get("Content-Range") != want {
+			t.Fatalf("Range %s: Content-Range %q, want %q", rng, resp.Header.Get("Content-Range"), want)
+		}
+		if resp.Header.Get("Docker-Content-Digest") != d.String() {
+			t.Fatalf("Range %s: Docker-Content-Digest %q", rng, resp.Header.Get("Docker-Content-Digest"))
+		}
+	}
+	// Cold: the range lies in the middle of a blob still arriving at 4 MB/s.
+	check(t, "bytes=1048576-1048675", 1<<20, 1<<20+100)
+	if _, err := o.Store().Stat(d); err == nil {
+		t.Log("blob was already committed when the cold range was answered")
+	}
+	check(t, "bytes=0-0", 0, 1)
+	check(t, "bytes=-10", size-10, size)
+	check(t, fmt.Sprintf("bytes=%d-", size-1), size-1, size)
+	check(t, "bytes=100-99999999", 100, size)
+
+	for _, rng := range []string{
+		fmt.Sprintf("bytes=%d-", size),
+		fmt.Sprintf("bytes=%d-%d", size+10, size+20),
+		"bytes=5-4",
+		"bytes=-0",
+		"items=0-1",
+	} {
+		resp, body := do(t, http.MethodGet, blobURL(o, testRepo, d), http.Header{"Range": {rng}})
+		wantError(t, resp, body, http.StatusRequestedRangeNotSatisfiable, "RANGE_INVALID")
+		if want := "bytes */" + strconv.Itoa(size); resp.Header.Get("Content-Range") != want {
+			t.Errorf("Range %s: Content-Range %q, want %q", rng, resp.Header.Get("Content-Range"), want)
+		}
+		if resp.Header.Get("Docker-Content-Digest") != "" {
+			t.Errorf("Range %s: error answer carries Docker-Content-Digest", rng)
+		}
+	}
+	if got := reg.BlobGets(d.String()); got != 1 {
+		t.Errorf("registry saw %d blob GETs, want 1", got)
+	}
+}
+
+// TestHeadDoesNotDownload: HEAD of a cold blob asks upstream for the size
+// only; it starts no download.
+func TestHeadDoesNotDownload(t *testing.T) {
+	reg := startRegistry(t, localregistry.Options{})
+	data := localregistry.RandomBytes(1<<20+7, 3)
+	d := pushBlob(t, reg, testRepo, data)
+	reg.ResetCounts()
+	root := t.TempDir()
+	o := startOrigin(t, root, nil, upstreamFor(t, reg.URL()))
+
+	resp, body := do(t, http.MethodHead, blobURL(o, testRepo, d), nil)
+	if resp.StatusCode != http.StatusOK || len(body) != 0 {
+		t.Fatalf("HEAD: status %d, %d body bytes", resp.StatusCode, len(body))
+	}
+	if resp.ContentLength != int64(len(data)) || resp.Header.Get("Docker-Content-Digest") != d.String() {
+		t.Fatalf("HEAD: Content-Length %d, digest %q", resp.ContentLength, resp.Header.Get("Docker-Content-Digest"))
+	}
+	if reg.BlobGets(d.String()) != 0 || o.UpstreamGets() != 0 {
+		t.Fatalf("HEAD caused a download: registry GETs %d, origin GETs %d", reg.BlobGets(d.String()), o.UpstreamGets())
+	}
+	if files := storeFiles(t, root, "blobs"); len(files) != 0 {
+		t.Fatalf("HEAD stored %v", files)
+	}
+	// The unknown blob's HEAD is a 404 too.
+	resp, _ = do(t, http.MethodHead, blobURL(o, testRepo, digest.FromString("nope")), nil)
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("HEAD of unknown blob: status %d, want 404", resp.StatusCode)
+	}
+}

@@ -2,6 +2,7 @@ package origin
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -39,14 +40,8 @@ func (o *Origin) handleMetainfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := o.store.Stat(d); err != nil {
-		f := o.startFetch(ns, d)
-		select {
-		case <-f.done:
-			if f.err != nil {
-				writeErr(w, r, f.err)
-				return
-			}
-		case <-r.Context().Done():
+		if err := o.awaitFetch(r.Context(), ns, d); err != nil {
+			writeErr(w, r, err)
 			return
 		}
 	}
@@ -55,6 +50,13 @@ func (o *Origin) handleMetainfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	mi, err := o.metaInfo(d)
+	if errors.Is(err, store.ErrNotFound) {
+		// The stored copy failed verification and was removed (or vanished
+		// between the looks): fetch it again rather than answer 404.
+		if err = o.awaitFetch(r.Context(), ns, d); err == nil {
+			mi, err = o.metaInfo(d)
+		}
+	}
 	if err != nil {
 		writeErr(w, r, err)
 		return
@@ -68,6 +70,18 @@ func (o *Origin) handleMetainfo(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(raw)))
 	w.Header().Set("X-Shoal-Info-Hash", mi.InfoHash.HexString())
 	_, _ = w.Write(raw)
+}
+
+// awaitFetch joins or starts the upstream fetch of d and waits for the
+// whole blob (or the request's end).
+func (o *Origin) awaitFetch(ctx context.Context, ns string, d digest.Digest) error {
+	f := o.startFetch(ns, d)
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // handleBlob serves the blob over HTTP (the agents' fallback path), with
@@ -129,7 +143,11 @@ func (o *Origin) headUpstream(ctx context.Context, ns string, d digest.Digest) (
 	if err != nil {
 		return 0, err
 	}
-	return o.up.HeadBlob(ctx, repo, d)
+	size, err := o.up.HeadBlob(ctx, repo, d)
+	if err != nil {
+		o.logUpstreamErr("upstream HEAD failed", repo, d, err)
+	}
+	return size, err
 }
 
 func setBlobHeaders(w http.ResponseWriter, d digest.Digest) {

@@ -138,9 +138,14 @@ func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) {
 	defer cancel()
 
 	if _, err := o.store.Stat(d); err == nil {
-		readyOnce()
-		_, f.err = o.metaInfo(d)
-		return
+		// Already stored (a request raced with the commit). metaInfo
+		// verifies a copy from an earlier run; one that no longer matches
+		// its digest is removed and fetched again below.
+		if _, err := o.metaInfo(d); !errors.Is(err, store.ErrNotFound) {
+			f.err = err
+			return
+		}
+		o.log.Warn("stored blob failed verification; fetching it again", "digest", d)
 	}
 	repo, err := o.up.Resolve(ns)
 	if err != nil {
@@ -151,6 +156,7 @@ func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) {
 	body, size, err := o.up.GetBlob(ctx, repo, d)
 	if err != nil {
 		o.upstreamGets.WithLabelValues("error").Inc()
+		o.logUpstreamErr("upstream fetch failed", repo, d, err)
 		f.err = err
 		return
 	}
@@ -240,6 +246,16 @@ func (o *Origin) buildMeta(d digest.Digest, r io.ReadSeeker) ([]byte, error) {
 		return nil, err
 	}
 	return raw, o.store.WriteMeta(d, "torrent", raw)
+}
+
+// logUpstreamErr records why upstream failed: clients get only an OCI code,
+// so the cause (refused credentials, unreachable host) must be in the log.
+func (o *Origin) logUpstreamErr(msg string, repo upstream.Repo, d digest.Digest, err error) {
+	lvl := slog.LevelWarn
+	if errors.Is(err, upstream.ErrNotFound) {
+		lvl = slog.LevelInfo
+	}
+	o.log.Log(context.Background(), lvl, msg, "digest", d, "repo", repo.String(), "err", err)
 }
 
 type countingReader struct {

@@ -26,6 +26,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	layerSize := fs.String("layer-size", opts.LayerSize.String(), "size of each layer (e.g. 32MiB)")
 	agentRate := fs.String("agent-rate", opts.AgentRate.String(), "each agent's upload and download cap (e.g. 100MB/s, 0 = none)")
 	originRate := fs.String("origin-rate", opts.OriginRate.String(), "each origin's upload cap")
+	pieceLen := fs.String("piece-length", opts.PieceLength.String(), "metainfo piece length (a power of two)")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the human report")
 	serve := fs.Bool("serve", false, "keep the cluster running after the pull, until interrupted")
 	dir := fs.String("dir", "", "state directory (default: a temporary one, removed at exit)")
@@ -46,6 +47,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if opts.OriginRate, err = config.ParseRate(*originRate); err != nil {
 		return usageError{fmt.Errorf("--origin-rate: %w", err)}
+	}
+	if opts.PieceLength, err = config.ParseByteSize(*pieceLen); err != nil {
+		return usageError{fmt.Errorf("--piece-length: %w", err)}
 	}
 	if opts.Layers < 1 || opts.Layers > 64 {
 		return usageError{fmt.Errorf("--layers: want 1..64, got %d", opts.Layers)}

@@ -32,14 +32,17 @@ type Options struct {
 	LayerSize config.ByteSize
 	// Rates model a network: each agent's link, each origin's upload.
 	AgentRate, OriginRate config.Rate
+	PieceLength           config.ByteSize
 	DefaultPorts          bool
 	Log                   *slog.Logger
 }
 
-// DefaultOptions is the embedded default: 8 agents, 2 origins, 3 x 32 MiB.
+// DefaultOptions is the embedded default: 8 agents, 2 origins, 3 x 32 MiB
+// layers, 1 MiB pieces, links capped at 60 MB/s per agent and 30 MB/s per
+// origin so that the swarm (not the 2-core CPU) sets the pace.
 func DefaultOptions() Options {
 	return Options{Agents: 8, Origins: 2, Layers: 3, LayerSize: 32 << 20,
-		AgentRate: 100e6, OriginRate: 50e6, DefaultPorts: true}
+		AgentRate: 60e6, OriginRate: 30e6, PieceLength: 1 << 20, DefaultPorts: true}
 }
 
 // Repo and Tag of the sample image in the demo's upstream.
@@ -79,7 +82,7 @@ type Blob struct {
 func Start(ctx context.Context, opts Options) (*cluster.Cluster, []Blob, error) {
 	c, err := cluster.Start(cluster.Options{
 		Dir: opts.Dir, Agents: opts.Agents, Origins: opts.Origins, DefaultPorts: opts.DefaultPorts,
-		AgentRate: opts.AgentRate, OriginRate: opts.OriginRate, Log: opts.Log,
+		AgentRate: opts.AgentRate, OriginRate: opts.OriginRate, PieceLength: opts.PieceLength, Log: opts.Log,
 	})
 	if err != nil {
 		return nil, nil, err

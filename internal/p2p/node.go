@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/types"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
@@ -267,8 +269,25 @@ func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose fu
 	n.mu.Unlock()
 
 	t.DownloadAll()
+	if dl != nil {
+		preferSlice(t, mi.Info.NumPieces())
+	}
 	s.wg.Go(func() { s.announceLoop(ctx) })
 	return s, nil
+}
+
+// preferSlice raises the priority of a random contiguous slice of the
+// pieces. Agents that start together otherwise all ask the origin for the
+// same low-index pieces first (the library's order is priority, partial,
+// availability, index, with nothing per client), so the origin sends each
+// early piece many times; with different slices, each agent gets different
+// pieces from the origin and the rest from each other.
+func preferSlice(t *torrent.Torrent, n int) {
+	w := max(1, (n+7)/8)
+	start := mrand.IntN(n)
+	for i := range w {
+		t.Piece((start + i) % n).SetPriority(types.PiecePriorityHigh)
+	}
 }
 
 // minLevel drops records below a level (the torrent library is chatty).

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/shoal-dev/shoal/config"
 )
@@ -89,6 +90,7 @@ type Client struct {
 	base       http.RoundTripper
 	log        *slog.Logger
 	transports *lru.Cache[string, http.RoundTripper]
+	handshakes singleflight.Group
 }
 
 // New builds a client; defaultHost names the upstream used for namespaces
@@ -193,21 +195,44 @@ func (c *Client) Resolve(ns string) (Repo, error) {
 // repoPath is the OCI distribution spec's <name> grammar.
 var repoPath = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
 
+// authTimeout bounds the ping and token exchange that set up a transport.
+const authTimeout = time.Minute
+
+// transport returns the authenticated transport of r's repository. Requests
+// for a repository that has none yet share one handshake (one token),
+// instead of each fetching its own.
 func (c *Client) transport(ctx context.Context, r Repo) (http.RoundTripper, error) {
 	key := r.Host + "/" + r.Path
 	if t, ok := c.transports.Get(key); ok {
 		return t, nil
 	}
-	repo, err := name.NewRepository(r.reg.name.Name()+"/"+r.Path, optsFor(r.reg)...)
-	if err != nil {
-		return nil, err
+	ch := c.handshakes.DoChan(key, func() (any, error) {
+		if t, ok := c.transports.Get(key); ok {
+			return t, nil
+		}
+		repo, err := name.NewRepository(r.reg.name.Name()+"/"+r.Path, optsFor(r.reg)...)
+		if err != nil {
+			return nil, err
+		}
+		// Shared by every waiter, so not ended by the first one leaving.
+		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), authTimeout)
+		defer cancel()
+		t, err := transport.NewWithContext(hctx, r.reg.name, r.reg.auth, c.base, []string{repo.Scope(transport.PullScope)})
+		if err != nil {
+			return nil, classify(err)
+		}
+		c.transports.Add(key, t)
+		return t, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(http.RoundTripper), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	t, err := transport.NewWithContext(ctx, r.reg.name, r.reg.auth, c.base, []string{repo.Scope(transport.PullScope)})
-	if err != nil {
-		return nil, classify(err)
-	}
-	c.transports.Add(key, t)
-	return t, nil
 }
 
 func optsFor(reg *registry) []name.Option {

@@ -1,0 +1,287 @@
+package origin_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/internal/localregistry"
+)
+
+// TestUpstreamErrors: what a client sees for blobs and names the origin
+// cannot serve, each as OCI error JSON with the right status.
+func TestUpstreamErrors(t *testing.T) {
+	reg := startRegistry(t, localregistry.Options{})
+	d := pushBlob(t, reg, testRepo, localregistry.RandomBytes(64<<10, 4))
+	root := t.TempDir()
+	o := startOrigin(t, root, nil, upstreamFor(t, reg.URL()))
+	unknown := digest.FromString("not pushed")
+
+	for _, tc := range []struct {
+		name   string
+		url    string
+		status int
+		code   string
+	}{
+		{"unknown blob", blobURL(o, testRepo, unknown), http.StatusNotFound, "BLOB_UNKNOWN"},
+		{"unknown blob metainfo", metaURL(o, testRepo, unknown), http.StatusNotFound, "BLOB_UNKNOWN"},
+		{"unknown repository", blobURL(o, "test/other", d), http.StatusNotFound, "BLOB_UNKNOWN"},
+		{"unconfigured registry", blobURL(o, "quay.io/org/app", d), http.StatusNotFound, "NAME_UNKNOWN"},
+		{"invalid name", blobURL(o, "Test/Blob", d), http.StatusBadRequest, "NAME_INVALID"},
+		{"dot segment name", blobURL(o, "test/../blob", d), http.StatusBadRequest, "NAME_INVALID"},
+		{"invalid digest", o.URL() + "/namespace/test%2Fblob/blobs/sha256:1234", http.StatusBadRequest, "DIGEST_INVALID"},
+		{"unsupported algorithm", o.URL() + "/namespace/test%2Fblob/blobs/sha512:" + string(bytes.Repeat([]byte("a"), 128)), http.StatusBadRequest, "DIGEST_INVALID"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := do(t, http.MethodGet, tc.url, nil)
+			wantError(t, resp, body, tc.status, tc.code)
+		})
+	}
+	if got := storeFiles(t, root, "blobs"); len(got) != 0 {
+		t.Fatalf("failed fetches left %v", got)
+	}
+}
+
+// TestRegistryDown: an unreachable upstream gives a quick 502 with OCI
+// JSON, leaves nothing in the store, and the origin recovers once the
+// registry is back.
+func TestRegistryDown(t *testing.T) {
+	reg := startRegistry(t, localregistry.Options{})
+	data := localregistry.RandomBytes(1<<20, 5)
+	d := pushBlob(t, reg, testRepo, data)
+	root := t.TempDir()
+	o := startOrigin(t, root, nil, upstreamFor(t, reg.URL()))
+	reg.SetDown(true)
+
+	for _, u := range []string{blobURL(o, testRepo, d), metaURL(o, testRepo, d)} {
+		start := time.Now()
+		resp, body := do(t, http.MethodGet, u, nil)
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("GET %s took %s with the registry down", u, took)
+		}
+		wantError(t, resp, body, http.StatusBadGateway, "UNAVAILABLE")
+	}
+	resp, _ := do(t, http.MethodHead, blobURL(o, testRepo, d), nil)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("HEAD with the registry down: status %d, want 502", resp.StatusCode)
+	}
+	for _, dir := range []string{"downloads", "blobs"} {
+		if got := storeFiles(t, root, dir); len(got) != 0 {
+			t.Errorf("%s/ holds %v after failed fetches", dir, got)
+		}
+	}
+
+	reg.SetDown(false)
+	resp, body := do(t, http.MethodGet, blobURL(o, testRepo, d), nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("after the registry came back: status %d, %d bytes", resp.StatusCode, len(body))
+	}
+}
+
+// fakeRegistry is a registry that misbehaves in ways a real one cannot be
+// made to: it answers every blob GET with body(d) under the Content-Length
+// it claims.
+func fakeRegistry(t *testing.T, claimed int, body func() []byte) (string, *atomic.Int64) {
+	t.Helper()
+	var gets atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		gets.Add(1)
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(claimed))
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(body())
+		}
+		// A body shorter than Content-Length makes net/http close the
+		// connection: the origin sees an unexpected EOF.
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, &gets
+}
+
+// TestUpstreamSendsWrongBytes: bytes that do not hash to the digest are
+// never committed or served whole, and clients get 502 DIGEST_INVALID.
+func TestUpstreamSendsWrongBytes(t *testing.T) {
+	const size = 1 << 20
+	good := localregistry.RandomBytes(size, 6)
+	bad := bytes.Clone(good)
+	bad[size-1] ^= 0xff // only the last byte differs
+	d := digest.FromBytes(good)
+	u, gets := fakeRegistry(t, size, func() []byte { return bad })
+	root := t.TempDir()
+	o := startOrigin(t, root, nil, upstreamFor(t, u))
+
+	resp, body := do(t, http.MethodGet, metaURL(o, testRepo, d), nil)
+	wantError(t, resp, body, http.StatusBadGateway, "DIGEST_INVALID")
+
+	// A blob client either sees the error or a body cut short: never the
+	// whole of the wrong bytes.
+	req, _ := http.NewRequest(http.MethodGet, blobURL(o, testRepo, d), nil)
+	bresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, rerr := io.ReadAll(bresp.Body)
+	bresp.Body.Close()
+	switch {
+	case bresp.StatusCode == http.StatusBadGateway:
+		wantError(t, bresp, got, http.StatusBadGateway, "DIGEST_INVALID")
+	case bresp.StatusCode == http.StatusOK && rerr != nil && len(got) < size:
+		t.Logf("blob client streamed %d bytes, then the connection was cut: %v", len(got), rerr)
+	default:
+		t.Fatalf("blob GET: status %d, %d bytes, read error %v", bresp.StatusCode, len(got), rerr)
+	}
+	if gets.Load() != 2 {
+		t.Errorf("fake registry saw %d blob GETs, want 2 (nothing was kept to share)", gets.Load())
+	}
+	for _, dir := range []string{"downloads", "blobs"} {
+		if got := storeFiles(t, root, dir); len(got) != 0 {
+			t.Errorf("%s/ holds %v after a digest mismatch", dir, got)
+		}
+	}
+}
+
+// TestUpstreamCutsTransfer: an upstream that stops mid-blob gives 502 and
+// leaves nothing behind.
+func TestUpstreamCutsTransfer(t *testing.T) {
+	const size = 1 << 20
+	data := localregistry.RandomBytes(size, 7)
+	d := digest.FromBytes(data)
+	u, _ := fakeRegistry(t, size, func() []byte { return data[:size/2] })
+	root := t.TempDir()
+	o := startOrigin(t, root, nil, upstreamFor(t, u))
+
+	resp, body := do(t, http.MethodGet, metaURL(o, testRepo, d), nil)
+	wantError(t, resp, body, http.StatusBadGateway, "UNAVAILABLE")
+	for _, dir := range []string{"downloads", "blobs"} {
+		if got := storeFiles(t, root, dir); len(got) != 0 {
+			t.Errorf("%s/ holds %v after a cut transfer", dir, got)
+		}
+	}
+}
+
+// TestOriginRestartServesStoredBlob: a new origin on the same root serves
+// a blob fetched by its predecessor without asking upstream, reusing the
+// metainfo kept beside the blob, or rebuilding it when it is gone; a stored
+// blob that no longer matches its digest is fetched again.
+func TestOriginRestartServesStoredBlob(t *testing.T) {
+	const size = 3<<20 + 5
+	reg := startRegistry(t, localregistry.Options{})
+	data := localregistry.RandomBytes(size, 8)
+	d := pushBlob(t, reg, testRepo, data)
+	root := t.TempDir()
+	up := upstreamFor(t, reg.URL())
+
+	// First life: fetch the blob, then stop.
+	o1 := newOrigin(t, root, nil, up)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o1.Run(ctx) }()
+	resp, meta1 := do(t, http.MethodGet, metaURL(o1, testRepo, d), nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("first metainfo: status %d %q", resp.StatusCode, meta1)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// Second life, registry unreachable: everything comes from the store.
+	reg.ResetCounts()
+	reg.SetDown(true)
+	restart := func(t *testing.T) {
+		o := startOrigin(t, root, nil, up)
+		resp, meta := do(t, http.MethodGet, metaURL(o, testRepo, d), nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("metainfo after restart: status %d %q", resp.StatusCode, meta)
+		}
+		if !bytes.Equal(meta, meta1) {
+			t.Fatalf("metainfo after restart differs from the first")
+		}
+		resp, body := do(t, http.MethodGet, blobURL(o, testRepo, d), nil)
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+			t.Fatalf("blob after restart: status %d, %d bytes", resp.StatusCode, len(body))
+		}
+		if o.UpstreamGets() != 0 || reg.BlobGets(d.String()) != 0 {
+			t.Fatalf("restart went upstream: origin %d GETs, registry %d", o.UpstreamGets(), reg.BlobGets(d.String()))
+		}
+		if o.Node().Swarm(d.String()) == nil {
+			t.Fatal("restarted origin does not seed the stored blob")
+		}
+	}
+	t.Run("metainfo kept", restart)
+	t.Run("metainfo rebuilt", func(t *testing.T) {
+		if err := os.Remove(storedPath(root, d) + ".torrent"); err != nil {
+			t.Fatal(err)
+		}
+		restart(t)
+	})
+
+	// Third life: the stored copy rotted on disk. The origin must notice,
+	// drop it and fetch the blob again rather than answer 404.
+	t.Run("corrupt blob refetched", func(t *testing.T) {
+		reg.SetDown(false)
+		reg.ResetCounts()
+		corrupt(t, root, d)
+		o := startOrigin(t, root, nil, up)
+		resp, meta := do(t, http.MethodGet, metaURL(o, testRepo, d), nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("metainfo of a corrupt stored blob: status %d %q", resp.StatusCode, meta)
+		}
+		if !bytes.Equal(meta, meta1) {
+			t.Fatal("metainfo after refetch differs from the first")
+		}
+		resp, body := do(t, http.MethodGet, blobURL(o, testRepo, d), nil)
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+			t.Fatalf("blob after refetch: status %d, %d bytes", resp.StatusCode, len(body))
+		}
+		if got := reg.BlobGets(d.String()); got != 1 {
+			t.Fatalf("registry saw %d GETs for the refetch, want 1", got)
+		}
+	})
+	t.Run("corrupt blob, blob endpoint first", func(t *testing.T) {
+		reg.ResetCounts()
+		corrupt(t, root, d)
+		o := startOrigin(t, root, nil, up)
+		resp, body := do(t, http.MethodGet, blobURL(o, testRepo, d), nil)
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+			t.Fatalf("blob of a corrupt stored blob: status %d, %d bytes", resp.StatusCode, len(body))
+		}
+		if got := reg.BlobGets(d.String()); got != 1 {
+			t.Fatalf("registry saw %d GETs for the refetch, want 1", got)
+		}
+	})
+}
+
+// storedPath is where the store under root keeps blob d.
+func storedPath(root string, d digest.Digest) string {
+	return filepath.Join(root, "blobs", "sha256", d.Encoded()[:2], d.Encoded())
+}
+
+// corrupt flips a byte of the stored blob d, as a failing disk would.
+func corrupt(t *testing.T, root string, d digest.Digest) {
+	t.Helper()
+	p := storedPath(root, d)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -39,6 +39,8 @@ type Options struct {
 	PieceLength                         config.ByteSize
 	// UpstreamURL, if set, is used instead of starting a local registry.
 	UpstreamURL string
+	// AgentConfig, if set, adjusts agent i's config before it starts.
+	AgentConfig func(i int, c *agent.Config)
 	Log         *slog.Logger
 }
 
@@ -53,6 +55,7 @@ type Cluster struct {
 	UpstreamHost string
 
 	cancel context.CancelFunc
+	stops  map[any]func() // per component, for tests that kill one
 	wg     sync.WaitGroup
 	errMu  sync.Mutex
 	errs   []error
@@ -76,7 +79,7 @@ func Start(opts Options) (_ *Cluster, err error) {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Cluster{cancel: cancel}
+	c := &Cluster{cancel: cancel, stops: map[any]func(){}}
 	defer func() {
 		if err != nil {
 			_ = c.Close()
@@ -96,7 +99,7 @@ func Start(opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 		c.Registry = reg
-		c.run(func() error { return reg.Serve(ctx) })
+		c.run(reg, ctx, reg.Serve)
 		upURL = reg.URL()
 	}
 	pu, err := url.Parse(upURL)
@@ -150,7 +153,7 @@ func Start(opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c.Tracker = tr
-	c.run(func() error { return tr.Run(ctx) })
+	c.run(tr, ctx, tr.Run)
 
 	for i, oc := range ocfgs {
 		o, err := origin.New(oc, opts.Log.With("role", "origin", "origin", i))
@@ -158,7 +161,7 @@ func Start(opts Options) (_ *Cluster, err error) {
 			return nil, fmt.Errorf("origin %d: %w", i, err)
 		}
 		c.Origins = append(c.Origins, o)
-		c.run(func() error { return o.Run(ctx) })
+		c.run(o, ctx, o.Run)
 	}
 
 	for i := range opts.Agents {
@@ -175,6 +178,9 @@ func Start(opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 		ac.P2P.UploadRate, ac.P2P.DownloadRate = opts.AgentRate, opts.AgentRate
+		if opts.AgentConfig != nil {
+			opts.AgentConfig(i, &ac)
+		}
 		ac.ApplyDefaults()
 		if err := ac.Validate(); err != nil {
 			return nil, fmt.Errorf("agent %d: %w", i, err)
@@ -184,7 +190,7 @@ func Start(opts Options) (_ *Cluster, err error) {
 			return nil, fmt.Errorf("agent %d: %w", i, err)
 		}
 		c.Agents = append(c.Agents, a)
-		c.run(func() error { return a.Run(ctx) })
+		c.run(a, ctx, a.Run)
 	}
 	return c, nil
 }
@@ -201,14 +207,29 @@ func freeAddr(ip string) (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func (c *Cluster) run(f func() error) {
+// run starts component k under its own context (a child of ctx), so that
+// Stop can take it down alone.
+func (c *Cluster) run(k any, ctx context.Context, f func(context.Context) error) {
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	c.stops[k] = func() { cancel(); <-done }
 	c.wg.Go(func() {
-		if err := f(); err != nil && !errors.Is(err, context.Canceled) {
+		defer close(done)
+		if err := f(cctx); err != nil && !errors.Is(err, context.Canceled) {
 			c.errMu.Lock()
 			c.errs = append(c.errs, err)
 			c.errMu.Unlock()
 		}
 	})
+}
+
+// Stop takes one component down (an origin, an agent, the tracker or the
+// registry) and waits until it has stopped: its listeners are closed and it
+// has left every swarm.
+func (c *Cluster) Stop(component any) {
+	if stop, ok := c.stops[component]; ok {
+		stop()
+	}
 }
 
 // Close stops everything and waits for it.

@@ -4,16 +4,21 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/internal/localregistry"
+	"github.com/shoal-dev/shoal/internal/store"
 )
 
 func testLog(t *testing.T) *slog.Logger {
@@ -111,6 +116,78 @@ func TestEightAgentsPullOneBlobThroughTheSwarm(t *testing.T) {
 	for i, a := range c.Agents {
 		if _, err := a.Store().Stat(d); err != nil {
 			t.Errorf("agent %d did not cache the blob: %v", i, err)
+		}
+	}
+}
+
+// When the only seeder dies mid-transfer, the client's response is cut short
+// (never completed with wrong or missing bytes) and nothing partial stays in
+// the agent's cache.
+func TestSwarmDeathCutsTheResponseAndLeavesNothing(t *testing.T) {
+	const size = 12 << 20
+	c := startCluster(t, Options{Agents: 1, Origins: 1, OriginRate: 2e6, PieceLength: 1 << 20,
+		AgentConfig: func(_ int, ac *agent.Config) { ac.StallTimeout = 2 * time.Second }})
+	data := localregistry.RandomBytes(size, 7)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := c.Registry.PushBlob(ctx, "test/dies", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Agents[0]
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v2/test/dies/blobs/%s", a.URL(), d), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.ContentLength != size {
+		t.Fatalf("status %d, Content-Length %d", resp.StatusCode, resp.ContentLength)
+	}
+	first := make([]byte, 1<<20)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatalf("first MiB: %v", err)
+	}
+	c.Stop(c.Origins[0]) // the only seeder leaves mid-transfer
+	rest, err := io.ReadAll(resp.Body)
+	got := len(first) + len(rest)
+	if err == nil || got >= size {
+		t.Fatalf("read %d of %d bytes with err %v: want the connection cut before the end", got, size, err)
+	}
+	if !bytes.Equal(append(first, rest...), data[:got]) {
+		t.Fatal("the bytes that did arrive are wrong")
+	}
+	t.Logf("connection cut after %d of %d bytes: %v", got, size, err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ents, _ := os.ReadDir(filepath.Join(a.Store().Root(), "downloads"))
+		_, serr := a.Store().Stat(d)
+		if len(ents) == 0 && errors.Is(serr, store.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent cache still holds %d downloads (blob stat: %v)", len(ents), serr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestEveryServerHasHealthReadinessAndMetrics(t *testing.T) {
+	c := startCluster(t, Options{Agents: 1, Origins: 1})
+	urls := []string{c.Tracker.URL(), c.Origins[0].URL(), c.Agents[0].URL(), c.Agents[0].AdminURL()}
+	for _, u := range urls {
+		for path, want := range map[string]string{"/health": "ok", "/readiness": "ready", "/metrics": "go_goroutines"} {
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				b, resp, err := get(context.Background(), u+path)
+				if err == nil && resp.StatusCode == 200 && strings.Contains(string(b), want) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("GET %s%s: %v %v %.100q", u, path, err, resp, b)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 		}
 	}
 }

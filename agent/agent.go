@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/p2p"
@@ -30,6 +31,9 @@ type Agent struct {
 	api   *httpx.Server
 	admin *httpx.Server
 	meta  *metainfoClient
+	// cluster asks origins for manifests and the build-index for tags.
+	cluster   *clusterClient
+	manifests singleflight.Group
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -51,6 +55,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log, store: st, base: httpx.NewBase(), pulls: map[digest.Digest]*pull{}}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.meta = newMetainfoClient(cfg.Trackers, cfg.P2P.Listen)
+	a.cluster = newClusterClient(cfg.Origins, cfg.BuildIndex)
 	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_blob_requests_total",
 		Help: "Blob requests on the registry API, by cache result (hit, miss, joined)."}, []string{"result"})
 	a.pullsRes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_pulls_total",
@@ -124,11 +129,15 @@ func (a *Agent) handleV2(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, r, httpx.Errorf(http.StatusMethodNotAllowed, httpx.CodeUnsupported, "this registry is a read-only mirror: %s is not supported", r.Method))
 		return
 	}
-	switch kind {
-	case "blobs":
+	switch {
+	case kind == "blobs":
 		a.handleBlob(w, r, a.namespace(r, name), rest)
+	case kind == "manifests":
+		a.handleManifest(w, r, a.namespace(r, name), rest)
+	case kind == "tags" && rest == "list":
+		a.handleTags(w, r, name, a.namespace(r, name))
 	default:
-		httpx.WriteError(w, r, httpx.Errorf(http.StatusNotFound, httpx.CodeUnsupported, "%s are not served yet", kind))
+		httpx.WriteError(w, r, httpx.Errorf(http.StatusNotFound, httpx.CodeNameUnknown, "no such endpoint: %s", p))
 	}
 }
 

@@ -20,6 +20,12 @@ type Config struct {
 	Root string `toml:"root"`
 	// Trackers are tracker base URLs, tried in order.
 	Trackers []string `toml:"trackers"`
+	// Origins are the origin base URLs (the same ring the trackers use):
+	// manifests by digest come from them.
+	Origins []string `toml:"origins"`
+	// BuildIndex are build-index base URLs, tried in order, that resolve
+	// tags to digests. Empty: tags are resolved by the origins directly.
+	BuildIndex []string `toml:"buildindex"`
 	// MetainfoTimeout bounds asking the tracker for a blob's metainfo (the
 	// origin may first fetch the whole blob from upstream).
 	MetainfoTimeout time.Duration `toml:"metainfo_timeout"`
@@ -39,7 +45,11 @@ const (
 	DefaultStallTimeout    = 2 * time.Minute
 )
 
-var DefaultTrackers = []string{"http://127.0.0.1:7600"}
+// Default cluster addresses: everything on one host.
+var (
+	DefaultTrackers = []string{"http://127.0.0.1:7600"}
+	DefaultOrigins  = []string{"http://127.0.0.1:7610"}
+)
 
 func (c *Config) ApplyDefaults() {
 	if c.Listen == "" {
@@ -53,6 +63,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if len(c.Trackers) == 0 {
 		c.Trackers = DefaultTrackers
+	}
+	if len(c.Origins) == 0 {
+		c.Origins = DefaultOrigins
 	}
 	if c.MetainfoTimeout == 0 {
 		c.MetainfoTimeout = DefaultMetainfoTimeout
@@ -79,6 +92,13 @@ func (c *Config) Validate() error {
 	for i, u := range c.Trackers {
 		if err := config.CheckHTTPURL(u); err != nil {
 			return config.Errorf(fmt.Sprintf("trackers[%d]", i), "%v", err)
+		}
+	}
+	for key, urls := range map[string][]string{"origins": c.Origins, "buildindex": c.BuildIndex} {
+		for i, u := range urls {
+			if err := config.CheckHTTPURL(u); err != nil {
+				return config.Errorf(fmt.Sprintf("%s[%d]", key, i), "%v", err)
+			}
 		}
 	}
 	if c.MetainfoTimeout < time.Second {

@@ -166,7 +166,7 @@ func Start(opts Options) (_ *Cluster, err error) {
 
 	for i := range opts.Agents {
 		ip := AgentIP(i)
-		ac := agent.Config{Root: filepath.Join(opts.Dir, fmt.Sprintf("agent%d", i)), Trackers: []string{trackerURL}}
+		ac := agent.Config{Root: filepath.Join(opts.Dir, fmt.Sprintf("agent%d", i)), Trackers: []string{trackerURL}, Origins: originURLs}
 		var err error
 		if ac.Listen, err = addr(ip, 7650); err != nil {
 			return nil, err

@@ -190,4 +190,3 @@ func newClusterClient(origins, buildIndex []string) *clusterClient {
 		hc:         &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 8}},
 	}
 }
-

@@ -76,6 +76,7 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	r.Get("/namespace/{ns}/blobs/{digest}/metainfo", o.handleMetainfo)
 	r.Get("/namespace/{ns}/blobs/{digest}", o.handleBlob)
 	r.Head("/namespace/{ns}/blobs/{digest}", o.handleBlob)
+	o.mountManifests(r)
 	o.srv, err = httpx.Listen(cfg.Listen, r, log)
 	if err != nil {
 		o.node.Close()

@@ -33,6 +33,8 @@ Usage:
   shoal agent   --config FILE.toml   run a node agent (registry mirror on 127.0.0.1:7650)
   shoal demo    [--agents N] [--json] [--serve]
                                      an all-in-one swarm on loopback with a built-in image
+  shoal bench swarm --agents N --size F --rate R [--json] ...
+                                     measure a swarm against its physical bound
   shoal version
 
 Each role runs with defaults when --config is omitted; --print-config prints
@@ -69,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		})
 	case "demo":
 		err = runDemo(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = runBench(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "shoal %s\n", version)
 	case "help", "-h", "--help":

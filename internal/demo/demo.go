@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -21,6 +20,7 @@ import (
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/cluster"
 	"github.com/shoal-dev/shoal/internal/localregistry"
+	"github.com/shoal-dev/shoal/internal/procstat"
 )
 
 // Options for a demo run.
@@ -113,7 +113,7 @@ func Start(ctx context.Context, opts Options) (*cluster.Cluster, []Blob, error) 
 // moment, verifying each body against its digest as it streams.
 func Pull(ctx context.Context, c *cluster.Cluster, blobs []Blob) *Report {
 	start := time.Now()
-	cpu0 := cpuSeconds()
+	cpu0 := procstat.CPUSeconds()
 	r := &Report{Agents: len(c.Agents), Origins: len(c.Origins), Blobs: len(blobs), AllVerified: true,
 		UpstreamGetsBlob: map[string]int{}, AgentSeconds: make([]float64, len(c.Agents))}
 	for _, b := range blobs {
@@ -173,8 +173,8 @@ func Pull(ctx context.Context, c *cluster.Cluster, blobs []Blob) *Report {
 	slices.Sort(sorted)
 	r.AgentSecondsP50 = sorted[(len(sorted)-1)/2]
 	r.AgentSecondsMax = sorted[len(sorted)-1]
-	r.CPUSeconds = cpuSeconds() - cpu0
-	r.PeakRSSBytes = peakRSS()
+	r.CPUSeconds = procstat.CPUSeconds() - cpu0
+	r.PeakRSSBytes = procstat.PeakRSS()
 	return r
 }
 
@@ -201,20 +201,4 @@ func fetchVerified(ctx context.Context, url string, b Blob) error {
 		return fmt.Errorf("got %d bytes hashing to %s", n, got)
 	}
 	return nil
-}
-
-func cpuSeconds() float64 {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-}
-
-func peakRSS() int64 {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return ru.Maxrss * 1024 // KiB on Linux
 }

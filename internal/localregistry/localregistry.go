@@ -22,11 +22,12 @@ type Registry struct {
 	srv     *httpx.Server
 	handler http.Handler
 
-	mu       sync.Mutex
-	blobGets map[string]int // digest -> GET count
-	sent     atomic.Int64
-	limiter  *rate.Limiter
-	down     atomic.Bool
+	mu        sync.Mutex
+	blobGets  map[string]int // digest -> GET count
+	sent      atomic.Int64
+	limiter   *rate.Limiter
+	down      atomic.Bool
+	manifests manifestCounts
 }
 
 var blobPath = regexp.MustCompile(`^/v2/.+/blobs/(sha256:[a-f0-9]{64})$`)
@@ -50,6 +51,7 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "down", http.StatusServiceUnavailable)
 		return
 	}
+	r.manifests.observe(req)
 	if m := blobPath.FindStringSubmatch(req.URL.Path); m != nil && req.Method == http.MethodGet {
 		r.mu.Lock()
 		r.blobGets[m[1]]++
@@ -90,6 +92,7 @@ func (r *Registry) ResetCounts() {
 	r.mu.Lock()
 	r.blobGets = map[string]int{}
 	r.mu.Unlock()
+	r.manifests.reset()
 	r.sent.Store(0)
 }
 

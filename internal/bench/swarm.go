@@ -1,0 +1,291 @@
+// Package bench measures Shoal against the physical bound: a loopback
+// cluster with per-node bandwidth caps, all agents pulling one blob at the
+// same moment, compared with T_min and (optionally) with every client pulling
+// straight from a capped registry in the same run.
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/time/rate"
+
+	"github.com/shoal-dev/shoal/config"
+	"github.com/shoal-dev/shoal/internal/cluster"
+	"github.com/shoal-dev/shoal/internal/procstat"
+)
+
+// SwarmOptions describe one swarm run.
+type SwarmOptions struct {
+	Agents, Origins int
+	Size            config.ByteSize
+	PieceSize       config.ByteSize
+	// Rate caps each agent's upload and download; OriginRate each origin's
+	// upload (default Rate); UpstreamRate the registry's upload (default
+	// OriginRate).
+	Rate, OriginRate, UpstreamRate config.Rate
+	// WarmOrigins preheats the origins before the clock starts.
+	WarmOrigins bool
+	// Baseline "direct" also times the same clients pulling straight from
+	// the registry (capped at UpstreamRate), in the same run.
+	Baseline string
+	Dir      string
+	Log      *slog.Logger
+}
+
+// SwarmResult is one run's measurements; JSON keys are shared with
+// `shoal demo --json`.
+type SwarmResult struct {
+	Agents            int       `json:"agents"`
+	Origins           int       `json:"origins"`
+	BlobBytes         int64     `json:"blob_bytes"`
+	PieceBytes        int64     `json:"piece_bytes"`
+	RateBps           int64     `json:"rate_bytes_per_second"`
+	OriginRateBps     int64     `json:"origin_rate_bytes_per_second"`
+	UpstreamRateBps   int64     `json:"upstream_rate_bytes_per_second"`
+	WarmOrigins       bool      `json:"warm_origins"`
+	TMinSeconds       float64   `json:"t_min_seconds"`
+	AgentSecondsP50   float64   `json:"agent_seconds_p50"`
+	AgentSecondsP90   float64   `json:"agent_seconds_p90"`
+	AgentSecondsMax   float64   `json:"agent_seconds_max"`
+	P50OverTMin       float64   `json:"p50_over_tmin"`
+	MaxOverTMin       float64   `json:"max_over_tmin"`
+	TTFBSecondsP50    float64   `json:"ttfb_seconds_p50"`
+	AgentSeconds      []float64 `json:"agent_seconds"`
+	BytesFromUpstream int64     `json:"bytes_from_upstream"`
+	BytesFromOrigins  int64     `json:"bytes_from_origins"`
+	BytesFromPeers    int64     `json:"bytes_from_peers"`
+	OriginBytesSent   int64     `json:"origin_bytes_sent"`
+	OriginSentOverF   float64   `json:"origin_sent_over_blob"`
+	UpstreamBlobGets  int       `json:"upstream_blob_gets"`
+	AllVerified       bool      `json:"all_verified"`
+	CPUSeconds        float64   `json:"cpu_seconds"`
+	CPUCores          int       `json:"cpu_cores"`
+	CPUBound          bool      `json:"cpu_bound"`
+	PeakRSSBytes      int64     `json:"peak_rss_bytes"`
+	DirectSecondsP50  float64   `json:"direct_seconds_p50,omitempty"`
+	DirectSecondsMax  float64   `json:"direct_seconds_max,omitempty"`
+	SpeedupP50        float64   `json:"speedup_p50,omitempty"`
+	Failures          []string  `json:"failures,omitempty"`
+}
+
+// TMin is the fluid lower bound (Kumar and Ross): the origins' total upload,
+// one agent's download, and the swarm's total upload each bound the time; a
+// cold run also waits for the upstream's upload.
+func TMin(n int, f, u, uOrigins, uUpstream float64, cold bool) float64 {
+	t := max(f/uOrigins, f/u, float64(n)*f/(uOrigins+float64(n)*u))
+	if cold {
+		t = max(t, f/uUpstream)
+	}
+	return t
+}
+
+// ApplyDefaults fills the rates left at 0: origins at Rate, upstream at
+// OriginRate, one origin, 4 MiB pieces.
+func (o *SwarmOptions) ApplyDefaults() {
+	if o.OriginRate == 0 {
+		o.OriginRate = o.Rate
+	}
+	if o.UpstreamRate == 0 {
+		o.UpstreamRate = o.OriginRate
+	}
+	if o.Origins == 0 {
+		o.Origins = 1
+	}
+	if o.PieceSize == 0 {
+		o.PieceSize = 4 << 20
+	}
+}
+
+// Swarm runs one measurement.
+func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
+	o.ApplyDefaults()
+	if o.Rate <= 0 {
+		return nil, fmt.Errorf("bench: --rate must be positive")
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	c, err := cluster.Start(cluster.Options{Dir: o.Dir, Agents: o.Agents, Origins: o.Origins,
+		AgentRate: o.Rate, OriginRate: o.OriginRate, UpstreamRate: o.UpstreamRate, PieceLength: o.PieceSize, Log: o.Log})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	const repo = "bench/blob"
+	d, err := c.Registry.PushRandomBlob(ctx, repo, int64(o.Size), 1)
+	if err != nil {
+		return nil, err
+	}
+	if o.WarmOrigins {
+		if err := preheat(ctx, c, repo, d); err != nil {
+			return nil, err
+		}
+	}
+	c.Registry.ResetCounts()
+	var originSent0 int64
+	for _, org := range c.Origins {
+		originSent0 += org.Node().BytesSent()
+	}
+
+	r := &SwarmResult{Agents: o.Agents, Origins: o.Origins, BlobBytes: int64(o.Size), PieceBytes: int64(o.PieceSize),
+		RateBps: int64(o.Rate), OriginRateBps: int64(o.OriginRate), UpstreamRateBps: int64(o.UpstreamRate),
+		WarmOrigins: o.WarmOrigins, AllVerified: true, CPUCores: runtime.NumCPU()}
+	// With one blob only the origin that owns it uploads.
+	r.TMinSeconds = TMin(o.Agents, float64(o.Size), float64(o.Rate), float64(o.OriginRate), float64(o.UpstreamRate), !o.WarmOrigins)
+
+	cpu0, t0 := procstat.CPUSeconds(), time.Now()
+	times, ttfbs, fails := pullAll(ctx, len(c.Agents), func(i int) string {
+		return fmt.Sprintf("%s/v2/%s/blobs/%s", c.Agents[i].URL(), repo, d)
+	}, d, 0)
+	wall := time.Since(t0).Seconds()
+	r.CPUSeconds = procstat.CPUSeconds() - cpu0
+	r.CPUBound = r.CPUSeconds/wall > 0.8*float64(r.CPUCores)
+	r.Failures = fails
+	r.AllVerified = len(fails) == 0
+	r.AgentSeconds = times
+	r.AgentSecondsP50, r.AgentSecondsP90, r.AgentSecondsMax = quantile(times, 0.5), quantile(times, 0.9), quantile(times, 1)
+	r.TTFBSecondsP50 = quantile(ttfbs, 0.5)
+	r.P50OverTMin = r.AgentSecondsP50 / r.TMinSeconds
+	r.MaxOverTMin = r.AgentSecondsMax / r.TMinSeconds
+	for _, a := range c.Agents {
+		r.BytesFromOrigins += a.Node().BytesFromOrigins()
+		r.BytesFromPeers += a.Node().BytesFromPeers()
+	}
+	for _, org := range c.Origins {
+		r.OriginBytesSent += org.Node().BytesSent()
+	}
+	r.OriginBytesSent -= originSent0
+	r.OriginSentOverF = float64(r.OriginBytesSent) / float64(o.Size)
+	r.BytesFromUpstream = c.Registry.BytesSent()
+	r.UpstreamBlobGets = c.Registry.BlobGets(d.String())
+	r.PeakRSSBytes = procstat.PeakRSS()
+
+	if o.Baseline == "direct" {
+		// The same clients, each capped at Rate, straight from the registry
+		// (capped at UpstreamRate in all).
+		dt, _, dfails := pullAll(ctx, len(c.Agents), func(int) string {
+			return fmt.Sprintf("%s/v2/%s/blobs/%s", c.Registry.URL(), repo, d)
+		}, d, o.Rate)
+		r.Failures = append(r.Failures, dfails...)
+		r.DirectSecondsP50, r.DirectSecondsMax = quantile(dt, 0.5), quantile(dt, 1)
+		r.SpeedupP50 = r.DirectSecondsP50 / r.AgentSecondsP50
+	}
+	return r, nil
+}
+
+func preheat(ctx context.Context, c *cluster.Cluster, repo string, d digest.Digest) error {
+	resp, err := httpGet(ctx, fmt.Sprintf("%s/namespace/%s/blobs/%s/metainfo", c.Tracker.URL(), "bench%2Fblob", d))
+	if err != nil {
+		return fmt.Errorf("preheat: %w", err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil || resp.StatusCode != 200 {
+		return fmt.Errorf("preheat: %s %v", resp.Status, err)
+	}
+	_ = repo
+	return nil
+}
+
+func httpGet(ctx context.Context, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	return http.DefaultClient.Do(req)
+}
+
+// pullAll starts n GETs at once and verifies each body against d as it
+// streams. clientRate > 0 caps each client's download.
+func pullAll(ctx context.Context, n int, url func(int) string, d digest.Digest, clientRate config.Rate) (secs, ttfb []float64, fails []string) {
+	secs, ttfb = make([]float64, n), make([]float64, n)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			t0 := time.Now()
+			err := func() error {
+				resp, err := httpGet(ctx, url(i))
+				if err != nil {
+					return err
+				}
+				defer resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("status %s", resp.Status)
+				}
+				var body io.Reader = resp.Body
+				if clientRate > 0 {
+					body = &limitedReader{r: body, l: rate.NewLimiter(rate.Limit(clientRate), 256<<10), ctx: ctx}
+				}
+				h := sha256.New()
+				buf := make([]byte, 256<<10)
+				first := true
+				for {
+					k, err := body.Read(buf)
+					if k > 0 && first {
+						ttfb[i], first = time.Since(t0).Seconds(), false
+					}
+					h.Write(buf[:k])
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						return err
+					}
+				}
+				if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != d.String() {
+					return fmt.Errorf("body hashes to %s", got)
+				}
+				return nil
+			}()
+			secs[i] = time.Since(t0).Seconds()
+			if err != nil {
+				mu.Lock()
+				fails = append(fails, fmt.Sprintf("client %d: %v", i, err))
+				mu.Unlock()
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	return secs, ttfb, fails
+}
+
+type limitedReader struct {
+	r   io.Reader
+	l   *rate.Limiter
+	ctx context.Context
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	p = p[:min(len(p), l.l.Burst())]
+	n, err := l.r.Read(p)
+	if n > 0 {
+		if werr := l.l.WaitN(l.ctx, n); werr != nil {
+			return n, werr
+		}
+	}
+	return n, err
+}
+
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := int(q*float64(len(s)-1) + 0.5)
+	return s[min(i, len(s)-1)]
+}

@@ -9,20 +9,26 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/bench"
 )
 
 const benchUsage = `Usage:
+  shoal bench standard [--out DIR] [--scale K]   the standard set -> DIR/results.json, DIR/results.svg
   shoal bench swarm --agents N --size F --rate R [--origin-rate U] [--upstream-rate U]
                     [--origins K] [--piece-size P] [--warm-origins] [--baseline direct] [--json]
 `
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "standard" {
+		return runBenchStandard(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "swarm" {
 		fmt.Fprint(stderr, benchUsage)
-		return usageError{errors.New("want a benchmark name: swarm")}
+		return usageError{errors.New("want a benchmark name: swarm or standard")}
 	}
 	fs := flag.NewFlagSet("bench swarm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -111,4 +117,49 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("%d pulls failed: %v", len(r.Failures), r.Failures)
 	}
 	return nil
+}
+
+// runBenchStandard runs the standard set and writes results.json and a plot.
+func runBenchStandard(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench standard", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "bench", "directory for results.json and results.svg")
+	scale := fs.Int("scale", 1, "divide every blob size by this (a quick run; ratios then mean less)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if *scale < 1 {
+		return usageError{errors.New("--scale: want >= 1")}
+	}
+	rows := slices.Clone(bench.StandardSet)
+	for i := range rows {
+		rows[i].Size /= config.ByteSize(*scale)
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "shoal-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	res, err := bench.RunStandard(ctx, rows, tmp, stderr, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*out, "results.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*out, "results.svg"), []byte(bench.SVG(res)), 0o644); err != nil {
+		return err
+	}
+	_, err = stdout.Write(append(b, '\n'))
+	return err
 }

@@ -289,3 +289,6 @@ func quantile(xs []float64, q float64) float64 {
 	i := int(q*float64(len(s)-1) + 0.5)
 	return s[min(i, len(s)-1)]
 }
+
+func numCPU() int       { return runtime.NumCPU() }
+func goVersion() string { return runtime.Version() }

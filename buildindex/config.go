@@ -1,0 +1,86 @@
+package buildindex
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"time"
+
+	"github.com/shoal-dev/shoal/config"
+)
+
+// Config is the build-index's TOML file.
+type Config struct {
+	// Listen is the HTTP API address.
+	Listen string `toml:"listen"`
+	// Root holds the tag store (<root>/tags/...).
+	Root string `toml:"root"`
+	// Origins are origin base URLs ("http://10.0.0.5:7610"). A tag is
+	// resolved by the origin its namespace and tag pick on the ring, then
+	// by the next ones if that fails.
+	Origins []string `toml:"origins"`
+	// TagTTL is how long a resolved tag is trusted before it is resolved
+	// again (tags are mutable upstream).
+	TagTTL time.Duration `toml:"tag_ttl"`
+	// ResolveTimeout bounds one resolution (or tag list) over all origins.
+	ResolveTimeout time.Duration `toml:"resolve_timeout"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `toml:"log_level"`
+}
+
+// Defaults.
+const (
+	DefaultListen         = "0.0.0.0:7620"
+	DefaultRoot           = "/var/lib/shoal/buildindex"
+	DefaultOrigin         = "http://127.0.0.1:7610"
+	DefaultTagTTL         = 5 * time.Minute
+	DefaultResolveTimeout = 30 * time.Second
+)
+
+// ApplyDefaults fills unset keys.
+func (c *Config) ApplyDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Root == "" {
+		c.Root = DefaultRoot
+	}
+	if len(c.Origins) == 0 {
+		c.Origins = []string{DefaultOrigin}
+	}
+	if c.TagTTL == 0 {
+		c.TagTTL = DefaultTagTTL
+	}
+	if c.ResolveTimeout == 0 {
+		c.ResolveTimeout = DefaultResolveTimeout
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+}
+
+// Validate checks every key, naming the first bad one.
+func (c *Config) Validate() error {
+	if _, err := netip.ParseAddrPort(c.Listen); err != nil {
+		return config.Errorf("listen", "want IP:port, got %q", c.Listen)
+	}
+	for i, o := range c.Origins {
+		key := fmt.Sprintf("origins[%d]", i)
+		if err := config.CheckHTTPURL(o); err != nil {
+			return config.Errorf(key, "%v", err)
+		}
+		if u, _ := url.Parse(o); (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+			return config.Errorf(key, "want a base URL like http://host:7610, got %q", o)
+		}
+	}
+	if c.TagTTL < 0 {
+		return config.Errorf("tag_ttl", "must not be negative, got %s", c.TagTTL)
+	}
+	if c.ResolveTimeout < 100*time.Millisecond {
+		return config.Errorf("resolve_timeout", "want at least 100ms, got %s", c.ResolveTimeout)
+	}
+	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {
+		return config.Errorf("log_level", "%v", err)
+	}
+	return nil
+}

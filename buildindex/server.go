@@ -1,0 +1,245 @@
+// Package buildindex is the build-index role: it maps repo:tag to a
+// manifest digest, resolving tags through the origins (which hold the
+// upstream credentials), trusting a resolved tag for tag_ttl, and answering
+// what it last knew when upstream cannot be reached.
+package buildindex
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/shoal-dev/shoal/buildindex/tagstore"
+	"github.com/shoal-dev/shoal/internal/hashring"
+	"github.com/shoal-dev/shoal/internal/httpx"
+)
+
+// maxManifestSize bounds the size a tag entry may claim (distribution's
+// manifest limit).
+const maxManifestSize = 4 << 20
+
+// Server is one build-index.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	tags    tagstore.TagStore
+	origins *hashring.Ring
+	hc      *http.Client
+	now     func() time.Time
+	base    *httpx.Base
+	srv     *httpx.Server
+
+	resolving   singleflight.Group // by namespace and tag
+	resolutions atomic.Int64
+	lookups     *prometheus.CounterVec
+	resolves    *prometheus.CounterVec
+}
+
+// Option adjusts a Server.
+type Option func(*Server)
+
+// WithClock replaces time.Now (for TTL tests).
+func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
+
+// WithTagStore replaces the file store under Root.
+func WithTagStore(ts tagstore.TagStore) Option { return func(s *Server) { s.tags = ts } }
+
+// New opens the tag store and binds the listener (port 0 allowed).
+func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
+	s := &Server{
+		cfg:     cfg,
+		log:     log,
+		origins: hashring.New(trimSlashes(cfg.Origins)),
+		hc:      &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}},
+		now:     time.Now,
+		base:    httpx.NewBase(),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.tags == nil {
+		fs, err := tagstore.NewFile(cfg.Root)
+		if err != nil {
+			return nil, err
+		}
+		s.tags = fs
+	}
+	s.lookups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_buildindex_tag_lookups_total",
+		Help: "Tag lookups, by how they were answered (hit, resolved, stale, not_found, error)."}, []string{"result"})
+	s.resolves = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_buildindex_resolutions_total",
+		Help: "Tag resolutions through the origins, by result."}, []string{"result"})
+	s.base.Metrics.MustRegister(s.lookups, s.resolves)
+
+	r := chi.NewRouter()
+	r.Use(httpx.LogRequests(log))
+	s.base.Mount(r)
+	r.Get("/namespace/{ns}/tags", s.handleList)
+	r.Get("/namespace/{ns}/tags/{tag}", s.handleGet)
+	r.Put("/namespace/{ns}/tags/{tag}", s.handlePut)
+	srv, err := httpx.Listen(cfg.Listen, r, log)
+	if err != nil {
+		return nil, err
+	}
+	s.srv = srv
+	return s, nil
+}
+
+// URL of the HTTP API.
+func (s *Server) URL() string { return s.srv.URL() }
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	s.base.SetReady(true)
+	return s.srv.Serve(ctx)
+}
+
+// Resolutions counts tag resolutions sent to the origins.
+func (s *Server) Resolutions() int64 { return s.resolutions.Load() }
+
+func trimSlashes(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		out[i] = strings.TrimRight(u, "/")
+	}
+	return out
+}
+
+// tagInfo is the wire form of a tag's mapping (GET answer, PUT body).
+type tagInfo struct {
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"media_type"`
+	Size      int64         `json:"size"`
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
+	ns, tag, err := params(r)
+	if err != nil {
+		httpx.WriteError(w, r, err)
+		return
+	}
+	e, stale, err := s.lookup(r.Context(), ns, tag)
+	if err != nil {
+		httpx.WriteError(w, r, err)
+		return
+	}
+	if stale {
+		w.Header().Set("X-Shoal-Stale", "true")
+	}
+	writeJSON(w, http.StatusOK, tagInfo{e.Digest, e.MediaType, e.Size})
+}
+
+func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
+	ns, tag, err := params(r)
+	if err != nil {
+		httpx.WriteError(w, r, err)
+		return
+	}
+	var in tagInfo
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		httpx.WriteError(w, r, httpx.Errorf(http.StatusBadRequest, httpx.CodeManifestInvalid,
+			"body: want {\"digest\",\"media_type\",\"size\"}: %v", err))
+		return
+	}
+	if err := checkTagInfo(in); err != nil {
+		httpx.WriteError(w, r, err)
+		return
+	}
+	e := tagstore.Entry{Digest: in.Digest, MediaType: in.MediaType, Size: in.Size, ResolvedAt: s.now(), Source: tagstore.SourcePut}
+	if err := s.tags.Put(r.Context(), ns, tag, e); err != nil {
+		s.log.Error("store tag", "namespace", ns, "tag", tag, "err", err)
+		httpx.WriteError(w, r, err)
+		return
+	}
+	s.log.Info("tag recorded", "namespace", ns, "tag", tag, "digest", in.Digest)
+	writeJSON(w, http.StatusCreated, in)
+}
+
+func checkTagInfo(in tagInfo) error {
+	d, err := digest.Parse(string(in.Digest))
+	if err == nil && d.Algorithm() != digest.SHA256 {
+		err = digest.ErrDigestUnsupported
+	}
+	if err != nil {
+		return httpx.Errorf(http.StatusBadRequest, httpx.CodeDigestInvalid, "digest %q: %v", in.Digest, err)
+	}
+	if _, _, err := mime.ParseMediaType(in.MediaType); err != nil {
+		return httpx.Errorf(http.StatusBadRequest, httpx.CodeManifestInvalid, "media_type %q: %v", in.MediaType, err)
+	}
+	if in.Size <= 0 || in.Size > maxManifestSize {
+		return httpx.Errorf(http.StatusBadRequest, httpx.CodeSizeInvalid, "size %d: want 1..%d", in.Size, maxManifestSize)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// tagRE is the OCI distribution spec's tag grammar.
+var tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+
+// pathRE is the spec's repository <name> grammar.
+var pathRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+
+// nsParam reads {ns}: path-escaped, optionally prefixed with a registry
+// host ("ghcr.io%2Forg%2Fapp"), checked against the spec's grammar (it
+// becomes a directory name in the tag store).
+func nsParam(r *http.Request) (string, error) {
+	ns, err := url.PathUnescape(chi.URLParam(r, "ns"))
+	if err == nil {
+		err = checkNamespace(ns)
+	}
+	if err != nil {
+		return "", httpx.Errorf(http.StatusBadRequest, httpx.CodeNameInvalid, "namespace %q: %v", chi.URLParam(r, "ns"), err)
+	}
+	return ns, nil
+}
+
+// params reads {ns} and {tag}.
+func params(r *http.Request) (string, string, error) {
+	ns, err := nsParam(r)
+	if err != nil {
+		return "", "", err
+	}
+	tag, err := url.PathUnescape(chi.URLParam(r, "tag"))
+	if err != nil || !tagRE.MatchString(tag) {
+		return "", "", httpx.Errorf(http.StatusBadRequest, httpx.CodeManifestInvalid,
+			"tag %q is invalid: want [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}", chi.URLParam(r, "tag"))
+	}
+	return ns, tag, nil
+}
+
+func checkNamespace(ns string) error {
+	if len(ns) > 255 {
+		return errors.New("longer than 255 characters")
+	}
+	path := ns
+	if host, rest, ok := strings.Cut(ns, "/"); ok && (strings.ContainsAny(host, ".:") || host == "localhost") {
+		if _, err := name.NewRegistry(host, name.StrictValidation); err != nil {
+			return err
+		}
+		path = rest
+	}
+	if !pathRE.MatchString(path) {
+		return errors.New("not a repository name (OCI distribution grammar)")
+	}
+	return nil
+}

@@ -1,0 +1,126 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"html"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/shoal-dev/shoal/config"
+)
+
+// Row is one configuration of the standard set.
+type Row struct {
+	Agents int
+	Rate   config.Rate
+	Size   config.ByteSize
+	Direct bool // also time the direct baseline (long: N*F/U)
+}
+
+// StandardSet keeps N x R = 200 MB/s, inside what 2 cores can hash and copy.
+var StandardSet = []Row{
+	{Agents: 8, Rate: 25e6, Size: 256 << 20, Direct: true},
+	{Agents: 16, Rate: 12.5e6, Size: 256 << 20},
+	{Agents: 32, Rate: 6.25e6, Size: 256 << 20},
+	{Agents: 16, Rate: 12.5e6, Size: 1 << 30},
+}
+
+// Machine describes where a run happened.
+type Machine struct {
+	Cores     int    `json:"cores"`
+	CPU       string `json:"cpu"`
+	GoVersion string `json:"go_version"`
+	Date      string `json:"date"`
+}
+
+// Results is bench/results.json.
+type Results struct {
+	Machine Machine        `json:"machine"`
+	Swarm   []*SwarmResult `json:"swarm"`
+}
+
+// RunStandard runs rows one after another (cold origins, U = R, one origin).
+func RunStandard(ctx context.Context, rows []Row, dir string, progress io.Writer, log *slog.Logger) (*Results, error) {
+	res := &Results{Machine: machine()}
+	for i, row := range rows {
+		fmt.Fprintf(progress, "[%d/%d] %d agents at %s, %s blob...\n", i+1, len(rows), row.Agents, row.Rate, row.Size)
+		rdir, err := os.MkdirTemp(dir, "row-")
+		if err != nil {
+			return nil, err
+		}
+		o := SwarmOptions{Agents: row.Agents, Size: row.Size, Rate: row.Rate, Dir: rdir, Log: log}
+		if row.Direct {
+			o.Baseline = "direct"
+		}
+		r, err := Swarm(ctx, o)
+		os.RemoveAll(rdir)
+		if err != nil {
+			return nil, fmt.Errorf("row %d: %w", i+1, err)
+		}
+		fmt.Fprintf(progress, "      T_min %.1f s, p50 %.2fx, max %.2fx, origins sent %.2f F, cpu_bound %v\n",
+			r.TMinSeconds, r.P50OverTMin, r.MaxOverTMin, r.OriginSentOverF, r.CPUBound)
+		res.Swarm = append(res.Swarm, r)
+	}
+	return res, nil
+}
+
+func machine() Machine {
+	m := Machine{Cores: numCPU(), GoVersion: goVersion(), Date: time.Now().UTC().Format(time.RFC3339)}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				m.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	return m
+}
+
+// SVG draws each row's agent completion times (sorted) against T_min and,
+// where measured, the direct baseline: one panel per row.
+func SVG(res *Results) string {
+	const pw, ph, pad = 360, 220, 40
+	n := len(res.Swarm)
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", n*pw, ph+30)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	for i, r := range res.Swarm {
+		x0 := i * pw
+		times := slices.Clone(r.AgentSeconds)
+		slices.Sort(times)
+		ymax := max(r.TMinSeconds, r.DirectSecondsMax, slices.Max(append(times, 0))) * 1.1
+		if ymax <= 0 {
+			ymax = 1
+		}
+		y := func(s float64) float64 { return float64(ph-pad) - s/ymax*float64(ph-2*pad) + 10 }
+		fmt.Fprintf(&b, `<text x="%d" y="16" font-weight="bold">N=%d, R=%s, F=%s</text>`+"\n", x0+pad, r.Agents,
+			html.EscapeString(config.Rate(r.RateBps).String()), html.EscapeString(config.ByteSize(r.BlobBytes).String()))
+		fmt.Fprintf(&b, `<line x1="%d" y1="%.0f" x2="%d" y2="%.0f" stroke="black"/>`+"\n", x0+pad, y(0), x0+pw-10, y(0))
+		fmt.Fprintf(&b, `<line x1="%d" y1="%.0f" x2="%d" y2="%.0f" stroke="black"/>`+"\n", x0+pad, y(0), x0+pad, y(ymax))
+		for _, tick := range []float64{0, ymax / 2 / 1.1, ymax / 1.1} {
+			fmt.Fprintf(&b, `<text x="%d" y="%.0f" text-anchor="end">%.0fs</text>`+"\n", x0+pad-4, y(tick)+4, tick)
+		}
+		bw := float64(pw-pad-20) / float64(len(times))
+		for k, t := range times {
+			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#4a7ebb"/>`+"\n",
+				float64(x0+pad)+float64(k)*bw+1, y(t), max(bw-1, 1), y(0)-y(t))
+		}
+		line := func(s float64, color, label string) {
+			fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="%s" stroke-dasharray="4 3"/>`+"\n", x0+pad, y(s), x0+pw-10, y(s), color)
+			fmt.Fprintf(&b, `<text x="%d" y="%.1f" fill="%s" text-anchor="end">%s %.1fs</text>`+"\n", x0+pw-12, y(s)-3, color, label, s)
+		}
+		line(r.TMinSeconds, "#c0392b", "T_min")
+		if r.DirectSecondsP50 > 0 {
+			line(r.DirectSecondsP50, "#7f8c8d", "direct p50")
+		}
+		fmt.Fprintf(&b, `<text x="%d" y="%d">agents, sorted by completion (p50 %.2fx, max %.2fx T_min)</text>`+"\n", x0+pad, ph+20, r.P50OverTMin, r.MaxOverTMin)
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
+}

@@ -1,6 +1,6 @@
 // Command shoal is the one binary of every Shoal role:
 //
-//	shoal tracker|origin|agent --config FILE.toml [--print-config]
+//	shoal tracker|origin|agent|buildindex --config FILE.toml [--print-config]
 //	shoal demo [--agents N] [--json] [--serve]
 //	shoal version
 package main
@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/buildindex"
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/origin"
 	"github.com/shoal-dev/shoal/tracker"
@@ -31,6 +32,8 @@ Usage:
   shoal tracker --config FILE.toml   run a tracker (peer graph, metainfo)
   shoal origin  --config FILE.toml   run an origin (upstream fetch, seeding)
   shoal agent   --config FILE.toml   run a node agent (registry mirror on 127.0.0.1:7650)
+  shoal buildindex --config FILE.toml
+                                     run a build-index (tag -> manifest digest)
   shoal demo    [--agents N] [--json] [--serve]
                                      an all-in-one swarm on loopback with a built-in image
   shoal bench swarm --agents N --size F --rate R [--json] ...
@@ -68,6 +71,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		var cfg agent.Config
 		err = runRole(ctx, "agent", args[1:], &cfg, &cfg.LogLevel, stdout, stderr, func(log *slog.Logger) (runner, error) {
 			return agent.New(cfg, log)
+		})
+	case "buildindex":
+		var cfg buildindex.Config
+		err = runRole(ctx, "buildindex", args[1:], &cfg, &cfg.LogLevel, stdout, stderr, func(log *slog.Logger) (runner, error) {
+			return buildindex.New(cfg, log)
 		})
 	case "demo":
 		err = runDemo(ctx, args[1:], stdout, stderr)

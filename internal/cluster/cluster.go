@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/buildindex"
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/upstream"
@@ -30,7 +31,8 @@ type Options struct {
 	Agents  int
 	Origins int
 	// DefaultPorts binds each role's default ports (tracker 7600 on
-	// 127.0.0.1, origins on 127.0.0.(2+i), agents on 127.0.0.(10+i));
+	// 127.0.0.1, build-index 7620 on 127.0.0.1, origins on 127.0.0.(2+i),
+	// agents on 127.0.0.(10+i));
 	// otherwise the kernel picks free ports, so clusters can coexist.
 	DefaultPorts bool
 	// AgentRate caps each agent's upload and download; OriginRate each
@@ -48,8 +50,10 @@ type Options struct {
 type Cluster struct {
 	Registry *localregistry.Registry // nil with Options.UpstreamURL
 	Tracker  *tracker.Server
-	Origins  []*origin.Origin
-	Agents   []*agent.Agent
+	// BuildIndex resolves tags for the agents.
+	BuildIndex *buildindex.Server
+	Origins    []*origin.Origin
+	Agents     []*agent.Agent
 	// UpstreamHost is the upstream registry's host:port; the default
 	// namespace, so repositories need no host prefix.
 	UpstreamHost string
@@ -164,9 +168,23 @@ func Start(opts Options) (_ *Cluster, err error) {
 		c.run(o, ctx, o.Run)
 	}
 
+	biAddr, err := addr("127.0.0.1", 7620)
+	if err != nil {
+		return nil, err
+	}
+	bc := buildindex.Config{Listen: biAddr, Root: filepath.Join(opts.Dir, "buildindex"), Origins: originURLs}
+	bc.ApplyDefaults()
+	bi, err := buildindex.New(bc, opts.Log.With("role", "buildindex"))
+	if err != nil {
+		return nil, err
+	}
+	c.BuildIndex = bi
+	c.run(bi, ctx, bi.Run)
+
 	for i := range opts.Agents {
 		ip := AgentIP(i)
-		ac := agent.Config{Root: filepath.Join(opts.Dir, fmt.Sprintf("agent%d", i)), Trackers: []string{trackerURL}, Origins: originURLs}
+		ac := agent.Config{Root: filepath.Join(opts.Dir, fmt.Sprintf("agent%d", i)), Trackers: []string{trackerURL}, Origins: originURLs,
+			BuildIndex: []string{bi.URL()}}
 		var err error
 		if ac.Listen, err = addr(ip, 7650); err != nil {
 			return nil, err

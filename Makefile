@@ -12,10 +12,11 @@ export GOFLAGS += -tags=nosqlite,disable_libutp
 # packages (whole clusters moving tens of MiB) run without it: under -race
 # they are 10x slower and their concurrency is the same code tested here.
 RACE_PKGS := ./config/... ./internal/store/... ./internal/p2p/... ./internal/httpx/... \
-             ./internal/hashring/... ./internal/upstream/... ./tracker/... ./origin/... ./agent/...
+             ./internal/hashring/... ./internal/upstream/... ./tracker/... ./origin/... ./agent/... \
+             ./buildindex/...
 E2E_PKGS  := ./internal/cluster/... ./internal/demo/... ./internal/bench/... ./internal/localregistry/... ./cmd/...
 
-.PHONY: all build demo test lint bench clean
+.PHONY: all build demo test lint bench clean images compose-test compose-up compose-down
 
 all: build
 
@@ -41,3 +42,21 @@ bench: build
 
 clean:
 	rm -rf bin
+
+# Container images, FROM scratch from static binaries: shoal:dev and the
+# compose swarm's upstream registry, shoal-registry:dev (docker/build-images.sh).
+images: build
+	docker/build-images.sh
+
+# The compose swarm (examples/compose): registry, tracker, 2 origins, a
+# build-index and 3 agents; pulls a sample image through every agent,
+# verifies every layer and prints where the bytes came from, then tears down.
+compose-test: images
+	examples/compose/run.sh
+
+# The same swarm, left running for other clients (compose-down stops it).
+compose-up: images
+	examples/compose/run.sh --keep
+
+compose-down:
+	examples/compose/run.sh --down

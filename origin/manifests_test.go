@@ -1,11 +1,14 @@
 package origin_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,14 +17,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/distribution/distribution/v3/configuration"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/shoal-dev/shoal/internal/localregistry"
+	"github.com/shoal-dev/shoal/internal/upstream"
 	"github.com/shoal-dev/shoal/origin"
 )
 
@@ -302,5 +311,69 @@ func TestManifestDigestMismatch(t *testing.T) {
 	}
 	if got := storeFiles(t, root, "blobs"); len(got) != 0 {
 		t.Errorf("blobs/ holds %v after a digest mismatch", got)
+	}
+}
+
+// TestManifestUpstreamAuth: manifests and tag lists go through the origin's
+// credentials; refused ones give 502 DENIED.
+func TestManifestUpstreamAuth(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte(authPassword), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte(authUser+":"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := startRegistry(t, localregistry.Options{Auth: configuration.Auth{
+		"htpasswd": configuration.Parameters{"realm": "shoal-test", "path": htpasswd},
+	}})
+	img := sampleImage(t, 80)
+	ref, err := name.NewTag(reg.Host()+"/"+imgRepo+":v1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img, remote.WithAuth(&authn.Basic{Username: authUser, Password: authPassword})); err != nil {
+		t.Fatal(err)
+	}
+	want := describe(t, img)
+	up := upstreamFor(t, reg.URL())
+
+	ok := up
+	ok.Username, ok.Password = authUser, authPassword
+	o := startOrigin(t, "", nil, ok)
+	resp, body := do(t, http.MethodGet, manifestURL(o, imgRepo, "v1"), nil)
+	wantManifest(t, http.MethodGet, resp, body, want)
+	if resp, body := do(t, http.MethodGet, tagsURL(o, imgRepo), nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("tags/list with credentials: %d %q", resp.StatusCode, body)
+	}
+
+	bad := up
+	bad.Username, bad.Password = authUser, wrongPassword
+	o = startOrigin(t, "", nil, bad)
+	for _, u := range []string{manifestURL(o, imgRepo, "v1"), manifestURL(o, imgRepo, want.digest.String()), tagsURL(o, imgRepo)} {
+		resp, body := do(t, http.MethodGet, u, nil)
+		wantError(t, resp, body, http.StatusBadGateway, "DENIED")
+	}
+}
+
+// TestManifestTooLarge: an upstream manifest over 4 MiB is refused with
+// 502 MANIFEST_INVALID and not stored.
+func TestManifestTooLarge(t *testing.T) {
+	big := bytes.Repeat([]byte(" "), upstream.MaxManifestSize+1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		w.Header().Set("Content-Type", string(types.OCIManifestSchema1))
+		_, _ = w.Write(big)
+	}))
+	t.Cleanup(srv.Close)
+	root := t.TempDir()
+	o := startOrigin(t, root, nil, upstreamFor(t, srv.URL))
+	resp, body := do(t, http.MethodGet, manifestURL(o, imgRepo, digest.FromBytes(big).String()), nil)
+	wantError(t, resp, body, http.StatusBadGateway, "MANIFEST_INVALID")
+	if got := storeFiles(t, root, "blobs"); len(got) != 0 {
+		t.Errorf("blobs/ holds %v", got)
 	}
 }

@@ -9,10 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -213,16 +216,41 @@ func Start(opts Options) (_ *Cluster, err error) {
 	return c, nil
 }
 
-// freeAddr asks the kernel for a free port on ip. The port is released
-// before use, so another process could take it first; on loopback in tests
-// that race is negligible, and it lets every address be known up front.
+// freeAddr finds a free port on ip, below the kernel's ephemeral range: the
+// port is released before the component binds it, and a port from the
+// ephemeral range could meanwhile become the source port of one of the
+// cluster's own outgoing connections.
 func freeAddr(ip string) (string, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		return "", fmt.Errorf("cluster: find a free port on %s: %w", ip, err)
+	lo := ephemeralLow()
+	for range 100 {
+		port := 10000 + mrand.IntN(lo-10000)
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		return addr, nil
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return "", fmt.Errorf("cluster: no free port on %s below %d", ip, lo)
+}
+
+// ephemeralLow is the first port the kernel hands out for outgoing
+// connections (32768 if unknown).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 32768
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil || lo <= 11000 {
+		return 32768
+	}
+	return lo
 }
 
 // run starts component k under its own context (a child of ctx), so that

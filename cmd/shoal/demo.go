@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -29,6 +30,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	pieceLen := fs.String("piece-length", opts.PieceLength.String(), "metainfo piece length (a power of two)")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the human report")
 	serve := fs.Bool("serve", false, "keep the cluster running after the pull, until interrupted")
+	upstream := fs.String("upstream", "", "mirror this registry (http(s)://host:port) instead of the built-in one; implies --serve, no sample pull")
 	dir := fs.String("dir", "", "state directory (default: a temporary one, removed at exit)")
 	verbose := fs.Bool("v", false, "log every component to stderr")
 	anyPorts := fs.Bool("any-ports", false, "let the kernel pick every port instead of the defaults (7600, 7610, 7650...)")
@@ -70,6 +72,21 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer os.RemoveAll(opts.Dir)
 	}
 
+	if *upstream != "" {
+		if err := config.CheckHTTPURL(*upstream); err != nil {
+			return usageError{fmt.Errorf("--upstream: %w", err)}
+		}
+		opts.UpstreamURL = *upstream
+		fmt.Fprintf(stderr, "starting a tracker, a build-index, %d origins and %d agents mirroring %s...\n", opts.Origins, opts.Agents, *upstream)
+		c, err := demo.StartCluster(opts)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		printServe(stdout, c)
+		<-ctx.Done()
+		return nil
+	}
 	fmt.Fprintf(stderr, "starting a registry, a tracker, %d origins and %d agents on loopback...\n", opts.Origins, opts.Agents)
 	c, blobs, err := demo.Start(ctx, opts)
 	if err != nil {
@@ -94,7 +111,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("%d pulls failed or did not verify", len(r.Failures))
 	}
 	if *serve {
-		printServe(stderr, c)
+		printServe(stdout, c)
+		fmt.Fprintf(stdout, "sample image: %s/%s:%s (through any agent, e.g. %s/%s:%s)\n",
+			c.UpstreamHost, demo.Repo, demo.Tag, strings.TrimPrefix(c.Agents[0].URL(), "http://"), demo.Repo, demo.Tag)
 		<-ctx.Done()
 	}
 	return nil
@@ -126,8 +145,11 @@ func printReport(w io.Writer, r *demo.Report, blobs []demo.Blob) {
 
 func printServe(w io.Writer, c *cluster.Cluster) {
 	fmt.Fprintf(w, "\ncluster running; interrupt to stop\n")
-	fmt.Fprintf(w, "upstream registry: %s\n", c.Registry.URL())
+	if c.Registry != nil {
+		fmt.Fprintf(w, "upstream registry: %s\n", c.Registry.URL())
+	}
 	fmt.Fprintf(w, "tracker:           %s  (announce: %s/announce)\n", c.Tracker.URL(), c.Tracker.URL())
+	fmt.Fprintf(w, "build-index:       %s\n", c.BuildIndex.URL())
 	for i, a := range c.Agents {
 		fmt.Fprintf(w, "agent %d registry:  %s\n", i, a.URL())
 	}

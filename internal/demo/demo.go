@@ -34,7 +34,10 @@ type Options struct {
 	AgentRate, OriginRate config.Rate
 	PieceLength           config.ByteSize
 	DefaultPorts          bool
-	Log                   *slog.Logger
+	// UpstreamURL, if set, is the registry the cluster mirrors instead of
+	// the built-in one (nothing is loaded into it).
+	UpstreamURL string
+	Log         *slog.Logger
 }
 
 // DefaultOptions is the embedded default: 8 agents, 2 origins, 3 x 32 MiB
@@ -78,12 +81,18 @@ type Blob struct {
 	Size   int64
 }
 
+// StartCluster brings up the cluster alone.
+func StartCluster(opts Options) (*cluster.Cluster, error) {
+	return cluster.Start(cluster.Options{
+		Dir: opts.Dir, Agents: opts.Agents, Origins: opts.Origins, DefaultPorts: opts.DefaultPorts,
+		AgentRate: opts.AgentRate, OriginRate: opts.OriginRate, PieceLength: opts.PieceLength,
+		UpstreamURL: opts.UpstreamURL, Log: opts.Log,
+	})
+}
+
 // Start brings up the cluster and loads the sample image into its upstream.
 func Start(ctx context.Context, opts Options) (*cluster.Cluster, []Blob, error) {
-	c, err := cluster.Start(cluster.Options{
-		Dir: opts.Dir, Agents: opts.Agents, Origins: opts.Origins, DefaultPorts: opts.DefaultPorts,
-		AgentRate: opts.AgentRate, OriginRate: opts.OriginRate, PieceLength: opts.PieceLength, Log: opts.Log,
-	})
+	c, err := StartCluster(opts)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/buildindex"
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/origin"
 	"github.com/shoal-dev/shoal/tracker"
@@ -133,7 +134,8 @@ func TestDemoJSON(t *testing.T) {
 
 // The files in examples/ must stay true to the code.
 func TestExamplesLoad(t *testing.T) {
-	for role, cfg := range map[string]config.Validator{"agent": &agent.Config{}, "origin": &origin.Config{}, "tracker": &tracker.Config{}} {
+	for role, cfg := range map[string]config.Validator{"agent": &agent.Config{}, "origin": &origin.Config{}, "tracker": &tracker.Config{},
+		"buildindex": &buildindex.Config{}} {
 		path := filepath.Join("..", "..", "examples", role+".toml")
 		if err := config.Load(path, cfg); err != nil {
 			t.Errorf("%s: %v", path, err)

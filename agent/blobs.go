@@ -26,7 +26,7 @@ func (a *Agent) handleBlob(w http.ResponseWriter, r *http.Request, ns, ref strin
 		return
 	}
 	if d == emptyBlob {
-		setBlobHeaders(w, d)
+		httpx.SetBlobHeaders(w, d)
 		w.Header().Set("Content-Length", "0")
 		return
 	}
@@ -49,7 +49,7 @@ func (a *Agent) handleBlob(w http.ResponseWriter, r *http.Request, ns, ref strin
 			httpx.WriteError(w, r, metaErr(err))
 			return
 		}
-		setBlobHeaders(w, d)
+		httpx.SetBlobHeaders(w, d)
 		w.Header().Set("Content-Length", strconv.FormatInt(mi.Info.Length, 10))
 		return
 	default:
@@ -80,12 +80,12 @@ func (a *Agent) handleBlob(w http.ResponseWriter, r *http.Request, ns, ref strin
 		httpx.WriteError(w, r, httpx.Errorf(http.StatusRequestedRangeNotSatisfiable, httpx.CodeRangeInvalid, "range %q not satisfiable for %d bytes", r.Header.Get("Range"), size))
 		return
 	}
-	setBlobHeaders(w, d)
-	cw := &countingWriter{ResponseWriter: w}
+	httpx.SetBlobHeaders(w, d)
+	cw := &httpx.CountingWriter{ResponseWriter: w}
 	// ServeContent handles Range and HEAD; if the download fails mid-way the
 	// body ends short of Content-Length and the connection is cut.
 	http.ServeContent(cw, r, "", time.Time{}, blob)
-	a.served.Add(float64(cw.n))
+	a.served.Add(float64(cw.N))
 }
 
 // metaErr turns a metainfo failure into what the client sees: the tracker's
@@ -99,22 +99,4 @@ func metaErr(err error) error {
 		return httpx.Wrap(err, http.StatusGatewayTimeout, httpx.CodeUnavailable, "timed out asking the tracker for the blob")
 	}
 	return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable, "no tracker could provide the blob")
-}
-
-func setBlobHeaders(w http.ResponseWriter, d digest.Digest) {
-	h := w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Docker-Content-Digest", d.String())
-	h.Set("Etag", `"`+d.String()+`"`)
-}
-
-type countingWriter struct {
-	http.ResponseWriter
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(p)
-	c.n += int64(n)
-	return n, err
 }

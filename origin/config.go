@@ -74,11 +74,7 @@ func (c *Config) ApplyDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
-	c.P2P.ApplyDefaults(DefaultP2PListen)
-	c.P2P.Trackers = nil
-	for _, t := range c.Trackers {
-		c.P2P.Trackers = append(c.P2P.Trackers, t+"/announce")
-	}
+	c.P2P.ApplyDefaults(DefaultP2PListen, c.Trackers)
 }
 
 func (c *Config) Validate() error {

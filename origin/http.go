@@ -99,7 +99,7 @@ func (o *Origin) handleBlob(w http.ResponseWriter, r *http.Request) {
 			writeErr(w, r, err)
 			return
 		}
-		setBlobHeaders(w, d)
+		httpx.SetBlobHeaders(w, d)
 		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 		return
 	}
@@ -132,10 +132,10 @@ func (o *Origin) handleBlob(w http.ResponseWriter, r *http.Request) {
 			"range %q not satisfiable for %d bytes", r.Header.Get("Range"), size))
 		return
 	}
-	setBlobHeaders(w, d)
-	cw := &countingWriter{ResponseWriter: w}
+	httpx.SetBlobHeaders(w, d)
+	cw := &httpx.CountingWriter{ResponseWriter: w}
 	http.ServeContent(cw, r, "", time.Time{}, blob)
-	o.httpBytes.Add(float64(cw.n))
+	o.httpBytes.Add(float64(cw.N))
 }
 
 func (o *Origin) headUpstream(ctx context.Context, ns string, d digest.Digest) (int64, error) {
@@ -148,24 +148,6 @@ func (o *Origin) headUpstream(ctx context.Context, ns string, d digest.Digest) (
 		o.logUpstreamErr("upstream HEAD failed", repo, d, err)
 	}
 	return size, err
-}
-
-func setBlobHeaders(w http.ResponseWriter, d digest.Digest) {
-	h := w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Docker-Content-Digest", d.String())
-	h.Set("Etag", `"`+d.String()+`"`)
-}
-
-type countingWriter struct {
-	http.ResponseWriter
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 var _ store.Blob = (*store.Reader)(nil)

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/shoal-dev/shoal/internal/fsutil"
 )
 
 // File keeps one small JSON file per tag:
@@ -87,22 +89,7 @@ func (f *File) Put(_ context.Context, ns, tag string, e Entry) error {
 	}
 	// The temporary name starts with "." so List never takes it for a tag
 	// (tags cannot start with ".").
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("tagstore: %s:%s: %w", ns, tag, err)
-	}
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), p)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if err := fsutil.WriteFileAtomic(p, b, ""); err != nil {
 		return fmt.Errorf("tagstore: %s:%s: %w", ns, tag, err)
 	}
 	return nil

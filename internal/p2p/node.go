@@ -14,6 +14,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,8 +64,13 @@ type Config struct {
 	AnnounceInterval time.Duration `toml:"announce_interval"`
 }
 
-// ApplyDefaults fills unset keys; listen is the role's default address.
-func (c *Config) ApplyDefaults(listen string) {
+// ApplyDefaults fills unset keys; listen is the role's default address and
+// trackers the role's tracker base URLs (announces go to <base>/announce).
+func (c *Config) ApplyDefaults(listen string, trackers []string) {
+	c.Trackers = nil
+	for _, t := range trackers {
+		c.Trackers = append(c.Trackers, strings.TrimSuffix(t, "/")+"/announce")
+	}
 	if c.Listen == "" {
 		c.Listen = listen
 	}

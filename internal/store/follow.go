@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/internal/fsutil"
 )
 
 // Blob is a readable blob: a verified file, or a download being followed.
@@ -46,19 +48,7 @@ func (s *Store) WriteMeta(d digest.Digest, name string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return fmt.Errorf("write %s of %s: %w", name, d, err)
 	}
-	f, err := os.CreateTemp(s.downloadsDir(), d.Encoded()+"."+name+".*")
-	if err != nil {
-		return fmt.Errorf("write %s of %s: %w", name, d, err)
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), dst)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := fsutil.WriteFileAtomic(dst, data, s.downloadsDir()); err != nil {
 		return fmt.Errorf("write %s of %s: %w", name, d, err)
 	}
 	return nil

@@ -1,0 +1,28 @@
+package httpx
+
+import (
+	"net/http"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// SetBlobHeaders sets what every blob answer carries: its type, digest and
+// an ETag that lets clients revalidate by digest.
+func SetBlobHeaders(w http.ResponseWriter, d digest.Digest) {
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Etag", `"`+d.String()+`"`)
+}
+
+// CountingWriter counts the body bytes written through it.
+type CountingWriter struct {
+	http.ResponseWriter
+	N int64
+}
+
+func (c *CountingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.N += int64(n)
+	return n, err
+}

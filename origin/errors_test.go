@@ -219,7 +219,7 @@ func TestOriginRestartServesStoredBlob(t *testing.T) {
 		if o.UpstreamGets() != 0 || reg.BlobGets(d.String()) != 0 {
 			t.Fatalf("restart went upstream: origin %d GETs, registry %d", o.UpstreamGets(), reg.BlobGets(d.String()))
 		}
-		if o.Node().Swarm(d.String()) == nil {
+		if !o.Seeding(d) {
 			t.Fatal("restarted origin does not seed the stored blob")
 		}
 	}

@@ -157,7 +157,7 @@ func TestConcurrentPullsShareOneUpstreamFetch(t *testing.T) {
 			t.Errorf("X-Shoal-Info-Hash %q, want %s", res.metaInfoHdr, mi.InfoHash.HexString())
 		}
 	}
-	if o.Node().Swarm(d.String()) == nil {
+	if !o.Seeding(d) {
 		t.Error("origin is not seeding the blob it fetched")
 	}
 }

@@ -30,7 +30,7 @@ type Origin struct {
 	log   *slog.Logger
 	store *store.Store
 	up    *upstream.Client
-	node  *p2p.Node
+	seed  *p2p.Seeder
 	base  *httpx.Base
 	srv   *httpx.Server
 
@@ -66,7 +66,7 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	o.httpBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_origin_http_blob_bytes_total", Help: "Blob bytes served over HTTP (fallback path)."})
 	o.base.Metrics.MustRegister(o.upstreamGets, o.upstreamBytes, o.httpBytes)
 
-	o.node, err = p2p.NewNode(cfg.P2P, p2p.RoleOrigin, log, o.base.Metrics)
+	o.seed, err = p2p.NewSeeder(cfg.P2P, log, o.base.Metrics)
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +79,7 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	o.mountManifests(r)
 	o.srv, err = httpx.Listen(cfg.Listen, r, log)
 	if err != nil {
-		o.node.Close()
+		o.seed.Close()
 		return nil, err
 	}
 	return o, nil
@@ -88,8 +88,17 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 // URL of the HTTP API.
 func (o *Origin) URL() string { return o.srv.URL() }
 
-// Node is the origin's P2P node.
-func (o *Origin) Node() *p2p.Node { return o.node }
+// Seeder is the origin's BitTorrent seeder.
+func (o *Origin) Seeder() *p2p.Seeder { return o.seed }
+
+// Seeding reports whether the origin seeds blob d.
+func (o *Origin) Seeding(d digest.Digest) bool {
+	mi, ok := o.metas.Get(d)
+	return ok && o.seed.Seeding(mi.InfoHash)
+}
+
+// BytesSent counts piece bytes the origin uploaded to the swarm.
+func (o *Origin) BytesSent() int64 { return o.seed.BytesSent() }
 
 // Store is the origin's blob store.
 func (o *Origin) Store() *store.Store { return o.store }
@@ -99,7 +108,7 @@ func (o *Origin) Run(ctx context.Context) error {
 	o.base.SetReady(true)
 	err := o.srv.Serve(ctx)
 	o.cancel()
-	o.node.Close()
+	o.seed.Close()
 	return err
 }
 
@@ -203,7 +212,7 @@ func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) {
 // metaInfo returns the metainfo of the stored blob d, building it if the
 // blob came from an earlier run, and makes sure the blob is being seeded.
 func (o *Origin) metaInfo(d digest.Digest) (*p2p.MetaInfo, error) {
-	if mi, ok := o.metas.Get(d); ok && o.node.Swarm(d.String()) != nil {
+	if mi, ok := o.metas.Get(d); ok && o.seed.Seeding(mi.InfoHash) {
 		return mi, nil
 	}
 	file, err := o.store.Open(d)
@@ -223,7 +232,7 @@ func (o *Origin) metaInfo(d digest.Digest) (*p2p.MetaInfo, error) {
 		file.Close()
 		return nil, err
 	}
-	if _, err := o.node.Seed(mi, file, func() { file.Close() }); err != nil {
+	if err := o.seed.Seed(mi, file, func() { file.Close() }); err != nil {
 		file.Close()
 		if !errors.Is(err, p2p.ErrInSwarm) {
 			return nil, err

@@ -135,7 +135,7 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	c.Registry.ResetCounts()
 	var originSent0 int64
 	for _, org := range c.Origins {
-		originSent0 += org.Node().BytesSent()
+		originSent0 += org.BytesSent()
 	}
 
 	r := &SwarmResult{Agents: o.Agents, Origins: o.Origins, BlobBytes: int64(o.Size), PieceBytes: int64(o.PieceSize),
@@ -163,7 +163,7 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 		r.BytesFromPeers += a.Node().BytesFromPeers()
 	}
 	for _, org := range c.Origins {
-		r.OriginBytesSent += org.Node().BytesSent()
+		r.OriginBytesSent += org.BytesSent()
 	}
 	r.OriginBytesSent -= originSent0
 	r.OriginSentOverF = float64(r.OriginBytesSent) / float64(o.Size)

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"strings"
@@ -20,7 +19,6 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
-	"github.com/anacrolix/torrent/types"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
@@ -141,6 +139,14 @@ func NewNode(cfg Config, role Role, log *slog.Logger, reg prometheus.Registerer)
 	cc.DisableIPv6 = ap.Addr().Is4()
 	cc.Seed = true // keep uploading while downloading
 	cc.DropDuplicatePeerIds = true
+	// The library only considers the first MaxUnverifiedBytes of its piece
+	// order for requests, whoever holds them; an origin that reveals pieces
+	// one by one (Seeder) may reveal one outside that window, and the agent
+	// would never ask for it. Blobs are bounded, so consider every piece.
+	cc.MaxUnverifiedBytes = 0
+	// Plain handshakes: origins' seeders speak no MSE, and obfuscation buys
+	// nothing inside a cluster.
+	cc.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{}
 	cc.EstablishedConnsPerTorrent = cfg.ConnsPerTorrent
 	cc.DefaultStorage = refuseStorage{}
 	cc.Slogger = slog.New(minLevel{log.Handler(), slog.LevelWarn}).With("component", "torrent")
@@ -275,25 +281,8 @@ func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose fu
 	n.mu.Unlock()
 
 	t.DownloadAll()
-	if dl != nil {
-		preferSlice(t, mi.Info.NumPieces())
-	}
 	s.wg.Go(func() { s.announceLoop(ctx) })
 	return s, nil
-}
-
-// preferSlice raises the priority of a random contiguous slice of the
-// pieces. Agents that start together otherwise all ask the origin for the
-// same low-index pieces first (the library's order is priority, partial,
-// availability, index, with nothing per client), so the origin sends each
-// early piece many times; with different slices, each agent gets different
-// pieces from the origin and the rest from each other.
-func preferSlice(t *torrent.Torrent, n int) {
-	w := max(1, (n+7)/8)
-	start := mrand.IntN(n)
-	for i := range w {
-		t.Piece((start + i) % n).SetPriority(types.PiecePriorityHigh)
-	}
 }
 
 // minLevel drops records below a level (the torrent library is chatty).

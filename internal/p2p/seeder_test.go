@@ -1,0 +1,148 @@
+package p2p
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/torrent/metainfo"
+	pp "github.com/anacrolix/torrent/peer_protocol"
+	"github.com/opencontainers/go-digest"
+)
+
+func newTestSeeder(t *testing.T, size int) (*Seeder, *MetaInfo, []byte) {
+	t.Helper()
+	data := sampleBlob(size)
+	d := digest.FromBytes(data)
+	ph := NewPieceHasher(MinPieceLength)
+	ph.Write(data)
+	raw, err := BuildMetaInfo(d, int64(size), MinPieceLength, ph.Sums())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mi, err := ParseMetaInfo(raw, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Listen: "127.0.0.1:0"}
+	cfg.ApplyDefaults("127.0.0.1:0", nil)
+	s, err := NewSeeder(cfg, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.Seed(mi, bytes.NewReader(data), nil); err != nil {
+		t.Fatal(err)
+	}
+	return s, mi, data
+}
+
+// peer is a raw wire-protocol client: it sees exactly what the seeder sends.
+type peer struct {
+	c   net.Conn
+	dec pp.Decoder
+}
+
+func dial(t *testing.T, s *Seeder, ih metainfo.Hash) *peer {
+	t.Helper()
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var id [20]byte
+	copy(id[:], "-SA0001-testpeer0000")
+	if _, err := pp.Handshake(ctx, c, &ih, id, pp.PeerExtensionBits{}); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	return &peer{c: c, dec: pp.Decoder{R: bufio.NewReader(c), MaxLength: 1 << 20,
+		Pool: &sync.Pool{New: func() any { b := make([]byte, 1<<17); return &b }}}}
+}
+
+func (p *peer) read(t *testing.T) pp.Message {
+	t.Helper()
+	_ = p.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var m pp.Message
+	if err := p.dec.Decode(&m); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return m
+}
+
+func (p *peer) send(t *testing.T, m pp.Message) {
+	t.Helper()
+	if _, err := p.c.Write(m.MustMarshalBinary()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Each peer is shown a few pieces, and peers connecting together are shown
+// different ones: the origin hands every piece out once before any twice.
+func TestSeederRevealsDistinctPieces(t *testing.T) {
+	s, mi, data := newTestSeeder(t, 8*MinPieceLength)
+	seen := map[int]int{}
+	for range 4 {
+		p := dial(t, s, mi.InfoHash)
+		var haves []int
+		for len(haves) < s.reveal {
+			m := p.read(t)
+			if m.Type == pp.Have {
+				haves = append(haves, int(m.Index))
+			}
+		}
+		for _, h := range haves {
+			seen[h]++
+		}
+		// A revealed piece is served, and matches the blob.
+		p.send(t, pp.Message{Type: pp.Request, Index: pp.Integer(haves[0]), Begin: 0, Length: 16 << 10})
+		for {
+			m := p.read(t)
+			if m.Type != pp.Piece {
+				continue
+			}
+			off := haves[0] * MinPieceLength
+			if !bytes.Equal(m.Piece, data[off:off+16<<10]) {
+				t.Fatal("served block differs from the blob")
+			}
+			break
+		}
+	}
+	if len(seen) != 8 {
+		t.Fatalf("4 peers x 2 reveals covered %d distinct pieces (%v), want all 8 once", len(seen), seen)
+	}
+	if s.BytesSent() != 4*16<<10 {
+		t.Fatalf("BytesSent = %d", s.BytesSent())
+	}
+}
+
+func TestSeederDropsBadPeers(t *testing.T) {
+	s, mi, _ := newTestSeeder(t, 4*MinPieceLength)
+	// A request outside the blob ends the connection.
+	p := dial(t, s, mi.InfoHash)
+	p.send(t, pp.Message{Type: pp.Request, Index: 99, Begin: 0, Length: 16 << 10})
+	_ = p.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, p.c); err != nil {
+		t.Fatalf("connection not closed cleanly after a bad request: %v", err)
+	}
+	// An unknown info-hash gets no handshake back.
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var other metainfo.Hash
+	other[0] = 1
+	if _, err := pp.Handshake(ctx, c, &other, [20]byte{}, pp.PeerExtensionBits{}); err == nil {
+		t.Fatal("handshake for an unknown blob succeeded")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/testutil"
 	"github.com/shoal-dev/shoal/tracker"
 )
 
@@ -16,7 +17,19 @@ import (
 // parsing, memory store, encoding) with announces of 1000 peers over 16
 // swarms. Run with -cpu 1 for the one-core figure.
 func BenchmarkAnnounce(b *testing.B) {
-	srv, err := tracker.New(tracker.Config{Listen: "127.0.0.1:0"}, nil)
+	benchAnnounce(b, tracker.Config{Listen: "127.0.0.1:0"})
+}
+
+// BenchmarkAnnounceRedis is BenchmarkAnnounce on the Redis peer store (a
+// local redis-server): one round trip per announce.
+func BenchmarkAnnounceRedis(b *testing.B) {
+	redis := testutil.StartRedis(b)
+	benchAnnounce(b, tracker.Config{Listen: "127.0.0.1:0", PeerStore: tracker.PeerStoreRedis,
+		Redis: tracker.RedisConfig{Addr: redis.Addr}})
+}
+
+func benchAnnounce(b *testing.B, cfg tracker.Config) {
+	srv, err := tracker.New(cfg, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

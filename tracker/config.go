@@ -3,9 +3,12 @@ package tracker
 import (
 	"net"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/shoal-dev/shoal/config"
+	"github.com/shoal-dev/shoal/tracker/peerstore"
 )
 
 // Config is the tracker's TOML configuration.
@@ -32,6 +35,43 @@ type Config struct {
 	TrustIPParam bool `toml:"trust_ip_param"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
+	// PeerStore is where the peer graph lives: "memory" (this process
+	// only) or "redis" (shared by every replica that uses the same Redis).
+	PeerStore string `toml:"peer_store"`
+	// Redis is the server of the "redis" peer store.
+	Redis RedisConfig `toml:"redis"`
+}
+
+// Peer stores.
+const (
+	PeerStoreMemory = "memory"
+	PeerStoreRedis  = "redis"
+)
+
+// RedisConfig is the [redis] table.
+type RedisConfig struct {
+	// Addr is the server's host:port.
+	Addr string `toml:"addr"`
+	// Password is sent with AUTH when set; it is never logged or printed.
+	Password string `toml:"password"`
+	// DB is the database number (SELECT).
+	DB int `toml:"db"`
+	// KeyPrefix starts every key the tracker writes, so that several
+	// tracker clusters can share a server.
+	KeyPrefix string `toml:"key_prefix"`
+	// DialTimeout bounds one connection attempt.
+	DialTimeout time.Duration `toml:"dial_timeout"`
+	// OpTimeout bounds one peer store operation, so an announce fails
+	// promptly while Redis is unreachable.
+	OpTimeout time.Duration `toml:"op_timeout"`
+}
+
+// Redacted is the config with the Redis password masked (for --print-config).
+func (c Config) Redacted() any {
+	if c.Redis.Password != "" {
+		c.Redis.Password = "REDACTED"
+	}
+	return c
 }
 
 // ApplyDefaults fills unset keys.
@@ -56,6 +96,25 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
+	}
+	if c.PeerStore == "" {
+		c.PeerStore = PeerStoreMemory
+	}
+	c.Redis.applyDefaults()
+}
+
+func (c *RedisConfig) applyDefaults() {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:6379"
+	}
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = peerstore.DefaultRedisKeyPrefix
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 2 * time.Second
+	}
+	if c.OpTimeout == 0 {
+		c.OpTimeout = time.Second
 	}
 }
 
@@ -91,6 +150,38 @@ func (c *Config) Validate() error {
 	}
 	if c.MetainfoTimeout <= 0 {
 		return config.Errorf("metainfo_timeout", "must be positive, got %s", c.MetainfoTimeout)
+	}
+	switch c.PeerStore {
+	case PeerStoreMemory, PeerStoreRedis:
+	default:
+		return config.Errorf("peer_store", "want %q or %q, got %q", PeerStoreMemory, PeerStoreRedis, c.PeerStore)
+	}
+	return c.Redis.validate()
+}
+
+// validate checks the [redis] table whichever store is chosen, so that a
+// mistake shows before the day someone switches to it.
+func (c *RedisConfig) validate() error {
+	host, port, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		return config.Errorf("redis.addr", "want host:port: %v", err)
+	}
+	if n, err := strconv.Atoi(port); host == "" || err != nil || n < 1 || n > 65535 {
+		return config.Errorf("redis.addr", "want host:port with a port in 1..65535, got %q", c.Addr)
+	}
+	if c.DB < 0 {
+		return config.Errorf("redis.db", "must not be negative, got %d", c.DB)
+	}
+	if strings.ContainsAny(c.KeyPrefix, "{}") {
+		// The store puts each swarm's keys in one Redis Cluster slot with a
+		// {hash tag}; braces in the prefix would become the tag instead.
+		return config.Errorf("redis.key_prefix", "must not contain { or }, got %q", c.KeyPrefix)
+	}
+	if c.DialTimeout <= 0 {
+		return config.Errorf("redis.dial_timeout", "must be positive, got %s", c.DialTimeout)
+	}
+	if c.OpTimeout <= 0 {
+		return config.Errorf("redis.op_timeout", "must be positive, got %s", c.OpTimeout)
 	}
 	return nil
 }

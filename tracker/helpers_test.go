@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"os"
 	"sync"
 	"testing"
@@ -25,6 +26,9 @@ func startTracker(t *testing.T, cfg tracker.Config, opts ...tracker.Option) *tra
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
 	t.Cleanup(func() {
+		// A connection the client dialed but never used is "new" to the
+		// server, and graceful shutdown waits 5s before it counts as idle.
+		http.DefaultClient.CloseIdleConnections()
 		cancel()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("tracker Run: %v", err)

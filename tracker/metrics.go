@@ -12,7 +12,11 @@ type metrics struct {
 	metainfoHit, metainfoMiss, metainfoError                    prometheus.Counter
 	originOK, originClientError, originFailure                  prometheus.Counter
 	metainfoWaiting                                             prometheus.Gauge
+	storeErrors                                                 *prometheus.CounterVec
 }
+
+// storeError counts a failed peer store operation: announce, remove or ping.
+func (m *metrics) storeError(op string) { m.storeErrors.WithLabelValues(op).Inc() }
 
 func newMetrics(reg prometheus.Registerer, store peerstore.Store) *metrics {
 	announces := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -31,7 +35,14 @@ func newMetrics(reg prometheus.Registerer, store peerstore.Store) *metrics {
 		Name: "shoal_tracker_metainfo_waiting",
 		Help: "Metainfo requests waiting for an origin's answer (coalesced or not).",
 	})
-	reg.MustRegister(announces, metainfo, origin, waiting)
+	storeErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "shoal_tracker_peer_store_errors_total",
+		Help: "Failed peer store operations by op: announce, remove (event=stopped), ping (readiness).",
+	}, []string{"op"})
+	reg.MustRegister(announces, metainfo, origin, waiting, storeErrors)
+	for _, op := range []string{"announce", "remove", "ping"} {
+		storeErrors.WithLabelValues(op) // export zeros before the first error
+	}
 	if l, ok := store.(interface{ Len() int }); ok {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "shoal_tracker_peers",
@@ -50,5 +61,6 @@ func newMetrics(reg prometheus.Registerer, store peerstore.Store) *metrics {
 		originClientError: origin.WithLabelValues("client_error"),
 		originFailure:     origin.WithLabelValues("failure"),
 		metainfoWaiting:   waiting,
+		storeErrors:       storeErrors,
 	}
 }

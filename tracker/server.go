@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -30,6 +32,10 @@ type Server struct {
 	handler http.Handler
 	store   peerstore.Store
 	metrics *metrics
+	// closeStore releases a store New built (nil for one passed in).
+	closeStore     func() error
+	closeStoreOnce sync.Once
+	storeName      string // cfg.PeerStore, or the type WithPeerStore gave
 
 	// metainfo
 	origins []string // base URLs without a trailing slash
@@ -50,11 +56,11 @@ type options struct {
 	client *http.Client
 }
 
-// WithPeerStore replaces the default in-memory peer store (for example with
-// one shared by several tracker replicas).
+// WithPeerStore replaces the peer store that cfg.PeerStore names. The
+// caller keeps ownership: the tracker does not close it.
 func WithPeerStore(s peerstore.Store) Option { return func(o *options) { o.store = s } }
 
-// WithClock sets the clock of the default in-memory peer store.
+// WithClock sets the clock of the peer store New builds (entry expiry).
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
 // WithHTTPClient sets the client used to ask origins (for TLS settings).
@@ -74,8 +80,11 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	var closeStore func() error
+	storeName := fmt.Sprintf("%T", o.store)
 	if o.store == nil {
-		o.store = peerstore.NewMemory(cfg.PeerTTL, o.now)
+		o.store, closeStore = newStore(cfg, o.now)
+		storeName = cfg.PeerStore
 	}
 	if o.client == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
@@ -87,12 +96,14 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		return nil, fmt.Errorf("tracker: metainfo cache: %w", err)
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    log,
-		base:   httpx.NewBase(),
-		store:  o.store,
-		client: o.client,
-		cache:  cache,
+		cfg:        cfg,
+		log:        log,
+		base:       httpx.NewBase(),
+		store:      o.store,
+		closeStore: closeStore,
+		storeName:  storeName,
+		client:     o.client,
+		cache:      cache,
 	}
 	for _, origin := range cfg.Origins {
 		s.origins = append(s.origins, strings.TrimRight(origin, "/"))
@@ -100,13 +111,52 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	s.ring = hashring.New(s.origins)
 	s.life, s.stop = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s.base.Metrics, s.store)
+	if p, ok := s.store.(interface{ Ping(context.Context) error }); ok {
+		s.base.ReadyCheck = func(ctx context.Context) error {
+			err := p.Ping(ctx)
+			if err != nil {
+				s.metrics.storeError("ping")
+			}
+			return err
+		}
+	}
 	s.handler = s.routes()
 	s.srv, err = httpx.Listen(cfg.Listen, s.handler, log)
 	if err != nil {
 		s.stop()
+		s.releaseStore()
 		return nil, fmt.Errorf("tracker: %w", err)
 	}
 	return s, nil
+}
+
+// newStore builds the peer store cfg names, and how to release it.
+func newStore(cfg Config, now func() time.Time) (peerstore.Store, func() error) {
+	if cfg.PeerStore == PeerStoreRedis {
+		r := peerstore.NewRedis(peerstore.RedisOptions{
+			Addr:        cfg.Redis.Addr,
+			Password:    cfg.Redis.Password,
+			DB:          cfg.Redis.DB,
+			KeyPrefix:   cfg.Redis.KeyPrefix,
+			DialTimeout: cfg.Redis.DialTimeout,
+			OpTimeout:   cfg.Redis.OpTimeout,
+			TTL:         cfg.PeerTTL,
+			Now:         now,
+		})
+		return r, r.Close
+	}
+	return peerstore.NewMemory(cfg.PeerTTL, now), nil
+}
+
+// releaseStore closes the peer store if New built it.
+func (s *Server) releaseStore() {
+	s.closeStoreOnce.Do(func() {
+		if s.closeStore != nil {
+			if err := s.closeStore(); err != nil {
+				s.log.Warn("close peer store", "err", err)
+			}
+		}
+	})
 }
 
 func (s *Server) routes() http.Handler {
@@ -130,9 +180,17 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Run serves until ctx ends, then shuts down gracefully.
 func (s *Server) Run(ctx context.Context) error {
-	s.log.Info("tracker serving", "addr", s.Addr(), "origins", len(s.origins),
-		"announce_interval", s.cfg.AnnounceInterval, "peer_ttl", s.cfg.PeerTTL)
+	attrs := []any{"addr", s.Addr(), "origins", len(s.origins),
+		"announce_interval", s.cfg.AnnounceInterval, "peer_ttl", s.cfg.PeerTTL}
+	if s.storeName == PeerStoreRedis { // never the password
+		attrs = append(attrs, "peer_store", s.storeName, "redis_addr", s.cfg.Redis.Addr,
+			"redis_db", s.cfg.Redis.DB, "redis_key_prefix", s.cfg.Redis.KeyPrefix)
+	} else {
+		attrs = append(attrs, "peer_store", s.storeName)
+	}
+	s.log.Info("tracker serving", attrs...)
 	s.base.SetReady(true)
+	defer s.releaseStore()
 	defer s.base.SetReady(false)
 	defer s.stop()
 	return s.srv.Serve(ctx)
@@ -141,7 +199,9 @@ func (s *Server) Run(ctx context.Context) error {
 // Close releases the listener of a Server that will not Run, or stops a running one at once.
 func (s *Server) Close() error {
 	s.stop()
-	return s.srv.Close()
+	err := s.srv.Close()
+	s.releaseStore()
+	return err
 }
 
 func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
@@ -163,18 +223,21 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	var peers []peerstore.Peer
+	var complete, incomplete int
 	var err error
 	if req.event == "stopped" {
 		err = s.store.Remove(ctx, req.infoHash, req.peerID)
-	} else {
-		err = s.store.Announce(ctx, req.infoHash, peerstore.Peer{ID: req.peerID, IP: ip, Port: req.port, Complete: req.left == 0})
 		if err == nil {
-			peers, err = s.peersFor(ctx, req)
+			complete, incomplete, err = s.store.Counts(ctx, req.infoHash)
 		}
-	}
-	var complete, incomplete int
-	if err == nil {
-		complete, incomplete, err = s.store.Counts(ctx, req.infoHash)
+		if err != nil {
+			s.metrics.storeError("remove")
+		}
+	} else {
+		peers, complete, incomplete, err = s.announce(ctx, req, ip)
+		if err != nil {
+			s.metrics.storeError("announce")
+		}
 	}
 	if err != nil {
 		s.metrics.announceError.Inc()
@@ -191,18 +254,21 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 	writeBencode(w, announceBody(interval, complete, incomplete, peers, req.compact, req.noPeerID))
 }
 
-// peersFor samples the swarm for the announcing peer, leaving it out.
-func (s *Server) peersFor(ctx context.Context, req announceRequest) ([]peerstore.Peer, error) {
+// announce records the peer and samples its swarm for it, leaving it out:
+// one store operation (one round trip for Redis).
+func (s *Server) announce(ctx context.Context, req announceRequest, ip netip.Addr) ([]peerstore.Peer, int, int, error) {
 	n := s.cfg.MaxPeers
 	if req.numWant >= 0 && req.numWant < n {
 		n = req.numWant
 	}
-	if n == 0 {
-		return nil, nil
+	ask := 0
+	if n > 0 {
+		ask = n + 1 // the sample may hold the peer itself
 	}
-	peers, err := s.store.Peers(ctx, req.infoHash, n+1)
+	p := peerstore.Peer{ID: req.peerID, IP: ip, Port: req.port, Complete: req.left == 0}
+	peers, complete, incomplete, err := peerstore.AnnounceAndPeers(ctx, s.store, req.infoHash, p, ask)
 	if err != nil {
-		return nil, err
+		return nil, 0, 0, err
 	}
 	out := peers[:0]
 	for _, p := range peers {
@@ -213,7 +279,7 @@ func (s *Server) peersFor(ctx context.Context, req announceRequest) ([]peerstore
 	if len(out) > n {
 		out = out[:n]
 	}
-	return out, nil
+	return out, complete, incomplete, nil
 }
 
 func writeBencode(w http.ResponseWriter, body []byte) {

@@ -29,3 +29,33 @@ type Store interface {
 	// Counts returns (complete, incomplete) live peers.
 	Counts(ctx context.Context, infoHash [20]byte) (complete, incomplete int, err error)
 }
+
+// Announcer is a Store that records an announce and answers it (a sample
+// of the swarm and its counts) in one step: one round trip for a store
+// behind the network.
+type Announcer interface {
+	// AnnounceAndPeers is Announce, then Peers(n) and Counts, as one operation.
+	AnnounceAndPeers(ctx context.Context, infoHash [20]byte, p Peer, n int) (peers []Peer, complete, incomplete int, err error)
+}
+
+// AnnounceAndPeers records p and returns up to n live peers of the swarm
+// (p itself may be among them) and its counts, in one step when s is an
+// Announcer and in three calls otherwise.
+func AnnounceAndPeers(ctx context.Context, s Store, infoHash [20]byte, p Peer, n int) (peers []Peer, complete, incomplete int, err error) {
+	if a, ok := s.(Announcer); ok {
+		return a.AnnounceAndPeers(ctx, infoHash, p, n)
+	}
+	if err = s.Announce(ctx, infoHash, p); err != nil {
+		return nil, 0, 0, err
+	}
+	if n > 0 {
+		if peers, err = s.Peers(ctx, infoHash, n); err != nil {
+			return nil, 0, 0, err
+		}
+	}
+	complete, incomplete, err = s.Counts(ctx, infoHash)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	return peers, complete, incomplete, nil
+}

@@ -58,6 +58,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"TTLExpiry", testTTLExpiry},
 		{"SwarmsIsolated", testSwarmsIsolated},
 		{"Concurrent", testConcurrent},
+		{"AnnounceAndPeers", testAnnounceAndPeers1Step},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -339,5 +340,43 @@ func testConcurrent(t *testing.T, s peerstore.Store, clk *Clock) {
 		if got := len(peers(t, s, InfoHash(sw), 1000)); got != complete+incomplete {
 			t.Fatalf("swarm %d: Peers returned %d, want %d", sw, got, complete+incomplete)
 		}
+	}
+}
+
+// peerstore.AnnounceAndPeers (one step on an Announcer, three calls
+// otherwise) records the peer and answers like Peers and Counts after it.
+func testAnnounceAndPeers1Step(t *testing.T, s peerstore.Store, clk *Clock) {
+	ih := InfoHash(1)
+	ctx := context.Background()
+	expired := MakePeer(99, true)
+	announce(t, s, ih, expired)
+	clk.Advance(TTL)
+	for i := range 6 {
+		announce(t, s, ih, MakePeer(i, i < 2))
+	}
+	self := MakePeer(10, false)
+	ps, c, i, err := peerstore.AnnounceAndPeers(ctx, s, ih, self, 4)
+	if err != nil {
+		t.Fatalf("AnnounceAndPeers: %v", err)
+	}
+	if c != 2 || i != 5 {
+		t.Fatalf("counts = (%d, %d), want (2, 5): the expired seeder must not count", c, i)
+	}
+	if len(ps) != 4 || !ps[0].Complete || !ps[1].Complete || ps[2].Complete || ps[3].Complete {
+		t.Fatalf("peers = %+v, want 2 complete then 2 incomplete", ps)
+	}
+	if len(byID(ps)) != 4 {
+		t.Fatalf("duplicates in %+v", ps)
+	}
+	ps, c, i, err = peerstore.AnnounceAndPeers(ctx, s, ih, self, 0)
+	if err != nil || len(ps) != 0 || c != 2 || i != 5 {
+		t.Fatalf("n=0: got %+v (%d, %d), %v; want no peers and (2, 5)", ps, c, i, err)
+	}
+	ps, _, _, err = peerstore.AnnounceAndPeers(ctx, s, ih, MakePeer(11, true), 100)
+	if err != nil || len(ps) != 8 || !ps[0].Complete || !ps[1].Complete || !ps[2].Complete {
+		t.Fatalf("n=100: got %+v, %v; want all 8 live peers, the 3 seeders first", ps, err)
+	}
+	if _, ok := byID(ps)[self.ID]; !ok {
+		t.Fatalf("n=100: the announced peer is missing from %+v", ps)
 	}
 }

@@ -72,7 +72,7 @@ func LogRequests(log *slog.Logger) func(http.Handler) http.Handler {
 			} else if sw.status >= 400 {
 				lvl = slog.LevelInfo
 			}
-			log.Log(r.Context(), lvl, "http request", "method", r.Method, "path", r.URL.Path,
+			log.Log(r.Context(), lvl, "http request", "method", r.Method, "path", r.URL.Path, "query", r.URL.RawQuery,
 				"status", sw.status, "bytes", sw.bytes, "duration", time.Since(start), "remote", r.RemoteAddr)
 		})
 	}

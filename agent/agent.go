@@ -41,9 +41,12 @@ type Agent struct {
 	mu    sync.Mutex
 	pulls map[digest.Digest]*pull
 
-	requests *prometheus.CounterVec
-	pullsRes *prometheus.CounterVec
-	served   prometheus.Counter
+	fallbackClient *http.Client
+
+	requests  *prometheus.CounterVec
+	fallbacks *prometheus.CounterVec
+	pullsRes  *prometheus.CounterVec
+	served    prometheus.Counter
 }
 
 // New opens the cache, starts the P2P node and binds both HTTP listeners.
@@ -61,7 +64,10 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.pullsRes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_pulls_total",
 		Help: "Swarm downloads, by result."}, []string{"result"})
 	a.served = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_served_bytes_total", Help: "Blob bytes sent to clients."})
-	a.base.Metrics.MustRegister(a.requests, a.pullsRes, a.served)
+	a.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_fallbacks_total",
+		Help: "Downloads that left the swarm for an origin's HTTP endpoint, by reason (tracker_unreachable, swarm_stalled)."}, []string{"reason"})
+	a.fallbackClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	a.base.Metrics.MustRegister(a.requests, a.pullsRes, a.served, a.fallbacks)
 
 	if a.node, err = p2p.NewNode(cfg.P2P, p2p.RoleAgent, log, a.base.Metrics); err != nil {
 		return nil, err

@@ -284,3 +284,23 @@ func assertCacheEmpty(t *testing.T, a *agent.Agent) {
 		}
 	}
 }
+
+func TestTrackerDownFallsBackToAnOrigin(t *testing.T) {
+	c := start(t, 1)
+	data, d := push(t, c, "test/fallback", 6<<20, 11)
+	c.Stop(c.Tracker)
+	a := c.Agents[0]
+	resp, body := do(t, "GET", fmt.Sprintf("%s/v2/test/fallback/blobs/%s", a.URL(), d))
+	if resp.StatusCode != 200 || !bytes.Equal(body, data) {
+		t.Fatalf("GET with the tracker down: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if got := metrics(t, a.AdminURL())[`shoal_agent_fallbacks_total{reason="tracker_unreachable"}`]; got != "1" {
+		t.Errorf("fallback counter = %q, want 1", got)
+	}
+	if _, err := a.Store().Stat(d); err != nil {
+		t.Errorf("blob not cached after the fallback: %v", err)
+	}
+	// An unknown blob is still a clear 404, not a fallback loop.
+	resp, body = do(t, "GET", fmt.Sprintf("%s/v2/test/fallback/blobs/%s", a.URL(), digest.FromString("none")))
+	wantOCIError(t, resp, body, http.StatusNotFound, "BLOB_UNKNOWN")
+}

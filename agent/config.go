@@ -29,10 +29,15 @@ type Config struct {
 	// MetainfoTimeout bounds asking the tracker for a blob's metainfo (the
 	// origin may first fetch the whole blob from upstream).
 	MetainfoTimeout time.Duration `toml:"metainfo_timeout"`
-	// StallTimeout fails a download that makes no progress for this long.
+	// StallTimeout is how long a swarm download may go without a new
+	// verified piece before the agent turns to the fallback (or fails).
 	StallTimeout time.Duration `toml:"stall_timeout"`
-	P2P          p2p.Config    `toml:"p2p"`
-	LogLevel     string        `toml:"log_level"`
+	// DisableFallback stops the agent from fetching a blob (or the rest of
+	// one) from an origin over HTTP when no tracker answers or the swarm
+	// stalls; the pull then fails instead.
+	DisableFallback bool       `toml:"disable_fallback"`
+	P2P             p2p.Config `toml:"p2p"`
+	LogLevel        string     `toml:"log_level"`
 }
 
 // Defaults.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
 )
@@ -84,7 +85,13 @@ func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, p *pul
 	mi, err := a.meta.get(mctx, ns, d)
 	cancel()
 	if err != nil {
-		return err
+		var he *httpx.Error
+		if (errors.As(err, &he) && he.Status < 500) || a.cfg.DisableFallback || ctx.Err() != nil {
+			return err // the blob does not exist, or no fallback is allowed
+		}
+		a.fallbacks.WithLabelValues("tracker_unreachable").Inc()
+		a.log.Warn("no tracker answered; fetching the blob from an origin over HTTP", "digest", d, "err", err)
+		return a.fallbackNew(ctx, ns, d, func() { readied = true; close(p.ready) })
 	}
 	dl, err := a.createDownload(ctx, d, mi.Info.Length)
 	if err != nil {
@@ -93,6 +100,8 @@ func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, p *pul
 	if dl == nil {
 		return nil // another download committed it meanwhile
 	}
+	dl.Acquire() // ours, beyond the swarm's: the download may outlive the swarm
+	defer dl.Release()
 	sw, err := a.node.Download(mi, dl)
 	if err != nil {
 		dl.Fail(err)
@@ -102,15 +111,32 @@ func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, p *pul
 	readied = true
 	close(p.ready)
 
-	if err := a.watch(ctx, sw, dl); err != nil {
+	err = a.watch(ctx, sw, dl)
+	if errors.Is(err, errStalled) && !a.cfg.DisableFallback {
+		// Stop asking peers, then take the rest from an origin.
+		sw.Close()
+		a.fallbacks.WithLabelValues("swarm_stalled").Inc()
+		a.log.Warn("swarm stalled; fetching the rest from an origin over HTTP", "digest", d,
+			"verified_bytes", dl.Hashed(), "err", err)
+		if err = a.fallbackResume(ctx, ns, dl); err == nil {
+			a.keepMeta(d, mi)
+			a.ensureSeeding(d)
+			return nil
+		}
+	}
+	if err != nil {
 		dl.Fail(err)
 		sw.Close()
 		return err
 	}
+	a.keepMeta(d, mi)
+	return nil
+}
+
+func (a *Agent) keepMeta(d digest.Digest, mi *p2p.MetaInfo) {
 	if err := a.store.WriteMeta(d, "torrent", mi.Raw()); err != nil {
 		a.log.Warn("keep metainfo beside blob", "digest", d, "err", err)
 	}
-	return nil
 }
 
 // createDownload starts the store download of d. A download left by a

@@ -196,3 +196,47 @@ func TestEveryServerHasHealthReadinessAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+// The origin that seeds a blob dies mid-transfer: the agent's swarm stalls,
+// and it takes the rest from the other origin over HTTP (which fetches it
+// from upstream); the client sees one complete, correct response.
+func TestSeederDeathFallsBackToTheOtherOrigin(t *testing.T) {
+	const size = 12 << 20
+	c := startCluster(t, Options{Agents: 1, Origins: 2, OriginRate: 2e6, PieceLength: 1 << 20,
+		AgentConfig: func(_ int, ac *agent.Config) { ac.StallTimeout = 2 * time.Second }})
+	data := localregistry.RandomBytes(size, 8)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := c.Registry.PushBlob(ctx, "test/failover", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Agents[0]
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v2/test/failover/blobs/%s", a.URL(), d), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, 1<<20)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatalf("first MiB: %v", err)
+	}
+	killed := -1
+	for i, o := range c.Origins {
+		if o.Seeding(d) {
+			c.Stop(o)
+			killed = i
+		}
+	}
+	if killed < 0 {
+		t.Fatal("no origin seeds the blob")
+	}
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(append(first, rest...), data) {
+		t.Fatalf("after origin %d died: %d bytes, err %v; want the whole blob", killed, len(first)+len(rest), err)
+	}
+	if _, err := a.Store().Stat(d); err != nil {
+		t.Errorf("blob not cached: %v", err)
+	}
+}

@@ -172,6 +172,38 @@ func (dl *Download) Write(p []byte) (int, error) {
 	return n, dl.hashLocked(p)
 }
 
+// Append writes p, which starts at offset off of the blob, as the continuation
+// of the hashed prefix: bytes below the prefix are already there and are
+// skipped; a gap above it is an error. It lets a sequential source (an HTTP
+// Range answer) finish a download that another writer started.
+func (dl *Download) Append(off int64, p []byte) error {
+	dl.hashMu.Lock()
+	defer dl.hashMu.Unlock()
+	if off > dl.hashed {
+		return fmt.Errorf("append %s at %d: the hashed prefix ends at %d", dl.d, off, dl.hashed)
+	}
+	skip := dl.hashed - off
+	if skip >= int64(len(p)) {
+		return nil
+	}
+	p = p[skip:]
+	if dl.hashed+int64(len(p)) > dl.size {
+		err := fmt.Errorf("append %s: more than the expected %d bytes", dl.d, dl.size)
+		dl.fail(err)
+		return err
+	}
+	if _, err := dl.f.WriteAt(p, dl.hashed); err != nil {
+		err = fmt.Errorf("write %s: %w", dl.d, err)
+		dl.fail(err)
+		return err
+	}
+	return dl.hashLocked(p)
+}
+
+// Acquire takes one more reference (released with Release), so a download
+// outlives the writer that started it.
+func (dl *Download) Acquire() { dl.acquire() }
+
 // Advance declares that bytes [0, upTo) have been written (by WriteAt) and are
 // correct at the piece level; they are read back, hashed in order and made
 // readable. Advancing to Size verifies the digest and commits the blob.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -215,4 +216,122 @@ func TestUpstreamBearerToken(t *testing.T) {
 			t.Errorf("logs or answers contain %q", s)
 		}
 	})
+}
+
+// TestUpstreamDockerConfig: credentials come from a Docker config.json, as
+// `docker login` leaves them; another host's entry is never used, and a file
+// without an entry for the host is refused at config time, naming the key.
+func TestUpstreamDockerConfig(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte(authPassword), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	htpasswd := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte(authUser+":"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := startRegistry(t, localregistry.Options{Auth: configuration.Auth{
+		"htpasswd": configuration.Parameters{"realm": "shoal-test", "path": htpasswd},
+	}})
+	data := localregistry.RandomBytes(300<<10, 12)
+	d, err := reg.PushBlobAs(context.Background(), testRepo, data, &authn.Basic{Username: authUser, Password: authPassword})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := upstreamFor(t, reg.URL())
+	enc := func(u, p string) string { return base64.StdEncoding.EncodeToString([]byte(u + ":" + p)) }
+	writeConfig := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	// The right entry for this host, a wrong one for another host.
+	good := writeConfig("good.json", fmt.Sprintf(`{"auths":{%q:{"auth":%q},"other.example:5000":{"auth":%q}}}`,
+		up.Host, enc(authUser, authPassword), enc(authUser, wrongPassword)))
+	var logs testutil.LogBuffer
+	withCfg := up
+	withCfg.DockerConfig = good
+	if err := withCfg.Validate("upstream[0]"); err != nil {
+		t.Fatal(err)
+	}
+	o := startOrigin(t, "", logs.Logger(), withCfg)
+	resp, body := do(t, http.MethodGet, blobURL(o, testRepo, d), nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("with docker_config: status %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if s := secretsIn(logs.String()); len(s) > 0 {
+		t.Errorf("logs contain %q", s)
+	}
+
+	// No entry for this host: refused when the config is checked.
+	none := writeConfig("none.json", fmt.Sprintf(`{"auths":{"other.example:5000":{"auth":%q}}}`, enc(authUser, authPassword)))
+	bad := up
+	bad.DockerConfig = none
+	err = bad.Validate("upstream[0]")
+	if err == nil || !strings.Contains(err.Error(), `"upstream[0].docker_config"`) || !strings.Contains(err.Error(), up.Host) {
+		t.Fatalf("Validate with no entry for the host: %v", err)
+	}
+	bad.DockerConfig = filepath.Join(dir, "missing.json")
+	if err := bad.Validate("upstream[0]"); err == nil {
+		t.Fatal("Validate with a missing docker_config file succeeded")
+	}
+	bad.DockerConfig, bad.Username, bad.Password = good, "u", "p"
+	if err := bad.Validate("upstream[0]"); err == nil {
+		t.Fatal("docker_config together with username/password accepted")
+	}
+}
+
+// TestCredentialsStayWithTheirHost: registries often answer a blob GET with
+// a redirect to object storage on another host. The origin follows it, but
+// the registry's credentials must not go along. (A real distribution
+// registry on a filesystem does not redirect, so a small stand-in does.)
+func TestCredentialsStayWithTheirHost(t *testing.T) {
+	data := localregistry.RandomBytes(200<<10, 13)
+	d := digest.FromBytes(data)
+	var storageAuth atomic.Value
+	storageAuth.Store("")
+	storage := listenOn(t, "127.0.0.3:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		storageAuth.Store(r.Header.Get("Authorization"))
+		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+		_, _ = w.Write(data)
+	}))
+	want := "Basic " + base64.StdEncoding.EncodeToString([]byte(authUser+":"+authPassword))
+	reg := listenOn(t, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != want {
+			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		if strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()) {
+			http.Redirect(w, r, storage+"/bucket/"+d.Encoded(), http.StatusTemporaryRedirect)
+			return
+		}
+		w.WriteHeader(http.StatusOK) // GET /v2/
+	}))
+	up := upstreamFor(t, reg)
+	up.Username, up.Password = authUser, authPassword
+	o := startOrigin(t, "", testutil.Logger(t), up)
+	resp, body := do(t, http.MethodGet, blobURL(o, testRepo, d), nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("status %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if got := storageAuth.Load().(string); got != "" {
+		t.Fatalf("the redirect target received Authorization %q", got)
+	}
+}
+
+func listenOn(t *testing.T, addr string, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
 }

@@ -11,10 +11,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"time"
 
+	dockerconfig "github.com/docker/cli/cli/config"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -41,6 +43,37 @@ type Config struct {
 	Password string `toml:"password"`
 	// Token is a registry bearer token used as-is (instead of a password).
 	Token string `toml:"token"`
+	// DockerConfig is the path of a Docker config.json whose entry for this
+	// host (its "auths", or the credential helper it names) supplies the
+	// credentials, as `docker login` left them.
+	DockerConfig string `toml:"docker_config"`
+}
+
+// dockerAuth reads host's credentials from a Docker config.json. Docker Hub's
+// entry is keyed "https://index.docker.io/v1/", as `docker login` writes it.
+func dockerAuth(path, host string) (authn.Authenticator, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("docker config: %w", err)
+	}
+	defer f.Close()
+	cf, err := dockerconfig.LoadFromReader(f)
+	if err != nil {
+		return nil, fmt.Errorf("docker config %s: %w", path, err)
+	}
+	key := host
+	if host == DockerHub {
+		key = "https://index.docker.io/v1/"
+	}
+	ac, err := cf.GetAuthConfig(key)
+	if err != nil {
+		return nil, fmt.Errorf("docker config %s: credentials for %s: %w", path, host, err)
+	}
+	if ac.Username == "" && ac.Password == "" && ac.Auth == "" && ac.IdentityToken == "" && ac.RegistryToken == "" {
+		return nil, fmt.Errorf("docker config %s has no credentials for %s", path, host)
+	}
+	return authn.FromConfig(authn.AuthConfig{Username: ac.Username, Password: ac.Password, Auth: ac.Auth,
+		IdentityToken: ac.IdentityToken, RegistryToken: ac.RegistryToken}), nil
 }
 
 // Redacted returns a copy safe to print.
@@ -70,6 +103,14 @@ func (c *Config) Validate(key string) error {
 	}
 	if c.Token != "" && (c.Username != "" || c.Password != "") {
 		return config.Errorf(key+".token", "set either token or username/password, not both")
+	}
+	if c.DockerConfig != "" {
+		if c.Token != "" || c.Username != "" {
+			return config.Errorf(key+".docker_config", "set either docker_config or username/password/token, not both")
+		}
+		if _, err := dockerAuth(c.DockerConfig, c.Host); err != nil {
+			return config.Errorf(key+".docker_config", "%v", err)
+		}
 	}
 	if (c.Username == "") != (c.Password == "") {
 		return config.Errorf(key+".password", "username and password go together")
@@ -126,6 +167,10 @@ func New(cfgs []Config, defaultHost string, log *slog.Logger) (*Client, error) {
 		}
 		var auth authn.Authenticator = authn.Anonymous
 		switch {
+		case cfg.DockerConfig != "":
+			if auth, err = dockerAuth(cfg.DockerConfig, cfg.Host); err != nil {
+				return nil, fmt.Errorf("upstream %s: %w", cfg.Host, err)
+			}
 		case cfg.Token != "":
 			auth = &authn.Bearer{Token: cfg.Token}
 		case cfg.Username != "":

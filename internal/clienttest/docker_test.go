@@ -1,11 +1,21 @@
 package clienttest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/shoal-dev/shoal/internal/localregistry"
 )
 
 // TestDockerPull: the host's Docker engine pulls a multi-layer image by tag
@@ -52,5 +62,75 @@ func TestDockerPull(t *testing.T) {
 	}
 	if served := metric(t, a.AdminURL()+"/metrics", "shoal_agent_served_bytes_total"); served < float64(s.Bytes) {
 		t.Errorf("agent served %.0f blob bytes, want at least the image's %d", served, s.Bytes)
+	}
+}
+
+// TestDockerPullMultiArch: a multi-arch index by tag. Docker picks this
+// host's platform through the agent, and the other platform's layers never
+// leave the upstream.
+func TestDockerPullMultiArch(t *testing.T) {
+	need(t, "docker")
+	if out, err := tryRun(20*time.Second, "docker", "info", "--format", "{{.ServerVersion}}"); err != nil {
+		t.Skipf("SKIP: no Docker engine answers (docker info: %v): %s", err, out)
+	}
+	c, _ := startCluster(t, "clienttest/multi", 301)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	amd, err := localregistry.SampleImage(2, 2<<20, 302)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arm, err := localregistry.SampleImage(2, 2<<20, 303)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, _ := arm.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.Architecture = "arm64"
+	if arm, err = mutate.ConfigFile(arm, cf); err != nil {
+		t.Fatal(err)
+	}
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}})
+	tag, err := name.NewTag(c.UpstreamHost+"/clienttest/multi:v2", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(tag, idx, remote.WithContext(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	c.Registry.ResetCounts()
+
+	ref := fmt.Sprintf("%s/clienttest/multi:v2", hostOf(c.Agents[0].URL()))
+	_, _ = tryRun(time.Minute, "docker", "rmi", "-f", ref)
+	t.Cleanup(func() { _, _ = tryRun(time.Minute, "docker", "rmi", "-f", ref) })
+	run(t, 2*time.Minute, "docker", "pull", "--platform", "linux/amd64", ref)
+
+	var inspect []struct {
+		ID           string `json:"Id"`
+		Architecture string
+	}
+	out := run(t, time.Minute, "docker", "image", "inspect", ref)
+	if err := json.Unmarshal([]byte(out), &inspect); err != nil || len(inspect) != 1 {
+		t.Fatalf("docker image inspect %s: %v\n%s", ref, err, out)
+	}
+	wantCfg, _ := amd.ConfigName()
+	if inspect[0].ID != wantCfg.String() || inspect[0].Architecture != "amd64" {
+		t.Errorf("pulled %s (%s), want the amd64 image %s", inspect[0].ID, inspect[0].Architecture, wantCfg)
+	}
+	armLayers, _ := arm.Layers()
+	for _, l := range armLayers {
+		d, _ := l.Digest()
+		if n := c.Registry.BlobGets(d.String()); n != 0 {
+			t.Errorf("arm64 layer %s fetched %d times from upstream", d, n)
+		}
+	}
+	amdLayers, _ := amd.Layers()
+	for _, l := range amdLayers {
+		d, _ := l.Digest()
+		if n := c.Registry.BlobGets(d.String()); n != 1 {
+			t.Errorf("amd64 layer %s fetched %d times from upstream, want 1", d, n)
+		}
 	}
 }

@@ -57,9 +57,11 @@ func (c *metainfoClient) get(ctx context.Context, ns string, d digest.Digest) (*
 			return nil, e
 		}
 		if resp.StatusCode != http.StatusOK {
+			// The tracker answered, but its origins failed: keep its OCI
+			// error (the HTTP fallback would ask the same origins).
 			e := httpx.DecodeError(resp)
 			resp.Body.Close()
-			errs = append(errs, fmt.Errorf("tracker %s: %s: %s", t, resp.Status, e.Message))
+			errs = append(errs, e)
 			continue
 		}
 		body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetainfo+1))

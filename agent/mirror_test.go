@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -241,4 +242,39 @@ func TestNamespaceParameter(t *testing.T) {
 	if resp.StatusCode/100 != 4 || time.Since(start) > 10*time.Second {
 		t.Errorf("unknown registry: %d %s after %s", resp.StatusCode, body, time.Since(start))
 	}
+}
+
+// An upstream that answers 500 or 401 (or nothing) for an image nobody holds:
+// the client gets a clear 5xx OCI error quickly, and nothing is cached.
+func TestUpstreamFaultsGiveClearErrors(t *testing.T) {
+	c := start(t, 1)
+	img, _ := pushImages(t, c)
+	a := c.Agents[0]
+	d, _ := img.Digest()
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	for _, fault := range []int{http.StatusInternalServerError, http.StatusUnauthorized, http.StatusServiceUnavailable} {
+		c.Registry.SetFault(fault)
+		for _, path := range []string{
+			"/v2/test/img/manifests/v1",
+			"/v2/test/img/manifests/" + d.String(),
+			"/v2/test/img/blobs/" + ld.String(),
+		} {
+			start := time.Now()
+			resp, body := do(t, "GET", a.URL()+path)
+			var e ociErrors
+			if resp.StatusCode < 500 || json.Unmarshal(body, &e) != nil || len(e.Errors) == 0 {
+				t.Errorf("upstream %d, GET %s: %d %s; want a 5xx OCI error", fault, path, resp.StatusCode, body)
+			}
+			if el := time.Since(start); el > 10*time.Second {
+				t.Errorf("upstream %d, GET %s took %s", fault, path, el)
+			}
+			if fault == http.StatusUnauthorized && strings.Contains(path, "blobs") && e.Errors != nil && e.Errors[0].Code != "DENIED" {
+				t.Errorf("upstream 401 on a blob: code %s, want DENIED", e.Errors[0].Code)
+			}
+		}
+	}
+	c.Registry.SetFault(0)
+	assertCacheEmpty(t, a)
+	pullImage(t, agentRef(t, a, "test/img:v1")) // and it recovers
 }

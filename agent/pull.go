@@ -86,8 +86,8 @@ func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, p *pul
 	cancel()
 	if err != nil {
 		var he *httpx.Error
-		if (errors.As(err, &he) && he.Status < 500) || a.cfg.DisableFallback || ctx.Err() != nil {
-			return err // the blob does not exist, or no fallback is allowed
+		if errors.As(err, &he) || a.cfg.DisableFallback || ctx.Err() != nil {
+			return err // a tracker answered (the blob is unknown, or its origins failed), or no fallback is allowed
 		}
 		a.fallbacks.WithLabelValues("tracker_unreachable").Inc()
 		a.log.Warn("no tracker answered; fetching the blob from an origin over HTTP", "digest", d, "err", err)

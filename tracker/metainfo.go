@@ -136,8 +136,15 @@ func (s *Server) fetchMetainfo(ctx context.Context, ns string, d digest.Digest) 
 				fmt.Sprintf("origins did not answer for %s within %s", d, s.cfg.MetainfoTimeout))
 		}
 	}
-	return nil, httpx.Wrap(errors.Join(errs...), http.StatusBadGateway, httpx.CodeUnavailable,
-		fmt.Sprintf("no origin could serve metainfo for %s", d))
+	code, msg := httpx.CodeUnavailable, fmt.Sprintf("no origin could serve metainfo for %s", d)
+	for _, err := range errs {
+		// An origin that said why (its upstream refused it, sent bad bytes)
+		// is more useful to the client than "unavailable".
+		if e := (*httpx.Error)(nil); errors.As(err, &e) && e.Code != "UNKNOWN" && e.Code != httpx.CodeUnavailable {
+			code, msg = e.Code, e.Message
+		}
+	}
+	return nil, httpx.Wrap(errors.Join(errs...), http.StatusBadGateway, code, msg)
 }
 
 func (s *Server) fetchFrom(ctx context.Context, origin, ns string, d digest.Digest) ([]byte, error) {
@@ -157,8 +164,8 @@ func (s *Server) fetchFrom(ctx context.Context, origin, ns string, d digest.Dige
 	case resp.StatusCode >= 400 && resp.StatusCode < 500:
 		return nil, httpx.DecodeError(resp)
 	default:
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		return nil, fmt.Errorf("origin %s: metainfo %s: status %s", origin, d, resp.Status)
+		// Keep the origin's OCI code (DENIED, DIGEST_INVALID...) for the answer.
+		return nil, fmt.Errorf("origin %s: metainfo %s: %w", origin, d, httpx.DecodeError(resp))
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetainfoBytes+1))
 	if err != nil {

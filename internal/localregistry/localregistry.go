@@ -5,6 +5,7 @@ package localregistry
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"regexp"
@@ -27,6 +28,7 @@ type Registry struct {
 	sent      atomic.Int64
 	limiter   *rate.Limiter
 	down      atomic.Bool
+	fault     atomic.Int32 // HTTP status forced on every answer (0: none)
 	manifests manifestCounts
 }
 
@@ -40,6 +42,12 @@ func Start(dir, addr string, uploadRate int64, log *slog.Logger) (*Registry, err
 
 // ServeHTTP counts blob GETs and applies the upload cap.
 func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if code := r.fault.Load(); code != 0 {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(int(code))
+		fmt.Fprintf(w, `{"errors":[{"code":"UNKNOWN","message":"injected fault %d"}]}`, code)
+		return
+	}
 	if r.down.Load() {
 		// Simulate an outage: drop the connection without an answer.
 		if hj, ok := w.(http.Hijacker); ok {
@@ -98,6 +106,11 @@ func (r *Registry) ResetCounts() {
 
 // BytesSent counts response body bytes.
 func (r *Registry) BytesSent() int64 { return r.sent.Load() }
+
+// SetFault makes the registry answer every request with status (a 500, a
+// 401...), or serve normally again with 0: faults a healthy registry never
+// produces on its own.
+func (r *Registry) SetFault(status int) { r.fault.Store(int32(status)) }
 
 // SetDown makes the registry drop every connection (true) or serve again.
 func (r *Registry) SetDown(down bool) { r.down.Store(down) }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,8 +17,11 @@ import (
 	"testing"
 	"time"
 
+	httpTracker "github.com/anacrolix/torrent/tracker/http"
+
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/internal/localregistry"
+	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
 )
 
@@ -239,4 +243,89 @@ func TestSeederDeathFallsBackToTheOtherOrigin(t *testing.T) {
 	if _, err := a.Store().Stat(d); err != nil {
 		t.Errorf("blob not cached: %v", err)
 	}
+}
+
+// corrupt serves a blob with every byte flipped.
+type corrupt struct{ r *bytes.Reader }
+
+func (c corrupt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(p, off)
+	for i := range p[:n] {
+		p[i] ^= 0xff
+	}
+	return n, err
+}
+
+// A peer that sends bad pieces (a seeder speaking the real wire protocol,
+// serving flipped bytes, listed by the tracker like any peer): every piece
+// it sends fails its hash, the agent gets those pieces elsewhere, and the
+// pull completes with the right digest.
+func TestBadPeerCannotCorruptAPull(t *testing.T) {
+	const size = 8 << 20
+	c := startCluster(t, Options{Agents: 1, Origins: 1, OriginRate: 4e6, PieceLength: 1 << 20})
+	data := localregistry.RandomBytes(size, 9)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := c.Registry.PushBlob(ctx, "test/badpeer", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The bad peer needs the metainfo, as any BitTorrent client would.
+	raw, resp, err := get(ctx, fmt.Sprintf("%s/namespace/test%%2Fbadpeer/blobs/%s/metainfo", c.Tracker.URL(), d))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("metainfo: %v %v", err, resp)
+	}
+	mi, err := p2p.ParseMetaInfo(raw, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := p2p.Config{Listen: "127.0.0.50:0"}
+	cfg.ApplyDefaults("127.0.0.50:0", []string{c.Tracker.URL()})
+	bad, err := p2p.NewSeeder(cfg, testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	if err := bad.Seed(mi, corrupt{bytes.NewReader(data)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the tracker lists it, so the agent meets it.
+	deadline := time.Now().Add(10 * time.Second)
+	for c.trackerPeers(t, mi) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the bad peer never reached the tracker")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	a := c.Agents[0]
+	body, resp, err := get(ctx, fmt.Sprintf("%s/v2/test/badpeer/blobs/%s", a.URL(), d))
+	if err != nil || resp.StatusCode != 200 || !bytes.Equal(body, data) {
+		t.Fatalf("pull with a bad peer in the swarm: %v, status %v, %d bytes, equal %v", err, resp, len(body), bytes.Equal(body, data))
+	}
+	if bad.BytesSent() == 0 {
+		t.Fatal("the bad peer sent nothing: the test proved nothing")
+	}
+	t.Logf("bad peer sent %d KiB of corrupt data; the pull still verified", bad.BytesSent()>>10)
+}
+
+// trackerPeers counts the peers the tracker lists for mi.
+func (c *Cluster) trackerPeers(t *testing.T, mi *p2p.MetaInfo) int {
+	t.Helper()
+	cl := httpTracker.NewClient(mustURL(t, c.Tracker.URL()+"/announce"), httpTracker.NewClientOpts{})
+	var id [20]byte
+	copy(id[:], "-XX0001-probe0000000")
+	resp, err := cl.Announce(context.Background(), httpTracker.AnnounceRequest{InfoHash: mi.InfoHash, PeerId: id, Port: 1, Left: 1, NumWant: 50, Event: 3 /* stopped: do not join */}, httpTracker.AnnounceOpt{})
+	if err != nil {
+		return 0
+	}
+	return int(resp.Seeders + resp.Leechers)
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

@@ -5,15 +5,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"testing"
 	"time"
 )
 
 // TestComposeSwarm builds the images (make images) and runs
 // examples/compose/run.sh: registry, tracker, two origins, a build-index and
-// three agents in containers; every agent pulls the sample image by tag and
-// every digest must verify. Host ports are moved off the defaults so a swarm
-// left running with `run.sh --keep` does not collide.
+// three agents in containers; every agent pulls the sample image by tag,
+// every digest must verify, and the agents together must have received more
+// bytes from each other than from the (upload-capped) origins. Host ports
+// are moved off the defaults so a swarm left running with `run.sh --keep`
+// does not collide.
 func TestComposeSwarm(t *testing.T) {
 	need(t, "docker", "make", "curl")
 	if out, err := tryRun(20*time.Second, "docker", "info", "--format", "{{.ServerVersion}}"); err != nil {
@@ -55,6 +58,18 @@ func TestComposeSwarm(t *testing.T) {
 	}
 	if n := len(regexp.MustCompile(`(?m)^agent\d: pulled .*every digest verified`).FindAllString(out, -1)); n != 3 {
 		t.Fatalf("%d of 3 agents report a verified pull:\n%s", n, out)
+	}
+	// The origins' upload is capped and they super-seed: together they send
+	// about one copy of the image, and the agents get more from each other
+	// than from the origins (3 agents: ~90 MB from peers, ~60 MB from origins).
+	m := regexp.MustCompile(`(?m)^total\s+(\d+)\s+(\d+)$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("run.sh printed no byte totals:\n%s", out)
+	}
+	fromOrigins, _ := strconv.ParseInt(m[1], 10, 64)
+	fromPeers, _ := strconv.ParseInt(m[2], 10, 64)
+	if fromPeers <= fromOrigins {
+		t.Fatalf("agents received %d bytes from peers, not more than the %d from origins:\n%s", fromPeers, fromOrigins, out)
 	}
 }
 

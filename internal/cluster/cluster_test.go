@@ -114,10 +114,11 @@ func TestEightAgentsPullOneBlobThroughTheSwarm(t *testing.T) {
 	if originSent >= 8*size {
 		t.Errorf("origins sent %d bytes, want less than 8 x %d (the rest from peers)", originSent, size)
 	}
-	// Super-seeding: each piece leaves the origin about once (a plain
-	// seeder sent 2.5-2.8 F here).
-	if originSent > 2*size {
-		t.Errorf("origins sent %.2f F, want at most 2 F", float64(originSent)/size)
+	// Super-seeding: each piece leaves the origin about once (1.3-1.7 F
+	// here; a plain seeder sent 2.5-2.8 F). The bound leaves room for a
+	// loaded CI machine.
+	if originSent > 12*size/5 {
+		t.Errorf("origins sent %.2f F, want at most 2.4 F", float64(originSent)/size)
 	}
 	if fromPeers == 0 {
 		t.Errorf("no bytes came from peers")

@@ -61,11 +61,14 @@ type Cluster struct {
 	// namespace, so repositories need no host prefix.
 	UpstreamHost string
 
-	cancel context.CancelFunc
-	stops  map[any]func() // per component, for tests that kill one
-	wg     sync.WaitGroup
-	errMu  sync.Mutex
-	errs   []error
+	cancel    context.CancelFunc
+	ctx       context.Context
+	agentCfgs []agent.Config
+	log       *slog.Logger
+	stops     map[any]func() // per component, for tests that kill one
+	wg        sync.WaitGroup
+	errMu     sync.Mutex
+	errs      []error
 }
 
 // AgentIP is the loopback address of agent i.
@@ -86,7 +89,7 @@ func Start(opts Options) (_ *Cluster, err error) {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Cluster{cancel: cancel, stops: map[any]func(){}}
+	c := &Cluster{cancel: cancel, ctx: ctx, log: opts.Log, stops: map[any]func(){}}
 	defer func() {
 		if err != nil {
 			_ = c.Close()
@@ -211,6 +214,7 @@ func Start(opts Options) (_ *Cluster, err error) {
 			return nil, fmt.Errorf("agent %d: %w", i, err)
 		}
 		c.Agents = append(c.Agents, a)
+		c.agentCfgs = append(c.agentCfgs, ac)
 		c.run(a, ctx, a.Run)
 	}
 	return c, nil
@@ -276,6 +280,28 @@ func (c *Cluster) Stop(component any) {
 	if stop, ok := c.stops[component]; ok {
 		stop()
 	}
+}
+
+// RestartAgent stops agent i and starts a new one with the same config (same
+// registry address, same cache directory), as a node's agent restarting
+// would. The BitTorrent port is a fresh one: the old client's outgoing
+// connections were made from its listening port and may still hold it.
+func (c *Cluster) RestartAgent(i int) (*agent.Agent, error) {
+	c.Stop(c.Agents[i])
+	ac := c.agentCfgs[i]
+	host, _, _ := net.SplitHostPort(ac.P2P.Listen)
+	var err error
+	if ac.P2P.Listen, err = freeAddr(host); err != nil {
+		return nil, err
+	}
+	c.agentCfgs[i] = ac
+	a, err := agent.New(ac, c.log.With("role", "agent", "agent", i))
+	if err != nil {
+		return nil, fmt.Errorf("restart agent %d: %w", i, err)
+	}
+	c.Agents[i] = a
+	c.run(a, c.ctx, a.Run)
+	return a, nil
 }
 
 // Close stops everything and waits for it.

@@ -330,3 +330,48 @@ func mustURL(t *testing.T, s string) *url.URL {
 	}
 	return u
 }
+
+// An agent restarted mid-download serves nothing partial afterwards: the
+// unfinished download is removed at start and the next pull starts over
+// and verifies.
+func TestAgentRestartMidDownload(t *testing.T) {
+	const size = 8 << 20
+	// Slow enough that the download cannot finish during the old agent's
+	// graceful shutdown (5 s).
+	c := startCluster(t, Options{Agents: 1, Origins: 1, OriginRate: 1e6, PieceLength: 1 << 20})
+	data := localregistry.RandomBytes(size, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := c.Registry.PushBlob(ctx, "test/restart", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("%s/v2/test/restart/blobs/%s", c.Agents[0].URL(), d)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 1<<20)); err != nil {
+		t.Fatalf("first MiB: %v", err)
+	}
+	a, err := c.RestartAgent(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest, rerr := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if rerr == nil && 1<<20+len(rest) == size {
+		t.Fatal("the response survived the agent's restart whole: it cannot have")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(a.Store().Root(), "downloads")); len(ents) != 0 {
+		t.Fatalf("the restarted agent kept %d unfinished downloads", len(ents))
+	}
+	if _, err := a.Store().Stat(d); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the restarted agent claims the blob: %v", err)
+	}
+	body, resp2, err := get(ctx, url)
+	if err != nil || resp2.StatusCode != 200 || !bytes.Equal(body, data) {
+		t.Fatalf("pull after the restart: %v %v, %d bytes", err, resp2, len(body))
+	}
+}

@@ -335,7 +335,7 @@ func mustURL(t *testing.T, s string) *url.URL {
 // unfinished download is removed at start and the next pull starts over
 // and verifies.
 func TestAgentRestartMidDownload(t *testing.T) {
-	const size = 8 << 20
+	const size = 12 << 20
 	// Slow enough that the download cannot finish during the old agent's
 	// graceful shutdown (5 s).
 	c := startCluster(t, Options{Agents: 1, Origins: 1, OriginRate: 1e6, PieceLength: 1 << 20})

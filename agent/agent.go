@@ -68,6 +68,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		Help: "Downloads that left the swarm for an origin's HTTP endpoint, by reason (tracker_unreachable, swarm_stalled)."}, []string{"reason"})
 	a.fallbackClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	a.base.Metrics.MustRegister(a.requests, a.pullsRes, a.served, a.fallbacks)
+	a.base.Metrics.MustRegister(st.Collectors("shoal_agent")...)
+	st.SetGC(store.GCConfig{Capacity: int64(cfg.CacheCapacity), HighWatermark: cfg.GCHighWatermark,
+		LowWatermark: cfg.GCLowWatermark, OnEvict: a.stopSeeding})
 
 	if a.node, err = p2p.NewNode(cfg.P2P, p2p.RoleAgent, log, a.base.Metrics); err != nil {
 		return nil, err
@@ -106,6 +109,7 @@ func (a *Agent) Store() *store.Store { return a.store }
 // Run serves until ctx ends, then stops every download and swarm.
 func (a *Agent) Run(ctx context.Context) error {
 	a.base.SetReady(true)
+	go a.store.RunGC(a.ctx, store.DefaultGCInterval)
 	errc := make(chan error, 2)
 	go func() { errc <- a.admin.Serve(ctx) }()
 	err := a.api.Serve(ctx)
@@ -154,6 +158,17 @@ func (a *Agent) namespace(r *http.Request, name string) string {
 		return ns + "/" + name
 	}
 	return name
+}
+
+// stopSeeding leaves the swarm of an evicted blob: its open file would
+// otherwise keep the disk space, and the agent no longer holds the blob.
+func (a *Agent) stopSeeding(d digest.Digest) {
+	if a.node == nil {
+		return
+	}
+	if sw := a.node.Swarm(d.String()); sw != nil {
+		sw.Close()
+	}
 }
 
 // stallCheckEvery is how often a download's progress is sampled.

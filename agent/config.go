@@ -7,6 +7,7 @@ import (
 
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/internal/store"
 )
 
 // Config is the agent's TOML file.
@@ -35,9 +36,15 @@ type Config struct {
 	// DisableFallback stops the agent from fetching a blob (or the rest of
 	// one) from an origin over HTTP when no tracker answers or the swarm
 	// stalls; the pull then fails instead.
-	DisableFallback bool       `toml:"disable_fallback"`
-	P2P             p2p.Config `toml:"p2p"`
-	LogLevel        string     `toml:"log_level"`
+	DisableFallback bool `toml:"disable_fallback"`
+	// CacheCapacity is the disk the verified blobs may use (0 = unlimited).
+	// Above GCHighWatermark percent of it, the least recently used blobs
+	// nobody is reading are removed until usage is below GCLowWatermark.
+	CacheCapacity   config.ByteSize `toml:"cache_capacity"`
+	GCHighWatermark int             `toml:"gc_high_watermark"`
+	GCLowWatermark  int             `toml:"gc_low_watermark"`
+	P2P             p2p.Config      `toml:"p2p"`
+	LogLevel        string          `toml:"log_level"`
 }
 
 // Defaults.
@@ -78,6 +85,12 @@ func (c *Config) ApplyDefaults() {
 	if c.StallTimeout == 0 {
 		c.StallTimeout = DefaultStallTimeout
 	}
+	if c.GCHighWatermark == 0 {
+		c.GCHighWatermark = store.DefaultHighWatermark
+	}
+	if c.GCLowWatermark == 0 {
+		c.GCLowWatermark = store.DefaultLowWatermark
+	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
@@ -107,6 +120,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StallTimeout < time.Second {
 		return config.Errorf("stall_timeout", "want at least 1s, got %s", c.StallTimeout)
+	}
+	if err := store.CheckGC(c.CacheCapacity, c.GCHighWatermark, c.GCLowWatermark); err != nil {
+		return err
 	}
 	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {
 		return config.Errorf("log_level", "%v", err)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/internal/upstream"
 )
 
@@ -22,6 +23,12 @@ type Config struct {
 	PieceLength config.ByteSize `toml:"piece_length"`
 	// FetchTimeout bounds one upstream blob download.
 	FetchTimeout time.Duration `toml:"fetch_timeout"`
+	// CacheCapacity is the disk the verified blobs may use (0 = unlimited).
+	// Above GCHighWatermark percent of it, the least recently used blobs
+	// nobody is reading are removed until usage is below GCLowWatermark.
+	CacheCapacity   config.ByteSize `toml:"cache_capacity"`
+	GCHighWatermark int             `toml:"gc_high_watermark"`
+	GCLowWatermark  int             `toml:"gc_low_watermark"`
 	// DefaultUpstream is the host of the upstream used for namespaces that
 	// name no registry ("library/ubuntu").
 	DefaultUpstream string            `toml:"default_upstream"`
@@ -71,6 +78,12 @@ func (c *Config) ApplyDefaults() {
 	if c.DefaultUpstream == "" {
 		c.DefaultUpstream = c.Upstreams[0].Host
 	}
+	if c.GCHighWatermark == 0 {
+		c.GCHighWatermark = store.DefaultHighWatermark
+	}
+	if c.GCLowWatermark == 0 {
+		c.GCLowWatermark = store.DefaultLowWatermark
+	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
@@ -103,6 +116,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DefaultUpstream != "" && !seen[c.DefaultUpstream] {
 		return config.Errorf("default_upstream", "%q is not the host of any [[upstream]]", c.DefaultUpstream)
+	}
+	if err := store.CheckGC(c.CacheCapacity, c.GCHighWatermark, c.GCLowWatermark); err != nil {
+		return err
 	}
 	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {
 		return config.Errorf("log_level", "%v", err)

@@ -65,6 +65,9 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	o.upstreamBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_origin_upstream_bytes_total", Help: "Blob bytes read from upstream."})
 	o.httpBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_origin_http_blob_bytes_total", Help: "Blob bytes served over HTTP (fallback path)."})
 	o.base.Metrics.MustRegister(o.upstreamGets, o.upstreamBytes, o.httpBytes)
+	o.base.Metrics.MustRegister(st.Collectors("shoal_origin")...)
+	st.SetGC(store.GCConfig{Capacity: int64(cfg.CacheCapacity), HighWatermark: cfg.GCHighWatermark,
+		LowWatermark: cfg.GCLowWatermark, OnEvict: func(d digest.Digest) { o.metas.Remove(d) }})
 
 	o.seed, err = p2p.NewSeeder(cfg.P2P, log, o.base.Metrics)
 	if err != nil {
@@ -106,6 +109,7 @@ func (o *Origin) Store() *store.Store { return o.store }
 // Run serves until ctx ends, then leaves every swarm.
 func (o *Origin) Run(ctx context.Context) error {
 	o.base.SetReady(true)
+	go o.store.RunGC(o.ctx, store.DefaultGCInterval)
 	err := o.srv.Serve(ctx)
 	o.cancel()
 	o.seed.Close()

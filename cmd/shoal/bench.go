@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/bench"
@@ -20,15 +21,24 @@ const benchUsage = `Usage:
   shoal bench standard [--out DIR] [--scale K]   the standard set -> DIR/results.json, DIR/results.svg
   shoal bench swarm --agents N --size F --rate R [--origin-rate U] [--upstream-rate U]
                     [--origins K] [--piece-size P] [--warm-origins] [--baseline direct] [--json]
+  shoal bench single [--size 256MiB] [--rate R] [--json]   cold pull through one agent vs direct
+  shoal bench warm [--size 256MiB] [--reps 5] [--json]      cached blob: agent vs registry throughput
+  shoal bench memory [--size 1GiB] [--json]                 agent process private memory while streaming
+  shoal bench tracker [--duration 3s] [--json]              announces/s on one core, p99 latency
 `
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "standard" {
-		return runBenchStandard(ctx, args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "standard":
+			return runBenchStandard(ctx, args[1:], stdout, stderr)
+		case "single", "warm", "memory", "tracker":
+			return runBenchTarget(ctx, args[0], args[1:], stdout, stderr)
+		}
 	}
 	if len(args) == 0 || args[0] != "swarm" {
 		fmt.Fprint(stderr, benchUsage)
-		return usageError{errors.New("want a benchmark name: swarm or standard")}
+		return usageError{errors.New("want a benchmark name: swarm, standard, single, warm, memory or tracker")}
 	}
 	fs := flag.NewFlagSet("bench swarm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -162,4 +172,126 @@ func runBenchStandard(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	_, err = stdout.Write(append(b, '\n'))
 	return err
+}
+
+// runBenchTarget runs one of the single-target benchmarks (DESIGN.md
+// section 1): single, warm, memory or tracker.
+func runBenchTarget(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	defSize := map[string]string{"single": "256MiB", "warm": "256MiB", "memory": "1GiB", "tracker": ""}[name]
+	var size, rateFlag *string
+	var reps *int
+	var duration *time.Duration
+	switch name {
+	case "tracker":
+		duration = fs.Duration("duration", 3*time.Second, "how long to announce")
+	default:
+		size = fs.String("size", defSize, "blob size")
+	}
+	if name == "single" {
+		rateFlag = fs.String("rate", "", "cap on the upstream registry, the agent's link and the direct client (default: none)")
+	}
+	if name == "warm" {
+		reps = fs.Int("reps", 5, "GETs of each kind")
+	}
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	verbose := fs.Bool("v", false, "log every component to stderr")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	var sz config.ByteSize
+	var err error
+	if size != nil {
+		if sz, err = config.ParseByteSize(*size); err != nil || sz < 1 {
+			return usageError{fmt.Errorf("--size: want a positive size, got %q", *size)}
+		}
+	}
+	var rt config.Rate
+	if rateFlag != nil && *rateFlag != "" {
+		if rt, err = config.ParseRate(*rateFlag); err != nil || rt < 0 {
+			return usageError{fmt.Errorf("--rate: %q: %v", *rateFlag, err)}
+		}
+	}
+	if reps != nil && *reps < 1 {
+		return usageError{errors.New("--reps: want >= 1")}
+	}
+	if duration != nil && *duration <= 0 {
+		return usageError{errors.New("--duration: must be positive")}
+	}
+	log := slog.New(slog.DiscardHandler)
+	if *verbose {
+		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	dir, err := os.MkdirTemp("", "shoal-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	mib := func(n int64) float64 { return float64(n) / (1 << 20) }
+	var res any
+	var text string
+	var fail error
+	switch name {
+	case "single":
+		r, err := bench.Single(ctx, bench.SingleOptions{Size: sz, Rate: rt, Dir: dir, Log: log})
+		if err != nil {
+			return err
+		}
+		res = r
+		capped := "no cap"
+		if rt > 0 {
+			capped = "capped at " + rt.String()
+		}
+		text = fmt.Sprintf("cold single pull of %.0f MiB (%s): through the agent %.2f s (first byte %.2f s), direct from the registry %.2f s; single/direct %.2fx (target <= 1.10)\n",
+			mib(r.BlobBytes), capped, r.SingleSeconds, r.TTFBSeconds, r.DirectSeconds, r.SingleOverDirect)
+	case "warm":
+		r, err := bench.Warm(ctx, bench.WarmOptions{Size: sz, Reps: *reps, Dir: dir, Log: log})
+		if err != nil {
+			return err
+		}
+		res = r
+		text = fmt.Sprintf("warm pull of %.0f MiB, median of %d: agent %.0f MiB/s, registry %.0f MiB/s; agent/registry %.2fx (target >= 1.0); Range: %d, ok %v\n",
+			mib(r.BlobBytes), r.Reps, r.AgentBps/(1<<20), r.RegistryBps/(1<<20), r.WarmOverRegistry, r.RangeStatus, r.RangeOK)
+		if !r.RangeOK {
+			fail = fmt.Errorf("range request: status %d, want 206 with the requested bytes", r.RangeStatus)
+		}
+	case "memory":
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("cannot find the shoal binary to run the agent: %w", err)
+		}
+		r, err := bench.Memory(ctx, bench.MemoryOptions{Size: sz, Binary: exe, Dir: dir, Log: log})
+		if err != nil {
+			return err
+		}
+		res = r
+		text = fmt.Sprintf("agent process streaming %.0f MiB (cold, %.1f s): private (RssAnon) peak %.1f MiB (target < 64), idle %.1f MiB; RSS peak %.1f MiB; %d samples\n",
+			mib(r.BlobBytes), r.PullSeconds, mib(r.AgentPrivatePeakBytes), mib(r.AgentPrivateIdleBytes), mib(r.AgentRSSPeakBytes), r.Samples)
+	case "tracker":
+		r, err := bench.Tracker(ctx, *duration)
+		if err != nil {
+			return err
+		}
+		res = r
+		text = fmt.Sprintf("tracker, in-memory store, GOMAXPROCS 1, %d peers in %d swarms: %.0f announces/s (target >= 50000), p50 %.3f ms, p99 %.3f ms (target < 2), max %.2f ms\n",
+			r.Peers, r.Swarms, r.AnnouncesPerSecond, r.P50Ms, r.P99Ms, r.MaxMs)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else if _, err := io.WriteString(stdout, text); err != nil {
+		return err
+	}
+	return fail
 }

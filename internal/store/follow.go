@@ -21,22 +21,35 @@ type Blob interface {
 
 // OpenOrFollow returns the verified blob d, or a reader that follows its
 // running download, with the blob's size; ErrNotFound if neither exists.
+// The blob is not evicted until the reader is closed.
 func (s *Store) OpenOrFollow(ctx context.Context, d digest.Digest) (Blob, int64, error) {
-	if dl := s.Active(d); dl != nil {
+	if err := checkDigest(d); err != nil {
+		return nil, 0, err
+	}
+	s.mu.Lock()
+	unpin := s.pinLocked(d)
+	dl := s.active[d]
+	if dl != nil {
+		dl.acquire()
+	}
+	s.mu.Unlock()
+	if dl != nil {
 		r := dl.NewReader(ctx)
 		dl.Release()
-		return r, dl.Size(), nil
+		return &pinnedBlob{Blob: r, unpin: unpin}, dl.Size(), nil
 	}
 	f, err := s.Open(d)
 	if err != nil {
+		unpin()
 		return nil, 0, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
+		unpin()
 		return nil, 0, fmt.Errorf("stat %s: %w", d, err)
 	}
-	return f, fi.Size(), nil
+	return &pinnedBlob{Blob: f, unpin: unpin}, fi.Size(), nil
 }
 
 // WriteMeta stores metadata named name beside blob d (atomically).

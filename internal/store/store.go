@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/singleflight"
@@ -37,6 +38,8 @@ type Store struct {
 	active   map[digest.Digest]*Download
 	verified map[digest.Digest]bool // blobs hashed by this process
 	verify   singleflight.Group
+	gc       gcState
+	now      func() time.Time // the clock of access times (tests replace it)
 }
 
 // Open prepares root. Leftovers in downloads/ from an earlier run are removed:
@@ -47,7 +50,8 @@ func Open(root string, log *slog.Logger) (*Store, error) {
 			return nil, fmt.Errorf("store %s: %w", root, err)
 		}
 	}
-	s := &Store{root: root, log: log, active: map[digest.Digest]*Download{}, verified: map[digest.Digest]bool{}}
+	s := &Store{root: root, log: log, active: map[digest.Digest]*Download{}, verified: map[digest.Digest]bool{}, now: time.Now}
+	s.gc.init()
 	ents, err := os.ReadDir(s.downloadsDir())
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", root, err)
@@ -59,6 +63,9 @@ func Open(root string, log *slog.Logger) (*Store, error) {
 	}
 	if len(ents) > 0 {
 		log.Info("removed unfinished downloads from an earlier run", "count", len(ents), "root", root)
+	}
+	if err := s.scanBlobs(); err != nil {
+		return nil, fmt.Errorf("store %s: %w", root, err)
 	}
 	return s, nil
 }
@@ -96,6 +103,7 @@ func (s *Store) Stat(d digest.Digest) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("stat %s: %w", d, err)
 	}
+	s.touch(d)
 	return fi.Size(), nil
 }
 
@@ -121,6 +129,7 @@ func (s *Store) Open(d digest.Digest) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", d, err)
 	}
+	s.touch(d)
 	return f, nil
 }
 
@@ -142,6 +151,9 @@ func (s *Store) verifyFile(d digest.Digest) error {
 		if err := os.Remove(s.Path(d)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove corrupt %s: %w", d, err)
 		}
+		s.mu.Lock()
+		s.dropLocked(d)
+		s.mu.Unlock()
 		return ErrNotFound
 	}
 	s.mu.Lock()
@@ -150,18 +162,14 @@ func (s *Store) verifyFile(d digest.Digest) error {
 	return nil
 }
 
-// Delete removes the blob d (if any).
+// Delete removes the blob d (if any) and its metadata files.
 func (s *Store) Delete(d digest.Digest) error {
 	if err := checkDigest(d); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	delete(s.verified, d)
-	s.mu.Unlock()
-	if err := os.Remove(s.Path(d)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("delete %s: %w", d, err)
-	}
-	return nil
+	defer s.mu.Unlock()
+	return s.removeLocked(d)
 }
 
 // Active returns the running download of d, or nil.
@@ -189,6 +197,7 @@ func (s *Store) commit(dl *Download) error {
 	s.mu.Lock()
 	s.verified[dl.d] = true
 	delete(s.active, dl.d)
+	s.addLocked(dl.d, dl.size)
 	s.mu.Unlock()
 	return nil
 }

@@ -1,0 +1,94 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// sane checks that v survives a JSON round trip with every named field > 0.
+func sane(t *testing.T, v any, positive ...string) {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range positive {
+		if f, ok := m[k].(float64); !ok || f <= 0 {
+			t.Errorf("%s = %v, want > 0 (%s)", k, m[k], b)
+		}
+	}
+}
+
+func TestSingle(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := Single(ctx, SingleOptions{Size: 4 << 20, Rate: 40e6, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sane(t, r, "single_seconds", "direct_seconds", "single_over_direct", "blob_bytes")
+	// The caps apply: 4 MiB at 40 MB/s takes at least ~0.1 s (less the burst).
+	if !r.Verified || r.DirectSeconds < 0.05 {
+		t.Errorf("%+v", r)
+	}
+}
+
+func TestWarm(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := Warm(ctx, WarmOptions{Size: 6 << 20, Reps: 3, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sane(t, r, "agent_bytes_per_second", "registry_bytes_per_second", "warm_over_registry")
+	if !r.RangeOK || r.RangeStatus != 206 || len(r.AgentSeconds) != 3 || len(r.RegistrySeconds) != 3 {
+		t.Errorf("%+v", r)
+	}
+}
+
+func TestTracker(t *testing.T) {
+	r, err := Tracker(context.Background(), 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sane(t, r, "announces_per_second", "p99_ms", "announces")
+	if r.P99Ms < r.P50Ms || r.MaxMs < r.P99Ms {
+		t.Errorf("quantiles out of order: %+v", r)
+	}
+}
+
+// TestMemory builds the shoal binary and runs the agent as its own process.
+func TestMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the shoal binary")
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go tool to build the agent binary: the process-level test needs it")
+	}
+	bin := filepath.Join(t.TempDir(), "shoal")
+	build := exec.Command(goTool, "build", "-o", bin, "../../cmd/shoal")
+	build.Env = os.Environ()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Skipf("cannot build the agent binary, skipping the process-level test: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := Memory(ctx, MemoryOptions{Size: 8 << 20, Binary: bin, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sane(t, r, "agent_private_peak_bytes", "agent_rss_peak_bytes", "samples", "pull_seconds")
+	if !r.Verified || r.AgentRSSPeakBytes < r.AgentPrivatePeakBytes {
+		t.Errorf("%+v", r)
+	}
+}

@@ -84,7 +84,7 @@ func (a *Agent) handleBlob(w http.ResponseWriter, r *http.Request, ns, ref strin
 	cw := &httpx.CountingWriter{ResponseWriter: w}
 	// ServeContent handles Range and HEAD; if the download fails mid-way the
 	// body ends short of Content-Length and the connection is cut.
-	http.ServeContent(cw, r, "", time.Time{}, blob)
+	http.ServeContent(cw, r, "", time.Time{}, store.Content(blob))
 	a.served.Add(float64(cw.N))
 }
 

@@ -134,7 +134,7 @@ func (o *Origin) handleBlob(w http.ResponseWriter, r *http.Request) {
 	}
 	httpx.SetBlobHeaders(w, d)
 	cw := &httpx.CountingWriter{ResponseWriter: w}
-	http.ServeContent(cw, r, "", time.Time{}, blob)
+	http.ServeContent(cw, r, "", time.Time{}, store.Content(blob))
 	o.httpBytes.Add(float64(cw.N))
 }
 

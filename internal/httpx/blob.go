@@ -1,6 +1,7 @@
 package httpx
 
 import (
+	"io"
 	"net/http"
 
 	"github.com/opencontainers/go-digest"
@@ -19,6 +20,17 @@ func SetBlobHeaders(w http.ResponseWriter, d digest.Digest) {
 type CountingWriter struct {
 	http.ResponseWriter
 	N int64
+}
+
+// ReadFrom keeps the underlying writer's fast path (sendfile from a file).
+func (c *CountingWriter) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
+		n, err := rf.ReadFrom(r)
+		c.N += n
+		return n, err
+	}
+	n, err := io.Copy(struct{ io.Writer }{c}, r)
+	return n, err
 }
 
 func (c *CountingWriter) Write(p []byte) (int, error) {

@@ -19,6 +19,17 @@ type Blob interface {
 	io.ReaderAt
 }
 
+// Content is what to hand http.ServeContent for b: the file itself when b is
+// a complete blob (so the kernel can send it), else b.
+func Content(b Blob) io.ReadSeeker {
+	if f, ok := b.(interface{ File() (*os.File, bool) }); ok {
+		if file, ok := f.File(); ok {
+			return file
+		}
+	}
+	return b
+}
+
 // OpenOrFollow returns the verified blob d, or a reader that follows its
 // running download, with the blob's size; ErrNotFound if neither exists.
 // The blob is not evicted until the reader is closed.

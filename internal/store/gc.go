@@ -225,6 +225,13 @@ type pinnedBlob struct {
 	unpin func()
 }
 
+// File is the verified blob file under the pin, if the blob is complete:
+// serving the *os.File itself lets the kernel copy it (sendfile).
+func (p *pinnedBlob) File() (*os.File, bool) {
+	f, ok := p.Blob.(*os.File)
+	return f, ok
+}
+
 func (p *pinnedBlob) Close() error {
 	err := p.Blob.Close()
 	p.unpin()

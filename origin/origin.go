@@ -67,7 +67,7 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	o.base.Metrics.MustRegister(o.upstreamGets, o.upstreamBytes, o.httpBytes)
 	o.base.Metrics.MustRegister(st.Collectors("shoal_origin")...)
 	st.SetGC(store.GCConfig{Capacity: int64(cfg.CacheCapacity), HighWatermark: cfg.GCHighWatermark,
-		LowWatermark: cfg.GCLowWatermark, OnEvict: func(d digest.Digest) { o.metas.Remove(d) }})
+		LowWatermark: cfg.GCLowWatermark, OnEvict: o.evicted})
 
 	o.seed, err = p2p.NewSeeder(cfg.P2P, log, o.base.Metrics)
 	if err != nil {
@@ -93,6 +93,15 @@ func (o *Origin) URL() string { return o.srv.URL() }
 
 // Seeder is the origin's BitTorrent seeder.
 func (o *Origin) Seeder() *p2p.Seeder { return o.seed }
+
+// evicted stops seeding a blob the store's GC removed, which closes its file
+// (and frees its disk space).
+func (o *Origin) evicted(d digest.Digest) {
+	if mi, ok := o.metas.Get(d); ok {
+		o.seed.Drop(mi.InfoHash)
+	}
+	o.metas.Remove(d)
+}
 
 // Seeding reports whether the origin seeds blob d.
 func (o *Origin) Seeding(d digest.Digest) bool {

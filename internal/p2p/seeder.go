@@ -105,11 +105,33 @@ func (s *Seeder) Seed(mi *MetaInfo, r io.ReaderAt, onClose func()) error {
 		return ErrInSwarm
 	}
 	n := mi.Info.NumPieces()
-	t := &seedTorrent{s: s, mi: mi, r: r, onClose: onClose, assigned: make([]int32, n), holders: make([]int32, n),
+	ctx, cancel := context.WithCancel(s.ctx)
+	t := &seedTorrent{s: s, mi: mi, r: r, onClose: onClose, cancel: cancel, assigned: make([]int32, n), holders: make([]int32, n),
 		conns: map[*seedConn]struct{}{}}
 	s.torrents[mi.InfoHash] = t
-	s.wg.Go(func() { s.announceLoop(mi) })
+	s.wg.Go(func() { s.announceLoop(ctx, mi) })
 	return nil
+}
+
+// Drop stops seeding one blob (evicted from the store, say): its peers are
+// disconnected, the tracker hears "stopped", and onClose runs.
+func (s *Seeder) Drop(ih metainfo.Hash) {
+	s.mu.Lock()
+	t := s.torrents[ih]
+	delete(s.torrents, ih)
+	s.mu.Unlock()
+	if t == nil {
+		return
+	}
+	t.cancel()
+	t.mu.Lock()
+	for c := range t.conns {
+		c.conn.Close()
+	}
+	t.mu.Unlock()
+	if t.onClose != nil {
+		t.onClose()
+	}
 }
 
 // Close stops accepting, drops every connection and announces "stopped".
@@ -136,24 +158,24 @@ func (s *Seeder) Close() {
 	}
 }
 
-func (s *Seeder) announceLoop(mi *MetaInfo) {
+func (s *Seeder) announceLoop(ctx context.Context, mi *MetaInfo) {
 	if s.tracker == nil {
 		return
 	}
 	event := shared.Started
 	wait := s.cfg.AnnounceInterval
 	for {
-		resp, err := s.tracker.announce(s.ctx, announceArgs{infoHash: mi.InfoHash, peerID: s.peerID, port: s.addr.Port(),
+		resp, err := s.tracker.announce(ctx, announceArgs{infoHash: mi.InfoHash, peerID: s.peerID, port: s.addr.Port(),
 			left: 0, uploaded: s.sent.Load(), event: event})
 		switch {
 		case err == nil:
 			event, wait = shared.None, time.Duration(max(resp.Interval, 1))*time.Second
-		case s.ctx.Err() == nil:
+		case ctx.Err() == nil:
 			s.log.Warn("announce failed", "digest", mi.Digest, "err", err)
 			wait = min(2*wait, time.Minute)
 		}
 		select {
-		case <-s.ctx.Done():
+		case <-ctx.Done():
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_, _ = s.tracker.announce(ctx, announceArgs{infoHash: mi.InfoHash, peerID: s.peerID, port: s.addr.Port(), event: shared.Stopped})
 			cancel()
@@ -182,6 +204,7 @@ type seedTorrent struct {
 	mi      *MetaInfo
 	r       io.ReaderAt
 	onClose func()
+	cancel  context.CancelFunc // ends the announce loop
 
 	mu       sync.Mutex
 	assigned []int32 // how many peers each piece was revealed to

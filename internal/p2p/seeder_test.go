@@ -146,3 +146,28 @@ func TestSeederDropsBadPeers(t *testing.T) {
 		t.Fatal("handshake for an unknown blob succeeded")
 	}
 }
+
+func TestSeederDrop(t *testing.T) {
+	s, mi, _ := newTestSeeder(t, 2*MinPieceLength)
+	p := dial(t, s, mi.InfoHash)
+	s.Drop(mi.InfoHash)
+	if s.Seeding(mi.InfoHash) {
+		t.Fatal("still seeding after Drop")
+	}
+	// Its peers are disconnected...
+	_ = p.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, p.c); err != nil {
+		t.Fatalf("peer not disconnected: %v", err)
+	}
+	// ...and new ones are refused.
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := pp.Handshake(ctx, c, &mi.InfoHash, [20]byte{}, pp.PeerExtensionBits{}); err == nil {
+		t.Fatal("handshake for a dropped blob succeeded")
+	}
+}

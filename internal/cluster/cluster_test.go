@@ -355,10 +355,12 @@ func TestAgentRestartMidDownload(t *testing.T) {
 	if _, err := io.ReadFull(resp.Body, make([]byte, 1<<20)); err != nil {
 		t.Fatalf("first MiB: %v", err)
 	}
+	restartStart := time.Now()
 	a, err := c.RestartAgent(0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("restart took %s", time.Since(restartStart))
 	rest, rerr := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if rerr == nil && 1<<20+len(rest) == size {

@@ -69,8 +69,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.fallbackClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	a.base.Metrics.MustRegister(a.requests, a.pullsRes, a.served, a.fallbacks)
 	a.base.Metrics.MustRegister(st.Collectors("shoal_agent")...)
-	st.SetGC(store.GCConfig{Capacity: int64(cfg.CacheCapacity), HighWatermark: cfg.GCHighWatermark,
-		LowWatermark: cfg.GCLowWatermark, OnEvict: a.stopSeeding})
+	st.SetGC(cfg.CacheConfig.GC(a.stopSeeding))
 
 	if a.node, err = p2p.NewNode(cfg.P2P, p2p.RoleAgent, log, a.base.Metrics); err != nil {
 		return nil, err

@@ -37,14 +37,10 @@ type Config struct {
 	// one) from an origin over HTTP when no tracker answers or the swarm
 	// stalls; the pull then fails instead.
 	DisableFallback bool `toml:"disable_fallback"`
-	// CacheCapacity is the disk the verified blobs may use (0 = unlimited).
-	// Above GCHighWatermark percent of it, the least recently used blobs
-	// nobody is reading are removed until usage is below GCLowWatermark.
-	CacheCapacity   config.ByteSize `toml:"cache_capacity"`
-	GCHighWatermark int             `toml:"gc_high_watermark"`
-	GCLowWatermark  int             `toml:"gc_low_watermark"`
-	P2P             p2p.Config      `toml:"p2p"`
-	LogLevel        string          `toml:"log_level"`
+	// The disk cache: cache_capacity, gc_high_watermark, gc_low_watermark.
+	store.CacheConfig
+	P2P      p2p.Config `toml:"p2p"`
+	LogLevel string     `toml:"log_level"`
 }
 
 // Defaults.
@@ -85,12 +81,7 @@ func (c *Config) ApplyDefaults() {
 	if c.StallTimeout == 0 {
 		c.StallTimeout = DefaultStallTimeout
 	}
-	if c.GCHighWatermark == 0 {
-		c.GCHighWatermark = store.DefaultHighWatermark
-	}
-	if c.GCLowWatermark == 0 {
-		c.GCLowWatermark = store.DefaultLowWatermark
-	}
+	c.CacheConfig.ApplyDefaults()
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
@@ -121,7 +112,7 @@ func (c *Config) Validate() error {
 	if c.StallTimeout < time.Second {
 		return config.Errorf("stall_timeout", "want at least 1s, got %s", c.StallTimeout)
 	}
-	if err := store.CheckGC(c.CacheCapacity, c.GCHighWatermark, c.GCLowWatermark); err != nil {
+	if err := c.CacheConfig.Validate(); err != nil {
 		return err
 	}
 	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {

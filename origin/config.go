@@ -23,12 +23,8 @@ type Config struct {
 	PieceLength config.ByteSize `toml:"piece_length"`
 	// FetchTimeout bounds one upstream blob download.
 	FetchTimeout time.Duration `toml:"fetch_timeout"`
-	// CacheCapacity is the disk the verified blobs may use (0 = unlimited).
-	// Above GCHighWatermark percent of it, the least recently used blobs
-	// nobody is reading are removed until usage is below GCLowWatermark.
-	CacheCapacity   config.ByteSize `toml:"cache_capacity"`
-	GCHighWatermark int             `toml:"gc_high_watermark"`
-	GCLowWatermark  int             `toml:"gc_low_watermark"`
+	// The disk cache: cache_capacity, gc_high_watermark, gc_low_watermark.
+	store.CacheConfig
 	// DefaultUpstream is the host of the upstream used for namespaces that
 	// name no registry ("library/ubuntu").
 	DefaultUpstream string            `toml:"default_upstream"`
@@ -78,12 +74,7 @@ func (c *Config) ApplyDefaults() {
 	if c.DefaultUpstream == "" {
 		c.DefaultUpstream = c.Upstreams[0].Host
 	}
-	if c.GCHighWatermark == 0 {
-		c.GCHighWatermark = store.DefaultHighWatermark
-	}
-	if c.GCLowWatermark == 0 {
-		c.GCLowWatermark = store.DefaultLowWatermark
-	}
+	c.CacheConfig.ApplyDefaults()
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
@@ -117,7 +108,7 @@ func (c *Config) Validate() error {
 	if c.DefaultUpstream != "" && !seen[c.DefaultUpstream] {
 		return config.Errorf("default_upstream", "%q is not the host of any [[upstream]]", c.DefaultUpstream)
 	}
-	if err := store.CheckGC(c.CacheCapacity, c.GCHighWatermark, c.GCLowWatermark); err != nil {
+	if err := c.CacheConfig.Validate(); err != nil {
 		return err
 	}
 	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {

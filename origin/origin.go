@@ -66,8 +66,7 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	o.httpBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_origin_http_blob_bytes_total", Help: "Blob bytes served over HTTP (fallback path)."})
 	o.base.Metrics.MustRegister(o.upstreamGets, o.upstreamBytes, o.httpBytes)
 	o.base.Metrics.MustRegister(st.Collectors("shoal_origin")...)
-	st.SetGC(store.GCConfig{Capacity: int64(cfg.CacheCapacity), HighWatermark: cfg.GCHighWatermark,
-		LowWatermark: cfg.GCLowWatermark, OnEvict: o.evicted})
+	st.SetGC(cfg.CacheConfig.GC(o.evicted))
 
 	o.seed, err = p2p.NewSeeder(cfg.P2P, log, o.base.Metrics)
 	if err != nil {

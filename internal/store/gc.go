@@ -36,6 +36,38 @@ type GCConfig struct {
 	OnEvict func(digest.Digest)
 }
 
+// CacheConfig is the disk-cache part of a role's TOML config (agent and
+// origin embed it): cache_capacity and the GC watermarks.
+type CacheConfig struct {
+	// CacheCapacity is the disk the verified blobs may use (0 = unlimited).
+	// Above GCHighWatermark percent of it, the least recently used blobs
+	// nobody is reading are removed until usage is below GCLowWatermark.
+	CacheCapacity   config.ByteSize `toml:"cache_capacity"`
+	GCHighWatermark int             `toml:"gc_high_watermark"`
+	GCLowWatermark  int             `toml:"gc_low_watermark"`
+}
+
+// ApplyDefaults fills the watermarks left unset.
+func (c *CacheConfig) ApplyDefaults() {
+	if c.GCHighWatermark == 0 {
+		c.GCHighWatermark = DefaultHighWatermark
+	}
+	if c.GCLowWatermark == 0 {
+		c.GCLowWatermark = DefaultLowWatermark
+	}
+}
+
+// Validate names the bad key.
+func (c *CacheConfig) Validate() error {
+	return CheckGC(c.CacheCapacity, c.GCHighWatermark, c.GCLowWatermark)
+}
+
+// GC is the store's GC setting for this config.
+func (c CacheConfig) GC(onEvict func(digest.Digest)) GCConfig {
+	return GCConfig{Capacity: int64(c.CacheCapacity), HighWatermark: c.GCHighWatermark,
+		LowWatermark: c.GCLowWatermark, OnEvict: onEvict}
+}
+
 // CheckGC validates the GC keys of a role's config, naming the bad key.
 func CheckGC(capacity config.ByteSize, high, low int) error {
 	if capacity < 0 {

@@ -26,6 +26,9 @@ type Config struct {
 	ResolveTimeout time.Duration `toml:"resolve_timeout"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
+	// AdminToken, if set, is the bearer token that write endpoints (PUT of a
+	// tag) require; reads stay open. It is never logged or printed.
+	AdminToken string `toml:"admin_token"`
 }
 
 // Defaults.
@@ -38,6 +41,14 @@ const (
 )
 
 // ApplyDefaults fills unset keys.
+// Redacted is the config with the admin token masked (for --print-config).
+func (c Config) Redacted() any {
+	if c.AdminToken != "" {
+		c.AdminToken = "REDACTED"
+	}
+	return c
+}
+
 func (c *Config) ApplyDefaults() {
 	if c.Listen == "" {
 		c.Listen = DefaultListen

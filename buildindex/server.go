@@ -89,7 +89,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	s.base.Mount(r)
 	r.Get("/namespace/{ns}/tags", s.handleList)
 	r.Get("/namespace/{ns}/tags/{tag}", s.handleGet)
-	r.Put("/namespace/{ns}/tags/{tag}", s.handlePut)
+	r.With(httpx.RequireToken(s.cfg.AdminToken)).Put("/namespace/{ns}/tags/{tag}", s.handlePut)
 	srv, err := httpx.Listen(cfg.Listen, r, log)
 	if err != nil {
 		return nil, err

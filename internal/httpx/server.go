@@ -2,6 +2,7 @@ package httpx
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +59,26 @@ func (b *Base) Mount(r chi.Router) {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(b.Metrics, promhttp.HandlerOpts{}))
+}
+
+// RequireToken guards admin endpoints with a bearer token ("" = open).
+// A missing or wrong token gets 401 UNAUTHORIZED; the comparison takes the
+// same time whatever the guess.
+func RequireToken(token string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		if token == "" {
+			return next
+		}
+		want := []byte("Bearer " + token)
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="shoal-admin"`)
+				WriteError(w, r, Errorf(http.StatusUnauthorized, CodeUnauthorized, "this endpoint needs the admin bearer token"))
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 }
 
 // LogRequests logs each request at debug level, and failures at info.

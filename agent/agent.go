@@ -40,11 +40,13 @@ type Agent struct {
 
 	mu    sync.Mutex
 	pulls map[digest.Digest]*pull
+	slots chan struct{} // one per running download (max_downloads)
 
 	fallbackClient *http.Client
 
 	requests  *prometheus.CounterVec
 	fallbacks *prometheus.CounterVec
+	active    prometheus.Gauge
 	pullsRes  *prometheus.CounterVec
 	served    prometheus.Counter
 }
@@ -67,7 +69,10 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_fallbacks_total",
 		Help: "Downloads that left the swarm for an origin's HTTP endpoint, by reason (tracker_unreachable, swarm_stalled)."}, []string{"reason"})
 	a.fallbackClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
-	a.base.Metrics.MustRegister(a.requests, a.pullsRes, a.served, a.fallbacks)
+	a.active = prometheus.NewGauge(prometheus.GaugeOpts{Name: "shoal_agent_downloads_active",
+		Help: "Blob downloads running now (at most max_downloads)."})
+	a.slots = make(chan struct{}, cfg.MaxDownloads)
+	a.base.Metrics.MustRegister(a.requests, a.pullsRes, a.served, a.fallbacks, a.active)
 	a.base.Metrics.MustRegister(st.Collectors("shoal_agent")...)
 	st.SetGC(cfg.CacheConfig.GC(a.stopSeeding))
 

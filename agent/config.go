@@ -33,6 +33,8 @@ type Config struct {
 	// StallTimeout is how long a swarm download may go without a new
 	// verified piece before the agent turns to the fallback (or fails).
 	StallTimeout time.Duration `toml:"stall_timeout"`
+	// MaxDownloads caps the blobs downloaded at once; more requests wait.
+	MaxDownloads int `toml:"max_downloads"`
 	// DisableFallback stops the agent from fetching a blob (or the rest of
 	// one) from an origin over HTTP when no tracker answers or the swarm
 	// stalls; the pull then fails instead.
@@ -51,6 +53,7 @@ const (
 	DefaultRoot            = "/var/lib/shoal/agent"
 	DefaultMetainfoTimeout = 5 * time.Minute
 	DefaultStallTimeout    = 2 * time.Minute
+	DefaultMaxDownloads    = 32
 )
 
 // Default cluster addresses: everything on one host.
@@ -81,6 +84,9 @@ func (c *Config) ApplyDefaults() {
 	if c.StallTimeout == 0 {
 		c.StallTimeout = DefaultStallTimeout
 	}
+	if c.MaxDownloads == 0 {
+		c.MaxDownloads = DefaultMaxDownloads
+	}
 	c.CacheConfig.ApplyDefaults()
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
@@ -108,6 +114,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MetainfoTimeout < time.Second {
 		return config.Errorf("metainfo_timeout", "want at least 1s, got %s", c.MetainfoTimeout)
+	}
+	if c.MaxDownloads < 1 || c.MaxDownloads > 4096 {
+		return config.Errorf("max_downloads", "want 1..4096, got %d", c.MaxDownloads)
 	}
 	if c.StallTimeout < time.Second {
 		return config.Errorf("stall_timeout", "want at least 1s, got %s", c.StallTimeout)

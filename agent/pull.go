@@ -51,7 +51,20 @@ func (a *Agent) leavePull(d digest.Digest, p *pull) {
 
 func (a *Agent) runPull(ctx context.Context, ns string, d digest.Digest, p *pull) {
 	start := time.Now()
-	err := a.download(ctx, ns, d, p)
+	var err error
+	// At most max_downloads blobs at once; the others wait their turn (their
+	// clients wait too, and may give up, which cancels ctx).
+	select {
+	case a.slots <- struct{}{}:
+		a.active.Inc()
+		err = a.download(ctx, ns, d, p)
+		a.active.Dec()
+		<-a.slots
+	case <-ctx.Done():
+		err = ctx.Err()
+		p.err = err
+		close(p.ready)
+	}
 	a.mu.Lock()
 	if a.pulls[d] == p {
 		delete(a.pulls, d)

@@ -389,3 +389,62 @@ func TestAgentRestartMidDownload(t *testing.T) {
 		t.Fatalf("pull after the restart: %v %v, %d bytes", err, resp2, len(body))
 	}
 }
+
+// max_downloads bounds the blobs an agent downloads at once; the others wait
+// their turn and still complete.
+func TestAgentMaxDownloads(t *testing.T) {
+	c := startCluster(t, Options{Agents: 1, Origins: 1, OriginRate: 8e6, PieceLength: 1 << 20,
+		AgentConfig: func(_ int, ac *agent.Config) { ac.MaxDownloads = 1 }})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := c.Agents[0]
+	type blob struct {
+		data []byte
+		d    string
+	}
+	var blobs []blob
+	for i := range 3 {
+		data := localregistry.RandomBytes(3<<20, uint64(20+i))
+		d, err := c.Registry.PushBlob(ctx, "test/limit", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blobs = append(blobs, blob{data, d.String()})
+	}
+	done := make(chan struct{})
+	peak := 0
+	go func() { // sample the gauge while the pulls run
+		defer close(done)
+		for ctx.Err() == nil {
+			b, _, err := get(ctx, a.AdminURL()+"/metrics")
+			if err == nil {
+				for _, line := range strings.Split(string(b), "\n") {
+					if v, ok := strings.CutPrefix(line, "shoal_agent_downloads_active "); ok {
+						var n int
+						fmt.Sscan(v, &n)
+						peak = max(peak, n)
+					}
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for _, b := range blobs {
+		wg.Go(func() {
+			body, resp, err := get(ctx, fmt.Sprintf("%s/v2/test/limit/blobs/%s", a.URL(), b.d))
+			if err != nil || resp.StatusCode != 200 || !bytes.Equal(body, b.data) {
+				t.Errorf("blob %s: %v %v, %d bytes", b.d, err, resp, len(body))
+			}
+		})
+	}
+	wg.Wait()
+	cancel()
+	<-done
+	if peak != 1 {
+		t.Fatalf("peak concurrent downloads %d, want exactly 1 (max_downloads = 1)", peak)
+	}
+}

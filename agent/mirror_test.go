@@ -14,7 +14,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -89,21 +88,12 @@ func pushImages(t *testing.T, c *cluster.Cluster) (v1.Image, v1.ImageIndex) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cf, _ := arm.ConfigFile()
-	cf = cf.DeepCopy()
-	cf.Architecture = "arm64"
-	if arm, err = mutate.ConfigFile(arm, cf); err != nil {
-		t.Fatal(err)
-	}
 	docker := mutate.MediaType(img, types.DockerManifestSchema2)
-	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
-		mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
-		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}})
-	ref, err := name.NewTag(c.UpstreamHost+"/test/multi:v1", name.Insecure)
+	idx, err := localregistry.Index(map[string]v1.Image{"amd64": img, "arm64": arm})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.WriteIndex(ref, idx); err != nil {
+	if _, err := c.Registry.PushIndex(ctx, "test/multi", "v1", idx); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Registry.Push(ctx, "test/docker", "v1", docker); err != nil {

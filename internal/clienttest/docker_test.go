@@ -8,12 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/shoal-dev/shoal/internal/localregistry"
 )
@@ -84,20 +79,11 @@ func TestDockerPullMultiArch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cf, _ := arm.ConfigFile()
-	cf = cf.DeepCopy()
-	cf.Architecture = "arm64"
-	if arm, err = mutate.ConfigFile(arm, cf); err != nil {
-		t.Fatal(err)
-	}
-	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
-		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
-		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}})
-	tag, err := name.NewTag(c.UpstreamHost+"/clienttest/multi:v2", name.Insecure)
+	idx, err := localregistry.Index(map[string]v1.Image{"amd64": amd, "arm64": arm})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.WriteIndex(tag, idx, remote.WithContext(ctx)); err != nil {
+	if _, err := c.Registry.PushIndex(ctx, "clienttest/multi", "v2", idx); err != nil {
 		t.Fatal(err)
 	}
 	c.Registry.ResetCounts()

@@ -43,29 +43,10 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// serve runs fn until the test ends (or stop is called) and checks that
-// it stopped cleanly.
+// serve runs fn until the test ends (or stop is called).
 func serve(t *testing.T, what string, fn func(context.Context) error) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- fn(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-errc:
-				if err != nil {
-					t.Errorf("%s: %v", what, err)
-				}
-			case <-time.After(15 * time.Second):
-				t.Errorf("%s did not stop", what)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return testutil.Serve(t, what, fn)
 }
 
 // env is a real upstream registry with a real origin in front of it.

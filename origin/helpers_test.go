@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/internal/localregistry"
+	"github.com/shoal-dev/shoal/internal/testutil"
 	"github.com/shoal-dev/shoal/internal/upstream"
 	"github.com/shoal-dev/shoal/origin"
 )
@@ -34,23 +35,10 @@ func startRegistry(t *testing.T, opts localregistry.Options) *localregistry.Regi
 	return reg
 }
 
-// serve runs fn until the test ends and checks that it stopped cleanly.
+// serve runs fn until the test ends.
 func serve(t *testing.T, what string, fn func(context.Context) error) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- fn(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("%s: %v", what, err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("%s did not stop", what)
-		}
-	})
+	testutil.Serve(t, what, fn)
 }
 
 // upstreamFor is the [[upstream]] entry of a registry reachable at rawURL.

@@ -84,13 +84,13 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.base.Mount(api)
 	api.HandleFunc("/v2", a.handleV2)
 	api.HandleFunc("/v2/*", a.handleV2)
-	if a.api, err = httpx.Listen(cfg.Listen, api, log); err != nil {
+	if a.api, err = httpx.Listen(cfg.Listen, api, log, cfg.HTTP); err != nil {
 		a.node.Close()
 		return nil, err
 	}
 	admin := chi.NewRouter()
 	a.base.Mount(admin)
-	if a.admin, err = httpx.Listen(cfg.AdminListen, admin, log); err != nil {
+	if a.admin, err = httpx.Listen(cfg.AdminListen, admin, log, cfg.HTTP); err != nil {
 		a.api.Close()
 		a.node.Close()
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/config"
+	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
 )
@@ -43,6 +44,8 @@ type Config struct {
 	store.CacheConfig
 	P2P      p2p.Config `toml:"p2p"`
 	LogLevel string     `toml:"log_level"`
+	// HTTP bounds what one client may cost: header and body sizes, timeouts.
+	HTTP httpx.Limits `toml:"http"`
 }
 
 // Defaults.
@@ -92,6 +95,7 @@ func (c *Config) ApplyDefaults() {
 		c.LogLevel = "info"
 	}
 	c.P2P.ApplyDefaults(DefaultP2PListen, c.Trackers)
+	c.HTTP.ApplyDefaults()
 }
 
 func (c *Config) Validate() error {
@@ -126,6 +130,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {
 		return config.Errorf("log_level", "%v", err)
+	}
+	if err := c.HTTP.Validate("http"); err != nil {
+		return err
 	}
 	return c.P2P.Validate("p2p")
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/config"
+	"github.com/shoal-dev/shoal/internal/httpx"
 )
 
 // Config is the build-index's TOML file.
@@ -29,6 +30,8 @@ type Config struct {
 	// AdminToken, if set, is the bearer token that write endpoints (PUT of a
 	// tag) require; reads stay open. It is never logged or printed.
 	AdminToken string `toml:"admin_token"`
+	// HTTP bounds what one client may cost: header and body sizes, timeouts.
+	HTTP httpx.Limits `toml:"http"`
 }
 
 // Defaults.
@@ -68,6 +71,7 @@ func (c *Config) ApplyDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	c.HTTP.ApplyDefaults()
 }
 
 // Validate checks every key, naming the first bad one.
@@ -93,5 +97,5 @@ func (c *Config) Validate() error {
 	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {
 		return config.Errorf("log_level", "%v", err)
 	}
-	return nil
+	return c.HTTP.Validate("http")
 }

@@ -90,7 +90,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	r.Get("/namespace/{ns}/tags", s.handleList)
 	r.Get("/namespace/{ns}/tags/{tag}", s.handleGet)
 	r.With(httpx.RequireToken(s.cfg.AdminToken)).Put("/namespace/{ns}/tags/{tag}", s.handlePut)
-	srv, err := httpx.Listen(cfg.Listen, r, log)
+	srv, err := httpx.Listen(cfg.Listen, r, log, cfg.HTTP)
 	if err != nil {
 		return nil, err
 	}
@@ -149,9 +149,15 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var in tagInfo
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec := json.NewDecoder(r.Body) // bounded by http.max_body_bytes
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpx.WriteError(w, r, httpx.Errorf(http.StatusRequestEntityTooLarge, httpx.CodeSizeInvalid,
+				"body: more than %d bytes (http.max_body_bytes)", tooBig.Limit))
+			return
+		}
 		httpx.WriteError(w, r, httpx.Errorf(http.StatusBadRequest, httpx.CodeManifestInvalid,
 			"body: want {\"digest\",\"media_type\",\"size\"}: %v", err))
 		return

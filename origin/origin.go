@@ -79,7 +79,7 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	r.Get("/namespace/{ns}/blobs/{digest}", o.handleBlob)
 	r.Head("/namespace/{ns}/blobs/{digest}", o.handleBlob)
 	o.mountManifests(r)
-	o.srv, err = httpx.Listen(cfg.Listen, r, log)
+	o.srv, err = httpx.Listen(cfg.Listen, r, log, cfg.HTTP)
 	if err != nil {
 		o.seed.Close()
 		return nil, err

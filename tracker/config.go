@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/config"
+	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/tracker/peerstore"
 )
 
@@ -40,6 +41,8 @@ type Config struct {
 	PeerStore string `toml:"peer_store"`
 	// Redis is the server of the "redis" peer store.
 	Redis RedisConfig `toml:"redis"`
+	// HTTP bounds what one client may cost: header and body sizes, timeouts.
+	HTTP httpx.Limits `toml:"http"`
 }
 
 // Peer stores.
@@ -101,6 +104,7 @@ func (c *Config) ApplyDefaults() {
 		c.PeerStore = PeerStoreMemory
 	}
 	c.Redis.applyDefaults()
+	c.HTTP.ApplyDefaults()
 }
 
 func (c *RedisConfig) applyDefaults() {
@@ -155,6 +159,9 @@ func (c *Config) Validate() error {
 	case PeerStoreMemory, PeerStoreRedis:
 	default:
 		return config.Errorf("peer_store", "want %q or %q, got %q", PeerStoreMemory, PeerStoreRedis, c.PeerStore)
+	}
+	if err := c.HTTP.Validate("http"); err != nil {
+		return err
 	}
 	return c.Redis.validate()
 }

@@ -121,7 +121,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		}
 	}
 	s.handler = s.routes()
-	s.srv, err = httpx.Listen(cfg.Listen, s.handler, log)
+	s.srv, err = httpx.Listen(cfg.Listen, s.handler, log, cfg.HTTP)
 	if err != nil {
 		s.stop()
 		s.releaseStore()

@@ -36,6 +36,8 @@ func TestBadConfigNamesKeyAndFile(t *testing.T) {
 		{"origin", "default_upstream = \"nowhere.example\"\n", []string{`key "default_upstream"`}},
 		{"tracker", "max_peers = -4\n", []string{`key "max_peers"`}},
 		{"tracker", "origins = [\"ftp://x\"]\n", []string{`key "origins"`}},
+		{"tracker", "[http]\nmax_header_bytes = \"1KiB\"\n", []string{`key "http.max_header_bytes"`}},
+		{"buildindex", "[http]\nwrite_idle_timeout = \"1ms\"\n", []string{`key "http.write_idle_timeout"`}},
 	} {
 		path := filepath.Join(dir, tc.role+".toml")
 		if err := os.WriteFile(path, []byte(tc.text), 0o644); err != nil {

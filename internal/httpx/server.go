@@ -146,8 +146,10 @@ type Server struct {
 	ln  net.Listener
 }
 
-// Listen binds addr ("127.0.0.1:7650", port 0 for any) for handler h.
-func Listen(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
+// Listen binds addr ("127.0.0.1:7650", port 0 for any) for handler h,
+// within lim (zero fields take the defaults).
+func Listen(addr string, h http.Handler, log *slog.Logger, lim Limits) (*Server, error) {
+	lim.ApplyDefaults()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
@@ -155,10 +157,10 @@ func Listen(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
 	return &Server{
 		ln: ln,
 		srv: &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			MaxHeaderBytes:    64 << 10,
-			IdleTimeout:       2 * time.Minute,
+			Handler:           lim.limit(h),
+			ReadHeaderTimeout: lim.ReadHeaderTimeout,
+			MaxHeaderBytes:    int(lim.MaxHeaderBytes),
+			IdleTimeout:       lim.IdleTimeout,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		},
 	}, nil

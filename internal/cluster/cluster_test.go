@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -308,6 +309,100 @@ func TestBadPeerCannotCorruptAPull(t *testing.T) {
 		t.Fatal("the bad peer sent nothing: the test proved nothing")
 	}
 	t.Logf("bad peer sent %d KiB of corrupt data; the pull still verified", bad.BytesSent()>>10)
+}
+
+// stalling serves the first few blocks it is asked for, then blocks for
+// ever (until release is closed): a peer that stops mid-piece with requests
+// outstanding, its connection still open.
+type stalling struct {
+	r       *bytes.Reader
+	allow   atomic.Int32
+	served  atomic.Int32
+	release chan struct{}
+}
+
+func (s *stalling) ReadAt(p []byte, off int64) (int, error) {
+	if s.allow.Add(-1) < 0 {
+		<-s.release
+		return 0, errors.New("released")
+	}
+	s.served.Add(1)
+	return s.r.ReadAt(p, off)
+}
+
+// A peer that stalls mid-piece (it sends a few blocks, then nothing, and
+// keeps the connection open) cannot hold a pull up: the blocks it owes are
+// fetched elsewhere and the pull completes with the right digest.
+func TestStallingPeerCannotHoldUpAPull(t *testing.T) {
+	const size = 8 << 20
+	c := startCluster(t, Options{Agents: 1, Origins: 1, OriginRate: 4e6, PieceLength: 1 << 20,
+		AgentConfig: func(_ int, cfg *agent.Config) { cfg.StallTimeout = 3 * time.Second }})
+	data := localregistry.RandomBytes(size, 11)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := c.Registry.PushBlob(ctx, "test/staller", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, resp, err := get(ctx, fmt.Sprintf("%s/namespace/test%%2Fstaller/blobs/%s/metainfo", c.Tracker.URL(), d))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("metainfo: %v %v", err, resp)
+	}
+	mi, err := p2p.ParseMetaInfo(raw, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := p2p.Config{Listen: "127.0.0.51:0"}
+	cfg.ApplyDefaults("127.0.0.51:0", []string{c.Tracker.URL()})
+	staller, err := p2p.NewSeeder(cfg, testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &stalling{r: bytes.NewReader(data), release: make(chan struct{})}
+	st.allow.Store(3)
+	defer staller.Close()
+	defer close(st.release)
+	if err := staller.Seed(mi, st, nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.trackerPeers(t, mi) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the stalling peer never reached the tracker")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	a := c.Agents[0]
+	start := time.Now()
+	body, resp, err := get(ctx, fmt.Sprintf("%s/v2/test/staller/blobs/%s", a.URL(), d))
+	if err != nil || resp.StatusCode != 200 || !bytes.Equal(body, data) {
+		t.Fatalf("pull with a stalling peer in the swarm: %v, status %v, %d bytes, equal %v", err, resp, len(body), bytes.Equal(body, data))
+	}
+	if st.served.Load() == 0 || st.allow.Load() >= 0 {
+		t.Fatalf("the stalling peer served %d blocks and was asked for no more: the test proved nothing", st.served.Load())
+	}
+	t.Logf("stalling peer sent %d blocks then stopped; pull verified in %s (fallbacks: %s)",
+		st.served.Load(), time.Since(start).Round(time.Millisecond), metricLine(t, a.AdminURL(), "shoal_agent_fallbacks_total"))
+}
+
+// metricLine returns the samples of metric name on a /metrics page.
+func metricLine(t *testing.T, base, name string) string {
+	t.Helper()
+	body, _, err := get(context.Background(), base+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, name) {
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, "; ")
 }
 
 // trackerPeers counts the peers the tracker lists for mi.

@@ -53,7 +53,7 @@ func StartWithOptions(dir, addr string, opts Options, log *slog.Logger) (*Regist
 	if opts.UploadRate > 0 {
 		r.limiter = rate.NewLimiter(rate.Limit(opts.UploadRate), max(int(opts.UploadRate/20), 64<<10))
 	}
-	srv, err := httpx.Listen(addr, r, log, httpx.Limits{})
+	srv, err := httpx.Listen(addr, r, log, httpx.Limits{MaxBodyBytes: 1 << 40}) // pushes carry blobs
 	if err != nil {
 		return nil, fmt.Errorf("local registry: %w", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	httpTracker "github.com/anacrolix/torrent/tracker/http"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/internal/localregistry"
@@ -403,6 +404,109 @@ func metricLine(t *testing.T, base, name string) string {
 		return "none"
 	}
 	return strings.Join(out, "; ")
+}
+
+// Kill one of each while several agents pull: the tracker, the origin that
+// seeds the blob (one of two), and an agent that seeds it. Every pull
+// completes with the right digest; the detours show in the agents' metrics.
+func TestKillOneOfEachWhileAgentsPull(t *testing.T) {
+	const size = 16 << 20
+	for _, victim := range []string{"tracker", "origin", "seeding_agent"} {
+		t.Run(victim, func(t *testing.T) {
+			opts := Options{Agents: 4, Origins: 2, AgentRate: 4e6, OriginRate: 4e6, PieceLength: 1 << 20,
+				AgentConfig: func(_ int, ac *agent.Config) { ac.StallTimeout = 2 * time.Second }}
+			if victim == "seeding_agent" {
+				// The first agent is the fast source: the origin alone would be
+				// slow, so killing the agent really costs the others.
+				opts.AgentRate, opts.OriginRate = 8e6, 2e6
+			}
+			c := startCluster(t, opts)
+			data := localregistry.RandomBytes(size, uint64(20+len(victim)))
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			d, err := c.Registry.PushBlob(ctx, "test/kill", data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			url := func(a *agent.Agent) string { return fmt.Sprintf("%s/v2/test/kill/blobs/%s", a.URL(), d) }
+			pullers := c.Agents
+			var kill func()
+			switch victim {
+			case "tracker":
+				kill = func() { c.Stop(c.Tracker) }
+			case "origin":
+				kill = func() {
+					for _, o := range c.Origins {
+						if o.Seeding(d) {
+							c.Stop(o)
+							return
+						}
+					}
+					t.Error("no origin seeds the blob")
+				}
+			case "seeding_agent":
+				if body, resp, err := get(ctx, url(c.Agents[0])); err != nil || resp.StatusCode != 200 || !bytes.Equal(body, data) {
+					t.Fatalf("first agent's pull: %v %v", err, resp)
+				}
+				pullers = c.Agents[1:]
+				kill = func() { c.Stop(c.Agents[0]) }
+			}
+
+			start := time.Now()
+			firstMiB := make(chan struct{}, len(pullers))
+			errs := make([]error, len(pullers))
+			var wg sync.WaitGroup
+			for i, a := range pullers {
+				wg.Go(func() { errs[i] = pullAndVerify(ctx, url(a), d, firstMiB) })
+			}
+			select {
+			case <-firstMiB:
+			case <-ctx.Done():
+				t.Fatal("no agent got its first MiB")
+			}
+			kill()
+			killedAt := time.Since(start)
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Errorf("agent %d: %v", i, err)
+				}
+			}
+			var fb []string
+			for _, a := range pullers {
+				fb = append(fb, metricLine(t, a.AdminURL(), "shoal_agent_fallbacks_total"))
+			}
+			t.Logf("%s killed at %s; %d pulls of %d MiB verified in %s; fallbacks per agent: %v",
+				victim, killedAt.Round(time.Millisecond), len(pullers), size>>20, time.Since(start).Round(time.Millisecond), fb)
+		})
+	}
+}
+
+// pullAndVerify GETs a blob, signals once the first MiB arrived, and checks
+// the whole body against d.
+func pullAndVerify(ctx context.Context, url string, d digest.Digest, firstMiB chan<- struct{}) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	h := sha256.New()
+	if _, err := io.CopyN(h, resp.Body, 1<<20); err != nil {
+		return fmt.Errorf("first MiB: %w", err)
+	}
+	firstMiB <- struct{}{}
+	n, err := io.Copy(h, resp.Body)
+	if err != nil {
+		return fmt.Errorf("after %d bytes: %w", n+1<<20, err)
+	}
+	if got := digest.NewDigest(digest.SHA256, h); got != d {
+		return fmt.Errorf("body digest %s, want %s", got, d)
+	}
+	return nil
 }
 
 // trackerPeers counts the peers the tracker lists for mi.

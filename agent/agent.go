@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
@@ -55,7 +56,7 @@ type Agent struct {
 func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	st, err := store.Open(cfg.Root, log)
 	if err != nil {
-		return nil, err
+		return nil, config.Errorf("root", "%v", err)
 	}
 	a := &Agent{cfg: cfg, log: log, store: st, base: httpx.NewBase(), pulls: map[digest.Digest]*pull{}}
 	a.ctx, a.cancel = context.WithCancel(context.Background())

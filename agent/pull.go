@@ -76,7 +76,9 @@ func (a *Agent) runPull(ctx context.Context, ns string, d digest.Digest, p *pull
 		a.pullsRes.WithLabelValues("ok").Inc()
 		a.log.Info("pulled blob", "digest", d, "namespace", ns, "duration", time.Since(start),
 			"from_origins", a.node.BytesFromOrigins(), "from_peers", a.node.BytesFromPeers())
-	case ctx.Err() != nil:
+	case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+		// Every client left. (A pull that failed on its own is counted and
+		// logged as a failure even though its clients have gone by now.)
 		a.pullsRes.WithLabelValues("cancelled").Inc()
 	default:
 		a.pullsRes.WithLabelValues("error").Inc()
@@ -158,7 +160,7 @@ func (a *Agent) createDownload(ctx context.Context, d digest.Digest, size int64)
 	for range 3 {
 		dl, err := a.store.Create(d, size)
 		if !errors.Is(err, store.ErrInProgress) {
-			return dl, err
+			return dl, httpx.DiskError(err)
 		}
 		if old := a.store.Active(d); old != nil {
 			_ = old.Wait(ctx)

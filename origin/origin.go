@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
@@ -51,7 +52,7 @@ type Origin struct {
 func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	st, err := store.Open(cfg.Root, log)
 	if err != nil {
-		return nil, err
+		return nil, config.Errorf("root", "%v", err)
 	}
 	up, err := upstream.New(cfg.Upstreams, cfg.DefaultUpstream, log)
 	if err != nil {
@@ -188,7 +189,8 @@ func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) {
 	ph := p2p.NewPieceHasher(pl)
 	dl, err := o.store.Create(d, size, store.WithTee(ph))
 	if err != nil {
-		f.err = err
+		o.log.Error("cannot store blob", "digest", d, "size", size, "err", err)
+		f.err = httpx.DiskError(err)
 		return
 	}
 	readyOnce()

@@ -37,7 +37,9 @@ func testLog(t *testing.T) *slog.Logger {
 func startCluster(t *testing.T, opts Options) *Cluster {
 	t.Helper()
 	opts.Dir = t.TempDir()
-	opts.Log = testLog(t)
+	if opts.Log == nil {
+		opts.Log = testLog(t)
+	}
 	c, err := Start(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -69,9 +70,12 @@ func (s *Store) Create(d digest.Digest, size int64, opts ...Option) (*Download, 
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", d, err)
 	}
-	if err := f.Truncate(size); err != nil {
+	if err := reserve(f, size); err != nil {
 		f.Close()
 		os.Remove(f.Name())
+		if errors.Is(err, syscall.ENOSPC) {
+			err = fmt.Errorf("%w (%d bytes): %w", ErrNoSpace, size, err)
+		}
 		return nil, fmt.Errorf("create %s: %w", d, err)
 	}
 	dl := &Download{s: s, d: d, size: size, f: f, tmp: f.Name(), h: sha256.New(), changed: make(chan struct{}), fin: make(chan struct{}), refs: 1}
@@ -143,7 +147,14 @@ func (dl *Download) WriteAt(p []byte, off int64) (int, error) {
 	if err := dl.Err(); err != nil {
 		return 0, err
 	}
-	return dl.f.WriteAt(p, off)
+	n, err := dl.f.WriteAt(p, off)
+	if err != nil {
+		// A disk that refuses a write (I/O error, full, read-only) will not
+		// take the retry either: end the download now rather than stall.
+		err = fmt.Errorf("write %s: %w", dl.d, err)
+		dl.fail(err)
+	}
+	return n, err
 }
 
 // ReadAt reads written bytes regardless of verification (for piece hashing by

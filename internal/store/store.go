@@ -27,6 +27,9 @@ var (
 	ErrDigestMismatch = errors.New("content does not match digest")
 	// ErrInProgress: a download of this digest is already running.
 	ErrInProgress = errors.New("download already in progress")
+	// ErrNoSpace: the disk has no room for a new download (the space of a
+	// whole blob is reserved when its download starts).
+	ErrNoSpace = errors.New("no space left for the blob in the cache")
 )
 
 // Store is safe for concurrent use.
@@ -49,6 +52,9 @@ func Open(root string, log *slog.Logger) (*Store, error) {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return nil, fmt.Errorf("store %s: %w", root, err)
 		}
+	}
+	if err := probeWritable(filepath.Join(root, "downloads")); err != nil {
+		return nil, fmt.Errorf("store %s: not writable: %w", root, err)
 	}
 	s := &Store{root: root, log: log, active: map[digest.Digest]*Download{}, verified: map[digest.Digest]bool{}, now: time.Now}
 	s.gc.init()
@@ -208,4 +214,17 @@ func (s *Store) forget(dl *Download) {
 		delete(s.active, dl.d)
 	}
 	s.mu.Unlock()
+}
+
+// probeWritable fails now, with the reason, if dir cannot take a file: a
+// read-only or foreign-owned cache would otherwise fail every pull later.
+func probeWritable(dir string) error {
+	f, err := os.CreateTemp(dir, "probe.*")
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write([]byte{0})
+	cerr := f.Close()
+	rerr := os.Remove(f.Name())
+	return errors.Join(werr, cerr, rerr)
 }

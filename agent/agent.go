@@ -20,6 +20,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/internal/upstream"
 )
 
 // Agent is one node's agent.
@@ -44,6 +45,8 @@ type Agent struct {
 	slots chan struct{} // one per running download (max_downloads)
 
 	fallbackClient *http.Client
+	// up is the upstream fallback; nil without [[upstream]].
+	up *upstream.Client
 
 	requests  *prometheus.CounterVec
 	fallbacks *prometheus.CounterVec
@@ -68,8 +71,13 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		Help: "Swarm downloads, by result."}, []string{"result"})
 	a.served = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_served_bytes_total", Help: "Blob bytes sent to clients."})
 	a.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_fallbacks_total",
-		Help: "Downloads that left the swarm for an origin's HTTP endpoint, by reason (tracker_unreachable, swarm_stalled)."}, []string{"reason"})
+		Help: "Downloads that left the swarm: for an origin's HTTP endpoint (reason tracker_unreachable, swarm_stalled), or for the upstream registry when every origin failed (origins_down)."}, []string{"reason"})
 	a.fallbackClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	if len(cfg.Upstreams) > 0 {
+		if a.up, err = upstream.New(cfg.Upstreams, cfg.DefaultUpstream, log); err != nil {
+			return nil, err
+		}
+	}
 	a.active = prometheus.NewGauge(prometheus.GaugeOpts{Name: "shoal_agent_downloads_active",
 		Help: "Blob downloads running now (at most max_downloads)."})
 	a.slots = make(chan struct{}, cfg.MaxDownloads)

@@ -9,6 +9,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/internal/upstream"
 )
 
 // Config is the agent's TOML file.
@@ -40,6 +41,14 @@ type Config struct {
 	// one) from an origin over HTTP when no tracker answers or the swarm
 	// stalls; the pull then fails instead.
 	DisableFallback bool `toml:"disable_fallback"`
+	// Upstreams, if any, let the agent fetch a blob straight from its
+	// registry when every origin has failed (the last resort of the
+	// fallback chain); same keys as the origin's [[upstream]]. None: no
+	// upstream fallback, and the agent holds no registry credentials.
+	Upstreams []upstream.Config `toml:"upstream"`
+	// DefaultUpstream is the upstream of namespaces without a registry host
+	// (default: the first [[upstream]]).
+	DefaultUpstream string `toml:"default_upstream"`
 	// The disk cache: cache_capacity, gc_high_watermark, gc_low_watermark.
 	store.CacheConfig
 	P2P      p2p.Config `toml:"p2p"`
@@ -65,6 +74,12 @@ var (
 	DefaultOrigins  = []string{"http://127.0.0.1:7610"}
 )
 
+// Redacted is the config with upstream credentials masked (for --print-config).
+func (c Config) Redacted() any {
+	c.Upstreams = upstream.RedactAll(c.Upstreams)
+	return c
+}
+
 func (c *Config) ApplyDefaults() {
 	if c.Listen == "" {
 		c.Listen = DefaultListen
@@ -89,6 +104,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.MaxDownloads == 0 {
 		c.MaxDownloads = DefaultMaxDownloads
+	}
+	if c.DefaultUpstream == "" && len(c.Upstreams) > 0 {
+		c.DefaultUpstream = c.Upstreams[0].Host
 	}
 	c.CacheConfig.ApplyDefaults()
 	if c.LogLevel == "" {
@@ -124,6 +142,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StallTimeout < time.Second {
 		return config.Errorf("stall_timeout", "want at least 1s, got %s", c.StallTimeout)
+	}
+	if err := upstream.ValidateAll(c.Upstreams, c.DefaultUpstream); err != nil {
+		return err
 	}
 	if err := c.CacheConfig.Validate(); err != nil {
 		return err

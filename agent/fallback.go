@@ -13,12 +13,16 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/internal/upstream"
 )
 
 // The HTTP fallback: when the tracker cannot be reached, or the swarm makes
 // no progress for stall_timeout, the agent takes the blob (or the rest of
 // it) from an origin over HTTP, with Range from the verified prefix it
-// already holds. The client sees one uninterrupted response either way.
+// already holds; if every origin fails and [[upstream]] is configured,
+// straight from the upstream registry. The client sees one uninterrupted
+// response either way, and the blob is verified against its digest as on
+// every other path.
 
 // fallbackNew downloads blob d from an origin into a new store download;
 // ready is called once the download exists, so that waiting clients can
@@ -52,7 +56,51 @@ func (a *Agent) fallbackNew(ctx context.Context, ns string, d digest.Digest, rea
 		dl.Release()
 		return err
 	}
-	return fmt.Errorf("every origin failed: %w", errors.Join(errs...))
+	err := fmt.Errorf("every origin failed: %w", errors.Join(errs...))
+	if a.up == nil {
+		return err
+	}
+	a.fallbacks.WithLabelValues("origins_down").Inc()
+	a.log.Warn("every origin failed; fetching the blob from the upstream registry", "digest", d, "namespace", ns, "err", err)
+	return a.upstreamNew(ctx, ns, d, ready)
+}
+
+// upstreamNew downloads blob d straight from its upstream registry.
+func (a *Agent) upstreamNew(ctx context.Context, ns string, d digest.Digest, ready func()) error {
+	repo, err := a.up.Resolve(ns)
+	if err != nil {
+		return err
+	}
+	body, size, err := a.up.GetBlob(ctx, repo, d)
+	if err != nil {
+		return upstreamErr(err)
+	}
+	defer body.Close()
+	dl, err := a.createDownload(ctx, d, size)
+	if err != nil || dl == nil {
+		return err
+	}
+	ready()
+	err = copyInto(dl, body, 0)
+	if err == nil {
+		err = dl.Wait(ctx)
+	}
+	if err != nil {
+		dl.Fail(err)
+	}
+	dl.Release()
+	return err
+}
+
+// upstreamErr is what the client sees when the last resort failed too.
+func upstreamErr(err error) error {
+	switch {
+	case errors.Is(err, upstream.ErrNotFound):
+		return httpx.Wrap(err, http.StatusNotFound, httpx.CodeBlobUnknown, "blob unknown to the upstream registry (every origin is down)")
+	case errors.Is(err, upstream.ErrUnauthorized):
+		return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeDenied, "the upstream registry refused the agent's credentials (every origin is down)")
+	}
+	return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable, "every origin and the upstream registry failed")
 }
 
 // fallbackResume completes dl from an origin, starting at its verified
@@ -76,7 +124,32 @@ func (a *Agent) fallbackResume(ctx context.Context, ns string, dl *store.Downloa
 		}
 		errs = append(errs, err)
 	}
-	return fmt.Errorf("every origin failed: %w", errors.Join(errs...))
+	err := fmt.Errorf("every origin failed: %w", errors.Join(errs...))
+	if a.up == nil {
+		return err
+	}
+	a.fallbacks.WithLabelValues("origins_down").Inc()
+	a.log.Warn("every origin failed; fetching the rest from the upstream registry", "digest", dl.Digest(),
+		"verified_bytes", dl.Hashed(), "err", err)
+	return a.upstreamResume(ctx, ns, dl)
+}
+
+// upstreamResume completes dl from the upstream registry, from its verified
+// prefix on.
+func (a *Agent) upstreamResume(ctx context.Context, ns string, dl *store.Download) error {
+	repo, err := a.up.Resolve(ns)
+	if err != nil {
+		return err
+	}
+	body, off, err := a.up.GetBlobFrom(ctx, repo, dl.Digest(), dl.Hashed())
+	if err != nil {
+		return upstreamErr(err)
+	}
+	defer body.Close()
+	if err := copyInto(dl, body, off); err != nil {
+		return err
+	}
+	return dl.Wait(ctx)
 }
 
 // originBlob asks origin o for blob d from byte from on.

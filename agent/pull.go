@@ -101,11 +101,18 @@ func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, p *pul
 	cancel()
 	if err != nil {
 		var he *httpx.Error
-		if errors.As(err, &he) || a.cfg.DisableFallback || ctx.Err() != nil {
-			return err // a tracker answered (the blob is unknown, or its origins failed), or no fallback is allowed
+		answered := errors.As(err, &he)
+		switch {
+		case a.cfg.DisableFallback || ctx.Err() != nil:
+			return err
+		case answered && (he.Status < 500 || a.up == nil):
+			return err // a tracker answered: the blob is unknown, or its origins failed and there is no upstream fallback
+		case answered:
+			a.log.Warn("the tracker's origins failed; trying the origins, then the upstream registry", "digest", d, "err", err)
+		default:
+			a.fallbacks.WithLabelValues("tracker_unreachable").Inc()
+			a.log.Warn("no tracker answered; fetching the blob from an origin over HTTP", "digest", d, "err", err)
 		}
-		a.fallbacks.WithLabelValues("tracker_unreachable").Inc()
-		a.log.Warn("no tracker answered; fetching the blob from an origin over HTTP", "digest", d, "err", err)
 		return a.fallbackNew(ctx, ns, d, func() { readied = true; close(p.ready) })
 	}
 	dl, err := a.createDownload(ctx, d, mi.Info.Length)

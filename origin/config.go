@@ -46,11 +46,7 @@ const (
 
 // Redacted is the config with credentials masked (for --print-config).
 func (c Config) Redacted() any {
-	ups := make([]upstream.Config, len(c.Upstreams))
-	for i, u := range c.Upstreams {
-		ups[i] = u.Redacted()
-	}
-	c.Upstreams = ups
+	c.Upstreams = upstream.RedactAll(c.Upstreams)
 	return c
 }
 
@@ -99,18 +95,8 @@ func (c *Config) Validate() error {
 	if err := checkURLs("trackers", c.Trackers); err != nil {
 		return err
 	}
-	seen := map[string]bool{}
-	for i, u := range c.Upstreams {
-		if err := u.Validate(fmt.Sprintf("upstream[%d]", i)); err != nil {
-			return err
-		}
-		if seen[u.Host] {
-			return config.Errorf(fmt.Sprintf("upstream[%d].host", i), "%q is configured twice", u.Host)
-		}
-		seen[u.Host] = true
-	}
-	if c.DefaultUpstream != "" && !seen[c.DefaultUpstream] {
-		return config.Errorf("default_upstream", "%q is not the host of any [[upstream]]", c.DefaultUpstream)
+	if err := upstream.ValidateAll(c.Upstreams, c.DefaultUpstream); err != nil {
+		return err
 	}
 	if err := c.CacheConfig.Validate(); err != nil {
 		return err

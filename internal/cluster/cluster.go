@@ -44,6 +44,9 @@ type Options struct {
 	PieceLength                         config.ByteSize
 	// UpstreamURL, if set, is used instead of starting a local registry.
 	UpstreamURL string
+	// AgentUpstream gives the agents the upstream registry as [[upstream]]:
+	// the last resort of their fallback chain when every origin is down.
+	AgentUpstream bool
 	// AgentConfig, if set, adjusts agent i's config before it starts.
 	AgentConfig func(i int, c *agent.Config)
 	Log         *slog.Logger
@@ -202,6 +205,9 @@ func Start(opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 		ac.P2P.UploadRate, ac.P2P.DownloadRate = opts.AgentRate, opts.AgentRate
+		if opts.AgentUpstream {
+			ac.Upstreams = []upstream.Config{up}
+		}
 		if opts.AgentConfig != nil {
 			opts.AgentConfig(i, &ac)
 		}

@@ -649,3 +649,67 @@ func TestAgentMaxDownloads(t *testing.T) {
 		t.Fatalf("peak concurrent downloads %d, want exactly 1 (max_downloads = 1)", peak)
 	}
 }
+
+// Every origin down: an agent with [[upstream]] fetches the blob straight
+// from the registry (whole, or the rest of it from its verified prefix
+// when the origins die mid-transfer); one without gets a clear 5xx at once.
+func TestOriginsDownFallBackToUpstream(t *testing.T) {
+	const size = 12 << 20
+	c := startCluster(t, Options{Agents: 2, Origins: 2, OriginRate: 2e6, PieceLength: 1 << 20, AgentUpstream: true,
+		AgentConfig: func(i int, ac *agent.Config) {
+			ac.StallTimeout = 2 * time.Second
+			if i == 1 {
+				ac.Upstreams = nil // no last resort
+			}
+		}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	mid := localregistry.RandomBytes(size, 41)
+	dMid, err := c.Registry.PushBlob(ctx, "test/updown", mid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cold := localregistry.RandomBytes(size, 42)
+	dCold, err := c.Registry.PushBlob(ctx, "test/updown", cold)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Agents[0]
+	url := func(a *agent.Agent, d digest.Digest) string {
+		return fmt.Sprintf("%s/v2/test/updown/blobs/%s", a.URL(), d)
+	}
+
+	// Mid-transfer: the seeding origin is the only source (2 MB/s); both
+	// origins die after the first MiB.
+	firstMiB := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() { done <- pullAndVerify(ctx, url(a, dMid), dMid, firstMiB) }()
+	<-firstMiB
+	for _, o := range c.Origins {
+		c.Stop(o)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("pull whose origins died mid-transfer: %v", err)
+	}
+	// Cold: no origin at all from the start.
+	start := time.Now()
+	if body, resp, err := get(ctx, url(a, dCold)); err != nil || resp.StatusCode != 200 || !bytes.Equal(body, cold) {
+		t.Fatalf("pull with every origin down: %v %v", err, resp)
+	}
+	t.Logf("every origin down: 12 MiB straight from upstream in %s; fallbacks: %s",
+		time.Since(start).Round(time.Millisecond), metricLine(t, a.AdminURL(), "shoal_agent_fallbacks_total"))
+	if !strings.Contains(metricLine(t, a.AdminURL(), "shoal_agent_fallbacks_total"), `reason="origins_down"} 2`) {
+		t.Errorf("want 2 origins_down fallbacks counted")
+	}
+
+	// Without [[upstream]] the same pull fails, clearly and quickly.
+	start = time.Now()
+	status, code, msg := ociError(t, ctx, url(c.Agents[1], dCold))
+	if status < 500 || code != "UNAVAILABLE" {
+		t.Fatalf("agent without upstream, every origin down: %d %s %q, want 5xx UNAVAILABLE", status, code, msg)
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Errorf("the failure took %s", el)
+	}
+	t.Logf("without [[upstream]]: %d %s %q in %s", status, code, msg, time.Since(start).Round(time.Millisecond))
+}

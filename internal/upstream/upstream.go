@@ -118,6 +118,34 @@ func (c *Config) Validate(key string) error {
 	return nil
 }
 
+// ValidateAll checks the [[upstream]] entries of a file and its
+// default_upstream: each entry, no host twice, the default among them.
+func ValidateAll(cfgs []Config, defaultHost string) error {
+	seen := map[string]bool{}
+	for i, u := range cfgs {
+		if err := u.Validate(fmt.Sprintf("upstream[%d]", i)); err != nil {
+			return err
+		}
+		if seen[u.Host] {
+			return config.Errorf(fmt.Sprintf("upstream[%d].host", i), "%q is configured twice", u.Host)
+		}
+		seen[u.Host] = true
+	}
+	if defaultHost != "" && !seen[defaultHost] {
+		return config.Errorf("default_upstream", "%q is not the host of any [[upstream]]", defaultHost)
+	}
+	return nil
+}
+
+// RedactAll is cfgs with every credential masked.
+func RedactAll(cfgs []Config) []Config {
+	out := make([]Config, len(cfgs))
+	for i, u := range cfgs {
+		out[i] = u.Redacted()
+	}
+	return out
+}
+
 type registry struct {
 	cfg  Config
 	name name.Registry
@@ -294,7 +322,7 @@ func (c *Client) blobURL(r Repo, d digest.Digest) string {
 // GetBlob starts the download of blob d. The caller reads and closes the
 // body; size is the Content-Length.
 func (c *Client) GetBlob(ctx context.Context, r Repo, d digest.Digest) (io.ReadCloser, int64, error) {
-	resp, err := c.do(ctx, http.MethodGet, r, d)
+	resp, err := c.do(ctx, http.MethodGet, r, d, 0)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -305,9 +333,28 @@ func (c *Client) GetBlob(ctx context.Context, r Repo, d digest.Digest) (io.ReadC
 	return resp.Body, resp.ContentLength, nil
 }
 
+// GetBlobFrom fetches blob d from byte from on (a Range request). A registry
+// may ignore Range and send the whole blob: off is where the body starts (0
+// or from).
+func (c *Client) GetBlobFrom(ctx context.Context, r Repo, d digest.Digest, from int64) (body io.ReadCloser, off int64, err error) {
+	resp, err := c.do(ctx, http.MethodGet, r, d, from)
+	if err != nil {
+		return nil, 0, err
+	}
+	if resp.StatusCode == http.StatusPartialContent {
+		var start int64
+		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-", &start); err != nil || start != from {
+			resp.Body.Close()
+			return nil, 0, fmt.Errorf("upstream %s: blob %s: Content-Range %q for a request from %d", r, d, resp.Header.Get("Content-Range"), from)
+		}
+		return resp.Body, from, nil
+	}
+	return resp.Body, 0, nil
+}
+
 // HeadBlob returns the blob's size without fetching it.
 func (c *Client) HeadBlob(ctx context.Context, r Repo, d digest.Digest) (int64, error) {
-	resp, err := c.do(ctx, http.MethodHead, r, d)
+	resp, err := c.do(ctx, http.MethodHead, r, d, 0)
 	if err != nil {
 		return 0, err
 	}
@@ -315,7 +362,7 @@ func (c *Client) HeadBlob(ctx context.Context, r Repo, d digest.Digest) (int64, 
 	return resp.ContentLength, nil
 }
 
-func (c *Client) do(ctx context.Context, method string, r Repo, d digest.Digest) (*http.Response, error) {
+func (c *Client) do(ctx context.Context, method string, r Repo, d digest.Digest, from int64) (*http.Response, error) {
 	t, err := c.transport(ctx, r)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", r, err)
@@ -324,12 +371,15 @@ func (c *Client) do(ctx context.Context, method string, r Repo, d digest.Digest)
 	if err != nil {
 		return nil, err
 	}
+	if from > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", from))
+	}
 	resp, err := (&http.Client{Transport: t}).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: %s blob %s: %w", r, method, d, classify(err))
 	}
 	switch {
-	case resp.StatusCode == http.StatusOK:
+	case resp.StatusCode == http.StatusOK, from > 0 && resp.StatusCode == http.StatusPartialContent:
 		return resp, nil
 	case resp.StatusCode == http.StatusNotFound:
 		resp.Body.Close()

@@ -31,6 +31,7 @@ func TestBadConfigNamesKeyAndFile(t *testing.T) {
 		{"agent", "listen = \"127.0.0.1:7650\"\nlisten_adress = \"x\"\n", []string{`unknown key "listen_adress"`}},
 		{"agent", "[p2p]\nupload_rate = \"fast\"\n", []string{"p2p.upload_rate", "fast"}},
 		{"agent", "stall_timeout = \"10ms\"\n", []string{`key "stall_timeout"`}},
+		{"agent", "[[upstream]]\nhost = \"r.example\"\n[[upstream]]\nhost = \"r.example\"\n", []string{`key "upstream[1].host"`, "twice"}},
 		{"origin", "piece_length = \"3MiB\"\n", []string{`key "piece_length"`, "power of two"}},
 		{"origin", "[[upstream]]\nhost = \"r.example\"\nusername = \"u\"\n", []string{`key "upstream[0].password"`}},
 		{"origin", "default_upstream = \"nowhere.example\"\n", []string{`key "default_upstream"`}},
@@ -72,17 +73,21 @@ func TestPrintConfigRoundTrips(t *testing.T) {
 }
 
 func TestPrintConfigHidesCredentials(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "origin.toml")
-	text := "[[upstream]]\nhost = \"r.example\"\nusername = \"bob\"\npassword = \"hunter2-secret\"\n[[upstream]]\nhost = \"t.example\"\ntoken = \"tok-secret\"\n"
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	code, out, stderr := shoal(t, "origin", "--config", path, "--print-config")
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, stderr)
-	}
-	if strings.Contains(out, "hunter2-secret") || strings.Contains(out, "tok-secret") || !strings.Contains(out, "bob") {
-		t.Fatalf("printed config leaks credentials or lost the username:\n%s", out)
+	// Origins and agents (whose [[upstream]] is the last-resort fallback)
+	// both hold upstream credentials.
+	for _, role := range []string{"origin", "agent"} {
+		path := filepath.Join(t.TempDir(), role+".toml")
+		text := "[[upstream]]\nhost = \"r.example\"\nusername = \"bob\"\npassword = \"hunter2-secret\"\n[[upstream]]\nhost = \"t.example\"\ntoken = \"tok-secret\"\n"
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, out, stderr := shoal(t, role, "--config", path, "--print-config")
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", role, code, stderr)
+		}
+		if strings.Contains(out, "hunter2-secret") || strings.Contains(out, "tok-secret") || !strings.Contains(out, "bob") {
+			t.Fatalf("%s: printed config leaks credentials or lost the username:\n%s", role, out)
+		}
 	}
 }
 

@@ -5,12 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/internal/localregistry"
@@ -215,4 +220,85 @@ func TestCorruptCachedBlobIsFetchedAgain(t *testing.T) {
 		t.Fatalf("the cache holds the rotten file still (%v)", err)
 	}
 	t.Logf("one flipped bit detected; fetched again through the swarm (upstream GETs before %d, after %d)", gets, c.Registry.TotalBlobGets())
+}
+
+// The upstream registry goes down: everything the cluster already holds is
+// still served — a fresh agent pulls the whole image by tag (the tag from
+// the build-index, the manifest from an origin's store, the layers through
+// the swarm) — and a blob nobody holds gets a clear 5xx at once.
+func TestUpstreamDownClusterServesWhatItHolds(t *testing.T) {
+	c := startCluster(t, Options{Agents: 2, Origins: 2, PieceLength: 1 << 20})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	img, err := localregistry.SampleImage(3, 3<<20, 51)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Registry.Push(ctx, "test/held", "v1", img); err != nil {
+		t.Fatal(err)
+	}
+	nobody, err := c.Registry.PushBlob(ctx, "test/held", localregistry.RandomBytes(1<<20, 52))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pull := func(a *agent.Agent) error {
+		ref, err := name.ParseReference(strings.TrimPrefix(a.URL(), "http://")+"/test/held:v1", name.Insecure)
+		if err != nil {
+			return err
+		}
+		got, err := remote.Image(ref, remote.WithContext(ctx))
+		if err != nil {
+			return fmt.Errorf("manifest by tag: %w", err)
+		}
+		if want, _ := img.Digest(); mustDigest(t, got) != want {
+			return fmt.Errorf("image digest %s, want %s", mustDigest(t, got), want)
+		}
+		if _, err := got.RawConfigFile(); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+		layers, err := got.Layers()
+		if err != nil {
+			return err
+		}
+		for _, l := range layers {
+			rc, err := l.Compressed() // go-containerregistry checks the digest as it reads
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(io.Discard, rc)
+			rc.Close()
+			if err != nil {
+				return fmt.Errorf("layer: %w", err)
+			}
+		}
+		return nil
+	}
+	if err := pull(c.Agents[0]); err != nil {
+		t.Fatalf("pull with the upstream up: %v", err)
+	}
+	c.Registry.SetDown(true)
+	gets := c.Registry.TotalBlobGets()
+	start := time.Now()
+	if err := pull(c.Agents[1]); err != nil {
+		t.Fatalf("fresh agent, upstream down: %v", err)
+	}
+	t.Logf("upstream down: a fresh agent pulled the 3-layer image by tag in %s", time.Since(start).Round(time.Millisecond))
+	if g := c.Registry.TotalBlobGets(); g != gets {
+		t.Errorf("the registry saw %d more blob GETs while down", g-gets)
+	}
+	start = time.Now()
+	status, code, msg := ociError(t, ctx, fmt.Sprintf("%s/v2/test/held/blobs/%s", c.Agents[1].URL(), nobody))
+	if el := time.Since(start); status < 500 || el > 10*time.Second {
+		t.Fatalf("blob nobody holds, upstream down: %d %s %q after %s, want a 5xx within 10s", status, code, msg, time.Since(start))
+	}
+	t.Logf("blob nobody holds: %d %s %q in %s", status, code, msg, time.Since(start).Round(time.Millisecond))
+}
+
+func mustDigest(t *testing.T, img v1.Image) v1.Hash {
+	t.Helper()
+	h, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

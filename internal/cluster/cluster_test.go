@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/internal/testutil"
 )
 
 func testLog(t *testing.T) *slog.Logger {
@@ -265,25 +267,16 @@ func (c corrupt) ReadAt(p []byte, off int64) (int, error) {
 // serving flipped bytes, listed by the tracker like any peer): every piece
 // it sends fails its hash, the agent gets those pieces elsewhere, and the
 // pull completes with the right digest.
+//
+// The agent bans the peer for p2p.ban_time (here 3 s), then lets it back:
+// a second blob, also served corrupt by it, gets it banned again.
 func TestBadPeerCannotCorruptAPull(t *testing.T) {
 	const size = 8 << 20
-	c := startCluster(t, Options{Agents: 1, Origins: 1, OriginRate: 4e6, PieceLength: 1 << 20})
-	data := localregistry.RandomBytes(size, 9)
+	const banTime = 3 * time.Second
+	c := startCluster(t, Options{Agents: 1, Origins: 1, OriginRate: 4e6, PieceLength: 1 << 20,
+		AgentConfig: func(_ int, ac *agent.Config) { ac.P2P.BanTime = banTime }})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	d, err := c.Registry.PushBlob(ctx, "test/badpeer", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The bad peer needs the metainfo, as any BitTorrent client would.
-	raw, resp, err := get(ctx, fmt.Sprintf("%s/namespace/test%%2Fbadpeer/blobs/%s/metainfo", c.Tracker.URL(), d))
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("metainfo: %v %v", err, resp)
-	}
-	mi, err := p2p.ParseMetaInfo(raw, d)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := p2p.Config{Listen: "127.0.0.50:0"}
 	cfg.ApplyDefaults("127.0.0.50:0", []string{c.Tracker.URL()})
 	bad, err := p2p.NewSeeder(cfg, testLog(t), nil)
@@ -291,27 +284,60 @@ func TestBadPeerCannotCorruptAPull(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bad.Close()
-	if err := bad.Seed(mi, corrupt{bytes.NewReader(data)}, nil); err != nil {
-		t.Fatal(err)
-	}
-	// Wait until the tracker lists it, so the agent meets it.
-	deadline := time.Now().Add(10 * time.Second)
-	for c.trackerPeers(t, mi) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("the bad peer never reached the tracker")
+	badIP := netip.MustParseAddr("127.0.0.50")
+	a := c.Agents[0]
+
+	pullPastBadPeer := func(seed uint64) {
+		t.Helper()
+		data := localregistry.RandomBytes(size, seed)
+		d, err := c.Registry.PushBlob(ctx, "test/badpeer", data)
+		if err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		// The bad peer needs the metainfo, as any BitTorrent client would.
+		raw, resp, err := get(ctx, fmt.Sprintf("%s/namespace/test%%2Fbadpeer/blobs/%s/metainfo", c.Tracker.URL(), d))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("metainfo: %v %v", err, resp)
+		}
+		mi, err := p2p.ParseMetaInfo(raw, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bad.Seed(mi, corrupt{bytes.NewReader(data)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		// Wait until the tracker lists it, so the agent meets it.
+		deadline := time.Now().Add(10 * time.Second)
+		for c.trackerPeers(t, mi) < 2 {
+			if time.Now().After(deadline) {
+				t.Fatal("the bad peer never reached the tracker")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		sent := bad.BytesSent()
+		body, resp, err := get(ctx, fmt.Sprintf("%s/v2/test/badpeer/blobs/%s", a.URL(), d))
+		if err != nil || resp.StatusCode != 200 || !bytes.Equal(body, data) {
+			t.Fatalf("pull with a bad peer in the swarm: %v, status %v, %d bytes, equal %v", err, resp, len(body), bytes.Equal(body, data))
+		}
+		if bad.BytesSent() == sent {
+			t.Fatal("the bad peer sent nothing: the test proved nothing")
+		}
+		t.Logf("bad peer sent %d KiB of corrupt data; the pull still verified", (bad.BytesSent()-sent)>>10)
 	}
 
-	a := c.Agents[0]
-	body, resp, err := get(ctx, fmt.Sprintf("%s/v2/test/badpeer/blobs/%s", a.URL(), d))
-	if err != nil || resp.StatusCode != 200 || !bytes.Equal(body, data) {
-		t.Fatalf("pull with a bad peer in the swarm: %v, status %v, %d bytes, equal %v", err, resp, len(body), bytes.Equal(body, data))
+	pullPastBadPeer(9)
+	if !a.Node().Banned(badIP) {
+		t.Fatal("the peer that sent bad pieces is not banned")
 	}
-	if bad.BytesSent() == 0 {
-		t.Fatal("the bad peer sent nothing: the test proved nothing")
+	testutil.Eventually(t, banTime+2*time.Second, func() bool { return !a.Node().Banned(badIP) },
+		"the ban outlived p2p.ban_time (%s)", banTime)
+	pullPastBadPeer(19) // let back in, it is caught again
+	if !a.Node().Banned(badIP) {
+		t.Fatal("the bad peer was not banned again")
 	}
-	t.Logf("bad peer sent %d KiB of corrupt data; the pull still verified", bad.BytesSent()>>10)
+	if m := metricLine(t, a.AdminURL(), "shoal_p2p_peer_bans_total"); m != "shoal_p2p_peer_bans_total 2" {
+		t.Fatalf("bans counted: %s, want 2", m)
+	}
 }
 
 // stalling serves the first few blocks it is asked for, then blocks for

@@ -60,7 +60,13 @@ type Config struct {
 	// AnnounceInterval while downloading (the tracker's interval applies once
 	// complete); short so that peers joining together find each other fast.
 	AnnounceInterval time.Duration `toml:"announce_interval"`
+	// BanTime is how long a peer that sent a bad piece is neither dialled
+	// nor accepted.
+	BanTime time.Duration `toml:"ban_time"`
 }
+
+// DefaultBanTime of a peer that sent a bad piece.
+const DefaultBanTime = 30 * time.Minute
 
 // ApplyDefaults fills unset keys; listen is the role's default address and
 // trackers the role's tracker base URLs (announces go to <base>/announce).
@@ -77,6 +83,9 @@ func (c *Config) ApplyDefaults(listen string, trackers []string) {
 	}
 	if c.AnnounceInterval == 0 {
 		c.AnnounceInterval = 3 * time.Second
+	}
+	if c.BanTime == 0 {
+		c.BanTime = DefaultBanTime
 	}
 }
 
@@ -99,6 +108,9 @@ func (c *Config) Validate(prefix string) error {
 	if c.AnnounceInterval < 100*time.Millisecond {
 		return config.Errorf(prefix+".announce_interval", "want at least 100ms, got %s", c.AnnounceInterval)
 	}
+	if c.BanTime < time.Second {
+		return config.Errorf(prefix+".ban_time", "want at least 1s, got %s", c.BanTime)
+	}
 	return nil
 }
 
@@ -114,6 +126,13 @@ type Node struct {
 
 	fromOrigins, fromPeers atomic.Int64
 
+	bans      *banList
+	bansTotal atomic.Int64
+	// downloads maps an info-hash to its download storage, for the blame
+	// of received blocks. A sync.Map: the library calls back with its own
+	// lock held, and add holds mu while calling into the library.
+	downloads sync.Map
+
 	mu     sync.Mutex
 	swarms map[string]*Swarm // by digest
 }
@@ -124,7 +143,7 @@ func NewNode(cfg Config, role Role, log *slog.Logger, reg prometheus.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("p2p listen %q: %w", cfg.Listen, err)
 	}
-	n := &Node{cfg: cfg, role: role, log: log, swarms: map[string]*Swarm{}}
+	n := &Node{cfg: cfg, role: role, log: log, swarms: map[string]*Swarm{}, bans: newBanList()}
 	copy(n.peerID[:], role.prefix())
 	if _, err := rand.Read(n.peerID[8:]); err != nil {
 		return nil, err
@@ -157,6 +176,7 @@ func NewNode(cfg Config, role Role, log *slog.Logger, reg prometheus.Registerer)
 		cc.DownloadRateLimiter = newLimiter(cfg.DownloadRate)
 	}
 	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, n.countReceived)
+	cc.IPBlocklist = n.bans
 
 	cl, err := torrent.NewClient(cc)
 	if err != nil {
@@ -199,10 +219,60 @@ func (n *Node) register(reg prometheus.Registerer) {
 			func() float64 { return float64(n.BytesSent()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_p2p_swarms", Help: "Blobs this node is in the swarm of."},
 			func() float64 { n.mu.Lock(); defer n.mu.Unlock(); return float64(len(n.swarms)) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_peer_bans_total",
+			Help: "Peers banned for p2p.ban_time after sending a bad piece."},
+			func() float64 { return float64(n.bansTotal.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_p2p_banned_peers", Help: "Peers banned now."},
+			func() float64 { return float64(n.bans.NumRanges()) }),
 	)
 }
 
+// Banned reports whether peer address a is banned now.
+func (n *Node) Banned(a netip.Addr) bool { return n.bans.banned(a) }
+
+// ban bans peers that sent bad blocks and drops their connections.
+func (n *Node) ban(peers []netip.Addr) {
+	for _, a := range peers {
+		if n.bans.ban(a, n.cfg.BanTime) {
+			n.bansTotal.Add(1)
+			n.log.Warn("banned a peer that sent a bad piece", "peer", a, "ban_time", n.cfg.BanTime)
+		}
+	}
+	// Not from here: the library is hashing and may hold its locks.
+	go func() {
+		n.mu.Lock()
+		swarms := make([]*Swarm, 0, len(n.swarms))
+		for _, s := range n.swarms {
+			swarms = append(swarms, s)
+		}
+		n.mu.Unlock()
+		for _, s := range swarms {
+			for _, pc := range s.t.PeerConns() {
+				if a, ok := peerAddr(pc.RemoteAddr); ok && n.bans.banned(a) {
+					pc.Close()
+				}
+			}
+		}
+	}()
+}
+
+func peerAddr(ra interface{ String() string }) (netip.Addr, bool) {
+	if ra == nil {
+		return netip.Addr{}, false
+	}
+	ap, err := netip.ParseAddrPort(ra.String())
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ap.Addr().Unmap(), true
+}
+
 func (n *Node) countReceived(ev torrent.ReceivedUsefulDataEvent) {
+	if st, ok := n.downloads.Load(ev.Peer.Torrent().InfoHash()); ok {
+		if a, ok := peerAddr(ev.Peer.RemoteAddr); ok {
+			st.(*blobStorage).blame.received(int(ev.Message.Index), int64(ev.Message.Begin), a, ev.Message.Piece)
+		}
+	}
 	size := int64(len(ev.Message.Piece))
 	if pc, ok := ev.Peer.TryAsPeerConn(); ok && isOriginPeerID(pc.PeerID) {
 		n.fromOrigins.Add(size)
@@ -260,7 +330,7 @@ func (n *Node) Download(mi *MetaInfo, dl *store.Download) (*Swarm, error) {
 	if dl.Size() != mi.Info.Length {
 		return nil, fmt.Errorf("p2p %s: metainfo says %d bytes, download expects %d", mi.Digest, mi.Info.Length, dl.Size())
 	}
-	return n.add(mi, newDownloadStorage(dl, &mi.Info), dl, dl.Release)
+	return n.add(mi, newDownloadStorage(dl, &mi.Info, n.ban), dl, dl.Release)
 }
 
 func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose func()) (*Swarm, error) {
@@ -278,6 +348,9 @@ func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose fu
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Swarm{n: n, mi: mi, t: t, dl: dl, onClose: onClose, cancel: cancel, announced: make(chan struct{})}
 	n.swarms[key] = s
+	if dl != nil {
+		n.downloads.Store(mi.InfoHash, st)
+	}
 	n.mu.Unlock()
 
 	t.DownloadAll()

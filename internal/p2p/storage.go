@@ -2,9 +2,11 @@ package p2p
 
 import (
 	"context"
+	"crypto/sha1"
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"sync"
 
 	"github.com/anacrolix/torrent/metainfo"
@@ -21,6 +23,11 @@ import (
 type blobStorage struct {
 	r  io.ReaderAt
 	dl *store.Download // nil for a seed
+	// For a download: the expected piece hashes, who sent which block, and
+	// whom to ban when a piece turns out bad.
+	pieces []byte
+	blame  *blame
+	onBad  func([]netip.Addr)
 
 	mu       sync.Mutex
 	complete []bool
@@ -38,8 +45,9 @@ func newSeedStorage(r io.ReaderAt, info *metainfo.Info) *blobStorage {
 	return s
 }
 
-func newDownloadStorage(dl *store.Download, info *metainfo.Info) *blobStorage {
-	return &blobStorage{r: dl, dl: dl, complete: make([]bool, info.NumPieces()), pieceLen: info.PieceLength, length: info.Length}
+func newDownloadStorage(dl *store.Download, info *metainfo.Info, onBad func([]netip.Addr)) *blobStorage {
+	return &blobStorage{r: dl, dl: dl, complete: make([]bool, info.NumPieces()), pieceLen: info.PieceLength, length: info.Length,
+		pieces: info.Pieces, blame: newBlame(), onBad: onBad}
 }
 
 // OpenTorrent implements storage.ClientImpl.
@@ -77,6 +85,40 @@ func (p *blobPiece) ReadAt(b []byte, off int64) (int, error) {
 }
 
 var errSeedReadOnly = errors.New("storage: seeded blob is read-only")
+
+// errBadPiece reports a piece that failed its hash as an error, so that the
+// library fetches it again without banning anyone itself (see blame.go).
+var errBadPiece = errors.New("storage: piece does not match its hash")
+
+// SelfHash implements storage.SelfHashing: the client asks the storage for a
+// piece's SHA-1 instead of hashing it itself. Doing it here lets Shoal see
+// each verdict, to blame and ban the peers that sent bad blocks.
+func (p *blobPiece) SelfHash() (metainfo.Hash, error) {
+	var sum metainfo.Hash
+	h := sha1.New()
+	if _, err := io.CopyBuffer(h, io.NewSectionReader(p.s.r, p.off, p.length), make([]byte, 256<<10)); err != nil {
+		return sum, fmt.Errorf("storage: hash piece %d: %w", p.index, err)
+	}
+	copy(sum[:], h.Sum(nil))
+	s := p.s
+	if s.blame == nil || len(s.pieces) < (p.index+1)*sha1.Size {
+		return sum, nil // a seed: never hashed in practice
+	}
+	if string(sum[:]) != string(s.pieces[p.index*sha1.Size:(p.index+1)*sha1.Size]) {
+		if bad := s.blame.hashFailed(p.index); len(bad) > 0 {
+			s.onBad(bad)
+		}
+		return sum, fmt.Errorf("%w: piece %d", errBadPiece, p.index)
+	}
+	bad := s.blame.verified(p.index, func(b []byte, off int64) error {
+		_, err := s.r.ReadAt(b, p.off+off)
+		return err
+	})
+	if len(bad) > 0 {
+		s.onBad(bad)
+	}
+	return sum, nil
+}
 
 func (p *blobPiece) WriteAt(b []byte, off int64) (int, error) {
 	if p.s.dl == nil {

@@ -45,6 +45,7 @@ func (s *Swarm) Close() {
 		s.cancel()
 		s.wg.Wait()
 		s.t.Drop()
+		s.n.downloads.Delete(s.mi.InfoHash)
 		s.n.mu.Lock()
 		if s.n.swarms[s.mi.Digest.String()] == s {
 			delete(s.n.swarms, s.mi.Digest.String())

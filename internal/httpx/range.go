@@ -38,7 +38,8 @@ func ParseRange(h string, size int64) ([]ByteRange, error) {
 		if first == "" {
 			// Suffix range: the last N bytes.
 			n, err := parseNonNeg(last)
-			if err != nil || n == 0 {
+			if err != nil || n == 0 || size == 0 {
+				// Nothing to take the last bytes of (found by FuzzParseRange).
 				return nil, ErrRangeUnsatisfiable
 			}
 			n = min(n, size)

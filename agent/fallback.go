@@ -39,22 +39,8 @@ func (a *Agent) fallbackNew(ctx context.Context, ns string, d digest.Digest, rea
 			errs = append(errs, err)
 			continue
 		}
-		dl, err := a.createDownload(ctx, d, resp.ContentLength)
-		if err != nil || dl == nil {
-			resp.Body.Close()
-			return err
-		}
-		ready()
-		err = copyInto(dl, resp.Body, 0)
-		resp.Body.Close()
-		if err == nil {
-			err = dl.Wait(ctx)
-		}
-		if err != nil {
-			dl.Fail(err)
-		}
-		dl.Release()
-		return err
+		defer resp.Body.Close()
+		return a.downloadFrom(ctx, d, resp.ContentLength, resp.Body, ready)
 	}
 	err := fmt.Errorf("every origin failed: %w", errors.Join(errs...))
 	if a.up == nil {
@@ -76,6 +62,12 @@ func (a *Agent) upstreamNew(ctx context.Context, ns string, d digest.Digest, rea
 		return upstreamErr(err)
 	}
 	defer body.Close()
+	return a.downloadFrom(ctx, d, size, body, ready)
+}
+
+// downloadFrom writes the whole blob d, of size bytes, from body into a new
+// store download; ready is called once the download exists.
+func (a *Agent) downloadFrom(ctx context.Context, d digest.Digest, size int64, body io.Reader, ready func()) error {
 	dl, err := a.createDownload(ctx, d, size)
 	if err != nil || dl == nil {
 		return err

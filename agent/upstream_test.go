@@ -6,14 +6,10 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/distribution/distribution/v3/configuration"
 	"github.com/google/go-containerregistry/pkg/authn"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/internal/localregistry"
@@ -27,17 +23,11 @@ import (
 // password (nor its Basic encoding) shows in a log line or an answer.
 func TestUpstreamFallbackKeepsCredentialsSecret(t *testing.T) {
 	const user, pass, wrong = "puller", "agent-S3cret-never-logged", "agent-Wr0ng-never-logged"
-	hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
+	auth, err := localregistry.BasicAuth(t.TempDir(), user, pass)
 	if err != nil {
 		t.Fatal(err)
 	}
-	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
-	if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	reg, err := localregistry.StartWithOptions(t.TempDir(), "127.0.0.1:0", localregistry.Options{Auth: configuration.Auth{
-		"htpasswd": configuration.Parameters{"realm": "shoal-test", "path": htpasswd},
-	}}, testutil.Logger(t))
+	reg, err := localregistry.StartWithOptions(t.TempDir(), "127.0.0.1:0", localregistry.Options{Auth: auth}, testutil.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

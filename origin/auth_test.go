@@ -46,17 +46,11 @@ func secretsIn(s string) []string {
 // fetches the blob; a wrong one gives 502 DENIED; neither password shows
 // in a log line or an answer.
 func TestUpstreamBasicAuth(t *testing.T) {
-	hash, err := bcrypt.GenerateFromPassword([]byte(authPassword), bcrypt.MinCost)
+	auth, err := localregistry.BasicAuth(t.TempDir(), authUser, authPassword)
 	if err != nil {
 		t.Fatal(err)
 	}
-	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
-	if err := os.WriteFile(htpasswd, []byte(authUser+":"+string(hash)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	reg := startRegistry(t, localregistry.Options{Auth: configuration.Auth{
-		"htpasswd": configuration.Parameters{"realm": "shoal-test", "path": htpasswd},
-	}})
+	reg := startRegistry(t, localregistry.Options{Auth: auth})
 	data := localregistry.RandomBytes(1<<20+3, 10)
 	d, err := reg.PushBlobAs(context.Background(), testRepo, data, &authn.Basic{Username: authUser, Password: authPassword})
 	if err != nil {

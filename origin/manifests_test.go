@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/distribution/distribution/v3/configuration"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -27,7 +24,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/upstream"
@@ -317,17 +313,11 @@ func TestManifestDigestMismatch(t *testing.T) {
 // TestManifestUpstreamAuth: manifests and tag lists go through the origin's
 // credentials; refused ones give 502 DENIED.
 func TestManifestUpstreamAuth(t *testing.T) {
-	hash, err := bcrypt.GenerateFromPassword([]byte(authPassword), bcrypt.MinCost)
+	auth, err := localregistry.BasicAuth(t.TempDir(), authUser, authPassword)
 	if err != nil {
 		t.Fatal(err)
 	}
-	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
-	if err := os.WriteFile(htpasswd, []byte(authUser+":"+string(hash)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	reg := startRegistry(t, localregistry.Options{Auth: configuration.Auth{
-		"htpasswd": configuration.Parameters{"realm": "shoal-test", "path": htpasswd},
-	}})
+	reg := startRegistry(t, localregistry.Options{Auth: auth})
 	img := sampleImage(t, 80)
 	ref, err := name.NewTag(reg.Host()+"/"+imgRepo+":v1", name.Insecure)
 	if err != nil {

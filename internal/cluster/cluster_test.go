@@ -277,13 +277,7 @@ func TestBadPeerCannotCorruptAPull(t *testing.T) {
 		AgentConfig: func(_ int, ac *agent.Config) { ac.P2P.BanTime = banTime }})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cfg := p2p.Config{Listen: "127.0.0.50:0"}
-	cfg.ApplyDefaults("127.0.0.50:0", []string{c.Tracker.URL()})
-	bad, err := p2p.NewSeeder(cfg, testLog(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bad.Close()
+	bad := c.sidePeer(t, "127.0.0.50")
 	badIP := netip.MustParseAddr("127.0.0.50")
 	a := c.Agents[0]
 
@@ -294,26 +288,7 @@ func TestBadPeerCannotCorruptAPull(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The bad peer needs the metainfo, as any BitTorrent client would.
-		raw, resp, err := get(ctx, fmt.Sprintf("%s/namespace/test%%2Fbadpeer/blobs/%s/metainfo", c.Tracker.URL(), d))
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("metainfo: %v %v", err, resp)
-		}
-		mi, err := p2p.ParseMetaInfo(raw, d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := bad.Seed(mi, corrupt{bytes.NewReader(data)}, nil); err != nil {
-			t.Fatal(err)
-		}
-		// Wait until the tracker lists it, so the agent meets it.
-		deadline := time.Now().Add(10 * time.Second)
-		for c.trackerPeers(t, mi) < 2 {
-			if time.Now().After(deadline) {
-				t.Fatal("the bad peer never reached the tracker")
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		c.seedBeside(t, ctx, bad, "test/badpeer", d, corrupt{bytes.NewReader(data)})
 		sent := bad.BytesSent()
 		body, resp, err := get(ctx, fmt.Sprintf("%s/v2/test/badpeer/blobs/%s", a.URL(), d))
 		if err != nil || resp.StatusCode != 200 || !bytes.Equal(body, data) {
@@ -373,34 +348,11 @@ func TestStallingPeerCannotHoldUpAPull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, resp, err := get(ctx, fmt.Sprintf("%s/namespace/test%%2Fstaller/blobs/%s/metainfo", c.Tracker.URL(), d))
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("metainfo: %v %v", err, resp)
-	}
-	mi, err := p2p.ParseMetaInfo(raw, d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := p2p.Config{Listen: "127.0.0.51:0"}
-	cfg.ApplyDefaults("127.0.0.51:0", []string{c.Tracker.URL()})
-	staller, err := p2p.NewSeeder(cfg, testLog(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	staller := c.sidePeer(t, "127.0.0.51")
 	st := &stalling{r: bytes.NewReader(data), release: make(chan struct{})}
 	st.allow.Store(3)
-	defer staller.Close()
-	defer close(st.release)
-	if err := staller.Seed(mi, st, nil); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for c.trackerPeers(t, mi) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("the stalling peer never reached the tracker")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	defer close(st.release) // before the peer closes (cleanup)
+	c.seedBeside(t, ctx, staller, "test/staller", d, st)
 
 	a := c.Agents[0]
 	start := time.Now()
@@ -535,6 +487,46 @@ func pullAndVerify(ctx context.Context, url string, d digest.Digest, firstMiB ch
 		return fmt.Errorf("body digest %s, want %s", got, d)
 	}
 	return nil
+}
+
+// sidePeer starts a test peer on ip that speaks the real wire protocol
+// (a p2p.Seeder serving whatever reader it is given) and announces to the
+// cluster's tracker like any peer.
+func (c *Cluster) sidePeer(t *testing.T, ip string) *p2p.Seeder {
+	t.Helper()
+	cfg := p2p.Config{Listen: ip + ":0"}
+	cfg.ApplyDefaults(ip+":0", []string{c.Tracker.URL()})
+	s, err := p2p.NewSeeder(cfg, testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// seedBeside has peer seed blob d of repo from r, with the metainfo from
+// the tracker as any BitTorrent client would get it, and waits until the
+// tracker lists it so that agents meet it.
+func (c *Cluster) seedBeside(t *testing.T, ctx context.Context, peer *p2p.Seeder, repo string, d digest.Digest, r io.ReaderAt) {
+	t.Helper()
+	raw, resp, err := get(ctx, fmt.Sprintf("%s/namespace/%s/blobs/%s/metainfo", c.Tracker.URL(), url.PathEscape(repo), d))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("metainfo: %v %v", err, resp)
+	}
+	mi, err := p2p.ParseMetaInfo(raw, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.Seed(mi, r, nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.trackerPeers(t, mi) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the test peer never reached the tracker")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // trackerPeers counts the peers the tracker lists for mi.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/distribution/distribution/v3/configuration"
 	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd" // access controller "htpasswd"
@@ -17,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/time/rate"
 
 	"github.com/shoal-dev/shoal/internal/httpx"
@@ -81,4 +84,18 @@ func (r *Registry) PushBlobAs(ctx context.Context, repo string, data []byte, aut
 		return "", fmt.Errorf("push blob to %s: %w", ref, err)
 	}
 	return digest.FromBytes(data), nil
+}
+
+// BasicAuth writes an htpasswd file for user:password into dir and returns
+// the auth section that puts a registry behind it (Options.Auth).
+func BasicAuth(dir, user, password string) (configuration.Auth, error) {
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(path, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	return configuration.Auth{"htpasswd": configuration.Parameters{"realm": "shoal-test", "path": path}}, nil
 }

@@ -240,13 +240,7 @@ func (n *Node) ban(peers []netip.Addr) {
 	}
 	// Not from here: the library is hashing and may hold its locks.
 	go func() {
-		n.mu.Lock()
-		swarms := make([]*Swarm, 0, len(n.swarms))
-		for _, s := range n.swarms {
-			swarms = append(swarms, s)
-		}
-		n.mu.Unlock()
-		for _, s := range swarms {
+		for _, s := range n.allSwarms() {
 			for _, pc := range s.t.PeerConns() {
 				if a, ok := peerAddr(pc.RemoteAddr); ok && n.bans.banned(a) {
 					pc.Close()
@@ -294,15 +288,19 @@ func (n *Node) BytesSent() int64 {
 	return s.BytesWrittenData.Int64()
 }
 
-// Close leaves every swarm and stops the client.
-func (n *Node) Close() {
+func (n *Node) allSwarms() []*Swarm {
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	swarms := make([]*Swarm, 0, len(n.swarms))
 	for _, s := range n.swarms {
 		swarms = append(swarms, s)
 	}
-	n.mu.Unlock()
-	for _, s := range swarms {
+	return swarms
+}
+
+// Close leaves every swarm and stops the client.
+func (n *Node) Close() {
+	for _, s := range n.allSwarms() {
 		s.Close()
 	}
 	n.cl.Close()

@@ -210,7 +210,7 @@ func (a *Agent) watch(ctx context.Context, sw *p2p.Swarm, dl *store.Download) er
 // ensureSeeding rejoins the swarm of a cached blob (e.g. after a restart)
 // using the metainfo kept beside it.
 func (a *Agent) ensureSeeding(d digest.Digest) {
-	if a.node.Swarm(d.String()) != nil {
+	if a.node.Touch(d.String()) {
 		return
 	}
 	raw, err := a.store.ReadMeta(d, "torrent")

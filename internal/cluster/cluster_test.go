@@ -731,3 +731,38 @@ func TestOriginsDownFallBackToUpstream(t *testing.T) {
 	}
 	t.Logf("without [[upstream]]: %d %s %q in %s", status, code, msg, time.Since(start).Round(time.Millisecond))
 }
+
+// p2p.max_swarms bounds the swarms an agent is in: the least recently used
+// complete blob's swarm is left (the blob stays cached) and joined again
+// when the blob is next served.
+func TestAgentMaxSwarms(t *testing.T) {
+	c := startCluster(t, Options{Agents: 1, Origins: 1, PieceLength: 1 << 20,
+		AgentConfig: func(_ int, ac *agent.Config) { ac.P2P.MaxSwarms = 2 }})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := c.Agents[0]
+	var ds []digest.Digest
+	for i := range 3 {
+		data := localregistry.RandomBytes(2<<20, uint64(70+i))
+		d, err := c.Registry.PushBlob(ctx, "test/swarms", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body, resp, err := get(ctx, fmt.Sprintf("%s/v2/test/swarms/blobs/%s", a.URL(), d)); err != nil || resp.StatusCode != 200 || !bytes.Equal(body, data) {
+			t.Fatalf("pull %d: %v %v", i, err, resp)
+		}
+		ds = append(ds, d)
+	}
+	in := func(d digest.Digest) bool { return a.Node().Swarm(d.String()) != nil }
+	testutil.Eventually(t, 5*time.Second, func() bool { return !in(ds[0]) && in(ds[1]) && in(ds[2]) },
+		"after 3 pulls with max_swarms 2: swarms %v %v %v, want the first left", in(ds[0]), in(ds[1]), in(ds[2]))
+	if _, err := a.Store().Stat(ds[0]); err != nil {
+		t.Fatalf("the blob whose swarm was left is no longer cached: %v", err)
+	}
+	// Served again: it is seeded again, and the now least recently used goes.
+	if _, resp, err := get(ctx, fmt.Sprintf("%s/v2/test/swarms/blobs/%s", a.URL(), ds[0])); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("cache hit: %v %v", err, resp)
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return in(ds[0]) && !in(ds[1]) && in(ds[2]) },
+		"after serving the first again: swarms %v %v %v, want the second left", in(ds[0]), in(ds[1]), in(ds[2]))
+}

@@ -63,7 +63,15 @@ type Config struct {
 	// BanTime is how long a peer that sent a bad piece is neither dialled
 	// nor accepted.
 	BanTime time.Duration `toml:"ban_time"`
+	// MaxSwarms caps the swarms an agent is in at once: past it, the swarm
+	// of the least recently used complete blob is left (the blob stays
+	// cached, and is seeded again when next served). Downloads are never
+	// left for it.
+	MaxSwarms int `toml:"max_swarms"`
 }
+
+// DefaultMaxSwarms is the default of max_swarms.
+const DefaultMaxSwarms = 512
 
 // DefaultBanTime of a peer that sent a bad piece.
 const DefaultBanTime = 30 * time.Minute
@@ -86,6 +94,9 @@ func (c *Config) ApplyDefaults(listen string, trackers []string) {
 	}
 	if c.BanTime == 0 {
 		c.BanTime = DefaultBanTime
+	}
+	if c.MaxSwarms == 0 {
+		c.MaxSwarms = DefaultMaxSwarms
 	}
 }
 
@@ -110,6 +121,9 @@ func (c *Config) Validate(prefix string) error {
 	}
 	if c.BanTime < time.Second {
 		return config.Errorf(prefix+".ban_time", "want at least 1s, got %s", c.BanTime)
+	}
+	if c.MaxSwarms < 1 || c.MaxSwarms > 1_000_000 {
+		return config.Errorf(prefix+".max_swarms", "want 1..1000000, got %d", c.MaxSwarms)
 	}
 	return nil
 }
@@ -313,6 +327,36 @@ func (n *Node) Swarm(d string) *Swarm {
 	return n.swarms[d]
 }
 
+// Touch marks the swarm of blob d as used now (its blob was served), for
+// max_swarms; it reports whether the node is in that swarm.
+func (n *Node) Touch(d string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.swarms[d]
+	if s != nil {
+		s.lastUse = time.Now()
+	}
+	return s != nil
+}
+
+// evictLocked picks the least recently used complete swarm to leave when
+// the node is at max_swarms (nil if below, or if every swarm downloads).
+func (n *Node) evictLocked() *Swarm {
+	if len(n.swarms) < n.cfg.MaxSwarms {
+		return nil
+	}
+	var lru *Swarm
+	for _, s := range n.swarms {
+		if s.dl != nil && !s.Complete() {
+			continue
+		}
+		if lru == nil || s.lastUse.Before(lru.lastUse) {
+			lru = s
+		}
+	}
+	return lru
+}
+
 // ErrInSwarm: the node already has a swarm for this blob.
 var ErrInSwarm = errors.New("p2p: already in the swarm of this blob")
 
@@ -345,11 +389,17 @@ func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose fu
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Swarm{n: n, mi: mi, t: t, dl: dl, onClose: onClose, cancel: cancel, announced: make(chan struct{})}
+	s.lastUse = time.Now()
+	evict := n.evictLocked()
 	n.swarms[key] = s
 	if dl != nil {
 		n.downloads.Store(mi.InfoHash, st)
 	}
 	n.mu.Unlock()
+	if evict != nil {
+		n.log.Debug("left the swarm of the least recently used blob (max_swarms)", "digest", evict.mi.Digest, "max_swarms", n.cfg.MaxSwarms)
+		go evict.Close()
+	}
 
 	t.DownloadAll()
 	s.wg.Go(func() { s.announceLoop(ctx) })

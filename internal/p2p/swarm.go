@@ -24,6 +24,7 @@ type Swarm struct {
 
 	once      sync.Once
 	announced chan struct{} // closed after the first successful announce
+	lastUse   time.Time     // guarded by n.mu
 }
 
 // MetaInfo of the blob.

@@ -106,7 +106,7 @@ func (s *Seeder) Seed(mi *MetaInfo, r io.ReaderAt, onClose func()) error {
 	}
 	n := mi.Info.NumPieces()
 	ctx, cancel := context.WithCancel(s.ctx)
-	t := &seedTorrent{s: s, mi: mi, r: r, onClose: onClose, cancel: cancel, assigned: make([]int32, n), holders: make([]int32, n),
+	t := &seedTorrent{s: s, mi: mi, r: r, onClose: onClose, ctx: ctx, cancel: cancel, assigned: make([]int32, n), holders: make([]int32, n),
 		conns: map[*seedConn]struct{}{}}
 	s.torrents[mi.InfoHash] = t
 	s.wg.Go(func() { s.announceLoop(ctx, mi) })
@@ -204,6 +204,7 @@ type seedTorrent struct {
 	mi      *MetaInfo
 	r       io.ReaderAt
 	onClose func()
+	ctx     context.Context    // cancelled when the seed is dropped
 	cancel  context.CancelFunc // ends the announce loop
 
 	mu       sync.Mutex
@@ -243,6 +244,12 @@ func (s *Seeder) serve(c net.Conn) {
 	sc := &seedConn{t: t, conn: c, peer: c.RemoteAddr().String(), has: make([]bool, n), revealed: make([]bool, n),
 		w: bufio.NewWriterSize(c, 64<<10), ready: make(chan struct{}, 1)}
 	t.mu.Lock()
+	if t.ctx.Err() != nil {
+		// Dropped (or closing) since the handshake: Drop has already closed
+		// the connections it knew of.
+		t.mu.Unlock()
+		return
+	}
 	t.conns[sc] = struct{}{}
 	t.mu.Unlock()
 	defer t.drop(sc)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -428,26 +427,23 @@ func (t *seedTorrent) peerHas(sc *seedConn, i int) {
 }
 
 // fill reveals pieces to sc until it has `reveal` pieces to fetch from us:
-// those revealed to the fewest peers, then held by the fewest, at random
-// among equals (so peers joining together start on different pieces).
+// those revealed to the fewest peers, then held by the fewest, the lowest
+// index among equals. Peers joining together still start on different pieces
+// (each reveal counts), and pieces enter the swarm roughly in file order, so
+// agents' in-order verified prefix (what they stream and sha256) keeps up
+// with the download instead of waiting for a piece revealed last.
 func (t *seedTorrent) fill(sc *seedConn) {
 	var haves []pp.Message
 	t.mu.Lock()
 	for sc.pending < t.s.reveal {
-		best, bestA, bestH, ties := -1, int32(0), int32(0), 0
+		best, bestA, bestH := -1, int32(0), int32(0)
 		for i := range t.assigned {
 			if sc.has[i] || sc.revealed[i] {
 				continue
 			}
 			a, h := t.assigned[i], t.holders[i]
-			switch {
-			case best < 0 || a < bestA || (a == bestA && h < bestH):
-				best, bestA, bestH, ties = i, a, h, 1
-			case a == bestA && h == bestH:
-				ties++
-				if mrand.IntN(ties) == 0 {
-					best = i
-				}
+			if best < 0 || a < bestA || (a == bestA && h < bestH) {
+				best, bestA, bestH = i, a, h
 			}
 		}
 		if best < 0 {

@@ -176,3 +176,64 @@ func TestSeederDrop(t *testing.T) {
 		t.Fatal("handshake for a dropped blob succeeded")
 	}
 }
+
+// pick hands every piece out once, lowest index first; a second copy goes
+// only to a starving peer, and only after the first copy had its patience.
+func TestSeederPick(t *testing.T) {
+	const n = 4
+	t0 := time.Unix(1000, 0)
+	newState := func() (*seedTorrent, *seedConn) {
+		st := &seedTorrent{s: &Seeder{reveal: 2}, mi: &MetaInfo{},
+			assigned: make([]int32, n), holders: make([]int32, n), revealedAt: make([]time.Time, n),
+			conns: map[*seedConn]struct{}{}}
+		st.mi.Info.PieceLength = MinPieceLength
+		sc := &seedConn{t: st, has: make([]bool, n), revealed: make([]bool, n)}
+		st.conns[sc] = struct{}{}
+		return st, sc
+	}
+	reveal := func(st *seedTorrent, i int, at time.Time) {
+		st.assigned[i]++
+		st.revealedAt[i] = at
+	}
+	tests := []struct {
+		name  string
+		setup func(st *seedTorrent, sc *seedConn)
+		now   time.Time
+		want  int
+		wait  bool
+	}{
+		{"fresh, lowest index", func(*seedTorrent, *seedConn) {}, t0, 0, false},
+		{"skips handed out and held", func(st *seedTorrent, sc *seedConn) {
+			reveal(st, 0, t0)
+			st.holders[1] = 1
+		}, t0, 2, false},
+		{"all out, a peer holds what it lacks", func(st *seedTorrent, sc *seedConn) {
+			for i := range n {
+				reveal(st, i, t0)
+			}
+			st.holders[3] = 1
+		}, t0.Add(time.Hour), -1, false},
+		{"starving, copies still on their way", func(st *seedTorrent, sc *seedConn) {
+			for i := range n {
+				reveal(st, i, t0)
+			}
+		}, t0.Add(time.Second / 2), -1, true},
+		{"starving, patience over", func(st *seedTorrent, sc *seedConn) {
+			for i := range n {
+				reveal(st, i, t0)
+			}
+			reveal(st, 0, t0)
+			sc.has[1] = true
+		}, t0.Add(2 * time.Second), 2, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st, sc := newState()
+			tc.setup(st, sc)
+			got, wait := st.pick(sc, tc.now)
+			if got != tc.want || (wait > 0) != tc.wait {
+				t.Fatalf("pick = %d, wait %v; want %d, wait %v", got, wait, tc.want, tc.wait)
+			}
+		})
+	}
+}

@@ -263,23 +263,8 @@ func (n *Node) Download(mi *MetaInfo, dl *store.Download) (*Swarm, error) {
 	return n.add(mi, newDownloadStorage(dl, &mi.Info), dl, dl.Release)
 }
 
-// prefixWindow is how many bytes past its verified in-order prefix a
-// download asks for first (see Swarm.prioritizeLoop).
-const prefixWindow = 16 << 20
-
 func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose func()) (*Swarm, error) {
 	key := mi.Digest.String()
-	var moved chan struct{}
-	if dl != nil {
-		moved = make(chan struct{}, 1)
-		moved <- struct{}{} // raise the first window at once
-		st.prefixMoved = func() {
-			select {
-			case moved <- struct{}{}:
-			default:
-			}
-		}
-	}
 	n.mu.Lock()
 	if _, ok := n.swarms[key]; ok {
 		n.mu.Unlock()
@@ -296,9 +281,6 @@ func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose fu
 	n.mu.Unlock()
 
 	t.DownloadAll()
-	if dl != nil {
-		s.wg.Go(func() { s.prioritizeLoop(ctx, st, moved) })
-	}
 	s.wg.Go(func() { s.announceLoop(ctx) })
 	return s, nil
 }

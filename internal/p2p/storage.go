@@ -22,10 +22,6 @@ type blobStorage struct {
 	r  io.ReaderAt
 	dl *store.Download // nil for a seed
 
-	// prefixMoved, if set, is called (without blocking) each time a
-	// download's verified prefix grows.
-	prefixMoved func()
-
 	mu       sync.Mutex
 	complete []bool
 	prefix   int // pieces [0, prefix) complete
@@ -66,13 +62,6 @@ type blobPiece struct {
 	length int64
 }
 
-// Prefix is the number of leading pieces complete.
-func (s *blobStorage) Prefix() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.prefix
-}
-
 func (p *blobPiece) ReadAt(b []byte, off int64) (int, error) {
 	if off >= p.length {
 		return 0, io.EOF
@@ -104,18 +93,13 @@ func (p *blobPiece) MarkComplete() error {
 	s := p.s
 	s.mu.Lock()
 	s.complete[p.index] = true
-	old := s.prefix
 	for s.prefix < len(s.complete) && s.complete[s.prefix] {
 		s.prefix++
 	}
-	prefix := s.prefix
-	upTo := min(int64(prefix)*s.pieceLen, s.length)
+	upTo := min(int64(s.prefix)*s.pieceLen, s.length)
 	s.mu.Unlock()
 	if s.dl == nil {
 		return nil
-	}
-	if prefix != old && s.prefixMoved != nil {
-		s.prefixMoved()
 	}
 	// Hash the newly contiguous bytes into the blob's sha256 (and publish them
 	// to readers); reaching the end commits the blob or fails the download.

@@ -151,29 +151,3 @@ func (s *Swarm) announce(ctx context.Context, event shared.AnnounceEvent) (time.
 	s.t.AddPeers(peers)
 	return time.Duration(max(resp.Interval, 1)) * time.Second, nil
 }
-
-// prioritizeLoop keeps the pieces just past the verified in-order prefix at
-// high priority. Left alone the library fetches rarest first, so the piece
-// every peer already holds is fetched last and the prefix (what the agent
-// sha256s and streams to its client) stalls until the end; then hashing and
-// streaming the whole blob adds to every pull.
-func (s *Swarm) prioritizeLoop(ctx context.Context, st *blobStorage, moved <-chan struct{}) {
-	n := s.t.NumPieces()
-	window := max(1, int(prefixWindow/s.mi.Info.PieceLength))
-	raised := 0 // pieces [0, raised) have been raised
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-moved:
-		}
-		end := min(n, st.Prefix()+window)
-		for i := max(raised, st.Prefix()); i < end; i++ {
-			s.t.Piece(i).SetPriority(torrent.PiecePriorityHigh)
-		}
-		raised = max(raised, end)
-		if raised == n {
-			return
-		}
-	}
-}

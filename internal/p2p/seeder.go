@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -219,6 +221,78 @@ type seedTorrent struct {
 	revealedAt []time.Time // when each piece was last revealed
 	conns      map[*seedConn]struct{}
 	retry      *time.Timer // re-runs fill for starving peers (see pick)
+	seq        uint64      // reveals so far (orders uploads, see acquire)
+
+	gmu     sync.Mutex
+	busy    bool
+	waiters []*turnWaiter
+}
+
+// turnWaiter is a block waiting for its turn at the upload cap.
+type turnWaiter struct {
+	seq uint64
+	ch  chan struct{}
+}
+
+// acquire waits for the turn to take upload tokens. Blocks go in the order
+// their pieces were revealed, not round-robin over peers: each piece leaves at
+// the full upload rate and is complete (so tradable) soon, instead of every
+// peer's piece crawling in at 1/N of it; at the start the first peers have a
+// piece to share after one piece time, not N. Only the token wait is
+// ordered: a block whose write stalls on a slow peer holds no turn.
+func (t *seedTorrent) acquire(ctx context.Context, seq uint64) error {
+	t.gmu.Lock()
+	if !t.busy {
+		t.busy = true
+		t.gmu.Unlock()
+		return nil
+	}
+	w := &turnWaiter{seq: seq, ch: make(chan struct{})}
+	t.waiters = append(t.waiters, w)
+	t.gmu.Unlock()
+	select {
+	case <-w.ch:
+		return nil
+	case <-ctx.Done():
+		t.gmu.Lock()
+		if i := slices.Index(t.waiters, w); i >= 0 {
+			t.waiters = slices.Delete(t.waiters, i, i+1)
+			t.gmu.Unlock()
+			return ctx.Err()
+		}
+		t.gmu.Unlock()
+		t.release() // the turn was handed to us meanwhile: pass it on
+		return ctx.Err()
+	}
+}
+
+// release hands the turn to the waiting block revealed earliest.
+func (t *seedTorrent) release() {
+	t.gmu.Lock()
+	defer t.gmu.Unlock()
+	if len(t.waiters) == 0 {
+		t.busy = false
+		return
+	}
+	best := 0
+	for i, w := range t.waiters {
+		if w.seq < t.waiters[best].seq {
+			best = i
+		}
+	}
+	w := t.waiters[best]
+	t.waiters = slices.Delete(t.waiters, best, best+1)
+	close(w.ch)
+}
+
+// revealSeq orders sc's request for piece i among all uploads (see acquire).
+func (sc *seedConn) revealSeq(i int) uint64 {
+	sc.t.mu.Lock()
+	defer sc.t.mu.Unlock()
+	if i < len(sc.seqs) && sc.seqs[i] != 0 {
+		return sc.seqs[i]
+	}
+	return math.MaxUint64
 }
 
 // seedConn is one peer connection.
@@ -230,7 +304,8 @@ type seedConn struct {
 	// Guarded by t.mu.
 	has      []bool
 	revealed []bool
-	pending  int // revealed pieces the peer does not hold yet
+	seqs     []uint64 // when each piece was revealed to it (t.seq), 0 = not
+	pending  int      // revealed pieces the peer does not hold yet
 
 	wmu sync.Mutex // serialises writes
 	w   *bufio.Writer
@@ -249,7 +324,7 @@ func (s *Seeder) serve(c net.Conn) {
 		return
 	}
 	n := t.mi.Info.NumPieces()
-	sc := &seedConn{t: t, conn: c, peer: c.RemoteAddr().String(), has: make([]bool, n), revealed: make([]bool, n),
+	sc := &seedConn{t: t, conn: c, peer: c.RemoteAddr().String(), has: make([]bool, n), revealed: make([]bool, n), seqs: make([]uint64, n),
 		w: bufio.NewWriterSize(c, 64<<10), ready: make(chan struct{}, 1)}
 	t.mu.Lock()
 	if t.ctx.Err() != nil {
@@ -393,7 +468,12 @@ func (sc *seedConn) writeLoop(ctx context.Context) error {
 			continue
 		}
 		if l := sc.t.s.limiter; l != nil {
-			if err := l.WaitN(ctx, int(rs.Length)); err != nil {
+			if err := sc.t.acquire(ctx, sc.revealSeq(int(rs.Index))); err != nil {
+				return err
+			}
+			err := l.WaitN(ctx, int(rs.Length))
+			sc.t.release()
+			if err != nil {
 				return err
 			}
 		}
@@ -457,6 +537,8 @@ func (t *seedTorrent) fill(sc *seedConn) {
 		sc.pending++
 		t.assigned[best]++
 		t.revealedAt[best] = now
+		t.seq++
+		sc.seqs[best] = t.seq
 		haves = append(haves, pp.Message{Type: pp.Have, Index: pp.Integer(best)})
 	}
 	t.mu.Unlock()

@@ -237,3 +237,57 @@ func TestSeederPick(t *testing.T) {
 		})
 	}
 }
+
+// Blocks waiting for the upload cap take turns in the order their pieces
+// were revealed; a waiter whose context ends leaves the queue.
+func TestSeederUploadTurnsGoInRevealOrder(t *testing.T) {
+	st := &seedTorrent{}
+	ctx := context.Background()
+	if err := st.acquire(ctx, 100); err != nil {
+		t.Fatal(err)
+	}
+	waiting := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			st.gmu.Lock()
+			k := len(st.waiters)
+			st.gmu.Unlock()
+			if k == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d waiters, want %d", k, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	gone := make(chan error)
+	go func() { gone <- st.acquire(cctx, 1) }()
+	waiting(1)
+	cancel()
+	if err := <-gone; err == nil {
+		t.Fatal("a cancelled waiter got the turn")
+	}
+	waiting(0)
+
+	got := make(chan uint64, 3)
+	for _, seq := range []uint64{5, 2, 9} {
+		go func() {
+			if st.acquire(ctx, seq) == nil {
+				got <- seq
+			}
+		}()
+	}
+	waiting(3)
+	for _, want := range []uint64{2, 5, 9} {
+		st.release()
+		if s := <-got; s != want {
+			t.Fatalf("turn went to %d, want %d", s, want)
+		}
+	}
+	st.release()
+	if st.busy {
+		t.Fatal("turn still taken after the last release")
+	}
+}

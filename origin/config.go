@@ -20,7 +20,8 @@ type Config struct {
 	Root string `toml:"root"`
 	// Trackers are tracker base URLs the origin announces its seeds to.
 	Trackers []string `toml:"trackers"`
-	// PieceLength of the metainfo the origin builds (a power of two).
+	// PieceLength of the metainfo the origin builds (a power of two); 0
+	// picks one by blob size (p2p.PieceLengthFor).
 	PieceLength config.ByteSize `toml:"piece_length"`
 	// FetchTimeout bounds one upstream blob download.
 	FetchTimeout time.Duration `toml:"fetch_timeout"`
@@ -57,9 +58,6 @@ func (c *Config) ApplyDefaults() {
 	if c.Root == "" {
 		c.Root = DefaultRoot
 	}
-	if c.PieceLength == 0 {
-		c.PieceLength = p2p.DefaultPieceLength
-	}
 	if c.FetchTimeout == 0 {
 		c.FetchTimeout = DefaultFetchTimeout
 	}
@@ -85,8 +83,8 @@ func (c *Config) Validate() error {
 	if _, err := netip.ParseAddrPort(c.Listen); err != nil {
 		return config.Errorf("listen", "want IP:port, got %q", c.Listen)
 	}
-	if c.PieceLength < p2p.MinPieceLength || c.PieceLength > p2p.MaxPieceLength || c.PieceLength&(c.PieceLength-1) != 0 {
-		return config.Errorf("piece_length", "want a power of two from %s to %s, got %s",
+	if c.PieceLength != 0 && c.PieceLength < p2p.MinPieceLength || c.PieceLength > p2p.MaxPieceLength || c.PieceLength&(c.PieceLength-1) != 0 {
+		return config.Errorf("piece_length", "want 0 (by blob size) or a power of two from %s to %s, got %s",
 			config.ByteSize(p2p.MinPieceLength), config.ByteSize(p2p.MaxPieceLength), c.PieceLength)
 	}
 	if c.FetchTimeout < time.Second {

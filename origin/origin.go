@@ -185,7 +185,7 @@ func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) {
 	}
 	defer body.Close()
 	o.upstreamGets.WithLabelValues("ok").Inc()
-	pl := int64(o.cfg.PieceLength)
+	pl := o.pieceLength(size)
 	ph := p2p.NewPieceHasher(pl)
 	dl, err := o.store.Create(d, size, store.WithTee(ph))
 	if err != nil {
@@ -256,8 +256,24 @@ func (o *Origin) metaInfo(d digest.Digest) (*p2p.MetaInfo, error) {
 	return mi, nil
 }
 
+// pieceLength is the configured piece length, or one chosen by blob size.
+func (o *Origin) pieceLength(size int64) int64 {
+	if o.cfg.PieceLength != 0 {
+		return int64(o.cfg.PieceLength)
+	}
+	return p2p.PieceLengthFor(size)
+}
+
 func (o *Origin) buildMeta(d digest.Digest, r io.ReadSeeker) ([]byte, error) {
-	ph := p2p.NewPieceHasher(int64(o.cfg.PieceLength))
+	size, err := r.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	pl := o.pieceLength(size)
+	ph := p2p.NewPieceHasher(pl)
 	n, err := io.Copy(ph, r)
 	if err != nil {
 		return nil, fmt.Errorf("metainfo %s: %w", d, err)
@@ -265,7 +281,7 @@ func (o *Origin) buildMeta(d digest.Digest, r io.ReadSeeker) ([]byte, error) {
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
-	raw, err := p2p.BuildMetaInfo(d, n, int64(o.cfg.PieceLength), ph.Sums())
+	raw, err := p2p.BuildMetaInfo(d, n, pl, ph.Sums())
 	if err != nil {
 		return nil, err
 	}

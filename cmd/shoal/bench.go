@@ -46,7 +46,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.Agents, "agents", 8, "agents pulling at once (each on its own 127.0.0.x)")
 	fs.IntVar(&o.Origins, "origins", 1, "origins")
 	size := fs.String("size", "256MiB", "blob size")
-	piece := fs.String("piece-size", "4MiB", "metainfo piece length")
+	piece := fs.String("piece-size", "auto", `metainfo piece length ("auto": the origin's choice by blob size)`)
 	rate := fs.String("rate", "25MB/s", "each agent's upload and download cap")
 	originRate := fs.String("origin-rate", "", "each origin's upload cap (default: --rate)")
 	upstreamRate := fs.String("upstream-rate", "", "the upstream registry's upload cap (default: --origin-rate)")
@@ -78,8 +78,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if o.Size, err = config.ParseByteSize(*size); err != nil || o.Size < 1 {
 		return usageError{fmt.Errorf("--size: %v", err)}
 	}
-	if o.PieceSize, err = config.ParseByteSize(*piece); err != nil {
-		return usageError{fmt.Errorf("--piece-size: %w", err)}
+	if *piece != "auto" {
+		if o.PieceSize, err = config.ParseByteSize(*piece); err != nil {
+			return usageError{fmt.Errorf("--piece-size: %w", err)}
+		}
 	}
 	if o.Baseline != "" && o.Baseline != "direct" {
 		return usageError{fmt.Errorf("--baseline: want \"direct\", got %q", o.Baseline)}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/cluster"
+	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/procstat"
 )
 
@@ -29,7 +30,7 @@ import (
 type SwarmOptions struct {
 	Agents, Origins int
 	Size            config.ByteSize
-	PieceSize       config.ByteSize
+	PieceSize       config.ByteSize // 0: the origins' choice by blob size
 	// Rate caps each agent's upload and download; OriginRate each origin's
 	// upload (default Rate); UpstreamRate the registry's upload (default
 	// OriginRate).
@@ -91,7 +92,7 @@ func TMin(n int, f, u, uOrigins, uUpstream float64, cold bool) float64 {
 }
 
 // ApplyDefaults fills the rates left at 0: origins at Rate, upstream at
-// OriginRate, one origin, 4 MiB pieces.
+// OriginRate, one origin.
 func (o *SwarmOptions) ApplyDefaults() {
 	if o.OriginRate == 0 {
 		o.OriginRate = o.Rate
@@ -101,9 +102,6 @@ func (o *SwarmOptions) ApplyDefaults() {
 	}
 	if o.Origins == 0 {
 		o.Origins = 1
-	}
-	if o.PieceSize == 0 {
-		o.PieceSize = 4 << 20
 	}
 }
 
@@ -141,6 +139,9 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	r := &SwarmResult{Agents: o.Agents, Origins: o.Origins, BlobBytes: int64(o.Size), PieceBytes: int64(o.PieceSize),
 		RateBps: int64(o.Rate), OriginRateBps: int64(o.OriginRate), UpstreamRateBps: int64(o.UpstreamRate),
 		WarmOrigins: o.WarmOrigins, AllVerified: true, CPUCores: runtime.NumCPU()}
+	if r.PieceBytes == 0 {
+		r.PieceBytes = p2p.PieceLengthFor(r.BlobBytes)
+	}
 	// With one blob only the origin that owns it uploads.
 	r.TMinSeconds = TMin(o.Agents, float64(o.Size), float64(o.Rate), float64(o.OriginRate), float64(o.UpstreamRate), !o.WarmOrigins)
 

@@ -15,10 +15,25 @@ import (
 // Piece lengths a metainfo may use. Small pieces cost per-piece overhead;
 // huge ones slow the first exchange between peers.
 const (
-	MinPieceLength     = 16 << 10
-	MaxPieceLength     = 64 << 20
-	DefaultPieceLength = 4 << 20
+	MinPieceLength = 16 << 10
+	MaxPieceLength = 64 << 20
 )
+
+// PieceLengthFor is the piece length an origin uses for a blob of size bytes
+// unless configured otherwise: the largest power of two that still gives the
+// blob 512 pieces, from 256 KiB to 4 MiB. A swarm trades nothing until peers
+// hold whole pieces, and at the end waits for the last ones to spread; both
+// cost about N pieces' worth of time, so pieces must be small next to the
+// blob (a 16-agent swarm on 256 MiB took 1.5x its bound with 4 MiB pieces,
+// 1.15x with 1 MiB, 1.10x with 512 KiB; 256 KiB made the bench CPU-bound).
+func PieceLengthFor(size int64) int64 {
+	const lo, hi = 256 << 10, 4 << 20
+	pl := int64(lo)
+	for pl < hi && 2*pl*512 <= size {
+		pl *= 2
+	}
+	return pl
+}
 
 // PieceHasher is an io.Writer that computes the SHA-1 of every piece of a
 // stream written in order: metainfo is built while a blob streams in,

@@ -121,3 +121,20 @@ func FuzzParseMetaInfo(f *testing.F) {
 		}
 	})
 }
+
+func TestPieceLengthFor(t *testing.T) {
+	for _, tc := range []struct{ size, want int64 }{
+		{0, 256 << 10},
+		{10 << 20, 256 << 10},
+		{128 << 20, 256 << 10},
+		{256<<20 - 1, 256 << 10},
+		{256 << 20, 512 << 10},
+		{1 << 30, 2 << 20},
+		{2 << 30, 4 << 20},
+		{100 << 30, 4 << 20},
+	} {
+		if got := PieceLengthFor(tc.size); got != tc.want {
+			t.Errorf("PieceLengthFor(%d) = %d, want %d", tc.size, got, tc.want)
+		}
+	}
+}

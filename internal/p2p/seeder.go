@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	mrand "math/rand/v2"
+	"math"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,7 @@ type Seeder struct {
 	sent    atomic.Int64
 	// reveal is how many revealed-but-not-yet-held pieces a peer may have.
 	reveal int
+	now    func() time.Time
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -59,7 +61,7 @@ func NewSeeder(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Seeder
 	if err != nil {
 		return nil, fmt.Errorf("p2p listen %s: %w", cfg.Listen, err)
 	}
-	s := &Seeder{cfg: cfg, log: log.With("component", "seeder"), ln: ln, reveal: 2,
+	s := &Seeder{cfg: cfg, log: log.With("component", "seeder"), ln: ln, reveal: 2, now: time.Now,
 		torrents: map[metainfo.Hash]*seedTorrent{}}
 	s.addr = netip.AddrPortFrom(ap.Addr(), uint16(ln.Addr().(*net.TCPAddr).Port))
 	copy(s.peerID[:], RoleOrigin.prefix())
@@ -106,7 +108,7 @@ func (s *Seeder) Seed(mi *MetaInfo, r io.ReaderAt, onClose func()) error {
 	}
 	n := mi.Info.NumPieces()
 	ctx, cancel := context.WithCancel(s.ctx)
-	t := &seedTorrent{s: s, mi: mi, r: r, onClose: onClose, ctx: ctx, cancel: cancel, assigned: make([]int32, n), holders: make([]int32, n),
+	t := &seedTorrent{s: s, mi: mi, r: r, onClose: onClose, ctx: ctx, cancel: cancel, assigned: make([]int32, n), holders: make([]int32, n), revealedAt: make([]time.Time, n),
 		conns: map[*seedConn]struct{}{}}
 	s.torrents[mi.InfoHash] = t
 	s.wg.Go(func() { s.announceLoop(ctx, mi) })
@@ -128,6 +130,9 @@ func (s *Seeder) Drop(ih metainfo.Hash) {
 	for c := range t.conns {
 		c.conn.Close()
 	}
+	if t.retry != nil {
+		t.retry.Stop()
+	}
 	t.mu.Unlock()
 	if t.onClose != nil {
 		t.onClose()
@@ -143,6 +148,9 @@ func (s *Seeder) Close() {
 		t.mu.Lock()
 		for c := range t.conns {
 			c.conn.Close()
+		}
+		if t.retry != nil {
+			t.retry.Stop()
 		}
 		t.mu.Unlock()
 	}
@@ -207,10 +215,84 @@ type seedTorrent struct {
 	ctx     context.Context    // cancelled when the seed is dropped
 	cancel  context.CancelFunc // ends the announce loop
 
-	mu       sync.Mutex
-	assigned []int32 // how many peers each piece was revealed to
-	holders  []int32 // how many connected peers hold each piece
-	conns    map[*seedConn]struct{}
+	mu         sync.Mutex
+	assigned   []int32     // how many peers each piece was revealed to
+	holders    []int32     // how many connected peers hold each piece
+	revealedAt []time.Time // when each piece was last revealed
+	conns      map[*seedConn]struct{}
+	retry      *time.Timer // re-runs fill for starving peers (see pick)
+	seq        uint64      // reveals so far (orders uploads, see acquire)
+
+	gmu     sync.Mutex
+	busy    bool
+	waiters []*turnWaiter
+}
+
+// turnWaiter is a block waiting for its turn at the upload cap.
+type turnWaiter struct {
+	seq uint64
+	ch  chan struct{}
+}
+
+// acquire waits for the turn to take upload tokens. Blocks go in the order
+// their pieces were revealed, not round-robin over peers: each piece leaves at
+// the full upload rate and is complete (so tradable) soon, instead of every
+// peer's piece crawling in at 1/N of it; at the start the first peers have a
+// piece to share after one piece time, not N. Only the token wait is
+// ordered: a block whose write stalls on a slow peer holds no turn.
+func (t *seedTorrent) acquire(ctx context.Context, seq uint64) error {
+	t.gmu.Lock()
+	if !t.busy {
+		t.busy = true
+		t.gmu.Unlock()
+		return nil
+	}
+	w := &turnWaiter{seq: seq, ch: make(chan struct{})}
+	t.waiters = append(t.waiters, w)
+	t.gmu.Unlock()
+	select {
+	case <-w.ch:
+		return nil
+	case <-ctx.Done():
+		t.gmu.Lock()
+		if i := slices.Index(t.waiters, w); i >= 0 {
+			t.waiters = slices.Delete(t.waiters, i, i+1)
+			t.gmu.Unlock()
+			return ctx.Err()
+		}
+		t.gmu.Unlock()
+		t.release() // the turn was handed to us meanwhile: pass it on
+		return ctx.Err()
+	}
+}
+
+// release hands the turn to the waiting block revealed earliest.
+func (t *seedTorrent) release() {
+	t.gmu.Lock()
+	defer t.gmu.Unlock()
+	if len(t.waiters) == 0 {
+		t.busy = false
+		return
+	}
+	best := 0
+	for i, w := range t.waiters {
+		if w.seq < t.waiters[best].seq {
+			best = i
+		}
+	}
+	w := t.waiters[best]
+	t.waiters = slices.Delete(t.waiters, best, best+1)
+	close(w.ch)
+}
+
+// revealSeq orders sc's request for piece i among all uploads (see acquire).
+func (sc *seedConn) revealSeq(i int) uint64 {
+	sc.t.mu.Lock()
+	defer sc.t.mu.Unlock()
+	if i < len(sc.seqs) && sc.seqs[i] != 0 {
+		return sc.seqs[i]
+	}
+	return math.MaxUint64
 }
 
 // seedConn is one peer connection.
@@ -222,7 +304,8 @@ type seedConn struct {
 	// Guarded by t.mu.
 	has      []bool
 	revealed []bool
-	pending  int // revealed pieces the peer does not hold yet
+	seqs     []uint64 // when each piece was revealed to it (t.seq), 0 = not
+	pending  int      // revealed pieces the peer does not hold yet
 
 	wmu sync.Mutex // serialises writes
 	w   *bufio.Writer
@@ -241,7 +324,7 @@ func (s *Seeder) serve(c net.Conn) {
 		return
 	}
 	n := t.mi.Info.NumPieces()
-	sc := &seedConn{t: t, conn: c, peer: c.RemoteAddr().String(), has: make([]bool, n), revealed: make([]bool, n),
+	sc := &seedConn{t: t, conn: c, peer: c.RemoteAddr().String(), has: make([]bool, n), revealed: make([]bool, n), seqs: make([]uint64, n),
 		w: bufio.NewWriterSize(c, 64<<10), ready: make(chan struct{}, 1)}
 	t.mu.Lock()
 	if t.ctx.Err() != nil {
@@ -385,7 +468,12 @@ func (sc *seedConn) writeLoop(ctx context.Context) error {
 			continue
 		}
 		if l := sc.t.s.limiter; l != nil {
-			if err := l.WaitN(ctx, int(rs.Length)); err != nil {
+			if err := sc.t.acquire(ctx, sc.revealSeq(int(rs.Index))); err != nil {
+				return err
+			}
+			err := l.WaitN(ctx, int(rs.Length))
+			sc.t.release()
+			if err != nil {
 				return err
 			}
 		}
@@ -427,35 +515,30 @@ func (t *seedTorrent) peerHas(sc *seedConn, i int) {
 	t.fill(sc)
 }
 
-// fill reveals pieces to sc until it has `reveal` pieces to fetch from us:
-// those revealed to the fewest peers, then held by the fewest, at random
-// among equals (so peers joining together start on different pieces).
+// fill reveals pieces to sc until it has `reveal` pieces to fetch from us.
+// Each piece leaves the origin about once: sc is shown a piece no peer has
+// been shown or holds, the lowest index first, so peers joining together start
+// on different pieces and pieces enter the swarm roughly in file order
+// (agents' in-order verified prefix, what they stream and sha256, keeps up).
+// Once every piece is out, sc gets more only if it is starving (see pick).
 func (t *seedTorrent) fill(sc *seedConn) {
 	var haves []pp.Message
 	t.mu.Lock()
+	now := t.s.now()
 	for sc.pending < t.s.reveal {
-		best, bestA, bestH, ties := -1, int32(0), int32(0), 0
-		for i := range t.assigned {
-			if sc.has[i] || sc.revealed[i] {
-				continue
-			}
-			a, h := t.assigned[i], t.holders[i]
-			switch {
-			case best < 0 || a < bestA || (a == bestA && h < bestH):
-				best, bestA, bestH, ties = i, a, h, 1
-			case a == bestA && h == bestH:
-				ties++
-				if mrand.IntN(ties) == 0 {
-					best = i
-				}
-			}
-		}
+		best, wait := t.pick(sc, now)
 		if best < 0 {
+			if wait > 0 && t.retry == nil && t.ctx.Err() == nil {
+				t.retry = time.AfterFunc(wait, t.refill)
+			}
 			break
 		}
 		sc.revealed[best] = true
 		sc.pending++
 		t.assigned[best]++
+		t.revealedAt[best] = now
+		t.seq++
+		sc.seqs[best] = t.seq
 		haves = append(haves, pp.Message{Type: pp.Have, Index: pp.Integer(best)})
 	}
 	t.mu.Unlock()
@@ -464,9 +547,88 @@ func (t *seedTorrent) fill(sc *seedConn) {
 	}
 }
 
+// pick chooses the next piece to reveal to sc, or -1. First the pieces no
+// peer has been shown or holds. After that sc is shown a second copy only if
+// it is starving, every piece it lacks held by no peer (still on its way to
+// another, or its holder left), and only a piece revealed at least patience
+// ago: until then the copy on its way is the faster source (a second one
+// would halve its share of our upload), but a slow or stuck peer must not
+// hold the swarm up. wait > 0 says when to ask again. t.mu is held.
+func (t *seedTorrent) pick(sc *seedConn, now time.Time) (best int, wait time.Duration) {
+	best, bestA, bestH := -1, int32(0), int32(0)
+	starving := true
+	for i := range t.assigned {
+		if sc.has[i] {
+			continue
+		}
+		a, h := t.assigned[i], t.holders[i]
+		if h > 0 {
+			starving = false
+		}
+		if sc.revealed[i] {
+			continue
+		}
+		if best < 0 || a < bestA || (a == bestA && h < bestH) {
+			best, bestA, bestH = i, a, h
+		}
+	}
+	if best < 0 || (bestA == 0 && bestH == 0) {
+		return best, 0
+	}
+	if !starving {
+		return -1, 0
+	}
+	// The least handed-out piece whose last reveal is oldest.
+	best, wait = -1, 0
+	patience := t.patience()
+	for i := range t.assigned {
+		if sc.has[i] || sc.revealed[i] {
+			continue
+		}
+		if w := t.revealedAt[i].Add(patience).Sub(now); w > 0 {
+			if wait == 0 || w < wait {
+				wait = w
+			}
+			continue
+		}
+		if best < 0 || t.assigned[i] < t.assigned[best] {
+			best = i
+		}
+	}
+	if best >= 0 {
+		wait = 0
+	}
+	return best, wait
+}
+
+// patience is how long a revealed piece may take before a starving peer is
+// shown a second copy: twice one piece at an even share of our upload.
+func (t *seedTorrent) patience() time.Duration {
+	const floor = time.Second
+	l := t.s.limiter
+	if l == nil || l.Limit() <= 0 {
+		return floor
+	}
+	secs := 2 * float64(t.mi.Info.PieceLength) * float64(max(1, len(t.conns))) / float64(l.Limit())
+	return max(floor, time.Duration(secs*float64(time.Second)))
+}
+
+// refill gives every peer another chance at a reveal (see pick).
+func (t *seedTorrent) refill() {
+	t.mu.Lock()
+	t.retry = nil
+	conns := make([]*seedConn, 0, len(t.conns))
+	for c := range t.conns {
+		conns = append(conns, c)
+	}
+	t.mu.Unlock()
+	for _, c := range conns {
+		t.fill(c)
+	}
+}
+
 func (t *seedTorrent) drop(sc *seedConn) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	delete(t.conns, sc)
 	for i := range sc.has {
 		if sc.has[i] {
@@ -475,4 +637,7 @@ func (t *seedTorrent) drop(sc *seedConn) {
 			t.assigned[i]-- // it never got it: hand it out again
 		}
 	}
+	t.mu.Unlock()
+	// What it held or was fetching may now have to come from us.
+	t.refill()
 }

@@ -176,3 +176,118 @@ func TestSeederDrop(t *testing.T) {
 		t.Fatal("handshake for a dropped blob succeeded")
 	}
 }
+
+// pick hands every piece out once, lowest index first; a second copy goes
+// only to a starving peer, and only after the first copy had its patience.
+func TestSeederPick(t *testing.T) {
+	const n = 4
+	t0 := time.Unix(1000, 0)
+	newState := func() (*seedTorrent, *seedConn) {
+		st := &seedTorrent{s: &Seeder{reveal: 2}, mi: &MetaInfo{},
+			assigned: make([]int32, n), holders: make([]int32, n), revealedAt: make([]time.Time, n),
+			conns: map[*seedConn]struct{}{}}
+		st.mi.Info.PieceLength = MinPieceLength
+		sc := &seedConn{t: st, has: make([]bool, n), revealed: make([]bool, n)}
+		st.conns[sc] = struct{}{}
+		return st, sc
+	}
+	reveal := func(st *seedTorrent, i int, at time.Time) {
+		st.assigned[i]++
+		st.revealedAt[i] = at
+	}
+	tests := []struct {
+		name  string
+		setup func(st *seedTorrent, sc *seedConn)
+		now   time.Time
+		want  int
+		wait  bool
+	}{
+		{"fresh, lowest index", func(*seedTorrent, *seedConn) {}, t0, 0, false},
+		{"skips handed out and held", func(st *seedTorrent, sc *seedConn) {
+			reveal(st, 0, t0)
+			st.holders[1] = 1
+		}, t0, 2, false},
+		{"all out, a peer holds what it lacks", func(st *seedTorrent, sc *seedConn) {
+			for i := range n {
+				reveal(st, i, t0)
+			}
+			st.holders[3] = 1
+		}, t0.Add(time.Hour), -1, false},
+		{"starving, copies still on their way", func(st *seedTorrent, sc *seedConn) {
+			for i := range n {
+				reveal(st, i, t0)
+			}
+		}, t0.Add(time.Second / 2), -1, true},
+		{"starving, patience over", func(st *seedTorrent, sc *seedConn) {
+			for i := range n {
+				reveal(st, i, t0)
+			}
+			reveal(st, 0, t0)
+			sc.has[1] = true
+		}, t0.Add(2 * time.Second), 2, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st, sc := newState()
+			tc.setup(st, sc)
+			got, wait := st.pick(sc, tc.now)
+			if got != tc.want || (wait > 0) != tc.wait {
+				t.Fatalf("pick = %d, wait %v; want %d, wait %v", got, wait, tc.want, tc.wait)
+			}
+		})
+	}
+}
+
+// Blocks waiting for the upload cap take turns in the order their pieces
+// were revealed; a waiter whose context ends leaves the queue.
+func TestSeederUploadTurnsGoInRevealOrder(t *testing.T) {
+	st := &seedTorrent{}
+	ctx := context.Background()
+	if err := st.acquire(ctx, 100); err != nil {
+		t.Fatal(err)
+	}
+	waiting := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			st.gmu.Lock()
+			k := len(st.waiters)
+			st.gmu.Unlock()
+			if k == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d waiters, want %d", k, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	gone := make(chan error)
+	go func() { gone <- st.acquire(cctx, 1) }()
+	waiting(1)
+	cancel()
+	if err := <-gone; err == nil {
+		t.Fatal("a cancelled waiter got the turn")
+	}
+	waiting(0)
+
+	got := make(chan uint64, 3)
+	for _, seq := range []uint64{5, 2, 9} {
+		go func() {
+			if st.acquire(ctx, seq) == nil {
+				got <- seq
+			}
+		}()
+	}
+	waiting(3)
+	for _, want := range []uint64{2, 5, 9} {
+		st.release()
+		if s := <-got; s != want {
+			t.Fatalf("turn went to %d, want %d", s, want)
+		}
+	}
+	st.release()
+	if st.busy {
+		t.Fatal("turn still taken after the last release")
+	}
+}

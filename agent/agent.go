@@ -125,9 +125,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.store.RunGC(a.ctx, store.DefaultGCInterval)
 	errc := make(chan error, 2)
 	go func() { errc <- a.admin.Serve(ctx) }()
+	// Leave the swarms as soon as asked to stop, while responses from the
+	// cache drain: a stopping agent must not go on trading pieces (running
+	// downloads end with it anyway).
+	left := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { a.cancel(); a.node.Close(); close(left) })
 	err := a.api.Serve(ctx)
-	a.cancel()
-	a.node.Close()
+	if stop() {
+		a.cancel() // Serve failed on its own
+		a.node.Close()
+	} else {
+		<-left
+	}
 	return errors.Join(err, <-errc)
 }
 

@@ -119,9 +119,17 @@ func (o *Origin) Store() *store.Store { return o.store }
 func (o *Origin) Run(ctx context.Context) error {
 	o.base.SetReady(true)
 	go o.store.RunGC(o.ctx, store.DefaultGCInterval)
+	// Leave the swarms as soon as asked to stop, while HTTP requests drain:
+	// a stopping origin must not go on uploading pieces for the grace period.
+	left := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { o.seed.Close(); close(left) })
 	err := o.srv.Serve(ctx)
 	o.cancel()
-	o.seed.Close()
+	if stop() {
+		o.seed.Close() // Serve failed on its own
+	} else {
+		<-left
+	}
 	return err
 }
 

@@ -418,8 +418,11 @@ func (sc *seedConn) readLoop() {
 				}
 			}
 		case pp.Request:
-			if !sc.t.valid(m.RequestSpec()) {
-				return // a peer that asks for nonsense is dropped
+			if !sc.t.valid(m.RequestSpec()) || !sc.t.offered(sc, int(m.Index)) {
+				// A peer that asks for nonsense, or for a piece it was never
+				// shown (which would get round the super-seeding that keeps
+				// the origin's upload at about one copy), is dropped.
+				return
 			}
 			sc.qmu.Lock()
 			sc.queue = append(sc.queue, m.RequestSpec())
@@ -497,6 +500,13 @@ func (t *seedTorrent) valid(rs pp.RequestSpec) bool {
 	}
 	plen := t.mi.Info.Piece(int(rs.Index)).Length()
 	return int64(rs.Begin)+int64(rs.Length) <= plen
+}
+
+// offered reports whether piece i was revealed to sc.
+func (t *seedTorrent) offered(sc *seedConn, i int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return sc.revealed[i]
 }
 
 func (t *seedTorrent) peerHas(sc *seedConn, i int) {

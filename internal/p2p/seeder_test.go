@@ -137,6 +137,33 @@ func TestSeederDropsBadPeers(t *testing.T) {
 	if _, err := io.Copy(io.Discard, p.c); err != nil {
 		t.Fatalf("connection not closed cleanly after a bad request: %v", err)
 	}
+	// A request for a piece it was never shown ends the connection too: a
+	// client must not get round the super-seeding.
+	p = dial(t, s, mi.InfoHash)
+	shown := map[int]bool{}
+	for len(shown) < s.reveal {
+		if m := p.read(t); m.Type == pp.Have {
+			shown[int(m.Index)] = true
+		}
+	}
+	unshown := 0
+	for shown[unshown] {
+		unshown++
+	}
+	p.send(t, pp.Message{Type: pp.Request, Index: pp.Integer(unshown), Begin: 0, Length: 16 << 10})
+	_ = p.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var m pp.Message
+	for {
+		if err := p.dec.Decode(&m); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("a peer that asked for a piece it was never shown was not dropped")
+			}
+			break // closed
+		}
+		if m.Type == pp.Piece {
+			t.Fatalf("the seeder served piece %d, which it never showed this peer", m.Index)
+		}
+	}
 	// An unknown info-hash gets no handshake back.
 	c, err := net.Dial("tcp", s.Addr().String())
 	if err != nil {

@@ -44,7 +44,7 @@ type Descriptor struct {
 // HeadManifest asks the upstream for the headers of manifest ref (a tag
 // or a digest) of r, without its body.
 func (c *Client) HeadManifest(ctx context.Context, r Repo, ref string) (Descriptor, error) {
-	resp, err := c.request(ctx, http.MethodHead, r, "manifests/"+ref, ManifestAccept, "manifest "+ref)
+	resp, err := c.request(ctx, http.MethodHead, r, "manifests/"+ref, http.Header{"Accept": {ManifestAccept}}, "manifest "+ref)
 	if err != nil {
 		return Descriptor{}, err
 	}
@@ -56,7 +56,7 @@ func (c *Client) HeadManifest(ctx context.Context, r Repo, ref string) (Descript
 // caller verifies the body against the digest it expects: the upstream's
 // Docker-Content-Digest header is only a claim.
 func (c *Client) GetManifest(ctx context.Context, r Repo, ref string) ([]byte, Descriptor, error) {
-	resp, err := c.request(ctx, http.MethodGet, r, "manifests/"+ref, ManifestAccept, "manifest "+ref)
+	resp, err := c.request(ctx, http.MethodGet, r, "manifests/"+ref, http.Header{"Accept": {ManifestAccept}}, "manifest "+ref)
 	if err != nil {
 		return nil, Descriptor{}, err
 	}
@@ -125,7 +125,7 @@ func (c *Client) ListTags(ctx context.Context, r Repo) ([]string, error) {
 	next := "tags/list"
 	var tags []string
 	for range maxTagPages {
-		resp, err := c.request(ctx, http.MethodGet, r, next, "application/json", "tag list")
+		resp, err := c.request(ctx, http.MethodGet, r, next, http.Header{"Accept": {"application/json"}}, "tag list")
 		if err != nil {
 			return nil, err
 		}
@@ -182,8 +182,9 @@ func (c *Client) apiBase(r Repo) string {
 }
 
 // request sends method to apiBase(r)+path over r's authenticated
-// transport; what names the object in errors ("manifest latest").
-func (c *Client) request(ctx context.Context, method string, r Repo, path, accept, what string) (*http.Response, error) {
+// transport with headers hdr; what names the object in errors ("manifest
+// latest"). 200 is success, and 206 when hdr asks for a Range.
+func (c *Client) request(ctx context.Context, method string, r Repo, path string, hdr http.Header, what string) (*http.Response, error) {
 	t, err := c.transport(ctx, r)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", r, err)
@@ -192,13 +193,15 @@ func (c *Client) request(ctx context.Context, method string, r Repo, path, accep
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Accept", accept)
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
 	resp, err := (&http.Client{Transport: t}).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: %s %s: %w", r, method, what, classify(err))
 	}
 	switch {
-	case resp.StatusCode == http.StatusOK:
+	case resp.StatusCode == http.StatusOK, hdr.Get("Range") != "" && resp.StatusCode == http.StatusPartialContent:
 		return resp, nil
 	case resp.StatusCode == http.StatusNotFound:
 		resp.Body.Close()

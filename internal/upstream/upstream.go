@@ -315,10 +315,6 @@ func optsFor(reg *registry) []name.Option {
 	return nil
 }
 
-func (c *Client) blobURL(r Repo, d digest.Digest) string {
-	return fmt.Sprintf("%s://%s/v2/%s/blobs/%s", r.reg.name.Scheme(), r.reg.name.RegistryStr(), r.Path, d)
-}
-
 // GetBlob starts the download of blob d. The caller reads and closes the
 // body; size is the Content-Length.
 func (c *Client) GetBlob(ctx context.Context, r Repo, d digest.Digest) (io.ReadCloser, int64, error) {
@@ -363,35 +359,11 @@ func (c *Client) HeadBlob(ctx context.Context, r Repo, d digest.Digest) (int64, 
 }
 
 func (c *Client) do(ctx context.Context, method string, r Repo, d digest.Digest, from int64) (*http.Response, error) {
-	t, err := c.transport(ctx, r)
-	if err != nil {
-		return nil, fmt.Errorf("upstream %s: %w", r, err)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.blobURL(r, d), nil)
-	if err != nil {
-		return nil, err
-	}
+	hdr := http.Header{}
 	if from > 0 {
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", from))
+		hdr.Set("Range", fmt.Sprintf("bytes=%d-", from))
 	}
-	resp, err := (&http.Client{Transport: t}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("upstream %s: %s blob %s: %w", r, method, d, classify(err))
-	}
-	switch {
-	case resp.StatusCode == http.StatusOK, from > 0 && resp.StatusCode == http.StatusPartialContent:
-		return resp, nil
-	case resp.StatusCode == http.StatusNotFound:
-		resp.Body.Close()
-		return nil, fmt.Errorf("upstream %s: blob %s: %w", r, d, ErrNotFound)
-	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		resp.Body.Close()
-		c.transports.Remove(r.Host + "/" + r.Path) // a token may have expired
-		return nil, fmt.Errorf("upstream %s: blob %s: %w (%s)", r, d, ErrUnauthorized, resp.Status)
-	default:
-		resp.Body.Close()
-		return nil, fmt.Errorf("upstream %s: %s blob %s: %s", r, method, d, resp.Status)
-	}
+	return c.request(ctx, method, r, "blobs/"+d.String(), hdr, "blob "+d.String())
 }
 
 // classify maps go-containerregistry's auth errors onto ours.

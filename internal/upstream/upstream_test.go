@@ -101,8 +101,8 @@ func TestBlobURL(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Resolve(%q): %v", ns, err)
 		}
-		if got := c.blobURL(r, d); got != want {
-			t.Errorf("blobURL(%q) = %q, want %q", ns, got, want)
+		if got := c.apiBase(r) + "blobs/" + d; got != want {
+			t.Errorf("blob URL of %q = %q, want %q", ns, got, want)
 		}
 	}
 }

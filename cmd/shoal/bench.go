@@ -55,11 +55,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	dir := fs.String("dir", "", "state directory (default: temporary)")
 	verbose := fs.Bool("v", false, "log every component to stderr")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
 	}
 	var err error
 	parse := func(flagName, v string, dst *config.Rate) {
@@ -137,11 +134,8 @@ func runBenchStandard(ctx context.Context, args []string, stdout, stderr io.Writ
 	fs.SetOutput(stderr)
 	out := fs.String("out", "bench", "directory for results.json and results.svg")
 	scale := fs.Int("scale", 1, "divide every blob size by this (a quick run; ratios then mean less)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *scale < 1 {
 		return usageError{errors.New("--scale: want >= 1")}
@@ -199,11 +193,8 @@ func runBenchTarget(ctx context.Context, name string, args []string, stdout, std
 	}
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	verbose := fs.Bool("v", false, "log every component to stderr")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -34,11 +33,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	dir := fs.String("dir", "", "state directory (default: a temporary one, removed at exit)")
 	verbose := fs.Bool("v", false, "log every component to stderr")
 	anyPorts := fs.Bool("any-ports", false, "let the kernel pick every port instead of the defaults (7600, 7610, 7650...)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	var err error
 	if opts.LayerSize, err = config.ParseByteSize(*layerSize); err != nil {

@@ -117,11 +117,8 @@ func runRole(ctx context.Context, role string, args []string, cfg config.Validat
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "TOML config file (defaults apply to every key left out)")
 	printCfg := fs.Bool("print-config", false, "print the effective config as TOML and exit")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
@@ -149,4 +146,16 @@ func runRole(ctx context.Context, role string, args []string, cfg config.Validat
 	}
 	log.Info("starting", "version", version)
 	return r.Run(ctx)
+}
+
+// parseFlags parses args into fs: -h gives flag.ErrHelp (exit 0 after the
+// usage), any other mistake a usageError (exit 2).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	return nil
 }

@@ -126,16 +126,21 @@ func (s *Seeder) Drop(ih metainfo.Hash) {
 		return
 	}
 	t.cancel()
+	t.disconnect()
+	if t.onClose != nil {
+		t.onClose()
+	}
+}
+
+// disconnect closes every peer connection of t and stops its refill timer.
+func (t *seedTorrent) disconnect() {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	for c := range t.conns {
 		c.conn.Close()
 	}
 	if t.retry != nil {
 		t.retry.Stop()
-	}
-	t.mu.Unlock()
-	if t.onClose != nil {
-		t.onClose()
 	}
 }
 
@@ -145,14 +150,7 @@ func (s *Seeder) Close() {
 	s.ln.Close()
 	s.mu.Lock()
 	for _, t := range s.torrents {
-		t.mu.Lock()
-		for c := range t.conns {
-			c.conn.Close()
-		}
-		if t.retry != nil {
-			t.retry.Stop()
-		}
-		t.mu.Unlock()
+		t.disconnect()
 	}
 	s.mu.Unlock()
 	s.wg.Wait()

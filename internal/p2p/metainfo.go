@@ -4,7 +4,6 @@ import (
 	"crypto/sha1"
 	"errors"
 	"fmt"
-	"hash"
 	"math/bits"
 
 	"github.com/anacrolix/torrent/bencode"
@@ -35,55 +34,19 @@ func PieceLengthFor(size int64) int64 {
 	return pl
 }
 
-// PieceHasher is an io.Writer that computes the SHA-1 of every piece of a
-// stream written in order: metainfo is built while a blob streams in,
-// without reading it again.
-type PieceHasher struct {
-	pieceLen int64
-	h        hash.Hash
-	inPiece  int64
-	sums     []byte
-}
-
-// NewPieceHasher hashes pieces of pieceLen bytes.
-func NewPieceHasher(pieceLen int64) *PieceHasher {
-	return &PieceHasher{pieceLen: pieceLen, h: sha1.New()}
-}
-
-func (p *PieceHasher) Write(b []byte) (int, error) {
-	n := len(b)
-	for len(b) > 0 {
-		k := min(int64(len(b)), p.pieceLen-p.inPiece)
-		p.h.Write(b[:k])
-		p.inPiece += k
-		b = b[k:]
-		if p.inPiece == p.pieceLen {
-			p.sums = p.h.Sum(p.sums)
-			p.h.Reset()
-			p.inPiece = 0
-		}
-	}
-	return n, nil
-}
-
-// Sums returns the concatenated piece hashes (flushing a short last piece).
-func (p *PieceHasher) Sums() []byte {
-	if p.inPiece > 0 {
-		p.sums = p.h.Sum(p.sums)
-		p.h.Reset()
-		p.inPiece = 0
-	}
-	return p.sums
-}
-
 // BuildMetaInfo returns the bencoded metainfo (a .torrent) of blob d: one
-// file named by the digest's hex, so the info-hash is bound to the digest.
-func BuildMetaInfo(d digest.Digest, size, pieceLen int64, pieceSums []byte) ([]byte, error) {
+// file named by the digest's hex, with piece names in place of piece hashes
+// (see pieces.go), so the info-hash depends on the digest, size and piece
+// length only and is known before any byte of the blob.
+func BuildMetaInfo(d digest.Digest, size, pieceLen int64) ([]byte, error) {
+	if size <= 0 || pieceLen <= 0 {
+		return nil, fmt.Errorf("metainfo %s: %d bytes in %d-byte pieces", d, size, pieceLen)
+	}
 	info := metainfo.Info{
 		Name:        d.Encoded(),
 		Length:      size,
 		PieceLength: pieceLen,
-		Pieces:      pieceSums,
+		Pieces:      pieceNames(d, int((size+pieceLen-1)/pieceLen)),
 	}
 	if err := checkInfo(&info, d); err != nil {
 		return nil, err
@@ -110,7 +73,7 @@ type MetaInfo struct {
 }
 
 // ParseMetaInfo decodes b and checks that it describes blob d sanely: name,
-// single file, piece length, and exactly one 20-byte hash per piece.
+// single file, piece length, and the piece names of d.
 func ParseMetaInfo(b []byte, d digest.Digest) (*MetaInfo, error) {
 	var mi metainfo.MetaInfo
 	if err := bencode.Unmarshal(b, &mi); err != nil {
@@ -149,6 +112,11 @@ func checkInfo(info *metainfo.Info, d digest.Digest) error {
 	}
 	if info.Length == 0 {
 		return errors.New("metainfo: empty blobs are not shared over P2P")
+	}
+	if string(info.Pieces) != string(pieceNames(d, int(want))) {
+		// E.g. a metainfo with real piece hashes, from before torrents were
+		// live: its info-hash names another swarm.
+		return fmt.Errorf("metainfo %s: pieces are not Shoal's piece names for this blob", d)
 	}
 	return nil
 }

@@ -2,11 +2,14 @@ package p2p
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha1"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
@@ -21,20 +24,21 @@ func sampleBlob(n int) []byte {
 	return b
 }
 
-// The piece hashes built while streaming must equal those the library builds
-// from the file, so any BitTorrent client agrees with our metainfo.
-func TestPieceHasherMatchesLibrary(t *testing.T) {
+// The piece hashes built while streaming must equal those the library
+// builds from the file: they are real BitTorrent v1 piece hashes.
+func TestPieceHashesMatchLibrary(t *testing.T) {
 	for _, size := range []int{1, MinPieceLength - 1, MinPieceLength, 3*MinPieceLength + 5} {
 		data := sampleBlob(size)
 		d := digest.FromBytes(data)
-		ph := NewPieceHasher(MinPieceLength)
+		ph := NewPieceHashes(int64(size), MinPieceLength)
 		// Odd-sized writes cross piece boundaries.
 		for off := 0; off < len(data); off += 1000 {
-			ph.Write(data[off:min(off+1000, len(data))])
+			if _, err := ph.Write(data[off:min(off+1000, len(data))]); err != nil {
+				t.Fatal(err)
+			}
 		}
-		raw, err := BuildMetaInfo(d, int64(size), MinPieceLength, ph.Sums())
-		if err != nil {
-			t.Fatal(err)
+		if !ph.Complete() {
+			t.Fatalf("size %d: %d bytes written, list not complete", size, size)
 		}
 		path := filepath.Join(t.TempDir(), d.Encoded())
 		if err := os.WriteFile(path, data, 0o644); err != nil {
@@ -44,11 +48,21 @@ func TestPieceHasherMatchesLibrary(t *testing.T) {
 		if err := lib.BuildFromFilePath(path); err != nil {
 			t.Fatal(err)
 		}
+		if !bytes.Equal(ph.Sums(), lib.Pieces) {
+			t.Fatalf("size %d: our piece hashes differ from the library's", size)
+		}
+		if _, err := ph.Write([]byte{1}); err == nil {
+			t.Fatal("a byte past the blob's end was accepted")
+		}
+		raw, err := BuildMetaInfo(d, int64(size), MinPieceLength)
+		if err != nil {
+			t.Fatal(err)
+		}
 		mi, err := ParseMetaInfo(raw, d)
 		if err != nil {
 			t.Fatalf("size %d: %v", size, err)
 		}
-		if !bytes.Equal(mi.Info.Pieces, lib.Pieces) || mi.Info.Length != lib.Length || mi.Info.Name != lib.Name {
+		if mi.Info.Length != lib.Length || mi.Info.Name != lib.Name || mi.Info.NumPieces() != lib.NumPieces() {
 			t.Fatalf("size %d: our info differs from the library's", size)
 		}
 		if !bytes.Equal(mi.Raw(), raw) {
@@ -57,11 +71,82 @@ func TestPieceHasherMatchesLibrary(t *testing.T) {
 	}
 }
 
+// The info-hash is known before the blob: it depends on the digest, size and
+// piece length only, so two origins agree on the swarm of a blob.
+func TestInfoHashNeedsNoContent(t *testing.T) {
+	d := digest.FromString("a")
+	a, _ := BuildMetaInfo(d, 1<<20, MinPieceLength)
+	b, _ := BuildMetaInfo(d, 1<<20, MinPieceLength)
+	c, _ := BuildMetaInfo(d, 1<<20, 2*MinPieceLength)
+	e, _ := BuildMetaInfo(digest.FromString("b"), 1<<20, MinPieceLength)
+	ma, _ := ParseMetaInfo(a, d)
+	mb, _ := ParseMetaInfo(b, d)
+	mc, _ := ParseMetaInfo(c, d)
+	me, err := ParseMetaInfo(e, digest.FromString("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ma.InfoHash != mb.InfoHash || ma.InfoHash == mc.InfoHash || ma.InfoHash == me.InfoHash {
+		t.Fatalf("info-hashes: same %v, other piece length %v, other blob %v", ma.InfoHash == mb.InfoHash, ma.InfoHash == mc.InfoHash, ma.InfoHash == me.InfoHash)
+	}
+}
+
+// Hashes arrive while readers wait for them; a list that fails releases its
+// waiters with the cause.
+func TestPieceHashesWait(t *testing.T) {
+	data := sampleBlob(4 * MinPieceLength)
+	full, err := HashesOf(bytes.NewReader(data), int64(len(data)), MinPieceLength)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ph := NewPieceHashes(int64(len(data)), MinPieceLength)
+	got := make(chan metainfo.Hash)
+	go func() {
+		h, err := ph.Wait(context.Background(), 2)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- h
+	}()
+	if err := ph.Add(full.Sums()[:2*sha1.Size]); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got:
+		t.Fatal("Wait(2) returned before piece 2's hash was known")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := ph.Add(full.Sums()[2*sha1.Size : 3*sha1.Size]); err != nil {
+		t.Fatal(err)
+	}
+	if h := <-got; !bytes.Equal(h[:], full.Sums()[2*sha1.Size:3*sha1.Size]) {
+		t.Fatal("Wait(2) returned the wrong hash")
+	}
+	if err := ph.Add(make([]byte, 7)); err == nil {
+		t.Fatal("a partial hash was accepted")
+	}
+	ph.Fail(errors.New("origin gone"))
+	if _, err := ph.Wait(context.Background(), 3); !errors.Is(err, ErrPieceHashes) || !strings.Contains(err.Error(), "origin gone") {
+		t.Fatalf("Wait after Fail: %v", err)
+	}
+	if h, err := ph.Wait(context.Background(), 1); err != nil || !bytes.Equal(h[:], full.Sums()[sha1.Size:2*sha1.Size]) {
+		t.Fatalf("a known hash is still served after Fail: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := NewPieceHashes(10, MinPieceLength).Wait(ctx, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait with a cancelled context: %v", err)
+	}
+	if err := full.Add(full.Sums()[:sha1.Size]); err == nil {
+		t.Fatal("a hash past the last piece was accepted")
+	}
+}
+
 func TestParseMetaInfoRejects(t *testing.T) {
 	data := sampleBlob(40000)
 	d := digest.FromBytes(data)
 	good := metainfo.Info{Name: d.Encoded(), Length: int64(len(data)), PieceLength: MinPieceLength,
-		Pieces: bytes.Repeat([]byte{1}, 3*sha1.Size)}
+		Pieces: pieceNames(d, 3)}
 	enc := func(info metainfo.Info) []byte {
 		ib, err := bencode.Marshal(info)
 		if err != nil {
@@ -87,6 +172,7 @@ func TestParseMetaInfoRejects(t *testing.T) {
 		{"odd piece length", enc(func() metainfo.Info { i := good; i.PieceLength = 3 << 14; return i }()), "power of two"},
 		{"tiny piece length", enc(func() metainfo.Info { i := good; i.PieceLength = 1024; return i }()), "power of two"},
 		{"too few hashes", enc(func() metainfo.Info { i := good; i.Pieces = i.Pieces[:40]; return i }()), "piece hashes"},
+		{"real hashes (old format)", enc(func() metainfo.Info { i := good; i.Pieces = bytes.Repeat([]byte{1}, 3*sha1.Size); return i }()), "piece names"},
 		{"multi-file", enc(func() metainfo.Info {
 			i := good
 			i.Files = []metainfo.FileInfo{{Length: 1, Path: []string{"a"}}}
@@ -103,9 +189,7 @@ func TestParseMetaInfoRejects(t *testing.T) {
 func FuzzParseMetaInfo(f *testing.F) {
 	data := sampleBlob(40000)
 	d := digest.FromBytes(data)
-	ph := NewPieceHasher(MinPieceLength)
-	ph.Write(data)
-	raw, err := BuildMetaInfo(d, int64(len(data)), MinPieceLength, ph.Sums())
+	raw, err := BuildMetaInfo(d, int64(len(data)), MinPieceLength)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -296,6 +296,13 @@ func (n *Node) Addr() netip.AddrPort { return n.addr }
 func (n *Node) BytesFromOrigins() int64 { return n.fromOrigins.Load() }
 func (n *Node) BytesFromPeers() int64   { return n.fromPeers.Load() }
 
+// BytesWasted counts piece data received that was not needed: a chunk that
+// came twice (requested from two peers), or part of a piece that failed.
+func (n *Node) BytesWasted() int64 {
+	s := n.cl.Stats()
+	return s.BytesReadData.Int64() - s.BytesReadUsefulData.Int64()
+}
+
 // BytesSent counts piece data this node uploaded.
 func (n *Node) BytesSent() int64 {
 	s := n.cl.Stats()
@@ -365,29 +372,36 @@ func (n *Node) Seed(mi *MetaInfo, r io.ReaderAt, onClose func()) (*Swarm, error)
 	return n.add(mi, newSeedStorage(r, &mi.Info), nil, onClose)
 }
 
-// Download joins the swarm of mi and writes pieces into dl; the blob commits
-// when the last piece is in and the sha256 matches. The swarm keeps seeding
+// Download joins the swarm of mi and writes pieces into dl, checking each
+// against hashes (which may still be arriving); the blob commits when the
+// last piece is in and the sha256 matches. The swarm keeps seeding
 // afterwards until closed. Download takes over the caller's reference to dl.
-func (n *Node) Download(mi *MetaInfo, dl *store.Download) (*Swarm, error) {
+func (n *Node) Download(mi *MetaInfo, dl *store.Download, hashes *PieceHashes) (*Swarm, error) {
 	if dl.Size() != mi.Info.Length {
 		return nil, fmt.Errorf("p2p %s: metainfo says %d bytes, download expects %d", mi.Digest, mi.Info.Length, dl.Size())
 	}
-	return n.add(mi, newDownloadStorage(dl, &mi.Info, n.ban), dl, dl.Release)
+	if hashes.PieceLength() != mi.Info.PieceLength || hashes.NumPieces() != mi.Info.NumPieces() {
+		return nil, fmt.Errorf("p2p %s: piece hashes are for %d-byte pieces, metainfo has %d", mi.Digest, hashes.PieceLength(), mi.Info.PieceLength)
+	}
+	return n.add(mi, newDownloadStorage(dl, &mi.Info, hashes, n.ban), dl, dl.Release)
 }
 
 func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose func()) (*Swarm, error) {
 	key := mi.Digest.String()
+	ctx, cancel := context.WithCancel(context.Background())
+	st.ctx = ctx
 	n.mu.Lock()
 	if _, ok := n.swarms[key]; ok {
 		n.mu.Unlock()
+		cancel()
 		return nil, ErrInSwarm
 	}
 	t, isNew := n.cl.AddTorrentOpt(torrent.AddTorrentOpts{InfoHash: mi.InfoHash, InfoBytes: mi.InfoBytes, Storage: st})
 	if !isNew {
 		n.mu.Unlock()
+		cancel()
 		return nil, ErrInSwarm
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	s := &Swarm{n: n, mi: mi, t: t, dl: dl, onClose: onClose, cancel: cancel, announced: make(chan struct{})}
 	s.lastUse = time.Now()
 	evict := n.evictLocked()

@@ -98,9 +98,12 @@ func (s *Seeder) Seeding(ih metainfo.Hash) bool {
 	return ok
 }
 
-// Seed starts seeding the verified blob r described by mi and announces it.
-// onClose runs when the seed is dropped (at Close).
-func (s *Seeder) Seed(mi *MetaInfo, r io.ReaderAt, onClose func()) error {
+// Seed starts seeding blob r described by mi and announces it. hashes tells
+// which pieces r holds: nil for a whole, verified blob; a growing list while
+// the blob arrives from upstream, each piece revealed once hashed (the
+// peers' own digest check covers the rest). onClose runs when the seed is
+// dropped (at Close).
+func (s *Seeder) Seed(mi *MetaInfo, r io.ReaderAt, hashes *PieceHashes, onClose func()) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.torrents[mi.InfoHash]; ok {
@@ -109,10 +112,42 @@ func (s *Seeder) Seed(mi *MetaInfo, r io.ReaderAt, onClose func()) error {
 	n := mi.Info.NumPieces()
 	ctx, cancel := context.WithCancel(s.ctx)
 	t := &seedTorrent{s: s, mi: mi, r: r, onClose: onClose, ctx: ctx, cancel: cancel, assigned: make([]int32, n), holders: make([]int32, n), revealedAt: make([]time.Time, n),
-		conns: map[*seedConn]struct{}{}}
+		conns: map[*seedConn]struct{}{}, avail: n}
+	if hashes != nil {
+		if hashes.NumPieces() != n {
+			cancel()
+			return fmt.Errorf("seed %s: %d piece hashes for %d pieces", mi.Digest, hashes.NumPieces(), n)
+		}
+		t.avail, _, _ = hashes.State()
+		if t.avail < n {
+			s.wg.Go(func() { t.follow(hashes) })
+		}
+	}
 	s.torrents[mi.InfoHash] = t
 	s.wg.Go(func() { s.announceLoop(ctx, mi) })
 	return nil
+}
+
+// follow reveals pieces as their hashes come in (the blob is still arriving).
+func (t *seedTorrent) follow(hashes *PieceHashes) {
+	for {
+		known, err, changed := hashes.State()
+		t.mu.Lock()
+		grew := known > t.avail
+		t.avail = max(t.avail, known)
+		t.mu.Unlock()
+		if grew {
+			t.refill()
+		}
+		if known == len(t.assigned) || err != nil {
+			return // complete, or failed (the origin drops the seed)
+		}
+		select {
+		case <-changed:
+		case <-t.ctx.Done():
+			return
+		}
+	}
 }
 
 // Drop stops seeding one blob (evicted from the store, say): its peers are
@@ -214,6 +249,7 @@ type seedTorrent struct {
 	cancel  context.CancelFunc // ends the announce loop
 
 	mu         sync.Mutex
+	avail      int         // pieces [0, avail) are here to upload
 	assigned   []int32     // how many peers each piece was revealed to
 	holders    []int32     // how many connected peers hold each piece
 	revealedAt []time.Time // when each piece was last revealed
@@ -565,7 +601,7 @@ func (t *seedTorrent) fill(sc *seedConn) {
 func (t *seedTorrent) pick(sc *seedConn, now time.Time) (best int, wait time.Duration) {
 	best, bestA, bestH := -1, int32(0), int32(0)
 	starving := true
-	for i := range t.assigned {
+	for i := range t.avail {
 		if sc.has[i] {
 			continue
 		}
@@ -589,7 +625,7 @@ func (t *seedTorrent) pick(sc *seedConn, now time.Time) (best int, wait time.Dur
 	// The least handed-out piece whose last reveal is oldest.
 	best, wait = -1, 0
 	patience := t.patience()
-	for i := range t.assigned {
+	for i := range t.avail {
 		if sc.has[i] || sc.revealed[i] {
 			continue
 		}

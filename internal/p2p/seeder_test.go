@@ -18,11 +18,16 @@ import (
 
 func newTestSeeder(t *testing.T, size int) (*Seeder, *MetaInfo, []byte) {
 	t.Helper()
+	return newLiveTestSeeder(t, size, nil)
+}
+
+// newLiveTestSeeder seeds a sample blob of size bytes whose pieces are
+// there as far as hashes says (nil: all of them).
+func newLiveTestSeeder(t *testing.T, size int, hashes *PieceHashes) (*Seeder, *MetaInfo, []byte) {
+	t.Helper()
 	data := sampleBlob(size)
 	d := digest.FromBytes(data)
-	ph := NewPieceHasher(MinPieceLength)
-	ph.Write(data)
-	raw, err := BuildMetaInfo(d, int64(size), MinPieceLength, ph.Sums())
+	raw, err := BuildMetaInfo(d, int64(size), MinPieceLength)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +42,7 @@ func newTestSeeder(t *testing.T, size int) (*Seeder, *MetaInfo, []byte) {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	if err := s.Seed(mi, bytes.NewReader(data), nil); err != nil {
+	if err := s.Seed(mi, bytes.NewReader(data), hashes, nil); err != nil {
 		t.Fatal(err)
 	}
 	return s, mi, data
@@ -212,7 +217,7 @@ func TestSeederPick(t *testing.T) {
 	newState := func() (*seedTorrent, *seedConn) {
 		st := &seedTorrent{s: &Seeder{reveal: 2}, mi: &MetaInfo{},
 			assigned: make([]int32, n), holders: make([]int32, n), revealedAt: make([]time.Time, n),
-			conns: map[*seedConn]struct{}{}}
+			conns: map[*seedConn]struct{}{}, avail: n}
 		st.mi.Info.PieceLength = MinPieceLength
 		sc := &seedConn{t: st, has: make([]bool, n), revealed: make([]bool, n)}
 		st.conns[sc] = struct{}{}
@@ -240,6 +245,16 @@ func TestSeederPick(t *testing.T) {
 			}
 			st.holders[3] = 1
 		}, t0.Add(time.Hour), -1, false},
+		{"live: only pieces hashed so far", func(st *seedTorrent, sc *seedConn) {
+			st.avail = 3
+			reveal(st, 0, t0)
+			reveal(st, 1, t0)
+		}, t0, 2, false},
+		{"live: nothing new yet", func(st *seedTorrent, sc *seedConn) {
+			st.avail = 2
+			reveal(st, 0, t0)
+			reveal(st, 1, t0)
+		}, t0, -1, true},
 		{"starving, copies still on their way", func(st *seedTorrent, sc *seedConn) {
 			for i := range n {
 				reveal(st, i, t0)
@@ -316,5 +331,54 @@ func TestSeederUploadTurnsGoInRevealOrder(t *testing.T) {
 	st.release()
 	if st.busy {
 		t.Fatal("turn still taken after the last release")
+	}
+}
+
+// A blob still arriving is seeded piece by piece: a peer is shown a piece
+// only once the origin has hashed it, and at once when it has.
+func TestSeederRevealsPiecesAsTheyArrive(t *testing.T) {
+	hashes := NewPieceHashes(3*MinPieceLength, MinPieceLength)
+	s, mi, data := newLiveTestSeeder(t, 3*MinPieceLength, hashes)
+	p := dial(t, s, mi.InfoHash)
+	if m := p.read(t); m.Type != pp.Unchoke {
+		t.Fatalf("first message %v, want unchoke", m.Type)
+	}
+	// Half of piece 0 hashed: nothing to show.
+	hashes.Write(data[:MinPieceLength/2])
+	_ = p.c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	var m pp.Message
+	if err := p.dec.Decode(&m); err == nil {
+		t.Fatalf("got %v before any piece was whole", m.Type)
+	}
+	hashes.Write(data[MinPieceLength/2 : 2*MinPieceLength])
+	var haves []int
+	for len(haves) < 2 {
+		if m := p.read(t); m.Type == pp.Have {
+			haves = append(haves, int(m.Index))
+		}
+	}
+	if haves[0] != 0 || haves[1] != 1 {
+		t.Fatalf("revealed %v, want pieces 0 and 1 as they were hashed", haves)
+	}
+	p.send(t, pp.Message{Type: pp.Request, Index: 1, Begin: 0, Length: 16 << 10})
+	for {
+		m := p.read(t)
+		if m.Type == pp.Piece {
+			if !bytes.Equal(m.Piece, data[MinPieceLength:MinPieceLength+16<<10]) {
+				t.Fatal("served block differs from the blob")
+			}
+			break
+		}
+	}
+	// A request for a piece not yet shown gets the peer dropped.
+	p.send(t, pp.Message{Type: pp.Request, Index: 2, Begin: 0, Length: 16 << 10})
+	_ = p.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if err := p.dec.Decode(&m); err != nil {
+			break // dropped, as wanted
+		}
+		if m.Type == pp.Piece && m.Index == 2 {
+			t.Fatal("served piece 2 before it was hashed")
+		}
 	}
 }

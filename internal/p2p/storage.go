@@ -23,11 +23,15 @@ import (
 type blobStorage struct {
 	r  io.ReaderAt
 	dl *store.Download // nil for a seed
-	// For a download: the expected piece hashes, who sent which block, and
-	// whom to ban when a piece turns out bad.
-	pieces []byte
+	// For a download: the piece hashes (perhaps still arriving), the piece
+	// names the library compares SelfHash's answer with, who sent which
+	// block, and whom to ban when a piece turns out bad. ctx ends when the
+	// swarm is left, so that no hasher waits for a hash beyond that.
+	hashes *PieceHashes
+	names  []byte
 	blame  *blame
 	onBad  func([]netip.Addr)
+	ctx    context.Context
 
 	mu       sync.Mutex
 	complete []bool
@@ -45,9 +49,10 @@ func newSeedStorage(r io.ReaderAt, info *metainfo.Info) *blobStorage {
 	return s
 }
 
-func newDownloadStorage(dl *store.Download, info *metainfo.Info, onBad func([]netip.Addr)) *blobStorage {
+// newDownloadStorage's ctx is set when the swarm is joined (Node.add).
+func newDownloadStorage(dl *store.Download, info *metainfo.Info, hashes *PieceHashes, onBad func([]netip.Addr)) *blobStorage {
 	return &blobStorage{r: dl, dl: dl, complete: make([]bool, info.NumPieces()), pieceLen: info.PieceLength, length: info.Length,
-		pieces: info.Pieces, blame: newBlame(), onBad: onBad}
+		hashes: hashes, names: info.Pieces, blame: newBlame(), onBad: onBad}
 }
 
 // OpenTorrent implements storage.ClientImpl.
@@ -91,20 +96,29 @@ var errSeedReadOnly = errors.New("storage: seeded blob is read-only")
 var errBadPiece = errors.New("storage: piece does not match its hash")
 
 // SelfHash implements storage.SelfHashing: the client asks the storage for a
-// piece's SHA-1 instead of hashing it itself. Doing it here lets Shoal see
-// each verdict, to blame and ban the peers that sent bad blocks.
+// piece's hash instead of hashing it itself. Shoal checks the piece against
+// its real SHA-1 (waiting for it if the origin is still hashing the blob)
+// and answers with the piece's name from the info dictionary when it
+// matches (see pieces.go). Doing it here also lets Shoal see each verdict,
+// to blame and ban the peers that sent bad blocks.
 func (p *blobPiece) SelfHash() (metainfo.Hash, error) {
 	var sum metainfo.Hash
+	s := p.s
+	if s.hashes == nil {
+		return sum, errSeedReadOnly // a seed: every piece is complete, never hashed
+	}
 	h := sha1.New()
-	if _, err := io.CopyBuffer(h, io.NewSectionReader(p.s.r, p.off, p.length), make([]byte, 256<<10)); err != nil {
+	if _, err := io.CopyBuffer(h, io.NewSectionReader(s.r, p.off, p.length), make([]byte, 256<<10)); err != nil {
 		return sum, fmt.Errorf("storage: hash piece %d: %w", p.index, err)
 	}
 	copy(sum[:], h.Sum(nil))
-	s := p.s
-	if s.blame == nil || len(s.pieces) < (p.index+1)*sha1.Size {
-		return sum, nil // a seed: never hashed in practice
+	want, err := s.hashes.Wait(s.ctx, p.index)
+	if err != nil {
+		// Nobody is to blame: the piece is fetched again, and a swarm that
+		// cannot verify anything stalls into the HTTP fallback.
+		return sum, err
 	}
-	if string(sum[:]) != string(s.pieces[p.index*sha1.Size:(p.index+1)*sha1.Size]) {
+	if sum != want {
 		if bad := s.blame.hashFailed(p.index); len(bad) > 0 {
 			s.onBad(bad)
 		}
@@ -117,6 +131,7 @@ func (p *blobPiece) SelfHash() (metainfo.Hash, error) {
 	if len(bad) > 0 {
 		s.onBad(bad)
 	}
+	copy(sum[:], s.names[p.index*sha1.Size:])
 	return sum, nil
 }
 

@@ -124,7 +124,12 @@ func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, p *pul
 	}
 	dl.Acquire() // ours, beyond the swarm's: the download may outlive the swarm
 	defer dl.Release()
-	sw, err := a.node.Download(mi, dl)
+	// The piece hashes come from the origin while it still fetches the blob.
+	hashes := p2p.NewPieceHashes(mi.Info.Length, mi.Info.PieceLength)
+	hctx, hcancel := context.WithCancel(ctx)
+	defer hcancel()
+	go a.fetchPieces(hctx, ns, d, hashes)
+	sw, err := a.node.Download(mi, dl, hashes)
 	if err != nil {
 		dl.Fail(err)
 		dl.Release()
@@ -133,7 +138,7 @@ func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, p *pul
 	readied = true
 	close(p.ready)
 
-	err = a.watch(ctx, sw, dl)
+	err = a.watch(ctx, sw, dl, hashes)
 	if errors.Is(err, errStalled) && !a.cfg.DisableFallback {
 		// Stop asking peers, then take the rest from an origin.
 		sw.Close()
@@ -186,17 +191,23 @@ func (a *Agent) createDownload(ctx context.Context, d digest.Digest, size int64)
 // errStalled: no piece arrived for StallTimeout.
 var errStalled = errors.New("swarm made no progress")
 
-// watch waits for the download to commit, failing it when the swarm stalls.
-func (a *Agent) watch(ctx context.Context, sw *p2p.Swarm, dl *store.Download) error {
+// watch waits for the download to commit, failing it when the swarm stalls
+// or its piece hashes cannot be had (no piece could be checked).
+func (a *Agent) watch(ctx context.Context, sw *p2p.Swarm, dl *store.Download, hashes *p2p.PieceHashes) error {
 	tick := time.NewTicker(stallCheckEvery)
 	defer tick.Stop()
 	last, lastChange := int64(-1), time.Now()
 	for {
+		_, herr, hchanged := hashes.State()
+		if herr != nil {
+			return fmt.Errorf("%w: %w", errStalled, herr)
+		}
 		select {
 		case <-dl.Done():
 			return dl.Err()
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-hchanged:
 		case now := <-tick.C:
 			if n := sw.BytesCompleted(); n != last {
 				last, lastChange = n, now

@@ -248,3 +248,77 @@ func TestHeadDoesNotDownload(t *testing.T) {
 		t.Fatalf("HEAD of unknown blob: status %d, want 404", resp.StatusCode)
 	}
 }
+
+// TestMetainfoAndPieceHashesComeWhileTheBlobArrives: the swarm must not wait
+// for the upstream transfer. The metainfo is answered as soon as upstream
+// has, the piece hashes stream in as the blob arrives, and in the end they
+// are the real SHA-1s of the blob's pieces; ?from= resumes a stream.
+func TestMetainfoAndPieceHashesComeWhileTheBlobArrives(t *testing.T) {
+	const (
+		size = 8 << 20
+		rate = 4 << 20 // the upstream transfer takes about 2 s
+	)
+	reg := startRegistry(t, localregistry.Options{UploadRate: rate})
+	data := localregistry.RandomBytes(size, 11)
+	d := pushBlob(t, reg, testRepo, data)
+	o := startOrigin(t, "", nil, upstreamFor(t, reg.URL()))
+
+	start := time.Now()
+	resp, meta := do(t, http.MethodGet, metaURL(o, testRepo, d), nil)
+	metaAt := time.Since(start)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("metainfo: status %d %q", resp.StatusCode, meta)
+	}
+	if _, err := o.Store().Stat(d); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("metainfo answered after the blob was in (%s); want it before", metaAt)
+	}
+	mi, err := p2p.ParseMetaInfo(meta, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, piecesURL(o, testRepo, d), nil)
+	presp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer presp.Body.Close()
+	if presp.StatusCode != http.StatusOK || presp.Header.Get(p2p.HeaderPieceLength) != strconv.FormatInt(mi.Info.PieceLength, 10) {
+		t.Fatalf("pieces: status %d, piece length %q", presp.StatusCode, presp.Header.Get(p2p.HeaderPieceLength))
+	}
+	first := make([]byte, 20)
+	if _, err := io.ReadFull(presp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	firstAt := time.Since(start)
+	_, serr := o.Store().Stat(d)
+	rest, err := io.ReadAll(presp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := time.Since(start)
+	if !errors.Is(serr, store.ErrNotFound) || firstAt > total/2 {
+		t.Errorf("first piece hash at %s of %s (blob stored then: %v); want it while the blob arrives", firstAt, total, serr == nil)
+	}
+	want, err := p2p.HashesOf(bytes.NewReader(data), size, mi.Info.PieceLength)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := append(first, rest...); !bytes.Equal(got, want.Sums()) {
+		t.Fatalf("streamed %d bytes of piece hashes, not the blob's %d", len(got), len(want.Sums()))
+	}
+	t.Logf("metainfo at %s, first piece hash at %s, last at %s", metaAt, firstAt, total)
+
+	// Resuming, and bad resumptions.
+	_, tail, err := getPieces(t, piecesURL(o, testRepo, d)+"?from=3")
+	if err != nil || !bytes.Equal(tail, want.Sums()[3*20:]) {
+		t.Fatalf("?from=3: %d bytes, %v", len(tail), err)
+	}
+	resp, body := do(t, http.MethodGet, piecesURL(o, testRepo, d)+"?from=99", nil)
+	wantError(t, resp, body, http.StatusRequestedRangeNotSatisfiable, "RANGE_INVALID")
+	resp, body = do(t, http.MethodGet, piecesURL(o, testRepo, d)+"?from=x", nil)
+	wantError(t, resp, body, http.StatusBadRequest, "UNSUPPORTED")
+	if got := reg.BlobGets(d.String()); got != 1 {
+		t.Errorf("registry saw %d blob GETs, want 1", got)
+	}
+}

@@ -98,6 +98,29 @@ func metaURL(o *origin.Origin, ns string, d digest.Digest) string {
 	return blobURL(o, ns, d) + "/metainfo"
 }
 
+func piecesURL(o *origin.Origin, ns string, d digest.Digest) string {
+	return blobURL(o, ns, d) + "/pieces"
+}
+
+// getPieces reads a streamed answer (piece hashes, a blob) to its end: the
+// status, the body and the read error (a stream cut short by a failed fetch).
+func getPieces(t *testing.T, u string) (*http.Response, []byte, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
 // do sends a request and reads the whole answer.
 func do(t *testing.T, method, u string, hdr http.Header) (*http.Response, []byte) {
 	t.Helper()

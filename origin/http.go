@@ -2,7 +2,7 @@ package origin
 
 import (
 	"context"
-	"errors"
+	"crypto/sha1"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
 )
 
@@ -31,56 +32,87 @@ func params(r *http.Request) (string, digest.Digest, error) {
 	return ns, d, nil
 }
 
-// handleMetainfo answers the bencoded metainfo of a blob, fetching the blob
-// from upstream first if needed (the caller waits for the whole blob).
+// handleMetainfo answers the bencoded metainfo of a blob, starting its
+// upstream fetch if needed: the answer needs only the blob's size, so it
+// comes as soon as upstream has answered.
 func (o *Origin) handleMetainfo(w http.ResponseWriter, r *http.Request) {
 	ns, d, err := params(r)
 	if err != nil {
 		writeErr(w, r, err)
 		return
 	}
-	if _, err := o.store.Stat(d); err != nil {
-		if err := o.awaitFetch(r.Context(), ns, d); err != nil {
-			writeErr(w, r, err)
-			return
-		}
-	}
-	if n, err := o.store.Stat(d); err == nil && n == 0 {
-		writeErr(w, r, httpx.Errorf(http.StatusNotFound, httpx.CodeBlobUnknown, "empty blob %s has no metainfo; it needs no transfer", d))
-		return
-	}
-	mi, err := o.metaInfo(d)
-	if errors.Is(err, store.ErrNotFound) {
-		// The stored copy failed verification and was removed (or vanished
-		// between the looks): fetch it again rather than answer 404.
-		if err = o.awaitFetch(r.Context(), ns, d); err == nil {
-			mi, err = o.metaInfo(d)
-		}
-	}
+	sd, err := o.seeded(r.Context(), ns, d)
 	if err != nil {
 		writeErr(w, r, err)
 		return
 	}
-	raw, err := o.store.ReadMeta(d, "torrent")
-	if err != nil {
-		writeErr(w, r, err)
-		return
-	}
+	raw := sd.mi.Raw()
 	w.Header().Set("Content-Type", "application/x-bittorrent")
 	w.Header().Set("Content-Length", strconv.Itoa(len(raw)))
-	w.Header().Set("X-Shoal-Info-Hash", mi.InfoHash.HexString())
+	w.Header().Set("X-Shoal-Info-Hash", sd.mi.InfoHash.HexString())
 	_, _ = w.Write(raw)
 }
 
-// awaitFetch joins or starts the upstream fetch of d and waits for the
-// whole blob (or the request's end).
-func (o *Origin) awaitFetch(ctx context.Context, ns string, d digest.Digest) error {
-	f := o.startFetch(ns, d)
-	select {
-	case <-f.done:
-		return f.err
-	case <-ctx.Done():
-		return ctx.Err()
+// handlePieces streams a blob's piece hashes, 20 bytes (SHA-1) per piece in
+// order, from piece ?from= on: each as soon as the origin has hashed it
+// while the blob arrives from upstream, all at once for a stored blob. The
+// answer starts with the first hash; its length is known up front
+// (Content-Length), so a stream cut short by a failed fetch is seen as such,
+// and a fetch that fails before any hash gets an OCI error.
+func (o *Origin) handlePieces(w http.ResponseWriter, r *http.Request) {
+	ns, d, err := params(r)
+	if err != nil {
+		writeErr(w, r, err)
+		return
+	}
+	from := 0
+	if v := r.URL.Query().Get("from"); v != "" {
+		if from, err = strconv.Atoi(v); err != nil || from < 0 {
+			writeErr(w, r, httpx.Errorf(http.StatusBadRequest, httpx.CodeUnsupported, "from=%q: want a piece index", v))
+			return
+		}
+	}
+	sd, err := o.seeded(r.Context(), ns, d)
+	if err != nil {
+		writeErr(w, r, err)
+		return
+	}
+	h := sd.hashes
+	n := h.NumPieces()
+	if from > n {
+		writeErr(w, r, httpx.Errorf(http.StatusRequestedRangeNotSatisfiable, httpx.CodeRangeInvalid, "from=%d: the blob has %d pieces", from, n))
+		return
+	}
+	rc := http.NewResponseController(w)
+	for sent := from; sent < n; {
+		known, herr, changed := h.State()
+		if known > sent {
+			if sent == from {
+				w.Header().Set("Content-Type", "application/octet-stream")
+				w.Header().Set("Content-Length", strconv.Itoa((n-from)*sha1.Size))
+				w.Header().Set(p2p.HeaderPieceLength, strconv.FormatInt(h.PieceLength(), 10))
+			}
+			if _, err := w.Write(h.Sums()[sent*sha1.Size : known*sha1.Size]); err != nil {
+				return
+			}
+			_ = rc.Flush()
+			sent = known
+			continue
+		}
+		if herr != nil {
+			if sent == from {
+				writeErr(w, r, herr) // nothing sent yet: say why
+				return
+			}
+			// Cut the response short, which the client sees against
+			// Content-Length.
+			panic(http.ErrAbortHandler)
+		}
+		select {
+		case <-changed:
+		case <-r.Context().Done():
+			return
+		}
 	}
 }
 

@@ -5,11 +5,14 @@ package origin
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -40,7 +43,7 @@ type Origin struct {
 
 	mu      sync.Mutex
 	fetches map[digest.Digest]*fetch
-	metas   *lru.Cache[digest.Digest, *p2p.MetaInfo]
+	seeds   *lru.Cache[digest.Digest, *seeded]
 
 	gets          atomic.Int64
 	upstreamGets  *prometheus.CounterVec
@@ -59,7 +62,7 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 		return nil, err
 	}
 	o := &Origin{cfg: cfg, log: log, store: st, up: up, base: httpx.NewBase(), fetches: map[digest.Digest]*fetch{}}
-	o.metas, _ = lru.New[digest.Digest, *p2p.MetaInfo](8192)
+	o.seeds, _ = lru.New[digest.Digest, *seeded](8192)
 	o.ctx, o.cancel = context.WithCancel(context.Background())
 	o.upstreamGets = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_origin_upstream_requests_total",
 		Help: "Blob GETs sent upstream, by result."}, []string{"result"})
@@ -77,6 +80,7 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	r.Use(httpx.LogRequests(log))
 	o.base.Mount(r)
 	r.Get("/namespace/{ns}/blobs/{digest}/metainfo", o.handleMetainfo)
+	r.Get("/namespace/{ns}/blobs/{digest}/pieces", o.handlePieces)
 	r.Get("/namespace/{ns}/blobs/{digest}", o.handleBlob)
 	r.Head("/namespace/{ns}/blobs/{digest}", o.handleBlob)
 	o.mountManifests(r)
@@ -97,16 +101,16 @@ func (o *Origin) Seeder() *p2p.Seeder { return o.seed }
 // evicted stops seeding a blob the store's GC removed, which closes its file
 // (and frees its disk space).
 func (o *Origin) evicted(d digest.Digest) {
-	if mi, ok := o.metas.Get(d); ok {
-		o.seed.Drop(mi.InfoHash)
+	if sd, ok := o.seeds.Get(d); ok {
+		o.seed.Drop(sd.mi.InfoHash)
 	}
-	o.metas.Remove(d)
+	o.seeds.Remove(d)
 }
 
 // Seeding reports whether the origin seeds blob d.
 func (o *Origin) Seeding(d digest.Digest) bool {
-	mi, ok := o.metas.Get(d)
-	return ok && o.seed.Seeding(mi.InfoHash)
+	sd, ok := o.seeds.Get(d)
+	return ok && o.seed.Seeding(sd.mi.InfoHash)
 }
 
 // BytesSent counts piece bytes the origin uploaded to the swarm.
@@ -138,9 +142,32 @@ func (o *Origin) UpstreamGets() int64 { return o.gets.Load() }
 
 // fetch is one upstream download, shared by every request for the digest.
 type fetch struct {
-	ready chan struct{} // the store download exists (or err is set)
-	done  chan struct{} // committed, metainfo built and seeding (or err is set)
+	ready chan struct{} // the store download exists and seed is set (or err is)
+	done  chan struct{} // committed (or err is set)
+	seed  *seeded       // nil for an empty blob
 	err   error
+}
+
+// seeded is a blob the origin seeds: its metainfo and its piece hashes,
+// which grow while the blob arrives from upstream.
+type seeded struct {
+	mi     *p2p.MetaInfo
+	hashes *p2p.PieceHashes
+}
+
+func newSeeded(d digest.Digest, size, pieceLen int64, hashes *p2p.PieceHashes) (*seeded, error) {
+	raw, err := p2p.BuildMetaInfo(d, size, pieceLen)
+	if err != nil {
+		return nil, err
+	}
+	mi, err := p2p.ParseMetaInfo(raw, d)
+	if err != nil {
+		return nil, err
+	}
+	if hashes == nil {
+		hashes = p2p.NewPieceHashes(size, pieceLen)
+	}
+	return &seeded{mi: mi, hashes: hashes}, nil
 }
 
 // startFetch joins or starts the upstream fetch of d.
@@ -159,6 +186,14 @@ func (o *Origin) startFetch(ns string, d digest.Digest) *fetch {
 func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) {
 	readyOnce := sync.OnceFunc(func() { close(f.ready) })
 	defer func() {
+		if sd := f.seed; sd != nil && f.err != nil {
+			// Peers stop getting pieces and hashes (the last hash was never
+			// published, so none can complete the blob). Before the fetch
+			// is forgotten: a new one may seed the same info-hash.
+			sd.hashes.Fail(f.err)
+			o.seed.Drop(sd.mi.InfoHash)
+			o.seeds.Remove(d)
+		}
 		o.mu.Lock()
 		delete(o.fetches, d)
 		o.mu.Unlock()
@@ -169,10 +204,10 @@ func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) {
 	defer cancel()
 
 	if _, err := o.store.Stat(d); err == nil {
-		// Already stored (a request raced with the commit). metaInfo
+		// Already stored (a request raced with the commit). seedStored
 		// verifies a copy from an earlier run; one that no longer matches
 		// its digest is removed and fetched again below.
-		if _, err := o.metaInfo(d); !errors.Is(err, store.ErrNotFound) {
+		if _, err := o.seedStored(d); !errors.Is(err, store.ErrNotFound) {
 			f.err = err
 			return
 		}
@@ -193,13 +228,35 @@ func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) {
 	}
 	defer body.Close()
 	o.upstreamGets.WithLabelValues("ok").Inc()
-	pl := o.pieceLength(size)
-	ph := p2p.NewPieceHasher(pl)
-	dl, err := o.store.Create(d, size, store.WithTee(ph))
+	var opts []store.Option
+	if size > 0 {
+		// The metainfo needs only the size: publish it and seed each piece
+		// as soon as it is hashed, so that the swarm runs while the blob
+		// arrives (see p2p/pieces.go).
+		if f.seed, err = newSeeded(d, size, o.pieceLength(size), nil); err != nil {
+			f.err = err
+			return
+		}
+		f.seed.hashes.HoldLast() // until the digest matched
+		opts = append(opts, store.WithTee(f.seed.hashes))
+	}
+	dl, err := o.store.Create(d, size, opts...)
 	if err != nil {
 		o.log.Error("cannot store blob", "digest", d, "size", size, "err", err)
-		f.err = httpx.DiskError(err)
+		f.seed, f.err = nil, httpx.DiskError(err)
 		return
+	}
+	if sd := f.seed; sd != nil {
+		o.seed.Drop(sd.mi.InfoHash) // a seed of an earlier copy that failed verification
+		dl.Acquire()
+		if err := o.seed.Seed(sd.mi, dl, sd.hashes, dl.Release); err != nil {
+			dl.Release()
+			dl.Fail(err)
+			dl.Release()
+			f.seed, f.err = nil, err
+			return
+		}
+		o.seeds.Add(d, sd)
 	}
 	readyOnce()
 	n, err := io.Copy(dl, &countingReader{body, o.upstreamBytes})
@@ -217,51 +274,129 @@ func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) {
 		return
 	}
 	o.log.Info("fetched blob from upstream", "digest", d, "repo", repo.String(), "bytes", size)
-	if size == 0 {
-		return // nothing to seed
+	if sd := f.seed; sd != nil {
+		if err := sd.hashes.Publish(); err != nil {
+			f.err = err
+			return
+		}
+		if err := o.keepSeeded(d, sd); err != nil {
+			o.log.Warn("keep metainfo beside blob", "digest", d, "err", err)
+		}
 	}
-	mib, err := p2p.BuildMetaInfo(d, size, pl, ph.Sums())
-	if err == nil {
-		err = o.store.WriteMeta(d, "torrent", mib)
-	}
-	if err != nil {
-		f.err = err
-		return
-	}
-	_, f.err = o.metaInfo(d)
 }
 
-// metaInfo returns the metainfo of the stored blob d, building it if the
-// blob came from an earlier run, and makes sure the blob is being seeded.
-func (o *Origin) metaInfo(d digest.Digest) (*p2p.MetaInfo, error) {
-	if mi, ok := o.metas.Get(d); ok && o.seed.Seeding(mi.InfoHash) {
-		return mi, nil
+// seeded returns the metainfo and piece hashes of d and makes sure it is
+// seeded: from the store, or from the upstream fetch (started if needed) as
+// soon as upstream has answered, long before the blob is in.
+func (o *Origin) seeded(ctx context.Context, ns string, d digest.Digest) (*seeded, error) {
+	if sd, ok := o.seeds.Get(d); ok && o.seed.Seeding(sd.mi.InfoHash) {
+		return sd, nil
+	}
+	if _, err := o.store.Stat(d); err == nil {
+		// The stored copy may fail verification and be removed (or vanish
+		// between the looks): then fetch it again rather than answer 404.
+		if sd, err := o.seedStored(d); !errors.Is(err, store.ErrNotFound) {
+			return sd, err
+		}
+	}
+	f := o.startFetch(ns, d)
+	select {
+	case <-f.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if f.seed != nil {
+		return f.seed, nil
+	}
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if f.err != nil {
+		return nil, f.err
+	}
+	return o.seedStored(d) // an empty blob, or one committed meanwhile
+}
+
+// Meta files kept beside a blob: its metainfo, and its piece hashes
+// followed by their sha256 (a list that rotted on disk would make agents
+// reject every piece and ban honest peers).
+const (
+	metaTorrent = "torrent"
+	metaPieces  = "pieces"
+)
+
+func (o *Origin) keepSeeded(d digest.Digest, sd *seeded) error {
+	if err := o.store.WriteMeta(d, metaTorrent, sd.mi.Raw()); err != nil {
+		return err
+	}
+	sums := sd.hashes.Sums()
+	check := sha256.Sum256(sums)
+	return o.store.WriteMeta(d, metaPieces, append(slices.Clip(sums), check[:]...))
+}
+
+// seedStored seeds the stored blob d (verified first if it is from an
+// earlier run) and returns its metainfo and piece hashes, read from beside
+// the blob or computed again.
+func (o *Origin) seedStored(d digest.Digest) (*seeded, error) {
+	if sd, ok := o.seeds.Get(d); ok && o.seed.Seeding(sd.mi.InfoHash) {
+		return sd, nil
 	}
 	file, err := o.store.Open(d)
 	if err != nil {
 		return nil, err
 	}
-	raw, err := o.store.ReadMeta(d, "torrent")
-	if errors.Is(err, store.ErrNotFound) {
-		raw, err = o.buildMeta(d, file)
-	}
+	sd, err := o.loadSeeded(d, file)
 	if err != nil {
 		file.Close()
 		return nil, err
 	}
-	mi, err := p2p.ParseMetaInfo(raw, d)
-	if err != nil {
-		file.Close()
-		return nil, err
-	}
-	if err := o.seed.Seed(mi, file, func() { file.Close() }); err != nil {
+	if err := o.seed.Seed(sd.mi, file, nil, func() { file.Close() }); err != nil {
 		file.Close()
 		if !errors.Is(err, p2p.ErrInSwarm) {
 			return nil, err
 		}
 	}
-	o.metas.Add(d, mi)
-	return mi, nil
+	o.seeds.Add(d, sd)
+	return sd, nil
+}
+
+func (o *Origin) loadSeeded(d digest.Digest, file *os.File) (*seeded, error) {
+	fi, err := file.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := fi.Size()
+	if size == 0 {
+		return nil, httpx.Errorf(http.StatusNotFound, httpx.CodeBlobUnknown, "empty blob %s has no metainfo; it needs no transfer", d)
+	}
+	if raw, err := o.store.ReadMeta(d, metaTorrent); err == nil {
+		mi, err := p2p.ParseMetaInfo(raw, d)
+		kept, kerr := o.store.ReadMeta(d, metaPieces)
+		if err == nil && kerr == nil && len(kept) >= sha256.Size {
+			sums, check := kept[:len(kept)-sha256.Size], kept[len(kept)-sha256.Size:]
+			hashes := p2p.NewPieceHashes(size, mi.Info.PieceLength)
+			if sha256.Sum256(sums) == [sha256.Size]byte(check) && hashes.Add(sums) == nil && hashes.Complete() {
+				return &seeded{mi: mi, hashes: hashes}, nil
+			}
+		}
+	}
+	// None kept (a blob put there by hand), or from an older version, or
+	// damaged: hash the verified blob again.
+	pl := o.pieceLength(size)
+	hashes, err := p2p.HashesOf(io.NewSectionReader(file, 0, size), size, pl)
+	if err != nil {
+		return nil, fmt.Errorf("metainfo %s: %w", d, err)
+	}
+	sd, err := newSeeded(d, size, pl, hashes)
+	if err != nil {
+		return nil, err
+	}
+	if err := o.keepSeeded(d, sd); err != nil {
+		o.log.Warn("keep metainfo beside blob", "digest", d, "err", err)
+	}
+	return sd, nil
 }
 
 // pieceLength is the configured piece length, or one chosen by blob size.
@@ -270,30 +405,6 @@ func (o *Origin) pieceLength(size int64) int64 {
 		return int64(o.cfg.PieceLength)
 	}
 	return p2p.PieceLengthFor(size)
-}
-
-func (o *Origin) buildMeta(d digest.Digest, r io.ReadSeeker) ([]byte, error) {
-	size, err := r.Seek(0, io.SeekEnd)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := r.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	pl := o.pieceLength(size)
-	ph := p2p.NewPieceHasher(pl)
-	n, err := io.Copy(ph, r)
-	if err != nil {
-		return nil, fmt.Errorf("metainfo %s: %w", d, err)
-	}
-	if _, err := r.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	raw, err := p2p.BuildMetaInfo(d, n, pl, ph.Sums())
-	if err != nil {
-		return nil, err
-	}
-	return raw, o.store.WriteMeta(d, "torrent", raw)
 }
 
 // logUpstreamErr records why upstream failed: clients get only an OCI code,

@@ -136,6 +136,59 @@ func TestEightAgentsPullOneBlobThroughTheSwarm(t *testing.T) {
 	}
 }
 
+// The swarm does not wait for the origin to hold the blob: with a slow
+// upstream, every agent gets its first MiB through the swarm while the
+// origin is still fetching, upstream sees one GET, and no agent needed the
+// HTTP fallback.
+func TestSwarmRunsWhileTheOriginFetches(t *testing.T) {
+	const size = 24 << 20
+	// 8 MB/s upstream: the origin needs about 3 s for the blob.
+	c := startCluster(t, Options{Agents: 4, Origins: 1, UpstreamRate: 8e6, PieceLength: 1 << 20})
+	data := localregistry.RandomBytes(size, 43)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := c.Registry.PushBlob(ctx, "test/live", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Registry.ResetCounts()
+	origin := c.Origins[0]
+
+	var wg sync.WaitGroup
+	errs := make([]error, len(c.Agents))
+	early := make([]bool, len(c.Agents))
+	for i, a := range c.Agents {
+		wg.Go(func() {
+			first := make(chan struct{}) // the pull waits for us to look
+			done := make(chan error, 1)
+			go func() { done <- pullAndVerify(ctx, fmt.Sprintf("%s/v2/test/live/blobs/%s", a.URL(), d), d, first) }()
+			select {
+			case <-first:
+				_, err := origin.Store().Stat(d)
+				early[i] = errors.Is(err, store.ErrNotFound)
+				errs[i] = <-done
+			case errs[i] = <-done:
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("agent %d: %v", i, err)
+		}
+		if !early[i] {
+			t.Errorf("agent %d got its first MiB only after the origin held the whole blob", i)
+		}
+		if fb := metricLine(t, c.Agents[i].AdminURL(), "shoal_agent_fallbacks_total"); fb != "none" {
+			t.Errorf("agent %d fell back to HTTP: %s", i, fb)
+		}
+	}
+	if n := c.Registry.BlobGets(d.String()); n != 1 {
+		t.Errorf("upstream saw %d GETs of the blob, want 1", n)
+	}
+	t.Logf("origin sent %.2f F", float64(origin.BytesSent())/size)
+}
+
 // When the only seeder dies mid-transfer, the client's response is cut short
 // (never completed with wrong or missing bytes) and nothing partial stays in
 // the agent's cache.
@@ -517,7 +570,7 @@ func (c *Cluster) seedBeside(t *testing.T, ctx context.Context, peer *p2p.Seeder
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := peer.Seed(mi, r, nil); err != nil {
+	if err := peer.Seed(mi, r, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"time"
 
@@ -55,6 +56,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	dir := fs.String("dir", "", "state directory (default: temporary)")
 	verbose := fs.Bool("v", false, "log every component to stderr")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run (go tool pprof) to this file")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -98,6 +100,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer os.RemoveAll(o.Dir)
 	}
+	if *cpuProfile != "" {
+		// Where a CPU-bound run's time goes: every component is in this process.
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	r, err := bench.Swarm(ctx, o)
 	if err != nil {
 		return err
@@ -114,8 +128,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			r.Agents, mib(r.BlobBytes), o.Rate, o.OriginRate, o.UpstreamRate, map[bool]string{true: "warm", false: "cold"}[o.WarmOrigins])
 		fmt.Fprintf(stdout, "T_min %.2f s; agents p50 %.2f s (%.2fx), p90 %.2f s, max %.2f s (%.2fx); first byte p50 %.2f s\n",
 			r.TMinSeconds, r.AgentSecondsP50, r.P50OverTMin, r.AgentSecondsP90, r.AgentSecondsMax, r.MaxOverTMin, r.TTFBSecondsP50)
-		fmt.Fprintf(stdout, "bytes: upstream %.0f MiB (%d GETs), origins sent %.0f MiB (%.2f F), agents got %.0f MiB from origins, %.0f MiB from peers\n",
-			mib(r.BytesFromUpstream), r.UpstreamBlobGets, mib(r.OriginBytesSent), r.OriginSentOverF, mib(r.BytesFromOrigins), mib(r.BytesFromPeers))
+		fmt.Fprintf(stdout, "bytes: upstream %.0f MiB (%d GETs), origins sent %.0f MiB (%.2f F), agents got %.0f MiB from origins, %.0f MiB from peers, %.0f MiB wasted\n",
+			mib(r.BytesFromUpstream), r.UpstreamBlobGets, mib(r.OriginBytesSent), r.OriginSentOverF, mib(r.BytesFromOrigins), mib(r.BytesFromPeers), mib(r.BytesWasted))
 		fmt.Fprintf(stdout, "cpu %.1f core-seconds on %d cores (cpu_bound: %v), peak RSS %.0f MiB, verified: %v\n",
 			r.CPUSeconds, r.CPUCores, r.CPUBound, mib(r.PeakRSSBytes), r.AllVerified)
 		if r.DirectSecondsP50 > 0 {

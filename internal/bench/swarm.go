@@ -66,6 +66,7 @@ type SwarmResult struct {
 	BytesFromUpstream int64     `json:"bytes_from_upstream"`
 	BytesFromOrigins  int64     `json:"bytes_from_origins"`
 	BytesFromPeers    int64     `json:"bytes_from_peers"`
+	BytesWasted       int64     `json:"bytes_wasted"` // received twice, or in a bad piece
 	OriginBytesSent   int64     `json:"origin_bytes_sent"`
 	OriginSentOverF   float64   `json:"origin_sent_over_blob"`
 	UpstreamBlobGets  int       `json:"upstream_blob_gets"`
@@ -162,6 +163,7 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	for _, a := range c.Agents {
 		r.BytesFromOrigins += a.Node().BytesFromOrigins()
 		r.BytesFromPeers += a.Node().BytesFromPeers()
+		r.BytesWasted += a.Node().BytesWasted()
 	}
 	for _, org := range c.Origins {
 		r.OriginBytesSent += org.BytesSent()
@@ -195,7 +197,19 @@ func preheat(ctx context.Context, c *cluster.Cluster, repo string, d digest.Dige
 		return fmt.Errorf("preheat: %s %v", resp.Status, err)
 	}
 	_ = repo
-	return nil
+	// The metainfo comes as soon as upstream answers: wait for the blob.
+	for {
+		for _, org := range c.Origins {
+			if _, err := org.Store().Stat(d); err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("preheat: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 func httpGet(ctx context.Context, url string) (*http.Response, error) {

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/shoal-dev/shoal/agent"
@@ -81,7 +82,22 @@ func AgentIP(i int) string { return fmt.Sprintf("127.0.0.%d", 10+i) }
 func OriginIP(i int) string { return fmt.Sprintf("127.0.0.%d", 2+i) }
 
 // Start brings the cluster up; Close takes it down.
-func Start(opts Options) (_ *Cluster, err error) {
+func Start(opts Options) (*Cluster, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	for attempt := 1; ; attempt++ {
+		c, err := start(opts)
+		// A free port found by freeAddr is released before its component
+		// binds it; another test process may take it meanwhile. Pick again.
+		if err == nil || opts.DefaultPorts || attempt == 3 || !errors.Is(err, syscall.EADDRINUSE) {
+			return c, err
+		}
+		opts.Log.Debug("cluster: a port was taken meanwhile; starting again", "err", err)
+	}
+}
+
+func start(opts Options) (_ *Cluster, err error) {
 	if opts.Agents < 1 || opts.Agents > 240 {
 		return nil, fmt.Errorf("cluster: agents must be 1..240, got %d", opts.Agents)
 	}

@@ -367,9 +367,11 @@ func (n *Node) evictLocked() *Swarm {
 // ErrInSwarm: the node already has a swarm for this blob.
 var ErrInSwarm = errors.New("p2p: already in the swarm of this blob")
 
-// Seed joins the swarm of mi as a seeder of the verified blob r.
+// Seed joins the swarm of mi as a seeder of the verified blob r; onClose
+// (closing r) runs a moment after the swarm is left, never while a peer's
+// read may still come. If Seed fails, r is the caller's to close.
 func (n *Node) Seed(mi *MetaInfo, r io.ReaderAt, onClose func()) (*Swarm, error) {
-	return n.add(mi, newSeedStorage(r, &mi.Info), nil, onClose)
+	return n.add(mi, newSeedStorage(r, onClose, &mi.Info), nil, nil)
 }
 
 // Download joins the swarm of mi and writes pieces into dl, checking each
@@ -383,7 +385,15 @@ func (n *Node) Download(mi *MetaInfo, dl *store.Download, hashes *PieceHashes) (
 	if hashes.PieceLength() != mi.Info.PieceLength || hashes.NumPieces() != mi.Info.NumPieces() {
 		return nil, fmt.Errorf("p2p %s: piece hashes are for %d-byte pieces, metainfo has %d", mi.Digest, hashes.PieceLength(), mi.Info.PieceLength)
 	}
-	return n.add(mi, newDownloadStorage(dl, &mi.Info, hashes, n.ban), dl, dl.Release)
+	rf, err := dl.OpenFile()
+	if err != nil {
+		return nil, fmt.Errorf("p2p %s: %w", mi.Digest, err)
+	}
+	s, err := n.add(mi, newDownloadStorage(dl, rf, &mi.Info, hashes, n.ban), dl, dl.Release)
+	if err != nil {
+		rf.Close()
+	}
+	return s, err
 }
 
 func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose func()) (*Swarm, error) {
@@ -402,7 +412,7 @@ func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose fu
 		cancel()
 		return nil, ErrInSwarm
 	}
-	s := &Swarm{n: n, mi: mi, t: t, dl: dl, onClose: onClose, cancel: cancel, announced: make(chan struct{})}
+	s := &Swarm{n: n, mi: mi, t: t, st: st, dl: dl, onClose: onClose, cancel: cancel, announced: make(chan struct{})}
 	s.lastUse = time.Now()
 	evict := n.evictLocked()
 	n.swarms[key] = s

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
@@ -21,8 +23,13 @@ import (
 // each piece the client has hash-checked extends the store download's
 // in-order prefix, which sha256s it and, at the end, commits the blob.
 type blobStorage struct {
-	r  io.ReaderAt
-	dl *store.Download // nil for a seed
+	// r is read for peers and piece checks, under rmu; closeR closes it
+	// readerLinger after the swarm is left (see retire).
+	r      io.ReaderAt
+	closeR func()
+	rmu    sync.RWMutex
+	rgone  bool
+	dl     *store.Download // nil for a seed
 	// For a download: the piece hashes (perhaps still arriving), the piece
 	// names the library compares SelfHash's answer with, who sent which
 	// block, and whom to ban when a piece turns out bad. ctx ends when the
@@ -40,19 +47,53 @@ type blobStorage struct {
 	length   int64
 }
 
-func newSeedStorage(r io.ReaderAt, info *metainfo.Info) *blobStorage {
+func newSeedStorage(r io.ReaderAt, closeR func(), info *metainfo.Info) *blobStorage {
 	n := info.NumPieces()
-	s := &blobStorage{r: r, complete: make([]bool, n), prefix: n, pieceLen: info.PieceLength, length: info.Length}
+	s := &blobStorage{r: r, closeR: closeR, complete: make([]bool, n), prefix: n, pieceLen: info.PieceLength, length: info.Length}
 	for i := range s.complete {
 		s.complete[i] = true
 	}
 	return s
 }
 
-// newDownloadStorage's ctx is set when the swarm is joined (Node.add).
-func newDownloadStorage(dl *store.Download, info *metainfo.Info, hashes *PieceHashes, onBad func([]netip.Addr)) *blobStorage {
-	return &blobStorage{r: dl, dl: dl, complete: make([]bool, info.NumPieces()), pieceLen: info.PieceLength, length: info.Length,
+// newDownloadStorage writes into dl and reads through r, a read-only
+// descriptor of dl's file that the storage owns. Its ctx is set when the
+// swarm is joined (Node.add).
+func newDownloadStorage(dl *store.Download, r *os.File, info *metainfo.Info, hashes *PieceHashes, onBad func([]netip.Addr)) *blobStorage {
+	return &blobStorage{r: r, closeR: func() { r.Close() }, dl: dl, complete: make([]bool, info.NumPieces()), pieceLen: info.PieceLength, length: info.Length,
 		hashes: hashes, names: info.Pieces, blame: newBlame(), onBad: onBad}
+}
+
+// readerLinger is how long the reader stays open after the swarm is left.
+// The library serves a peer's request by unlocking, then reading: a read
+// may start just after Drop returned, and a read that fails on a dropped
+// torrent leaves the request behind and panics the library (v1.61.0,
+// PeerConn.servePeerRequest). Such a read is a goroutine already running;
+// seconds are ample.
+var readerLinger = 5 * time.Second // a var for tests
+
+var errStorageGone = errors.New("storage: swarm left")
+
+// ReadAt reads the blob's bytes (written ones, for a download).
+func (s *blobStorage) ReadAt(b []byte, off int64) (int, error) {
+	s.rmu.RLock()
+	defer s.rmu.RUnlock()
+	if s.rgone {
+		return 0, errStorageGone
+	}
+	return s.r.ReadAt(b, off)
+}
+
+// retire closes the reader once no read can still come (see readerLinger).
+func (s *blobStorage) retire() {
+	time.AfterFunc(readerLinger, func() {
+		s.rmu.Lock()
+		s.rgone = true
+		s.rmu.Unlock()
+		if s.closeR != nil {
+			s.closeR()
+		}
+	})
 }
 
 // OpenTorrent implements storage.ClientImpl.
@@ -80,13 +121,13 @@ func (p *blobPiece) ReadAt(b []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	if rest := p.length - off; int64(len(b)) > rest {
-		n, err := p.s.r.ReadAt(b[:rest], p.off+off)
+		n, err := p.s.ReadAt(b[:rest], p.off+off)
 		if err == nil {
 			err = io.EOF
 		}
 		return n, err
 	}
-	return p.s.r.ReadAt(b, p.off+off)
+	return p.s.ReadAt(b, p.off+off)
 }
 
 var errSeedReadOnly = errors.New("storage: seeded blob is read-only")
@@ -108,7 +149,7 @@ func (p *blobPiece) SelfHash() (metainfo.Hash, error) {
 		return sum, errSeedReadOnly // a seed: every piece is complete, never hashed
 	}
 	h := sha1.New()
-	if _, err := io.CopyBuffer(h, io.NewSectionReader(s.r, p.off, p.length), make([]byte, 256<<10)); err != nil {
+	if _, err := io.CopyBuffer(h, io.NewSectionReader(s, p.off, p.length), make([]byte, 256<<10)); err != nil {
 		return sum, fmt.Errorf("storage: hash piece %d: %w", p.index, err)
 	}
 	copy(sum[:], h.Sum(nil))
@@ -125,7 +166,7 @@ func (p *blobPiece) SelfHash() (metainfo.Hash, error) {
 		return sum, fmt.Errorf("%w: piece %d", errBadPiece, p.index)
 	}
 	bad := s.blame.verified(p.index, func(b []byte, off int64) error {
-		_, err := s.r.ReadAt(b, p.off+off)
+		_, err := s.ReadAt(b, p.off+off)
 		return err
 	})
 	if len(bad) > 0 {

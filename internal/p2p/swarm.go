@@ -17,6 +17,7 @@ type Swarm struct {
 	n       *Node
 	mi      *MetaInfo
 	t       *torrent.Torrent
+	st      *blobStorage
 	dl      *store.Download
 	onClose func()
 	cancel  context.CancelFunc
@@ -40,7 +41,7 @@ func (s *Swarm) BytesCompleted() int64 { return s.t.BytesCompleted() }
 func (s *Swarm) Announced() <-chan struct{} { return s.announced }
 
 // Close leaves the swarm: announces "stopped", drops the torrent, then
-// releases the storage.
+// releases the download; the storage's reader closes a moment later.
 func (s *Swarm) Close() {
 	s.once.Do(func() {
 		s.cancel()
@@ -55,6 +56,7 @@ func (s *Swarm) Close() {
 		if s.onClose != nil {
 			s.onClose()
 		}
+		s.st.retire()
 	})
 }
 

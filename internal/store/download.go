@@ -161,6 +161,30 @@ func (dl *Download) WriteAt(p []byte, off int64) (int, error) {
 // the P2P layer only; serve clients through NewReader).
 func (dl *Download) ReadAt(p []byte, off int64) (int, error) { return dl.f.ReadAt(p, off) }
 
+// OpenFile opens the download's file read-only: a descriptor of the reader's
+// own, independent of the download's references (the P2P layer serves
+// pieces through one that may outlive its swarm by a moment).
+func (dl *Download) OpenFile() (*os.File, error) {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	if dl.err != nil {
+		return nil, dl.err
+	}
+	path := dl.tmp
+	if dl.done {
+		path = dl.s.Path(dl.d)
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) && !dl.done {
+		// Committed but not yet published: renamed to the blob path.
+		f, err = os.Open(dl.s.Path(dl.d))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open download %s: %w", dl.d, err)
+	}
+	return f, nil
+}
+
 // Write appends p at the end of the hashed prefix, hashes it and makes it
 // readable: the path for a sequential source such as an upstream GET.
 func (dl *Download) Write(p []byte) (int, error) {

@@ -268,3 +268,45 @@ func assertEmptyDownloads(t *testing.T, s *Store) {
 		t.Fatalf("downloads/ holds %d entries, want none", len(ents))
 	}
 }
+
+// OpenFile gives a read-only descriptor of its own: it sees what the
+// download writes, keeps reading after the commit (rename) and the last
+// Release, and is refused once the download failed.
+func TestDownloadOpenFile(t *testing.T) {
+	s := newStore(t)
+	data, d := blob(1<<20, 7)
+	dl, err := s.Create(d, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := dl.OpenFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("x")); err == nil {
+		t.Fatal("OpenFile's descriptor is writable")
+	}
+	if _, err := dl.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := dl.Advance(int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	dl.Release()
+	got := make([]byte, len(data))
+	if _, err := f.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after commit and release: %v (equal %v)", err, bytes.Equal(got, data))
+	}
+
+	data2, d2 := blob(1<<10, 8)
+	dl2, err := s.Create(d2, int64(len(data2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl2.Release()
+	dl2.Fail(errors.New("boom"))
+	if _, err := dl2.OpenFile(); err == nil || err.Error() != "boom" {
+		t.Fatalf("OpenFile of a failed download: %v, want boom", err)
+	}
+}

@@ -1,0 +1,136 @@
+package p2p
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/internal/store"
+)
+
+func newTestNode(t *testing.T) *Node {
+	t.Helper()
+	cfg := Config{}
+	cfg.ApplyDefaults("127.0.0.1:0", nil)
+	n, err := NewNode(cfg, RoleAgent, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	return n
+}
+
+// slowFile reads a file slowly, counting reads in flight, so that a test
+// can leave a swarm while a peer's read is running.
+type slowFile struct {
+	f        *os.File
+	delay    time.Duration
+	inFlight atomic.Int32
+	failed   atomic.Int32
+}
+
+func (s *slowFile) ReadAt(b []byte, off int64) (int, error) {
+	s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
+	time.Sleep(s.delay)
+	n, err := s.f.ReadAt(b, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		s.failed.Add(1)
+	}
+	return n, err
+}
+
+// Leaving a swarm while a peer's read is running must neither fail that
+// read nor close the file under it: the library (v1.61.0) panics when a
+// read fails on a dropped torrent. CI saw that panic when a test stopped
+// an agent in the middle of a transfer.
+func TestLeaveSwarmWhilePeerReads(t *testing.T) {
+	old := readerLinger
+	readerLinger = 500 * time.Millisecond
+	t.Cleanup(func() { readerLinger = old })
+
+	const size, pieceLen = 4 << 20, 256 << 10
+	blob := sampleBlob(size)
+	d := digest.FromBytes(blob)
+	raw, err := BuildMetaInfo(d, size, pieceLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mi, err := ParseMetaInfo(raw, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "blob")
+	if err := os.WriteFile(path, blob, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := &slowFile{f: f, delay: 50 * time.Millisecond}
+	var closed atomic.Bool
+	seeder, downloader := newTestNode(t), newTestNode(t)
+	sw, err := seeder.Seed(mi, slow, func() { closed.Store(true); f.Close() })
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	st, err := store.Open(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, err := st.Create(d, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashes, err := HashesOf(bytes.NewReader(blob), size, pieceLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsw, err := downloader.Download(mi, dl, hashes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := seeder.Addr()
+	dsw.t.AddPeers([]torrent.PeerInfo{{Addr: &net.TCPAddr{IP: a.Addr().AsSlice(), Port: int(a.Port())}, Source: torrent.PeerSourceDirect}})
+
+	deadline := time.Now().Add(10 * time.Second)
+	for slow.inFlight.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the downloader never asked the seeder for a piece")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	sw.Close()
+	if closed.Load() {
+		t.Fatal("the seed's file was closed while a peer's read was running")
+	}
+	// The read in flight ends, on a dropped torrent: it must succeed.
+	time.Sleep(3 * slow.delay)
+	if n := slow.failed.Load(); n > 0 {
+		t.Fatalf("%d reads failed after leaving the swarm", n)
+	}
+	for !closed.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the seed's file was never closed after leaving the swarm")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := sw.st.ReadAt(make([]byte, 1), 0); !errors.Is(err, errStorageGone) {
+		t.Fatalf("read after the reader closed: %v, want errStorageGone", err)
+	}
+	if dsw.BytesCompleted() >= size {
+		t.Fatal("the downloader completed: the test did not leave while it was reading")
+	}
+}

@@ -213,10 +213,20 @@ func NewNode(cfg Config, role Role, log *slog.Logger, reg prometheus.Registerer)
 	return n, nil
 }
 
+// chunkSize is the block a node requests at a time. The library's 16 KiB
+// default spends a third of a swarm's CPU on per-block work (a request, a
+// message, a pwrite, request bookkeeping for each); 64 KiB cut a 16-agent
+// run from 46 to 36 core-seconds and its p50 from 1.17x to 1.11-1.12x
+// T_min. Larger blocks waste more when the library moves a request to a
+// faster peer after the first peer already sent it (128 KiB: no faster).
+// Origins' seeders accept up to maxBlock; the rate limiters' burst is at
+// least one block, or the library refuses requests as too long.
+const chunkSize = 64 << 10
+
 func newLimiter(r config.Rate) *rate.Limiter {
 	// An explicit burst: the library turns 0 into max(limit, 1 MiB), which
 	// lets a capped node run far over its rate for the first second.
-	burst := max(int(r/20), 64<<10)
+	burst := max(int(r/20), chunkSize)
 	return rate.NewLimiter(rate.Limit(r), burst)
 }
 
@@ -406,7 +416,7 @@ func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose fu
 		cancel()
 		return nil, ErrInSwarm
 	}
-	t, isNew := n.cl.AddTorrentOpt(torrent.AddTorrentOpts{InfoHash: mi.InfoHash, InfoBytes: mi.InfoBytes, Storage: st})
+	t, isNew := n.cl.AddTorrentOpt(torrent.AddTorrentOpts{InfoHash: mi.InfoHash, InfoBytes: mi.InfoBytes, Storage: st, ChunkSize: chunkSize})
 	if !isNew {
 		n.mu.Unlock()
 		cancel()
@@ -443,3 +453,4 @@ func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
 	return minLevel{h.Handler.WithAttrs(a), h.min}
 }
 func (h minLevel) WithGroup(g string) slog.Handler { return minLevel{h.Handler.WithGroup(g), h.min} }
+

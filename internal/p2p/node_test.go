@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -132,5 +133,61 @@ func TestLeaveSwarmWhilePeerReads(t *testing.T) {
 	}
 	if dsw.BytesCompleted() >= size {
 		t.Fatal("the downloader completed: the test did not leave while it was reading")
+	}
+}
+
+// A node capped at a low rate (burst below the library's 1 MiB default)
+// still serves Shoal's 64 KiB blocks: the library refuses a request longer
+// than the upload limiter's burst.
+func TestLowRateNodeServesWholeBlocks(t *testing.T) {
+	const size, pieceLen = 512 << 10, 128 << 10
+	blob := sampleBlob(size)
+	d := digest.FromBytes(blob)
+	raw, err := BuildMetaInfo(d, size, pieceLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mi, err := ParseMetaInfo(raw, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{UploadRate: 400_000}
+	cfg.ApplyDefaults("127.0.0.1:0", nil)
+	seeder, err := NewNode(cfg, RoleAgent, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(seeder.Close)
+	if _, err := seeder.Seed(mi, bytes.NewReader(blob), nil); err != nil {
+		t.Fatal(err)
+	}
+	downloader := newTestNode(t)
+	st, err := store.Open(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, err := st.Create(d, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashes, err := HashesOf(bytes.NewReader(blob), size, pieceLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl.Acquire()
+	defer dl.Release()
+	sw, err := downloader.Download(mi, dl, hashes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := seeder.Addr()
+	sw.t.AddPeers([]torrent.PeerInfo{{Addr: &net.TCPAddr{IP: a.Addr().AsSlice(), Port: int(a.Port())}, Source: torrent.PeerSourceDirect}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := dl.Wait(ctx); err != nil {
+		t.Fatalf("download at 400 KB/s: %v (%d of %d bytes)", err, sw.BytesCompleted(), size)
+	}
+	if got := seeder.BytesSent(); got < size {
+		t.Fatalf("seeder sent %d bytes, want at least %d", got, size)
 	}
 }

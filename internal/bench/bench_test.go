@@ -1,11 +1,17 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/localregistry"
 )
 
 func TestTMin(t *testing.T) {
@@ -62,5 +68,36 @@ func TestSmallSwarmRun(t *testing.T) {
 	svg := SVG(&Results{Swarm: []*SwarmResult{r, r}})
 	if strings.Count(svg, `font-weight="bold"`) != 2 || !strings.Contains(svg, ">T_min ") || !strings.HasPrefix(svg, "<svg") {
 		t.Errorf("plot lacks its panels:\n%s", svg)
+	}
+}
+
+// pullAll fails a copy that differs from the blob by one byte or is short.
+func TestPullAllChecksEveryCopy(t *testing.T) {
+	const size = 1 << 20
+	want, err := randomBlobCheck(size, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := io.ReadAll(localregistry.NewRandomReader(size, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(blob)
+	bad[size/2] ^= 1
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/good":
+			w.Write(blob)
+		case "/flipped":
+			w.Write(bad)
+		case "/short":
+			w.Write(blob[:size-1])
+		}
+	}))
+	defer srv.Close()
+	paths := []string{"/good", "/flipped", "/short"}
+	_, _, fails := pullAll(context.Background(), len(paths), func(i int) string { return srv.URL + paths[i] }, want, 0)
+	if len(fails) != 2 || !strings.Contains(strings.Join(fails, " "), "client 1") || !strings.Contains(strings.Join(fails, " "), "client 2") {
+		t.Fatalf("fails = %q, want clients 1 (flipped byte) and 2 (short)", fails)
 	}
 }

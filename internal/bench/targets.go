@@ -35,20 +35,25 @@ const targetRepo = "bench/blob"
 
 // startOne starts a registry, a tracker, one origin and one agent, and pushes
 // a random blob of size bytes.
-func startOne(ctx context.Context, dir string, size int64, agentRate, upstreamRate config.Rate, log *slog.Logger) (*cluster.Cluster, digest.Digest, error) {
+func startOne(ctx context.Context, dir string, size int64, agentRate, upstreamRate config.Rate, log *slog.Logger) (*cluster.Cluster, digest.Digest, copyCheck, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c, err := cluster.Start(cluster.Options{Dir: dir, Agents: 1, Origins: 1, AgentRate: agentRate, UpstreamRate: upstreamRate, Log: log})
 	if err != nil {
-		return nil, "", err
+		return nil, "", copyCheck{}, err
 	}
 	d, err := c.Registry.PushRandomBlob(ctx, targetRepo, size, 1)
 	if err != nil {
 		_ = c.Close()
-		return nil, "", err
+		return nil, "", copyCheck{}, err
 	}
-	return c, d, nil
+	want, err := randomBlobCheck(size, 1)
+	if err != nil {
+		_ = c.Close()
+		return nil, "", copyCheck{}, err
+	}
+	return c, d, want, nil
 }
 
 func blobURL(base string, d digest.Digest) string {
@@ -80,18 +85,18 @@ type SingleResult struct {
 // Single times a cold pull through one agent of a fresh cluster, then the
 // same blob pulled straight from the same registry (same cap).
 func Single(ctx context.Context, o SingleOptions) (*SingleResult, error) {
-	c, d, err := startOne(ctx, o.Dir, int64(o.Size), o.Rate, o.Rate, o.Log)
+	c, d, want, err := startOne(ctx, o.Dir, int64(o.Size), o.Rate, o.Rate, o.Log)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
 	r := &SingleResult{BlobBytes: int64(o.Size), RateBps: int64(o.Rate), CPUCores: runtime.NumCPU()}
-	secs, ttfb, fails := pullAll(ctx, 1, func(int) string { return blobURL(c.Agents[0].URL(), d) }, d, 0)
+	secs, ttfb, fails := pullAll(ctx, 1, func(int) string { return blobURL(c.Agents[0].URL(), d) }, want, 0)
 	if len(fails) > 0 {
 		return nil, fmt.Errorf("pull through the agent: %v", fails)
 	}
 	r.SingleSeconds, r.TTFBSeconds = secs[0], ttfb[0]
-	dsecs, _, dfails := pullAll(ctx, 1, func(int) string { return blobURL(c.Registry.URL(), d) }, d, o.Rate)
+	dsecs, _, dfails := pullAll(ctx, 1, func(int) string { return blobURL(c.Registry.URL(), d) }, want, o.Rate)
 	if len(dfails) > 0 {
 		return nil, fmt.Errorf("direct pull: %v", dfails)
 	}
@@ -129,13 +134,13 @@ func Warm(ctx context.Context, o WarmOptions) (*WarmResult, error) {
 	if o.Reps <= 0 {
 		o.Reps = 5
 	}
-	c, d, err := startOne(ctx, o.Dir, int64(o.Size), 0, 0, o.Log)
+	c, d, want, err := startOne(ctx, o.Dir, int64(o.Size), 0, 0, o.Log)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
 	agentURL, regURL := blobURL(c.Agents[0].URL(), d), blobURL(c.Registry.URL(), d)
-	if _, _, fails := pullAll(ctx, 1, func(int) string { return agentURL }, d, 0); len(fails) > 0 {
+	if _, _, fails := pullAll(ctx, 1, func(int) string { return agentURL }, want, 0); len(fails) > 0 {
 		return nil, fmt.Errorf("first pull: %v", fails)
 	}
 	r := &WarmResult{BlobBytes: int64(o.Size), Reps: o.Reps, CPUCores: runtime.NumCPU()}
@@ -235,7 +240,7 @@ type MemoryResult struct {
 // registry, tracker and origin), streams the blob through it (cold) and
 // samples its /proc/<pid>/status every 50 ms.
 func Memory(ctx context.Context, o MemoryOptions) (_ *MemoryResult, err error) {
-	c, d, err := startOne(ctx, o.Dir, int64(o.Size), 0, 0, o.Log)
+	c, d, want, err := startOne(ctx, o.Dir, int64(o.Size), 0, 0, o.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -305,7 +310,7 @@ func Memory(ctx context.Context, o MemoryOptions) (_ *MemoryResult, err error) {
 			}
 		}
 	})
-	secs, _, fails := pullAll(ctx, 1, func(int) string { return blobURL(base, d) }, d, 0)
+	secs, _, fails := pullAll(ctx, 1, func(int) string { return blobURL(base, d) }, want, 0)
 	close(stop)
 	wg.Wait()
 	if len(fails) > 0 {

@@ -22,9 +22,24 @@ type CountingWriter struct {
 	N int64
 }
 
-// ReadFrom keeps the underlying writer's fast path (sendfile from a file).
+// Sender is a source that copies itself into a writer's ReadFrom in file
+// sections (store.Reader, following a download).
+type Sender interface {
+	SendTo(w io.ReaderFrom, n int64) (int64, error)
+}
+
+// ReadFrom keeps the underlying writer's fast path (sendfile from a file),
+// also for a Sender under the io.LimitedReader that http.ServeContent makes.
 func (c *CountingWriter) ReadFrom(r io.Reader) (int64, error) {
 	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
+		if lr, ok := r.(*io.LimitedReader); ok {
+			if s, ok := lr.R.(Sender); ok {
+				n, err := s.SendTo(rf, lr.N)
+				lr.N -= n
+				c.N += n
+				return n, err
+			}
+		}
 		n, err := rf.ReadFrom(r)
 		c.N += n
 		return n, err

@@ -20,11 +20,15 @@ type Blob interface {
 }
 
 // Content is what to hand http.ServeContent for b: the file itself when b is
-// a complete blob (so the kernel can send it), else b.
+// a complete blob, the download's Reader (see SendTo) when it is followed,
+// so that the kernel sends the bytes either way; else b.
 func Content(b Blob) io.ReadSeeker {
-	if f, ok := b.(interface{ File() (*os.File, bool) }); ok {
-		if file, ok := f.File(); ok {
-			return file
+	if p, ok := b.(*pinnedBlob); ok {
+		switch r := p.Blob.(type) {
+		case *os.File:
+			return r
+		case *Reader:
+			return r
 		}
 	}
 	return b

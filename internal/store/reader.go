@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 )
 
 // Reader reads a Download as it grows: a read past the visible bytes blocks
@@ -15,6 +16,7 @@ type Reader struct {
 	ctx    context.Context
 	off    int64
 	closed bool
+	f      *os.File // SendTo's own descriptor (its offset is the reader's)
 }
 
 // NewReader returns a reader that holds a reference to dl until Close.
@@ -88,10 +90,52 @@ func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 	return abs, nil
 }
 
+// SendTo copies n bytes from the current offset into w as they become
+// visible, handing w a file each time (w.ReadFrom of an *os.File under an
+// io.LimitedReader), so that a socket writer sends them with sendfile
+// instead of copying them through user space: an agent streams a blob to
+// its client while the swarm is still downloading it.
+func (r *Reader) SendTo(w io.ReaderFrom, n int64) (int64, error) {
+	if r.f == nil {
+		f, err := r.dl.OpenFile()
+		if err != nil {
+			return 0, err
+		}
+		r.f = f
+	}
+	var total int64
+	for total < n {
+		if r.off >= r.dl.size {
+			return total, io.ErrUnexpectedEOF
+		}
+		vis, err := r.dl.waitVisible(r.ctx, r.off)
+		if err != nil {
+			return total, err
+		}
+		c := min(n-total, vis-r.off)
+		if _, err := r.f.Seek(r.off, io.SeekStart); err != nil {
+			return total, fmt.Errorf("read %s: %w", r.dl.d, err)
+		}
+		m, err := w.ReadFrom(&io.LimitedReader{R: r.f, N: c})
+		total += m
+		r.off += m
+		if err != nil {
+			return total, err
+		}
+		if m < c {
+			return total, fmt.Errorf("read %s: %w", r.dl.d, io.ErrUnexpectedEOF)
+		}
+	}
+	return total, nil
+}
+
 // Close releases the reader's reference.
 func (r *Reader) Close() error {
 	if !r.closed {
 		r.closed = true
+		if r.f != nil {
+			r.f.Close()
+		}
 		r.dl.Release()
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -308,5 +309,81 @@ func TestDownloadOpenFile(t *testing.T) {
 	dl2.Fail(errors.New("boom"))
 	if _, err := dl2.OpenFile(); err == nil || err.Error() != "boom" {
 		t.Fatalf("OpenFile of a failed download: %v, want boom", err)
+	}
+}
+
+// fileSink is a ReaderFrom that accepts only what sendfile could send (an
+// *os.File under an io.LimitedReader) and keeps the bytes.
+type fileSink struct {
+	bytes.Buffer
+	calls int
+}
+
+func (s *fileSink) ReadFrom(r io.Reader) (int64, error) {
+	lr, ok := r.(*io.LimitedReader)
+	if !ok {
+		return 0, fmt.Errorf("ReadFrom got %T, want *io.LimitedReader", r)
+	}
+	if _, ok := lr.R.(*os.File); !ok {
+		return 0, fmt.Errorf("ReadFrom got a LimitedReader over %T, want *os.File", lr.R)
+	}
+	s.calls++
+	return s.Buffer.ReadFrom(r)
+}
+
+// SendTo follows a growing download, handing the writer file sections only
+// (so that a socket sends them with sendfile), from the reader's offset.
+func TestReaderSendToFollowsTheDownloadInFileSections(t *testing.T) {
+	s := newStore(t)
+	data, d := blob(1<<20, 9)
+	dl, err := s.Create(d, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Release()
+	r := dl.NewReader(context.Background())
+	defer r.Close()
+	const from = 1000
+	if _, err := r.Seek(from, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	var sink fileSink
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.SendTo(&sink, int64(len(data)-from))
+		done <- err
+	}()
+	for off := 0; off < len(data); off += 64 << 10 {
+		if _, err := dl.Write(data[off : off+64<<10]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sink.Bytes(), data[from:]) {
+		t.Fatal("SendTo sent other bytes than the blob's")
+	}
+	if sink.calls < 2 {
+		t.Errorf("SendTo made %d calls, want one per newly visible section", sink.calls)
+	}
+
+	// A download that fails mid-way ends SendTo with its error.
+	data2, d2 := blob(1<<20, 10)
+	dl2, err := s.Create(d2, int64(len(data2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl2.Release()
+	r2 := dl2.NewReader(context.Background())
+	defer r2.Close()
+	if _, err := dl2.Write(data2[:4096]); err != nil {
+		t.Fatal(err)
+	}
+	go func() { time.Sleep(20 * time.Millisecond); dl2.Fail(errors.New("upstream cut")) }()
+	var sink2 fileSink
+	if n, err := r2.SendTo(&sink2, int64(len(data2))); err == nil || n != 4096 {
+		t.Fatalf("SendTo of a failing download: %d bytes, %v; want 4096 and the failure", n, err)
 	}
 }

@@ -31,6 +31,49 @@ func newTestNode(t *testing.T) *Node {
 	return n
 }
 
+// testBlobMeta returns a sample blob of size bytes and its metainfo.
+func testBlobMeta(t *testing.T, size, pieceLen int64) ([]byte, *MetaInfo) {
+	t.Helper()
+	blob := sampleBlob(int(size))
+	d := digest.FromBytes(blob)
+	raw, err := BuildMetaInfo(d, size, pieceLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mi, err := ParseMetaInfo(raw, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return blob, mi
+}
+
+// downloadFrom has n download blob (described by mi) into a fresh store,
+// told of seeder directly (no tracker). The caller holds a reference to dl.
+func downloadFrom(t *testing.T, n, seeder *Node, blob []byte, mi *MetaInfo) (*Swarm, *store.Download) {
+	t.Helper()
+	st, err := store.Open(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, err := st.Create(mi.Digest, mi.Info.Length)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dl.Release)
+	hashes, err := HashesOf(bytes.NewReader(blob), mi.Info.Length, mi.Info.PieceLength)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl.Acquire()
+	sw, err := n.Download(mi, dl, hashes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := seeder.Addr()
+	sw.t.AddPeers([]torrent.PeerInfo{{Addr: &net.TCPAddr{IP: a.Addr().AsSlice(), Port: int(a.Port())}, Source: torrent.PeerSourceDirect}})
+	return sw, dl
+}
+
 // slowFile reads a file slowly, counting reads in flight, so that a test
 // can leave a swarm while a peer's read is running.
 type slowFile struct {
@@ -60,17 +103,8 @@ func TestLeaveSwarmWhilePeerReads(t *testing.T) {
 	readerLinger = 500 * time.Millisecond
 	t.Cleanup(func() { readerLinger = old })
 
-	const size, pieceLen = 4 << 20, 256 << 10
-	blob := sampleBlob(size)
-	d := digest.FromBytes(blob)
-	raw, err := BuildMetaInfo(d, size, pieceLen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mi, err := ParseMetaInfo(raw, d)
-	if err != nil {
-		t.Fatal(err)
-	}
+	const size = 4 << 20
+	blob, mi := testBlobMeta(t, size, 256<<10)
 	path := filepath.Join(t.TempDir(), "blob")
 	if err := os.WriteFile(path, blob, 0o644); err != nil {
 		t.Fatal(err)
@@ -86,25 +120,7 @@ func TestLeaveSwarmWhilePeerReads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	st, err := store.Open(t.TempDir(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dl, err := st.Create(d, size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hashes, err := HashesOf(bytes.NewReader(blob), size, pieceLen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dsw, err := downloader.Download(mi, dl, hashes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := seeder.Addr()
-	dsw.t.AddPeers([]torrent.PeerInfo{{Addr: &net.TCPAddr{IP: a.Addr().AsSlice(), Port: int(a.Port())}, Source: torrent.PeerSourceDirect}})
+	dsw, _ := downloadFrom(t, downloader, seeder, blob, mi)
 
 	deadline := time.Now().Add(10 * time.Second)
 	for slow.inFlight.Load() == 0 {
@@ -140,17 +156,8 @@ func TestLeaveSwarmWhilePeerReads(t *testing.T) {
 // still serves Shoal's 64 KiB blocks: the library refuses a request longer
 // than the upload limiter's burst.
 func TestLowRateNodeServesWholeBlocks(t *testing.T) {
-	const size, pieceLen = 512 << 10, 128 << 10
-	blob := sampleBlob(size)
-	d := digest.FromBytes(blob)
-	raw, err := BuildMetaInfo(d, size, pieceLen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mi, err := ParseMetaInfo(raw, d)
-	if err != nil {
-		t.Fatal(err)
-	}
+	const size = 512 << 10
+	blob, mi := testBlobMeta(t, size, 128<<10)
 	cfg := Config{UploadRate: 400_000}
 	cfg.ApplyDefaults("127.0.0.1:0", nil)
 	seeder, err := NewNode(cfg, RoleAgent, slog.New(slog.DiscardHandler), nil)
@@ -161,27 +168,7 @@ func TestLowRateNodeServesWholeBlocks(t *testing.T) {
 	if _, err := seeder.Seed(mi, bytes.NewReader(blob), nil); err != nil {
 		t.Fatal(err)
 	}
-	downloader := newTestNode(t)
-	st, err := store.Open(t.TempDir(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dl, err := st.Create(d, size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hashes, err := HashesOf(bytes.NewReader(blob), size, pieceLen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dl.Acquire()
-	defer dl.Release()
-	sw, err := downloader.Download(mi, dl, hashes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := seeder.Addr()
-	sw.t.AddPeers([]torrent.PeerInfo{{Addr: &net.TCPAddr{IP: a.Addr().AsSlice(), Port: int(a.Port())}, Source: torrent.PeerSourceDirect}})
+	sw, dl := downloadFrom(t, newTestNode(t), seeder, blob, mi)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := dl.Wait(ctx); err != nil {

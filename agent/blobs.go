@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -75,17 +74,7 @@ func (a *Agent) handleBlob(w http.ResponseWriter, r *http.Request, ns, ref strin
 		}
 	}
 	defer blob.Close()
-	if _, err := httpx.ParseRange(r.Header.Get("Range"), size); err != nil {
-		w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
-		httpx.WriteError(w, r, httpx.Errorf(http.StatusRequestedRangeNotSatisfiable, httpx.CodeRangeInvalid, "range %q not satisfiable for %d bytes", r.Header.Get("Range"), size))
-		return
-	}
-	httpx.SetBlobHeaders(w, d)
-	cw := &httpx.CountingWriter{ResponseWriter: w}
-	// ServeContent handles Range and HEAD; if the download fails mid-way the
-	// body ends short of Content-Length and the connection is cut.
-	http.ServeContent(cw, r, "", time.Time{}, store.Content(blob))
-	a.served.Add(float64(cw.N))
+	a.served.Add(float64(httpx.ServeBlob(w, r, d, size, store.Content(blob))))
 }
 
 // metaErr turns a metainfo failure into what the client sees: the tracker's

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/opencontainers/go-digest"
@@ -156,18 +155,7 @@ func (o *Origin) handleBlob(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	defer blob.Close()
-	// ServeContent would answer a bad Range with a text/plain 416; clients
-	// expect OCI error JSON.
-	if _, err := httpx.ParseRange(r.Header.Get("Range"), size); err != nil {
-		w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
-		writeErr(w, r, httpx.Errorf(http.StatusRequestedRangeNotSatisfiable, httpx.CodeRangeInvalid,
-			"range %q not satisfiable for %d bytes", r.Header.Get("Range"), size))
-		return
-	}
-	httpx.SetBlobHeaders(w, d)
-	cw := &httpx.CountingWriter{ResponseWriter: w}
-	http.ServeContent(cw, r, "", time.Time{}, store.Content(blob))
-	o.httpBytes.Add(float64(cw.N))
+	o.httpBytes.Add(float64(httpx.ServeBlob(w, r, d, size, store.Content(blob))))
 }
 
 func (o *Origin) headUpstream(ctx context.Context, ns string, d digest.Digest) (int64, error) {

@@ -3,6 +3,8 @@ package httpx
 import (
 	"io"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -14,6 +16,25 @@ func SetBlobHeaders(w http.ResponseWriter, d digest.Digest) {
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Docker-Content-Digest", d.String())
 	h.Set("Etag", `"`+d.String()+`"`)
+}
+
+// ServeBlob answers a GET or HEAD of blob d, size bytes read from content:
+// an unsatisfiable Range gets OCI error JSON (http.ServeContent would answer
+// text/plain), anything else goes to http.ServeContent (Range, HEAD,
+// conditionals), whose copy keeps the sendfile path for a file or a Sender.
+// It returns the body bytes sent. If content fails mid-way the body ends
+// short of Content-Length and the connection is cut.
+func ServeBlob(w http.ResponseWriter, r *http.Request, d digest.Digest, size int64, content io.ReadSeeker) int64 {
+	if _, err := ParseRange(r.Header.Get("Range"), size); err != nil {
+		w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+		WriteError(w, r, Errorf(http.StatusRequestedRangeNotSatisfiable, CodeRangeInvalid,
+			"range %q not satisfiable for %d bytes", r.Header.Get("Range"), size))
+		return 0
+	}
+	SetBlobHeaders(w, d)
+	cw := &CountingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, "", time.Time{}, content)
+	return cw.N
 }
 
 // CountingWriter counts the body bytes written through it.

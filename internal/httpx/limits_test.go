@@ -64,7 +64,7 @@ func limitsServer(t *testing.T, lim httpx.Limits) (url string, data []byte) {
 }
 
 func TestSlowReaderIsCutOffFastReaderIsNot(t *testing.T) {
-	url, data := limitsServer(t, httpx.Limits{WriteIdleTimeout: 300 * time.Millisecond})
+	url, data := limitsServer(t, httpx.Limits{WriteIdleTimeout: time.Second})
 	for _, path := range []string{"/file", "/bytes"} {
 		t.Run(path, func(t *testing.T) {
 			// A fast reader gets the whole body, however long it takes in all

@@ -178,3 +178,65 @@ func TestLowRateNodeServesWholeBlocks(t *testing.T) {
 		t.Fatalf("seeder sent %d bytes, want at least %d", got, size)
 	}
 }
+
+// conns_per_torrent caps a node's connections for one blob, and a swarm
+// whose seeder takes two peers at a time still completes through the
+// peers that got in.
+func TestConnsPerTorrentCapsConnections(t *testing.T) {
+	const size, leechers, maxConns = 2 << 20, 4, 2
+	blob, mi := testBlobMeta(t, size, 128<<10)
+	cfg := Config{UploadRate: 4_000_000, ConnsPerTorrent: maxConns}
+	cfg.ApplyDefaults("127.0.0.1:0", nil)
+	seeder, err := NewNode(cfg, RoleAgent, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(seeder.Close)
+	ssw, err := seeder.Seed(mi, bytes.NewReader(blob), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []*Node
+	var dls []*store.Download
+	var swarms []*Swarm
+	for range leechers {
+		n := newTestNode(t)
+		sw, dl := downloadFrom(t, n, seeder, blob, mi)
+		nodes, dls, swarms = append(nodes, n), append(dls, dl), append(swarms, sw)
+	}
+	for i, sw := range swarms {
+		for j, n := range nodes {
+			if i != j {
+				a := n.Addr()
+				sw.t.AddPeers([]torrent.PeerInfo{{Addr: &net.TCPAddr{IP: a.Addr().AsSlice(), Port: int(a.Port())}, Source: torrent.PeerSourceDirect}})
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, leechers)
+	for _, dl := range dls {
+		go func() { done <- dl.Wait(ctx) }()
+	}
+	most := 0
+	for finished := 0; finished < leechers; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("download: %v", err)
+			}
+			finished++
+		case <-time.After(5 * time.Millisecond):
+		}
+		most = max(most, len(ssw.t.PeerConns()))
+	}
+	if most > maxConns {
+		t.Fatalf("the seeder had %d connections for the blob at once, conns_per_torrent is %d", most, maxConns)
+	}
+	if most == 0 {
+		t.Fatal("the seeder was never seen connected")
+	}
+	if got := seeder.BytesSent(); got < size || got > leechers*size {
+		t.Fatalf("seeder sent %d bytes for %d leechers of a %d-byte blob", got, leechers, size)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -90,5 +91,28 @@ func TestMemory(t *testing.T) {
 	sane(t, r, "agent_private_peak_bytes", "agent_rss_peak_bytes", "samples", "pull_seconds")
 	if !r.Verified || r.AgentRSSPeakBytes < r.AgentPrivatePeakBytes {
 		t.Errorf("%+v", r)
+	}
+}
+
+func TestPageReportingIsReportedWhenOn(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		content string
+		on      bool
+	}{{"9\n", true}, {"10", true}, {"11\n", false}, {"junk", false}} {
+		path := filepath.Join(dir, "order")
+		if err := os.WriteFile(path, []byte(c.content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got := pageReporting(path)
+		if (got != "") != c.on {
+			t.Errorf("page_reporting_order %q: got %q, want on=%v", c.content, got, c.on)
+		}
+		if c.on && !strings.Contains(got, "order "+strings.TrimSpace(c.content)) {
+			t.Errorf("page_reporting_order %q: %q does not name the order", c.content, got)
+		}
+	}
+	if got := pageReporting(filepath.Join(dir, "missing")); got != "" {
+		t.Errorf("no parameter file: got %q, want empty", got)
 	}
 }

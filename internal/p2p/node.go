@@ -73,11 +73,13 @@ type Config struct {
 // DefaultConnsPerTorrent is the default of conns_per_torrent. Every
 // connection costs a node the same per-piece work (a Have to send, its
 // requests to weigh) and gives the library one more peer to move block
-// requests to, which sends blocks twice. Kraken keeps 10 per torrent; in
-// Shoal's benchmark 8 instead of 50 cut the 32-agent swarm from 115 to
-// 75-81 core-s and from 1.43x to 1.09x T_min, and the 16-agent one from
-// 1.12x to 1.10x, with the same 1.00 F from the origin.
-const DefaultConnsPerTorrent = 8
+// requests to, which sends blocks twice. Kraken keeps 10 per torrent,
+// Dragonfly 4 parents. In Shoal's benchmark (cold, 256 MiB), 6 instead of
+// 50 took the 32-agent swarm from 1.43x to 1.09-1.10x T_min and from 115
+// to 69-72 core-s, the 16-agent one from 1.12-1.13x to 1.10x and from
+// 39-41 to 32-35 core-s, the origin still sending 1.00 F; 8 was as fast
+// but left the 32-agent run CPU-bound on 2 cores.
+const DefaultConnsPerTorrent = 6
 
 // DefaultMaxSwarms is the default of max_swarms.
 const DefaultMaxSwarms = 512

@@ -206,6 +206,12 @@ func (a *Agent) watch(ctx context.Context, sw *p2p.Swarm, dl *store.Download, ha
 		case <-dl.Done():
 			return dl.Err()
 		case <-ctx.Done():
+			if dl.Verified() {
+				// Every client may have had the blob already (the last byte
+				// goes out before the sync): let the commit finish.
+				<-dl.Done()
+				return dl.Err()
+			}
 			return ctx.Err()
 		case <-hchanged:
 		case now := <-tick.C:

@@ -258,6 +258,21 @@ func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) {
 		}
 		o.seeds.Add(d, sd)
 	}
+	// The last piece's hash goes out once the whole blob matched its
+	// digest, not after the store made it durable: the sync of a large
+	// blob would hold up every agent's last piece.
+	published := make(chan error, 1)
+	if sd := f.seed; sd != nil {
+		go func() {
+			err := dl.WaitVerified(ctx)
+			if err == nil {
+				err = sd.hashes.Publish()
+			}
+			published <- err
+		}()
+	} else {
+		published <- nil
+	}
 	readyOnce()
 	n, err := io.Copy(dl, &countingReader{body, o.upstreamBytes})
 	if err == nil && n != size {
@@ -268,6 +283,9 @@ func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) {
 	}
 	werr := dl.Wait(ctx)
 	dl.Release()
+	if perr := <-published; werr == nil {
+		werr = perr
+	}
 	if werr != nil {
 		f.err = fmt.Errorf("fetch %s from %s: %w", d, repo, werr)
 		o.log.Warn("upstream fetch failed", "digest", d, "repo", repo.String(), "err", werr)
@@ -275,10 +293,6 @@ func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) {
 	}
 	o.log.Info("fetched blob from upstream", "digest", d, "repo", repo.String(), "bytes", size)
 	if sd := f.seed; sd != nil {
-		if err := sd.hashes.Publish(); err != nil {
-			f.err = err
-			return
-		}
 		if err := o.keepSeeded(d, sd); err != nil {
 			o.log.Warn("keep metainfo beside blob", "digest", d, "err", err)
 		}

@@ -37,6 +37,7 @@ type Download struct {
 
 	mu      sync.Mutex
 	visible int64 // bytes readers may read
+	matched bool  // the whole blob matched its digest (commit may still run)
 	done    bool
 	err     error
 	changed chan struct{} // closed and replaced whenever visible/done/err change
@@ -294,12 +295,43 @@ func (dl *Download) hashLocked(p []byte) error {
 		dl.fail(err)
 		return err
 	}
+	// Verified: readers may have the last byte now. Making the blob
+	// durable (sync, rename) waits for the disk to write the whole file
+	// back, up to a second per few hundred MiB with agents finishing
+	// together, and a client streaming the blob has no reason to wait for
+	// it. If the commit fails, readers still got verified bytes; the blob
+	// is just not kept.
+	dl.mu.Lock()
+	dl.matched = true
+	dl.mu.Unlock()
+	dl.publish(dl.size, false)
 	if err := dl.s.commit(dl); err != nil {
 		dl.fail(err)
 		return err
 	}
 	dl.publish(dl.size, true)
 	return nil
+}
+
+// WaitVerified waits until the whole blob has matched its digest (before
+// it is committed: see Wait) or the download failed.
+func (dl *Download) WaitVerified(ctx context.Context) error {
+	for {
+		dl.mu.Lock()
+		matched, err, ch := dl.matched, dl.err, dl.changed
+		dl.mu.Unlock()
+		if matched {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func (dl *Download) publish(visible int64, done bool) {
@@ -317,12 +349,24 @@ func (dl *Download) publish(visible int64, done bool) {
 }
 
 // Fail aborts the download: readers get err, nothing is committed and the
-// temporary file is removed.
+// temporary file is removed. Once the blob matched its digest it is no
+// longer the caller's to abort: its commit decides how it ends.
 func (dl *Download) Fail(err error) {
 	if err == nil {
 		err = errors.New("download aborted")
 	}
+	if dl.Verified() {
+		return
+	}
 	dl.fail(err)
+}
+
+// Verified reports whether the whole blob matched its digest (its commit
+// may still be running).
+func (dl *Download) Verified() bool {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	return dl.matched
 }
 
 func (dl *Download) fail(err error) {

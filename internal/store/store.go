@@ -189,12 +189,16 @@ func (s *Store) Active(d digest.Digest) *Download {
 	return dl
 }
 
+// syncFile makes a committed blob durable; a var so that tests can make
+// the disk slow or failing.
+var syncFile = (*os.File).Sync
+
 func (s *Store) commit(dl *Download) error {
 	dst := s.Path(dl.d)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return fmt.Errorf("commit %s: %w", dl.d, err)
 	}
-	if err := dl.f.Sync(); err != nil {
+	if err := syncFile(dl.f); err != nil {
 		return fmt.Errorf("commit %s: sync: %w", dl.d, err)
 	}
 	if err := os.Rename(dl.tmp, dst); err != nil {

@@ -387,3 +387,92 @@ func TestReaderSendToFollowsTheDownloadInFileSections(t *testing.T) {
 		t.Fatalf("SendTo of a failing download: %d bytes, %v; want 4096 and the failure", n, err)
 	}
 }
+
+// A verified blob reaches its readers while the disk is still syncing it:
+// the last byte waits for the digest, not for the commit. A commit that
+// then fails keeps nothing, but the readers already have good bytes.
+func TestVerifiedBytesDoNotWaitForTheSync(t *testing.T) {
+	for _, syncErr := range []error{nil, errors.New("EIO")} {
+		t.Run(fmt.Sprint(syncErr), func(t *testing.T) {
+			release := make(chan struct{})
+			old := syncFile
+			syncFile = func(f *os.File) error { <-release; return syncErr }
+			t.Cleanup(func() { syncFile = old })
+
+			s := newStore(t)
+			data, d := blob(1<<20+3, 7)
+			dl, err := s.Create(d, int64(len(data)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			r := dl.NewReader(ctx)
+			defer r.Close()
+			read := make(chan []byte, 1)
+			go func() { b, _ := io.ReadAll(r); read <- b }()
+			wrote := make(chan error, 1)
+			go func() { _, err := dl.Write(data); wrote <- err }() // blocks in the sync
+
+			if err := dl.WaitVerified(ctx); err != nil {
+				t.Fatalf("WaitVerified: %v", err)
+			}
+			select {
+			case got := <-read:
+				if !bytes.Equal(got, data) {
+					t.Fatalf("reader got %d bytes, want the %d written", len(got), len(data))
+				}
+			case <-ctx.Done():
+				t.Fatal("the reader did not get the last byte while the sync ran")
+			}
+			select {
+			case <-dl.Done():
+				t.Fatal("the download was done before its sync returned")
+			default:
+			}
+			if _, err := s.Stat(d); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Stat before the commit: %v, want ErrNotFound", err)
+			}
+
+			// A client leaving now (the pull cancelled) must not undo it.
+			dl.Fail(errors.New("client left"))
+			close(release)
+			werr := <-wrote
+			dl.Release()
+			if syncErr == nil {
+				if werr != nil || dl.Wait(ctx) != nil {
+					t.Fatalf("commit: write %v, wait %v", werr, dl.Wait(ctx))
+				}
+				if n, err := s.Stat(d); err != nil || n != int64(len(data)) {
+					t.Fatalf("Stat after commit = %d, %v", n, err)
+				}
+				return
+			}
+			if werr == nil || dl.Wait(ctx) == nil {
+				t.Fatalf("a failed sync: write %v, wait %v; want errors", werr, dl.Wait(ctx))
+			}
+			if _, err := s.Stat(d); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Stat after a failed commit: %v, want ErrNotFound", err)
+			}
+			assertEmptyDownloads(t, s)
+		})
+	}
+}
+
+// WaitVerified reports a digest mismatch, never success.
+func TestWaitVerifiedReportsAMismatch(t *testing.T) {
+	s := newStore(t)
+	data, d := blob(64<<10, 8)
+	dl, err := s.Create(d, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Release()
+	data[100] ^= 1
+	go dl.Write(data)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := dl.WaitVerified(ctx); !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("WaitVerified of wrong bytes: %v, want ErrDigestMismatch", err)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/internal/cluster"
 	"github.com/shoal-dev/shoal/internal/localregistry"
+	"github.com/shoal-dev/shoal/internal/testutil"
 )
 
 func start(t *testing.T, agents int) *cluster.Cluster {
@@ -297,9 +298,8 @@ func TestTrackerDownFallsBackToAnOrigin(t *testing.T) {
 	if got := metrics(t, a.AdminURL())[`shoal_agent_fallbacks_total{reason="tracker_unreachable"}`]; got != "1" {
 		t.Errorf("fallback counter = %q, want 1", got)
 	}
-	if _, err := a.Store().Stat(d); err != nil {
-		t.Errorf("blob not cached after the fallback: %v", err)
-	}
+	testutil.Eventually(t, 10*time.Second, func() bool { _, err := a.Store().Stat(d); return err == nil },
+		"blob not cached after the fallback (the commit follows the response)")
 	// An unknown blob is still a clear 404, not a fallback loop.
 	resp, body = do(t, "GET", fmt.Sprintf("%s/v2/test/fallback/blobs/%s", a.URL(), digest.FromString("none")))
 	wantOCIError(t, resp, body, http.StatusNotFound, "BLOB_UNKNOWN")

@@ -198,6 +198,7 @@ func TestCorruptCachedBlobIsFetchedAgain(t *testing.T) {
 	if body, resp, err := get(ctx, url()); err != nil || resp.StatusCode != 200 || !bytes.Equal(body, data) {
 		t.Fatalf("first pull: %v %v", err, resp)
 	}
+	waitCached(t, c.Agents[0].Store(), d, "blob not cached after the first pull")
 	path := c.Agents[0].Store().Path(d)
 	c.Stop(c.Agents[0])
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -216,6 +217,7 @@ func TestCorruptCachedBlobIsFetchedAgain(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 || !bytes.Equal(body, data) {
 		t.Fatalf("pull after the cached file rotted: %v %v, equal %v", err, resp, bytes.Equal(body, data))
 	}
+	waitCached(t, c.Agents[0].Store(), d, "blob not cached again after the pull")
 	if again, err := os.ReadFile(path); err != nil || !bytes.Equal(again, data) {
 		t.Fatalf("the cache holds the rotten file still (%v)", err)
 	}

@@ -101,15 +101,21 @@ func (dl *Download) Done() <-chan struct{} { return dl.fin }
 
 // Wait blocks until the download commits (nil) or fails (its error) or ctx ends.
 func (dl *Download) Wait(ctx context.Context) error {
+	return dl.await(ctx, func() bool { return dl.done })
+}
+
+// await blocks until ready (called with mu held) holds, or the download
+// fails (its error), or ctx ends.
+func (dl *Download) await(ctx context.Context, ready func() bool) error {
 	for {
 		dl.mu.Lock()
-		done, err, ch := dl.done, dl.err, dl.changed
+		ok, err, ch := ready(), dl.err, dl.changed
 		dl.mu.Unlock()
+		if ok {
+			return nil
+		}
 		if err != nil {
 			return err
-		}
-		if done {
-			return nil
 		}
 		select {
 		case <-ch:
@@ -316,22 +322,7 @@ func (dl *Download) hashLocked(p []byte) error {
 // WaitVerified waits until the whole blob has matched its digest (before
 // it is committed: see Wait) or the download failed.
 func (dl *Download) WaitVerified(ctx context.Context) error {
-	for {
-		dl.mu.Lock()
-		matched, err, ch := dl.matched, dl.err, dl.changed
-		dl.mu.Unlock()
-		if matched {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return dl.await(ctx, func() bool { return dl.matched })
 }
 
 func (dl *Download) publish(visible int64, done bool) {
@@ -424,20 +415,9 @@ func (dl *Download) Path() string {
 // the download fails, or ctx ends. It returns the visible count.
 func (dl *Download) waitVisible(ctx context.Context, off int64) (int64, error) {
 	want := min(off+1, dl.size)
-	for {
-		dl.mu.Lock()
-		vis, err, ch := dl.visible, dl.err, dl.changed
-		dl.mu.Unlock()
-		if vis >= want {
-			return vis, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
+	var vis int64
+	if err := dl.await(ctx, func() bool { vis = dl.visible; return vis >= want }); err != nil {
+		return 0, err
 	}
+	return vis, nil
 }

@@ -346,10 +346,7 @@ func (dl *Download) Fail(err error) {
 	if err == nil {
 		err = errors.New("download aborted")
 	}
-	if dl.Verified() {
-		return
-	}
-	dl.fail(err)
+	dl.end(err, true)
 }
 
 // Verified reports whether the whole blob matched its digest (its commit
@@ -360,9 +357,14 @@ func (dl *Download) Verified() bool {
 	return dl.matched
 }
 
-func (dl *Download) fail(err error) {
+func (dl *Download) fail(err error) { dl.end(err, false) }
+
+// end fails the download unless it already ended, or (unlessVerified)
+// its digest matched; the check and the failure are one step, so that a
+// commit starting meanwhile is never cut off.
+func (dl *Download) end(err error, unlessVerified bool) {
 	dl.mu.Lock()
-	if dl.done || dl.err != nil {
+	if dl.done || dl.err != nil || (unlessVerified && dl.matched) {
 		dl.mu.Unlock()
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/buildindex"
@@ -136,6 +137,32 @@ func TestDemoJSON(t *testing.T) {
 	}
 	if fo, fp := r["bytes_from_origins"].(float64), r["bytes_from_peers"].(float64); fo+fp < 4*2*6<<20 {
 		t.Errorf("agents received %v + %v bytes over P2P, less than they pulled", fo, fp)
+	}
+}
+
+// The README's main command as a new user runs it, ten times in a row, at
+// its default size: every run must verify. (It once checked each agent's
+// cache right after the last byte, racing the commit that follows it, and
+// failed 2 runs in 5 on a machine with slow commits.)
+func TestDemoTenRunsInARow(t *testing.T) {
+	for i := range 10 {
+		start := time.Now()
+		code, out, stderr := shoal(t, "demo", "--json", "--any-ports", "--dir", t.TempDir())
+		if code != 0 {
+			t.Fatalf("run %d: demo exit %d\nstdout: %s\nstderr: %s", i, code, out, stderr)
+		}
+		var r struct {
+			AllVerified bool     `json:"all_verified"`
+			Failures    []string `json:"failures"`
+			P50         float64  `json:"agent_seconds_p50"`
+		}
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("run %d: demo --json printed %q: %v", i, out, err)
+		}
+		if !r.AllVerified || len(r.Failures) > 0 {
+			t.Fatalf("run %d: all_verified %v, failures %q", i, r.AllVerified, r.Failures)
+		}
+		t.Logf("run %d: p50 %.2f s, %.1f s in all", i, r.P50, time.Since(start).Seconds())
 	}
 }
 

@@ -154,9 +154,17 @@ func Pull(ctx context.Context, c *cluster.Cluster, blobs []Blob) *Report {
 	wg.Wait()
 	r.WallSeconds = time.Since(start).Seconds()
 
-	// Every agent's cached copy must hash to its digest too.
+	// Every agent's cached copy must hash to its digest too. A client has
+	// the last byte once the digest matched; the commit (sync and rename)
+	// follows, so wait for it, within a deadline.
+	sctx, cancel := context.WithTimeout(ctx, commitDeadline)
+	defer cancel()
 	for i, a := range c.Agents {
 		for _, b := range blobs {
+			if err := a.Store().WaitStored(sctx, b.Digest); err != nil {
+				fail("agent %d: blob %s not committed to the cache within %s: %v", i, b.Digest, commitDeadline, err)
+				continue
+			}
 			f, err := a.Store().Open(b.Digest)
 			if err != nil {
 				fail("agent %d: blob %s not in cache: %v", i, b.Digest, err)
@@ -186,6 +194,9 @@ func Pull(ctx context.Context, c *cluster.Cluster, blobs []Blob) *Report {
 	r.PeakRSSBytes = procstat.PeakRSS()
 	return r
 }
+
+// commitDeadline bounds the wait for every agent's commits after the pull.
+const commitDeadline = 30 * time.Second
 
 func fetchVerified(ctx context.Context, url string, b Blob) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

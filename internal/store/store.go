@@ -5,6 +5,7 @@
 package store
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -176,6 +177,30 @@ func (s *Store) Delete(d digest.Digest) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.removeLocked(d)
+}
+
+// WaitStored blocks until blob d is committed (nil), its running download
+// fails (its error), or ctx ends. With no download of d running and none
+// stored it answers ErrNotFound at once. A download's last byte reaches its
+// readers before the commit (sync and rename) ends: whoever checks the
+// store right after a pull waits here rather than racing the commit.
+func (s *Store) WaitStored(ctx context.Context, d digest.Digest) error {
+	for {
+		if _, err := s.Stat(d); !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		dl := s.Active(d)
+		if dl == nil {
+			// The commit may have landed between Stat and Active.
+			_, err := s.Stat(d)
+			return err
+		}
+		err := dl.Wait(ctx)
+		dl.Release()
+		if err != nil {
+			return fmt.Errorf("wait for %s: %w", d, err)
+		}
+	}
 }
 
 // Active returns the running download of d, or nil.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -474,5 +475,57 @@ func TestWaitVerifiedReportsAMismatch(t *testing.T) {
 	defer cancel()
 	if err := dl.WaitVerified(ctx); !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("WaitVerified of wrong bytes: %v, want ErrDigestMismatch", err)
+	}
+}
+
+// WaitStored answers once the commit ended, not when the last byte was
+// readable: a check of the store right after a pull waits there instead of
+// racing the sync. It reports a failed commit, and ErrNotFound at once for
+// a blob nobody downloads.
+func TestWaitStoredWaitsForTheCommit(t *testing.T) {
+	for _, syncErr := range []error{nil, errors.New("EIO")} {
+		t.Run(fmt.Sprint(syncErr), func(t *testing.T) {
+			release := make(chan struct{})
+			old := syncFile
+			syncFile = func(f *os.File) error { <-release; return syncErr }
+			t.Cleanup(func() { syncFile = old })
+
+			s := newStore(t)
+			data, d := blob(1<<20+5, 9)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := s.WaitStored(ctx, d); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("WaitStored of an unknown blob: %v, want ErrNotFound", err)
+			}
+			dl, err := s.Create(d, int64(len(data)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() { dl.Write(data); dl.Release() }() // blocks in the sync
+			if err := dl.WaitVerified(ctx); err != nil {
+				t.Fatal(err)
+			}
+			stored := make(chan error, 1)
+			go func() { stored <- s.WaitStored(ctx, d) }()
+			select {
+			case err := <-stored:
+				t.Fatalf("WaitStored returned %v while the sync was held back", err)
+			case <-time.After(100 * time.Millisecond):
+			}
+			close(release)
+			err = <-stored
+			if syncErr == nil {
+				if err != nil {
+					t.Fatalf("WaitStored after the commit: %v", err)
+				}
+				if _, err := s.Stat(d); err != nil {
+					t.Fatalf("Stat after WaitStored: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "EIO") {
+				t.Fatalf("WaitStored after a failed commit: %v, want the sync's error", err)
+			}
+		})
 	}
 }

@@ -817,7 +817,7 @@ func TestAgentMaxSwarms(t *testing.T) {
 	in := func(d digest.Digest) bool { return a.Node().Swarm(d.String()) != nil }
 	testutil.Eventually(t, 5*time.Second, func() bool { return !in(ds[0]) && in(ds[1]) && in(ds[2]) },
 		"after 3 pulls with max_swarms 2: swarms %v %v %v, want the first left", in(ds[0]), in(ds[1]), in(ds[2]))
-	if _, err := a.Store().Stat(ds[0]); err != nil {
+	if err := a.Store().WaitStored(ctx, ds[0]); err != nil {
 		t.Fatalf("the blob whose swarm was left is no longer cached: %v", err)
 	}
 	// Served again: it is seeded again, and the now least recently used goes.

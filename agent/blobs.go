@@ -30,7 +30,11 @@ func (a *Agent) handleBlob(w http.ResponseWriter, r *http.Request, ns, ref strin
 		return
 	}
 	ctx := r.Context()
-	blob, size, err := a.store.OpenOrFollow(ctx, d)
+	// Only a committed blob is served straight from the store. A running
+	// download is followed as a member of its pull (below): a client that
+	// followed it on the side would not keep it going, and would be cut
+	// off when the pull's last member left.
+	blob, size, err := a.store.OpenStored(d)
 	switch {
 	case err == nil:
 		a.requests.WithLabelValues("hit").Inc()
@@ -52,8 +56,11 @@ func (a *Agent) handleBlob(w http.ResponseWriter, r *http.Request, ns, ref strin
 		w.Header().Set("Content-Length", strconv.FormatInt(mi.Info.Length, 10))
 		return
 	default:
-		p, joined := a.joinPull(ns, d)
-		defer a.leavePull(d, p)
+		p, joined, err := a.joinPull(ctx, ns, d)
+		if err != nil {
+			return // the client left
+		}
+		defer a.leavePull(p)
 		if joined {
 			a.requests.WithLabelValues("joined").Inc()
 		} else {

@@ -35,6 +35,11 @@ type Config struct {
 	// StallTimeout is how long a swarm download may go without a new
 	// verified piece before the agent turns to the fallback (or fails).
 	StallTimeout time.Duration `toml:"stall_timeout"`
+	// PullGrace is how long a download goes on after its last client left.
+	// A client that reads a blob in ranged chunks on connections of their
+	// own (containerd 2.x's parallel layer fetch) leaves between chunks;
+	// the next chunk joins the same download instead of starting over.
+	PullGrace time.Duration `toml:"pull_grace"`
 	// MaxDownloads caps the blobs downloaded at once; more requests wait.
 	MaxDownloads int `toml:"max_downloads"`
 	// DisableFallback stops the agent from fetching a blob (or the rest of
@@ -66,6 +71,7 @@ const (
 	DefaultMetainfoTimeout = 5 * time.Minute
 	DefaultStallTimeout    = 2 * time.Minute
 	DefaultMaxDownloads    = 32
+	DefaultPullGrace       = 30 * time.Second
 )
 
 // Default cluster addresses: everything on one host.
@@ -105,6 +111,9 @@ func (c *Config) ApplyDefaults() {
 	if c.MaxDownloads == 0 {
 		c.MaxDownloads = DefaultMaxDownloads
 	}
+	if c.PullGrace == 0 {
+		c.PullGrace = DefaultPullGrace
+	}
 	if c.DefaultUpstream == "" && len(c.Upstreams) > 0 {
 		c.DefaultUpstream = c.Upstreams[0].Host
 	}
@@ -139,6 +148,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxDownloads < 1 || c.MaxDownloads > 4096 {
 		return config.Errorf("max_downloads", "want 1..4096, got %d", c.MaxDownloads)
+	}
+	if c.PullGrace < 10*time.Millisecond || c.PullGrace > 24*time.Hour {
+		return config.Errorf("pull_grace", "want 10ms..24h, got %s", c.PullGrace)
 	}
 	if c.StallTimeout < time.Second {
 		return config.Errorf("stall_timeout", "want at least 1s, got %s", c.StallTimeout)

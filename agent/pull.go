@@ -13,40 +13,73 @@ import (
 	"github.com/shoal-dev/shoal/internal/store"
 )
 
-// pull is one swarm download of a blob, shared by every client asking for
-// it. It is cancelled when its last waiting client goes away.
+// pull is one download of a blob, shared by every client asking for it.
+// When its last client leaves it goes on for pull_grace, so that a client
+// reading the blob in chunks on connections of their own (containerd 2.x)
+// finds it still running; then it stops. A client that comes while a
+// stopped pull winds down waits for it to end and starts a new one: two
+// downloads of one blob never overlap.
 type pull struct {
-	ready   chan struct{} // the store download exists, or err is set
-	err     error
+	ready  chan struct{} // the store download exists, or err is set
+	err    error
+	cancel context.CancelFunc
+	ended  chan struct{} // runPull returned: swarm left, download ended
+
+	// Guarded by Agent.mu.
 	waiters int
-	cancel  context.CancelFunc
+	stopped bool
+	gen     int // changes on every join and leave (for the grace timer)
 }
 
 // joinPull returns the running pull of d or starts one; the caller must
 // leavePull when it stops reading.
-func (a *Agent) joinPull(ns string, d digest.Digest) (*pull, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if p, ok := a.pulls[d]; ok {
-		p.waiters++
-		return p, true
+func (a *Agent) joinPull(ctx context.Context, ns string, d digest.Digest) (*pull, bool, error) {
+	for {
+		a.mu.Lock()
+		p, ok := a.pulls[d]
+		switch {
+		case !ok:
+			pctx, cancel := context.WithCancel(a.ctx)
+			p = &pull{ready: make(chan struct{}), ended: make(chan struct{}), cancel: cancel, waiters: 1}
+			a.pulls[d] = p
+			a.mu.Unlock()
+			go a.runPull(pctx, ns, d, p)
+			return p, false, nil
+		case !p.stopped:
+			p.waiters++
+			p.gen++
+			a.mu.Unlock()
+			return p, true, nil
+		}
+		a.mu.Unlock()
+		select {
+		case <-p.ended:
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
 	}
-	ctx, cancel := context.WithCancel(a.ctx)
-	p := &pull{ready: make(chan struct{}), waiters: 1, cancel: cancel}
-	a.pulls[d] = p
-	go a.runPull(ctx, ns, d, p)
-	return p, false
 }
 
-func (a *Agent) leavePull(d digest.Digest, p *pull) {
+// leavePull drops a client; the pull stops pull_grace after its last
+// client left, unless another joined meanwhile.
+func (a *Agent) leavePull(p *pull) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p.waiters--
-	if p.waiters == 0 && a.pulls[d] == p {
-		// Nobody waits any more: stop asking peers for pieces.
-		delete(a.pulls, d)
-		p.cancel()
+	p.gen++
+	if p.waiters > 0 || p.stopped {
+		return
 	}
+	gen := p.gen
+	time.AfterFunc(a.cfg.PullGrace, func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if p.gen == gen && !p.stopped {
+			// Nobody came back: stop asking peers for pieces.
+			p.stopped = true
+			p.cancel()
+		}
+	})
 }
 
 func (a *Agent) runPull(ctx context.Context, ns string, d digest.Digest, p *pull) {
@@ -66,11 +99,13 @@ func (a *Agent) runPull(ctx context.Context, ns string, d digest.Digest, p *pull
 		close(p.ready)
 	}
 	a.mu.Lock()
+	p.stopped = true
 	if a.pulls[d] == p {
 		delete(a.pulls, d)
 	}
 	a.mu.Unlock()
 	p.cancel()
+	close(p.ended)
 	switch {
 	case err == nil:
 		a.pullsRes.WithLabelValues("ok").Inc()
@@ -96,6 +131,9 @@ func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, p *pul
 			close(p.ready)
 		}
 	}()
+	if _, err := a.store.Stat(d); err == nil {
+		return nil // committed by the pull before this one, after our client looked
+	}
 	mctx, cancel := context.WithTimeout(ctx, a.cfg.MetainfoTimeout)
 	mi, err := a.meta.get(mctx, ns, d)
 	cancel()

@@ -155,7 +155,9 @@ func (o *Origin) handleBlob(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	defer blob.Close()
-	o.httpBytes.Add(float64(httpx.ServeBlob(w, r, d, size, store.Content(blob))))
+	n := httpx.ServeBlob(w, r, d, size, store.Content(blob))
+	o.httpBytes.Add(float64(n))
+	o.httpSent.Add(n)
 }
 
 func (o *Origin) headUpstream(ctx context.Context, ns string, d digest.Digest) (int64, error) {

@@ -49,6 +49,7 @@ type Origin struct {
 	upstreamGets  *prometheus.CounterVec
 	upstreamBytes prometheus.Counter
 	httpBytes     prometheus.Counter
+	httpSent      atomic.Int64 // httpBytes, readable without a scrape
 }
 
 // New opens the store, starts the P2P node and binds the HTTP listener.
@@ -115,6 +116,9 @@ func (o *Origin) Seeding(d digest.Digest) bool {
 
 // BytesSent counts piece bytes the origin uploaded to the swarm.
 func (o *Origin) BytesSent() int64 { return o.seed.BytesSent() }
+
+// BytesSentHTTP counts blob bytes served over HTTP (agents' fallback).
+func (o *Origin) BytesSentHTTP() int64 { return o.httpSent.Load() }
 
 // Store is the origin's blob store.
 func (o *Origin) Store() *store.Store { return o.store }

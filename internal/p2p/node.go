@@ -413,8 +413,10 @@ func (n *Node) Download(mi *MetaInfo, dl *store.Download, hashes *PieceHashes) (
 	s, err := n.add(mi, newDownloadStorage(dl, rf, &mi.Info, hashes, n.ban), dl, dl.Release)
 	if err != nil {
 		rf.Close()
+		return nil, err
 	}
-	return s, err
+	dl.SetWant(s.want)
+	return s, nil
 }
 
 func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose func()) (*Swarm, error) {

@@ -199,9 +199,18 @@ func (p *blobPiece) MarkComplete() error {
 	if s.dl == nil {
 		return nil
 	}
+	// Checked against its hash: a client reading this far ahead may have it.
+	s.dl.Reveal(p.off, p.length)
 	// Hash the newly contiguous bytes into the blob's sha256 (and publish them
 	// to readers); reaching the end commits the blob or fails the download.
 	return s.dl.Advance(upTo)
+}
+
+// prefixPieces is how many leading pieces are complete.
+func (s *blobStorage) prefixPieces() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.prefix
 }
 
 func (p *blobPiece) MarkNotComplete() error {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/tracker/shared"
+	"github.com/anacrolix/torrent/types"
 
 	"github.com/shoal-dev/shoal/internal/store"
 )
@@ -44,6 +45,9 @@ func (s *Swarm) Announced() <-chan struct{} { return s.announced }
 // releases the download; the storage's reader closes a moment later.
 func (s *Swarm) Close() {
 	s.once.Do(func() {
+		if s.dl != nil {
+			s.dl.SetWant(nil)
+		}
 		s.cancel()
 		s.wg.Wait()
 		s.t.Drop()
@@ -58,6 +62,31 @@ func (s *Swarm) Close() {
 		}
 		s.st.retire()
 	})
+}
+
+// Readahead past a reader's offset that want raises, and how far ahead of
+// the in-order prefix a reader must be for it to: near the prefix, the
+// library's own order (partial pieces, then rarest, then lowest index)
+// already serves readers, and agents that all raised the same pieces
+// would all ask the origin for them.
+const (
+	wantReadahead = 4 << 20
+	wantAhead     = 2 // pieces
+)
+
+// want raises the priority of the pieces from byte off on (wantReadahead
+// of them) when a client waits for bytes far ahead of the in-order prefix,
+// as a client fetching the blob in parallel ranges does.
+func (s *Swarm) want(off int64) {
+	pl := s.mi.Info.PieceLength
+	first := int(off / pl)
+	if first < s.st.prefixPieces()+wantAhead {
+		return
+	}
+	last := min(int((off+wantReadahead-1)/pl), s.mi.Info.NumPieces()-1)
+	for i := first; i <= last; i++ {
+		s.t.Piece(i).SetPriority(types.PiecePriorityHigh)
+	}
 }
 
 // announceLoop keeps the tracker informed and feeds the peers it returns to

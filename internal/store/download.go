@@ -35,8 +35,10 @@ type Download struct {
 	hashed int64
 	buf    []byte
 
-	mu      sync.Mutex
-	visible int64 // bytes readers may read
+	mu       sync.Mutex
+	visible  int64  // bytes readers may read: the hashed prefix
+	revealed []span // checked bytes past it, readable too (Reveal); sorted, disjoint
+	want     func(off int64)
 	matched bool  // the whole blob matched its digest (commit may still run)
 	done    bool
 	err     error
@@ -88,6 +90,70 @@ func (s *Store) Create(d digest.Digest, size int64, opts ...Option) (*Download, 
 		go dl.Advance(0) // an empty blob is complete at once
 	}
 	return dl, nil
+}
+
+// span is a byte range [off, end).
+type span struct{ off, end int64 }
+
+// Reveal makes bytes [off, off+n), written with WriteAt and checked by the
+// caller (a piece against its hash), readable before the in-order prefix
+// reaches them: a client asking for a range far ahead gets it as soon as
+// its pieces are in. They are checked as much as the prefix is until the
+// whole digest matched; the last byte still waits for that.
+func (dl *Download) Reveal(off, n int64) {
+	end := min(off+n, dl.size)
+	if off < 0 || off >= end {
+		return
+	}
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	if end <= dl.visible || dl.done || dl.err != nil {
+		return
+	}
+	// Insert and merge with the spans it touches.
+	i := 0
+	for i < len(dl.revealed) && dl.revealed[i].end < off {
+		i++
+	}
+	j := i
+	for j < len(dl.revealed) && dl.revealed[j].off <= end {
+		off, end = min(off, dl.revealed[j].off), max(end, dl.revealed[j].end)
+		j++
+	}
+	dl.revealed = append(dl.revealed[:i], append([]span{{off, end}}, dl.revealed[j:]...)...)
+	dl.notifyLocked()
+}
+
+// SetWant registers f, called with the offset a reader is about to wait
+// for (bytes not yet readable), so that the writer can fetch them sooner;
+// nil removes it.
+func (dl *Download) SetWant(f func(off int64)) {
+	dl.mu.Lock()
+	dl.want = f
+	dl.mu.Unlock()
+}
+
+// readableLocked is the end of the readable run of bytes that starts at
+// off, or off if the byte at off is not readable yet.
+func (dl *Download) readableLocked(off int64) int64 {
+	if off < dl.visible {
+		return dl.visible
+	}
+	held := dl.size - 1 // the last byte waits for the digest
+	if dl.matched {
+		held = dl.size
+	}
+	for _, sp := range dl.revealed {
+		if sp.off <= off && off < sp.end {
+			return max(off, min(sp.end, held))
+		}
+	}
+	return off
+}
+
+func (dl *Download) notifyLocked() {
+	close(dl.changed)
+	dl.changed = make(chan struct{})
 }
 
 // Digest of the blob.
@@ -330,13 +396,15 @@ func (dl *Download) publish(visible int64, done bool) {
 	defer dl.mu.Unlock()
 	if visible > dl.visible {
 		dl.visible = visible
+		for len(dl.revealed) > 0 && dl.revealed[0].end <= visible {
+			dl.revealed = dl.revealed[1:]
+		}
 	}
 	if done && !dl.done {
 		dl.done = true
 		close(dl.fin)
 	}
-	close(dl.changed)
-	dl.changed = make(chan struct{})
+	dl.notifyLocked()
 }
 
 // Fail aborts the download: readers get err, nothing is committed and the
@@ -370,8 +438,7 @@ func (dl *Download) end(err error, unlessVerified bool) {
 	}
 	dl.err = err
 	close(dl.fin)
-	close(dl.changed)
-	dl.changed = make(chan struct{})
+	dl.notifyLocked()
 	dl.mu.Unlock()
 	dl.s.forget(dl)
 	// Unlink now: readers holding the descriptor fail anyway, and a crash
@@ -413,13 +480,23 @@ func (dl *Download) Path() string {
 	return filepath.Clean(dl.tmp)
 }
 
-// waitVisible blocks until at least min(off+1, size) bytes are visible, or
-// the download fails, or ctx ends. It returns the visible count.
+// waitVisible blocks until the byte at off is readable, or the download
+// fails, or ctx ends. It returns the end of the readable run from off.
+// Before it waits it tells the writer what it waits for (SetWant).
 func (dl *Download) waitVisible(ctx context.Context, off int64) (int64, error) {
-	want := min(off+1, dl.size)
-	var vis int64
-	if err := dl.await(ctx, func() bool { vis = dl.visible; return vis >= want }); err != nil {
+	var end int64
+	ready := func() bool { end = dl.readableLocked(off); return end > off }
+	dl.mu.Lock()
+	ok, want := ready(), dl.want
+	dl.mu.Unlock()
+	if ok {
+		return end, nil
+	}
+	if want != nil {
+		want(off)
+	}
+	if err := dl.await(ctx, ready); err != nil {
 		return 0, err
 	}
-	return vis, nil
+	return end, nil
 }

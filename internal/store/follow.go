@@ -53,6 +53,23 @@ func (s *Store) OpenOrFollow(ctx context.Context, d digest.Digest) (Blob, int64,
 		dl.Release()
 		return &pinnedBlob{Blob: r, unpin: unpin}, dl.Size(), nil
 	}
+	return s.openPinned(d, unpin)
+}
+
+// OpenStored returns the verified, committed blob d with its size, or
+// ErrNotFound (also while it is still downloading: see OpenOrFollow).
+// The blob is not evicted until it is closed.
+func (s *Store) OpenStored(d digest.Digest) (Blob, int64, error) {
+	if err := checkDigest(d); err != nil {
+		return nil, 0, err
+	}
+	s.mu.Lock()
+	unpin := s.pinLocked(d)
+	s.mu.Unlock()
+	return s.openPinned(d, unpin)
+}
+
+func (s *Store) openPinned(d digest.Digest, unpin func()) (Blob, int64, error) {
 	f, err := s.Open(d)
 	if err != nil {
 		unpin()

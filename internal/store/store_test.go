@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -527,5 +528,111 @@ func TestWaitStoredWaitsForTheCommit(t *testing.T) {
 				t.Fatalf("WaitStored after a failed commit: %v, want the sync's error", err)
 			}
 		})
+	}
+}
+
+// Revealed bytes are readable ahead of the in-order prefix (a ranged
+// client far ahead gets its piece as soon as it is checked); a reader
+// waiting for bytes nobody revealed tells the writer the offset; the last
+// byte still waits for the whole digest.
+func TestRevealServesARangeAheadOfThePrefix(t *testing.T) {
+	s := newStore(t)
+	const piece = 64 << 10
+	data, d := blob(4*piece, 11)
+	dl, err := s.Create(d, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Release()
+	wanted := make(chan int64, 16)
+	dl.SetWant(func(off int64) { wanted <- off })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// Pieces 2 and 3 arrive first; only 2 is revealed.
+	if _, err := dl.WriteAt(data[2*piece:], 2*piece); err != nil {
+		t.Fatal(err)
+	}
+	dl.Reveal(2*piece, piece)
+	r := dl.NewReader(ctx)
+	defer r.Close()
+	got := make([]byte, piece)
+	if _, err := r.ReadAt(got, 2*piece); err != nil || !bytes.Equal(got, data[2*piece:3*piece]) {
+		t.Fatalf("ReadAt of the revealed piece: %v (bytes equal: %v)", err, bytes.Equal(got, data[2*piece:3*piece]))
+	}
+	select {
+	case off := <-wanted:
+		t.Fatalf("want(%d) called for revealed bytes", off)
+	default:
+	}
+
+	// Piece 3 (the last) is revealed but its last byte is held back.
+	dl.Reveal(3*piece, piece)
+	tail := make(chan error, 1)
+	go func() {
+		b := make([]byte, piece)
+		_, err := r.ReadAt(b, 3*piece)
+		if err == nil && !bytes.Equal(b, data[3*piece:]) {
+			err = errors.New("wrong bytes")
+		}
+		tail <- err
+	}()
+	if off := <-wanted; off != 4*piece-1 {
+		t.Fatalf("want(%d), want the last byte %d", off, 4*piece-1)
+	}
+	select {
+	case err := <-tail:
+		t.Fatalf("the last byte was read before the digest matched (%v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+
+	// A reader at 0 waits, says so, and gets everything once the rest is
+	// written and the prefix hashed.
+	head := make(chan error, 1)
+	go func() {
+		b := make([]byte, 2*piece)
+		_, err := io.ReadFull(io.NewSectionReader(r, 0, 2*piece), b)
+		if err == nil && !bytes.Equal(b, data[:2*piece]) {
+			err = errors.New("wrong bytes")
+		}
+		head <- err
+	}()
+	if off := <-wanted; off != 0 {
+		t.Fatalf("want(%d), want 0", off)
+	}
+	if _, err := dl.WriteAt(data[:2*piece], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := dl.Advance(int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range []chan error{head, tail} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Reveal merges what it is given into disjoint spans in order.
+func TestRevealMergesSpans(t *testing.T) {
+	s := newStore(t)
+	_, d := blob(100, 1)
+	dl, err := s.Create(d, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Release()
+	for _, sp := range [][2]int64{{50, 10}, {10, 5}, {70, 10}, {60, 10}, {12, 10}, {95, 20}, {200, 5}, {-1, 3}} {
+		dl.Reveal(sp[0], sp[1])
+	}
+	want := []span{{10, 22}, {50, 80}, {95, 100}}
+	if !slices.Equal(dl.revealed, want) {
+		t.Fatalf("spans %v, want %v", dl.revealed, want)
+	}
+	dl.mu.Lock()
+	ends := []int64{dl.readableLocked(10), dl.readableLocked(21), dl.readableLocked(22), dl.readableLocked(55), dl.readableLocked(99)}
+	dl.mu.Unlock()
+	if !slices.Equal(ends, []int64{22, 22, 22, 80, 99}) {
+		t.Fatalf("readable ends %v", ends)
 	}
 }

@@ -39,12 +39,12 @@ type Download struct {
 	visible  int64  // bytes readers may read: the hashed prefix
 	revealed []span // checked bytes past it, readable too (Reveal); sorted, disjoint
 	want     func(off int64)
-	matched bool  // the whole blob matched its digest (commit may still run)
-	done    bool
-	err     error
-	changed chan struct{} // closed and replaced whenever visible/done/err change
-	fin     chan struct{} // closed once, on commit or failure
-	refs    int
+	matched  bool // the whole blob matched its digest (commit may still run)
+	done     bool
+	err      error
+	changed  chan struct{} // closed and replaced whenever visible/done/err change
+	fin      chan struct{} // closed once, on commit or failure
+	refs     int
 }
 
 // Option configures a Download.

@@ -105,6 +105,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   path = %q
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc",
 		filepath.Join(dir, "debug.sock"), filepath.Join(dir, "opt"))
+	runContainerd(t, "containerd", "ctr", dir, cfg, sock)
+	return sock
+}
+
+// runContainerd writes cfg to dir/containerd.toml, runs the containerd
+// binary with it (its log in dir/containerd.log) until the test ends, and
+// waits until ctr gets an answer on sock. It skips the test when containerd
+// cannot run here.
+func runContainerd(t *testing.T, containerd, ctr, dir, cfg, sock string) {
+	t.Helper()
 	cfgPath := filepath.Join(dir, "containerd.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -113,7 +123,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("containerd", "--config", cfgPath)
+	cmd := exec.Command(containerd, "--config", cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -139,8 +149,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 			t.Skipf("SKIP: containerd cannot run here: it exited at start:\n%s", tail())
 		default:
 		}
-		if _, err := tryRun(5*time.Second, "ctr", "--address", sock, "version"); err == nil {
-			return sock
+		if _, err := tryRun(5*time.Second, ctr, "--address", sock, "version"); err == nil {
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("containerd did not answer on %s within 30s:\n%s", sock, tail())

@@ -31,6 +31,16 @@ type sample struct {
 // ports on 127.0.0.x) and pushes a 3-layer sample image to its upstream.
 func startCluster(t *testing.T, repo string, seed uint64) (*cluster.Cluster, sample) {
 	t.Helper()
+	img, err := localregistry.SampleImage(3, 4<<20, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startClusterWithImage(t, repo, img)
+}
+
+// startClusterWithImage is startCluster with the image to push.
+func startClusterWithImage(t *testing.T, repo string, img v1.Image) (*cluster.Cluster, sample) {
+	t.Helper()
 	c, err := cluster.Start(cluster.Options{
 		Dir: t.TempDir(), Agents: 1, Origins: 2, PieceLength: 1 << 20, Log: testutil.Logger(t),
 	})
@@ -42,10 +52,6 @@ func startCluster(t *testing.T, repo string, seed uint64) (*cluster.Cluster, sam
 			t.Errorf("close cluster: %v", err)
 		}
 	})
-	img, err := localregistry.SampleImage(3, 4<<20, seed)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	s := sample{Repo: repo, Tag: "v1"}

@@ -22,11 +22,21 @@ import (
 // uncompressed tar holding one file of layerSize pseudo-random bytes (so
 // the same arguments always give the same digests).
 func SampleImage(n int, layerSize int64, seed uint64) (v1.Image, error) {
+	sizes := make([]int64, n)
+	for i := range sizes {
+		sizes[i] = layerSize
+	}
+	return ImageOfLayers(seed, sizes...)
+}
+
+// ImageOfLayers is SampleImage with a size per layer: layer i holds
+// layer<i>.bin, sizes[i] pseudo-random bytes from seed+i.
+func ImageOfLayers(seed uint64, sizes ...int64) (v1.Image, error) {
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	var layers []v1.Layer
-	for i := range n {
-		b, err := tarWithFile(fmt.Sprintf("layer%d.bin", i), layerSize, seed+uint64(i))
+	for i, size := range sizes {
+		b, err := tarWithFile(fmt.Sprintf("layer%d.bin", i), size, seed+uint64(i))
 		if err != nil {
 			return nil, err
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,73 +38,6 @@ func rangeChunk(ctx context.Context, url string, off, n int64) ([]byte, int, err
 	b := make([]byte, n)
 	got, err := io.ReadFull(resp.Body, b)
 	return b[:got], resp.StatusCode, err
-}
-
-// storm fetches the blob at url as chunks of chunk bytes, each on its own
-// connection, all at once, in the order given; it returns the first
-// failure.
-func storm(ctx context.Context, url string, data []byte, chunk int64, order []int) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, len(order))
-	for _, k := range order {
-		wg.Go(func() {
-			off := int64(k) * chunk
-			n := min(chunk, int64(len(data))-off)
-			b, _, err := rangeChunk(ctx, url, off, n)
-			switch {
-			case err != nil:
-				errs <- fmt.Errorf("chunk %d: %w (%d bytes)", k, err, len(b))
-			case !bytes.Equal(b, data[off:off+n]):
-				errs <- fmt.Errorf("chunk %d: wrong bytes", k)
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
-}
-
-func originBytes(c *Cluster) int64 {
-	var n int64
-	for _, o := range c.Origins {
-		n += o.BytesSent() + o.BytesSentHTTP()
-	}
-	return n
-}
-
-// Many readers, one download: 64 clients ask a cold agent for a 64 MiB blob
-// at once, each for bytes=k MiB- on a connection of its own, reading one
-// MiB and closing, in shuffled order (containerd 2.x's parallel layer
-// fetch, exaggerated). Every chunk is right, one download serves them all
-// (origins send about 1 F), and the blob is cached whole after.
-func TestRangeStormOnAColdBlob(t *testing.T) {
-	const size, chunk = 64 << 20, 1 << 20
-	c := startCluster(t, Options{Agents: 1, Origins: 2, PieceLength: 1 << 20})
-	data := localregistry.RandomBytes(size, 64)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	d, err := c.Registry.PushBlob(ctx, "test/storm", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := c.Agents[0]
-	order := make([]int, size/chunk)
-	for i := range order {
-		order[i] = (i * 37) % len(order) // every chunk once, far apart
-	}
-	start := time.Now()
-	if err := storm(ctx, fmt.Sprintf("%s/v2/test/storm/blobs/%s", a.URL(), d), data, chunk, order); err != nil {
-		t.Fatal(err)
-	}
-	sent := originBytes(c)
-	t.Logf("64 ranged chunks of a cold 64 MiB blob in %.2f s; origins sent %.2f F, upstream GETs %d",
-		time.Since(start).Seconds(), float64(sent)/size, c.Registry.BlobGets(d.String()))
-	if sent > size*11/10 {
-		t.Errorf("origins sent %.2f F, want <= 1.1 F (one download for every reader)", float64(sent)/size)
-	}
-	if err := a.Store().WaitStored(ctx, d); err != nil {
-		t.Fatalf("blob not cached after the storm: %v", err)
-	}
 }
 
 // A pull that every client abandons half way is kept for pull_grace, or

@@ -55,7 +55,7 @@ func (a *Agent) fallbackNew(ctx context.Context, ns string, d digest.Digest, rea
 func (a *Agent) upstreamNew(ctx context.Context, ns string, d digest.Digest, ready func()) error {
 	repo, err := a.up.Resolve(ns)
 	if err != nil {
-		return err
+		return upstreamErr(err)
 	}
 	body, size, err := a.up.GetBlob(ctx, repo, d)
 	if err != nil {
@@ -91,6 +91,18 @@ func upstreamErr(err error) error {
 		return httpx.Wrap(err, http.StatusNotFound, httpx.CodeBlobUnknown, "blob unknown to the upstream registry (every origin is down)")
 	case errors.Is(err, upstream.ErrUnauthorized):
 		return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeDenied, "the upstream registry refused the agent's credentials (every origin is down)")
+	case errors.Is(err, upstream.ErrUnknownRegistry):
+		// Still an outage (5xx): the origins, had they answered, may well
+		// mirror the registry; only the agent's last resort does not.
+		var ue *upstream.UnknownRegistryError
+		host := ""
+		if errors.As(err, &ue) {
+			host = ue.Host
+		}
+		return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable, fmt.Sprintf(
+			"every origin failed, and the agent's [[upstream]] (its last resort) has no entry for registry %q", host))
+	case errors.Is(err, upstream.ErrInvalidName):
+		return httpx.Wrap(err, http.StatusBadRequest, httpx.CodeNameInvalid, "invalid repository name")
 	}
 	return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable, "every origin and the upstream registry failed")
 }
@@ -131,7 +143,7 @@ func (a *Agent) fallbackResume(ctx context.Context, ns string, dl *store.Downloa
 func (a *Agent) upstreamResume(ctx context.Context, ns string, dl *store.Download) error {
 	repo, err := a.up.Resolve(ns)
 	if err != nil {
-		return err
+		return upstreamErr(err)
 	}
 	body, off, err := a.up.GetBlobFrom(ctx, repo, dl.Digest(), dl.Hashed())
 	if err != nil {

@@ -185,6 +185,28 @@ func (a *Agent) originBlob(ctx context.Context, o, ns string, d digest.Digest, f
 	return resp, nil
 }
 
+// originHead asks origin o for the size of blob d (a HEAD, which does not
+// start a download there either).
+func (a *Agent) originHead(ctx context.Context, o, ns string, d digest.Digest) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead,
+		fmt.Sprintf("%s/namespace/%s/blobs/%s", o, url.PathEscape(ns), d), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := a.fallbackClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("origin %s: %w", o, err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		return 0, httpx.DecodeError(resp)
+	case resp.ContentLength < 0:
+		return 0, fmt.Errorf("origin %s: HEAD blob %s: no Content-Length", o, d)
+	}
+	return resp.ContentLength, nil
+}
+
 // copyInto appends r, which starts at offset off of the blob, to dl.
 func copyInto(dl *store.Download, r io.Reader, off int64) error {
 	buf := make([]byte, 256<<10)

@@ -115,6 +115,10 @@ func (a *Agent) fallbackResume(ctx context.Context, ns string, dl *store.Downloa
 		from := dl.Hashed()
 		resp, err := a.originBlob(ctx, o, ns, dl.Digest(), from)
 		if err != nil {
+			var he *httpx.Error
+			if errors.As(err, &he) && he.Status < 500 {
+				return he // a final answer (a registry the origins refuse), not an outage
+			}
 			errs = append(errs, err)
 			continue
 		}

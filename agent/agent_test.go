@@ -291,6 +291,14 @@ func TestTrackerDownFallsBackToAnOrigin(t *testing.T) {
 	data, d := push(t, c, "test/fallback", 6<<20, 11)
 	c.Stop(c.Tracker)
 	a := c.Agents[0]
+	// A HEAD asks an origin for the size, and downloads nothing.
+	resp, _ := do(t, "HEAD", fmt.Sprintf("%s/v2/test/fallback/blobs/%s", a.URL(), d))
+	if resp.StatusCode != 200 || resp.ContentLength != int64(len(data)) {
+		t.Fatalf("HEAD with the tracker down: %d, Content-Length %d", resp.StatusCode, resp.ContentLength)
+	}
+	if _, err := a.Store().Stat(d); err == nil {
+		t.Fatal("a HEAD downloaded the blob")
+	}
 	resp, body := do(t, "GET", fmt.Sprintf("%s/v2/test/fallback/blobs/%s", a.URL(), d))
 	if resp.StatusCode != 200 || !bytes.Equal(body, data) {
 		t.Fatalf("GET with the tracker down: %d, %d bytes", resp.StatusCode, len(body))

@@ -46,14 +46,14 @@ func (a *Agent) handleBlob(w http.ResponseWriter, r *http.Request, ns, ref strin
 		// A HEAD never starts a download: the size comes from the metainfo.
 		a.requests.WithLabelValues("head_miss").Inc()
 		mctx, cancel := context.WithTimeout(ctx, a.cfg.MetainfoTimeout)
-		mi, err := a.meta.get(mctx, ns, d)
+		size, err := a.headSize(mctx, ns, d)
 		cancel()
 		if err != nil {
 			httpx.WriteError(w, r, metaErr(err))
 			return
 		}
 		httpx.SetBlobHeaders(w, d)
-		w.Header().Set("Content-Length", strconv.FormatInt(mi.Info.Length, 10))
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 		return
 	default:
 		p, joined, err := a.joinPull(ctx, ns, d)
@@ -82,6 +82,33 @@ func (a *Agent) handleBlob(w http.ResponseWriter, r *http.Request, ns, ref strin
 	}
 	defer blob.Close()
 	a.served.Add(float64(httpx.ServeBlob(w, r, d, size, store.Content(blob))))
+}
+
+// headSize is the size of blob d for a HEAD: from its metainfo, or, when no
+// tracker answers, from an origin's HEAD (as a GET would fall back to the
+// origins), so that an origin's own answer (a registry it is not
+// configured for) reaches the client rather than "no tracker".
+func (a *Agent) headSize(ctx context.Context, ns string, d digest.Digest) (int64, error) {
+	mi, err := a.meta.get(ctx, ns, d)
+	if err == nil {
+		return mi.Info.Length, nil
+	}
+	var he *httpx.Error
+	if errors.As(err, &he) || a.cfg.DisableFallback || ctx.Err() != nil {
+		return 0, err
+	}
+	var errs []error
+	for _, o := range a.cluster.origins.Pick(d.String(), 0) {
+		size, oerr := a.originHead(ctx, o, ns, d)
+		if oerr == nil {
+			return size, nil
+		}
+		if errors.As(oerr, &he) && he.Status < 500 {
+			return 0, he
+		}
+		errs = append(errs, oerr)
+	}
+	return 0, errors.Join(append([]error{err}, errs...)...)
 }
 
 // metaErr turns a metainfo failure into what the client sees: the tracker's

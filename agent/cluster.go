@@ -70,6 +70,10 @@ func (c *clusterClient) headManifest(ctx context.Context, ns, ref string) (manif
 		u := fmt.Sprintf("%s/namespace/%s/manifests/%s", o, url.PathEscape(ns), ref)
 		resp, err := c.do(ctx, http.MethodHead, u)
 		if err != nil {
+			var he *httpx.Error
+			if errors.As(err, &he) && he.Status < 500 {
+				return manifestInfo{}, he // every origin would say the same
+			}
 			errs = append(errs, err)
 			continue
 		}
@@ -165,10 +169,12 @@ func (c *clusterClient) do(ctx context.Context, method, u string) (*http.Respons
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
-		if method == http.MethodHead {
-			return nil, &httpx.Error{Status: resp.StatusCode, Code: codeForStatus(resp.StatusCode), Message: resp.Status}
+		he := httpx.DecodeError(resp)
+		if method == http.MethodHead && he.Code == "UNKNOWN" {
+			// No body, and no httpx.HeaderError (a server of an older version).
+			he.Code = codeForStatus(resp.StatusCode)
 		}
-		return nil, httpx.DecodeError(resp)
+		return nil, he
 	}
 	return resp, nil
 }

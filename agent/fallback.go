@@ -55,7 +55,7 @@ func (a *Agent) fallbackNew(ctx context.Context, ns string, d digest.Digest, rea
 func (a *Agent) upstreamNew(ctx context.Context, ns string, d digest.Digest, ready func()) error {
 	repo, err := a.up.Resolve(ns)
 	if err != nil {
-		return err
+		return upstreamErr(err)
 	}
 	body, size, err := a.up.GetBlob(ctx, repo, d)
 	if err != nil {
@@ -91,6 +91,18 @@ func upstreamErr(err error) error {
 		return httpx.Wrap(err, http.StatusNotFound, httpx.CodeBlobUnknown, "blob unknown to the upstream registry (every origin is down)")
 	case errors.Is(err, upstream.ErrUnauthorized):
 		return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeDenied, "the upstream registry refused the agent's credentials (every origin is down)")
+	case errors.Is(err, upstream.ErrUnknownRegistry):
+		// Still an outage (5xx): the origins, had they answered, may well
+		// mirror the registry; only the agent's last resort does not.
+		var ue *upstream.UnknownRegistryError
+		host := ""
+		if errors.As(err, &ue) {
+			host = ue.Host
+		}
+		return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable, fmt.Sprintf(
+			"every origin failed, and the agent's [[upstream]] (its last resort) has no entry for registry %q", host))
+	case errors.Is(err, upstream.ErrInvalidName):
+		return httpx.Wrap(err, http.StatusBadRequest, httpx.CodeNameInvalid, "invalid repository name")
 	}
 	return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable, "every origin and the upstream registry failed")
 }
@@ -103,6 +115,10 @@ func (a *Agent) fallbackResume(ctx context.Context, ns string, dl *store.Downloa
 		from := dl.Hashed()
 		resp, err := a.originBlob(ctx, o, ns, dl.Digest(), from)
 		if err != nil {
+			var he *httpx.Error
+			if errors.As(err, &he) && he.Status < 500 {
+				return he // a final answer (a registry the origins refuse), not an outage
+			}
 			errs = append(errs, err)
 			continue
 		}
@@ -131,7 +147,7 @@ func (a *Agent) fallbackResume(ctx context.Context, ns string, dl *store.Downloa
 func (a *Agent) upstreamResume(ctx context.Context, ns string, dl *store.Download) error {
 	repo, err := a.up.Resolve(ns)
 	if err != nil {
-		return err
+		return upstreamErr(err)
 	}
 	body, off, err := a.up.GetBlobFrom(ctx, repo, dl.Digest(), dl.Hashed())
 	if err != nil {
@@ -171,6 +187,28 @@ func (a *Agent) originBlob(ctx context.Context, o, ns string, d digest.Digest, f
 		return nil, fmt.Errorf("origin %s: blob %s: no Content-Length", o, d)
 	}
 	return resp, nil
+}
+
+// originHead asks origin o for the size of blob d (a HEAD, which does not
+// start a download there either).
+func (a *Agent) originHead(ctx context.Context, o, ns string, d digest.Digest) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead,
+		fmt.Sprintf("%s/namespace/%s/blobs/%s", o, url.PathEscape(ns), d), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := a.fallbackClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("origin %s: %w", o, err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		return 0, httpx.DecodeError(resp)
+	case resp.ContentLength < 0:
+		return 0, fmt.Errorf("origin %s: HEAD blob %s: no Content-Length", o, d)
+	}
+	return resp.ContentLength, nil
 }
 
 // copyInto appends r, which starts at offset off of the blob, to dl.

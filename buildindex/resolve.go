@@ -140,11 +140,18 @@ func (s *Server) headManifest(ctx context.Context, origin, ns, tag string, left 
 	if err != nil {
 		return tagInfo{}, fmt.Errorf("origin %s: %w", origin, err)
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
 	switch {
-	case resp.StatusCode == http.StatusNotFound:
-		return tagInfo{}, httpx.Errorf(http.StatusNotFound, httpx.CodeManifestUnknown, "manifest %s:%s unknown to upstream", ns, tag)
 	case resp.StatusCode >= 400 && resp.StatusCode < 500:
+		// The origin's reason (a registry it is not configured for, say)
+		// comes in httpx.HeaderError; without it, one by status.
+		he := httpx.DecodeError(resp)
+		switch {
+		case resp.StatusCode == http.StatusNotFound && (he.Code == "UNKNOWN" || he.Code == httpx.CodeManifestUnknown):
+			return tagInfo{}, httpx.Errorf(http.StatusNotFound, httpx.CodeManifestUnknown, "manifest %s:%s unknown to upstream", ns, tag)
+		case he.Code != "UNKNOWN":
+			return tagInfo{}, he
+		}
 		return tagInfo{}, httpx.Errorf(resp.StatusCode, httpx.CodeManifestInvalid, "origin refused %s:%s: %s", ns, tag, resp.Status)
 	case resp.StatusCode != http.StatusOK:
 		return tagInfo{}, fmt.Errorf("origin %s: HEAD %s:%s: %s", origin, ns, tag, resp.Status)

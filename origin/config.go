@@ -31,8 +31,13 @@ type Config struct {
 	// name no registry ("library/ubuntu").
 	DefaultUpstream string            `toml:"default_upstream"`
 	Upstreams       []upstream.Config `toml:"upstream"`
-	P2P             p2p.Config        `toml:"p2p"`
-	LogLevel        string            `toml:"log_level"`
+	// AllowAnyRegistry lets the origin fetch, anonymously, from any registry
+	// a namespace names whose host matches one of these patterns ("*",
+	// "*.example.com", "ghcr.io", "http://registry.lan:5000"), although no
+	// [[upstream]] names it. Empty (the default): only [[upstream]] hosts.
+	AllowAnyRegistry []string   `toml:"allow_any_registry"`
+	P2P              p2p.Config `toml:"p2p"`
+	LogLevel         string     `toml:"log_level"`
 	// HTTP bounds what one client may cost: header and body sizes, timeouts.
 	HTTP httpx.Limits `toml:"http"`
 }
@@ -94,6 +99,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := upstream.ValidateAll(c.Upstreams, c.DefaultUpstream); err != nil {
+		return err
+	}
+	if err := upstream.ValidateAllowAny("allow_any_registry", c.AllowAnyRegistry); err != nil {
 		return err
 	}
 	if err := c.CacheConfig.Validate(); err != nil {

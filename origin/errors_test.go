@@ -37,7 +37,7 @@ func TestUpstreamErrors(t *testing.T) {
 		{"unknown blob", blobURL(o, testRepo, unknown), http.StatusNotFound, "BLOB_UNKNOWN"},
 		{"unknown blob metainfo", metaURL(o, testRepo, unknown), http.StatusNotFound, "BLOB_UNKNOWN"},
 		{"unknown repository", blobURL(o, "test/other", d), http.StatusNotFound, "BLOB_UNKNOWN"},
-		{"unconfigured registry", blobURL(o, "quay.io/org/app", d), http.StatusNotFound, "NAME_UNKNOWN"},
+		{"unconfigured registry", blobURL(o, "quay.io/org/app", d), http.StatusForbidden, "DENIED"},
 		{"invalid name", blobURL(o, "Test/Blob", d), http.StatusBadRequest, "NAME_INVALID"},
 		{"dot segment name", blobURL(o, "test/../blob", d), http.StatusBadRequest, "NAME_INVALID"},
 		{"invalid digest", o.URL() + "/namespace/test%2Fblob/blobs/sha256:1234", http.StatusBadRequest, "DIGEST_INVALID"},

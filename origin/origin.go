@@ -58,7 +58,7 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	if err != nil {
 		return nil, config.Errorf("root", "%v", err)
 	}
-	up, err := upstream.New(cfg.Upstreams, cfg.DefaultUpstream, log)
+	up, err := upstream.New(cfg.Upstreams, cfg.DefaultUpstream, log, upstream.AllowAny(cfg.AllowAnyRegistry))
 	if err != nil {
 		return nil, err
 	}
@@ -461,7 +461,7 @@ func ociError(err error) error {
 	case errors.Is(err, upstream.ErrInvalidName):
 		return httpx.Wrap(err, http.StatusBadRequest, httpx.CodeNameInvalid, "invalid repository name")
 	case errors.Is(err, upstream.ErrUnknownRegistry):
-		return httpx.Wrap(err, http.StatusNotFound, httpx.CodeNameUnknown, "registry not configured on this origin")
+		return unknownRegistry(err)
 	case errors.Is(err, upstream.ErrUnauthorized):
 		return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeDenied, "upstream refused the origin's credentials")
 	case errors.Is(err, store.ErrDigestMismatch):

@@ -50,7 +50,9 @@ type Options struct {
 	AgentUpstream bool
 	// AgentConfig, if set, adjusts agent i's config before it starts.
 	AgentConfig func(i int, c *agent.Config)
-	Log         *slog.Logger
+	// OriginConfig, if set, adjusts origin i's config before it starts.
+	OriginConfig func(i int, c *origin.Config)
+	Log          *slog.Logger
 }
 
 // Cluster is a running cluster.
@@ -167,6 +169,9 @@ func start(opts Options) (_ *Cluster, err error) {
 		}
 		oc.P2P.Listen = p2pAddr
 		oc.P2P.UploadRate = opts.OriginRate
+		if opts.OriginConfig != nil {
+			opts.OriginConfig(i, &oc)
+		}
 		oc.ApplyDefaults()
 		if err := oc.Validate(); err != nil {
 			return nil, fmt.Errorf("origin %d: %w", i, err)

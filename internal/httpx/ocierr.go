@@ -66,30 +66,63 @@ type errorEntry struct {
 	Detail  any    `json:"detail,omitempty"`
 }
 
-// WriteError writes err as OCI error JSON. Errors that are not *Error
-// become 500 UNKNOWN without leaking their text.
+// HeaderError carries the OCI error of an answer to HEAD, which has no
+// body: the JSON of one entry of the error body ({"code","message"}). A
+// component that asked another with HEAD (the build-index resolving a tag
+// through an origin) passes the reason on with it, and `curl -I` shows it.
+const HeaderError = "X-Shoal-Error"
+
+// WriteError writes err as OCI error JSON (for HEAD, in HeaderError).
+// Errors that are not *Error become 500 UNKNOWN without leaking their text.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	var e *Error
 	if !errors.As(err, &e) {
 		e = &Error{Status: http.StatusInternalServerError, Code: "UNKNOWN", Message: "internal error", Err: err}
 	}
+	entry := errorEntry{Code: e.Code, Message: e.Message, Detail: e.Detail}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Del("Content-Length")
 	w.Header().Del("Docker-Content-Digest")
-	w.WriteHeader(e.Status)
 	if r != nil && r.Method == http.MethodHead {
+		// json.Marshal escapes control characters: the value stays one line.
+		if b, err := json.Marshal(entry); err == nil {
+			w.Header().Set(HeaderError, string(b))
+		}
+		w.WriteHeader(e.Status)
 		return
 	}
-	_ = json.NewEncoder(w).Encode(errorBody{Errors: []errorEntry{{Code: e.Code, Message: e.Message, Detail: e.Detail}}})
+	w.WriteHeader(e.Status)
+	_ = json.NewEncoder(w).Encode(errorBody{Errors: []errorEntry{entry}})
 }
 
-// DecodeError reads an OCI error body from resp into an *Error (best effort),
-// so that a component can pass an upstream component's error on.
+// DecodeError reads an OCI error from resp — its body, or HeaderError for
+// an answer without one — into an *Error (best effort), so that a
+// component can pass another component's error on.
 func DecodeError(resp *http.Response) *Error {
-	var body errorBody
 	e := &Error{Status: resp.StatusCode, Code: "UNKNOWN", Message: resp.Status}
-	if json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 64<<10)).Decode(&body) == nil && len(body.Errors) > 0 {
-		e.Code, e.Message = body.Errors[0].Code, body.Errors[0].Message
+	var entry struct {
+		Code    string          `json:"code"`
+		Message string          `json:"message"`
+		Detail  json.RawMessage `json:"detail"`
+	}
+	var body struct {
+		Errors []json.RawMessage `json:"errors"`
+	}
+	switch {
+	case json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 64<<10)).Decode(&body) == nil && len(body.Errors) > 0:
+		if json.Unmarshal(body.Errors[0], &entry) != nil {
+			return e
+		}
+	case resp.Header.Get(HeaderError) != "":
+		if json.Unmarshal([]byte(resp.Header.Get(HeaderError)), &entry) != nil || entry.Code == "" {
+			return e
+		}
+	default:
+		return e
+	}
+	e.Code, e.Message = entry.Code, entry.Message
+	if len(entry.Detail) > 0 && string(entry.Detail) != "null" {
+		e.Detail = entry.Detail
 	}
 	return e
 }

@@ -178,7 +178,7 @@ func nextPage(link, base string) (string, error) {
 
 // apiBase is "<scheme>://<host>/v2/<repo>/".
 func (c *Client) apiBase(r Repo) string {
-	return fmt.Sprintf("%s://%s/v2/%s/", r.reg.name.Scheme(), r.reg.name.RegistryStr(), r.Path)
+	return fmt.Sprintf("%s://%s/v2/%s/", r.reg.scheme, r.reg.name.RegistryStr(), r.Path)
 }
 
 // request sends method to apiBase(r)+path over r's authenticated

@@ -147,9 +147,10 @@ func RedactAll(cfgs []Config) []Config {
 }
 
 type registry struct {
-	cfg  Config
-	name name.Registry
-	auth authn.Authenticator
+	cfg    Config
+	name   name.Registry
+	auth   authn.Authenticator
+	scheme string // of every request: "https" or "http"
 }
 
 // Client fetches blobs from the configured upstreams.
@@ -160,12 +161,18 @@ type Client struct {
 	log        *slog.Logger
 	transports *lru.Cache[string, http.RoundTripper]
 	handshakes singleflight.Group
+	allow      []hostPattern // allow_any_registry
 }
 
 // New builds a client; defaultHost names the upstream used for namespaces
 // without a registry host.
-func New(cfgs []Config, defaultHost string, log *slog.Logger) (*Client, error) {
+func New(cfgs []Config, defaultHost string, log *slog.Logger, opts ...Option) (*Client, error) {
 	c := &Client{regs: map[string]*registry{}, def: defaultHost, log: log}
+	for _, o := range opts {
+		if err := o(c); err != nil {
+			return nil, err
+		}
+	}
 	c.transports, _ = lru.New[string, http.RoundTripper](1024)
 	c.base = &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -204,7 +211,7 @@ func New(cfgs []Config, defaultHost string, log *slog.Logger) (*Client, error) {
 		case cfg.Username != "":
 			auth = &authn.Basic{Username: cfg.Username, Password: cfg.Password}
 		}
-		c.regs[cfg.Host] = &registry{cfg: cfg, name: reg, auth: auth}
+		c.regs[cfg.Host] = &registry{cfg: cfg, name: reg, auth: auth, scheme: reg.Scheme()}
 	}
 	if _, ok := c.regs[defaultHost]; !ok && defaultHost != "" {
 		return nil, fmt.Errorf("default upstream %q is not among the configured upstreams", defaultHost)
@@ -218,7 +225,8 @@ var ErrNotFound = errors.New("upstream: not found")
 // ErrUnauthorized: the upstream refused our credentials (or lack of them).
 var ErrUnauthorized = errors.New("upstream: unauthorized")
 
-// ErrUnknownRegistry: a namespace names a registry that is not configured.
+// ErrUnknownRegistry: a namespace names a registry that is not configured
+// (the error is an *UnknownRegistryError).
 var ErrUnknownRegistry = errors.New("upstream: registry not configured")
 
 // ErrInvalidName: a namespace is not a valid repository name.
@@ -251,7 +259,12 @@ func (c *Client) Resolve(ns string) (Repo, error) {
 	}
 	reg, ok := c.regs[host]
 	if !ok {
-		return Repo{}, fmt.Errorf("%w: %q", ErrUnknownRegistry, host)
+		if reg, ok = c.allowed(host); !ok {
+			if _, _, err := parseHost(host); err != nil && host != "" {
+				return Repo{}, fmt.Errorf("%w: registry %v", ErrInvalidName, err)
+			}
+			return Repo{}, c.unknownRegistry(host)
+		}
 	}
 	// go-containerregistry only checks the characters of a repository name,
 	// so "..", "/x" or "a//b" would pass and end up in the upstream URL
@@ -262,7 +275,7 @@ func (c *Client) Resolve(ns string) (Repo, error) {
 	if _, err := name.NewRepository(reg.name.Name()+"/"+path, name.StrictValidation); err != nil {
 		return Repo{}, fmt.Errorf("%w: %q: %v", ErrInvalidName, path, err)
 	}
-	return Repo{Host: host, Path: path, reg: reg}, nil
+	return Repo{Host: reg.cfg.Host, Path: path, reg: reg}, nil
 }
 
 // repoPath is the OCI distribution spec's <name> grammar.
@@ -290,7 +303,7 @@ func (c *Client) transport(ctx context.Context, r Repo) (http.RoundTripper, erro
 		// Shared by every waiter, so not ended by the first one leaving.
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), authTimeout)
 		defer cancel()
-		t, err := transport.NewWithContext(hctx, r.reg.name, r.reg.auth, c.base, []string{repo.Scope(transport.PullScope)})
+		t, err := transport.NewWithContext(hctx, r.reg.name, r.reg.auth, c.baseFor(r.reg), []string{repo.Scope(transport.PullScope)})
 		if err != nil {
 			return nil, classify(err)
 		}
@@ -309,7 +322,7 @@ func (c *Client) transport(ctx context.Context, r Repo) (http.RoundTripper, erro
 }
 
 func optsFor(reg *registry) []name.Option {
-	if reg.name.Scheme() == "http" {
+	if reg.scheme == "http" {
 		return []name.Option{name.Insecure}
 	}
 	return nil

@@ -227,7 +227,7 @@ func (a *Agent) watch(ctx context.Context, sw *p2p.Swarm, dl *store.Download, ha
 // ensureSeeding rejoins the swarm of a cached blob (e.g. after a restart)
 // using the metainfo kept beside it.
 func (a *Agent) ensureSeeding(d digest.Digest) {
-	if a.node.Touch(d.String()) {
+	if live, _ := a.node.Touch(d.String()); live {
 		return
 	}
 	raw, err := a.store.ReadMeta(d, "torrent")

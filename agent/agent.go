@@ -36,6 +36,7 @@ type Agent struct {
 	// cluster asks origins for manifests and the build-index for tags.
 	cluster   *clusterClient
 	manifests singleflight.Group
+	seeding   singleflight.Group // ensureSeeding, by digest
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -36,6 +36,7 @@ type Agent struct {
 	// cluster asks origins for manifests and the build-index for tags.
 	cluster   *clusterClient
 	manifests singleflight.Group
+	seeding   singleflight.Group // ensureSeeding, by digest
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -182,15 +183,13 @@ func (a *Agent) namespace(r *http.Request, name string) string {
 	return name
 }
 
-// stopSeeding leaves the swarm of an evicted blob: its open file would
+// stopSeeding leaves the swarms of an evicted blob: its open file would
 // otherwise keep the disk space, and the agent no longer holds the blob.
 func (a *Agent) stopSeeding(d digest.Digest) {
 	if a.node == nil {
 		return
 	}
-	if sw := a.node.Swarm(d.String()); sw != nil {
-		sw.Close()
-	}
+	a.node.Leave(d.String())
 }
 
 // stallCheckEvery is how often a download's progress is sampled.

@@ -195,11 +195,15 @@ func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, p *pul
 		return err
 	}
 	a.keepMeta(d, mi)
+	// Every piece was checked against hashes: they are complete.
+	if err := a.seedStandard(d, mi, hashes); err != nil {
+		a.log.Warn("cannot seed the standard torrent", "digest", d, "err", err)
+	}
 	return nil
 }
 
 func (a *Agent) keepMeta(d digest.Digest, mi *p2p.MetaInfo) {
-	if err := a.store.WriteMeta(d, "torrent", mi.Raw()); err != nil {
+	if err := a.store.WriteMeta(d, metaTorrent, mi.Raw()); err != nil {
 		a.log.Warn("keep metainfo beside blob", "digest", d, "err", err)
 	}
 }
@@ -262,25 +266,41 @@ func (a *Agent) watch(ctx context.Context, sw *p2p.Swarm, dl *store.Download, ha
 	}
 }
 
-// ensureSeeding rejoins the swarm of a cached blob (e.g. after a restart)
-// using the metainfo kept beside it.
+// ensureSeeding rejoins the live and the standard swarm of a cached blob
+// (e.g. after a restart, or once they were left for max_swarms) using the
+// metainfo kept beside it. A blob without one (it came over HTTP when no
+// tracker answered) is not seeded: only the live metainfo tells the piece
+// length every other holder uses.
 func (a *Agent) ensureSeeding(d digest.Digest) {
-	if a.node.Touch(d.String()) {
+	if live, std := a.node.Touch(d.String()); live && std {
 		return
 	}
-	raw, err := a.store.ReadMeta(d, "torrent")
-	if err != nil {
-		return
-	}
-	mi, err := p2p.ParseMetaInfo(raw, d)
-	if err != nil {
-		return
-	}
-	f, err := a.store.Open(d)
-	if err != nil {
-		return
-	}
-	if _, err := a.node.Seed(mi, f, func() { f.Close() }); err != nil {
-		f.Close()
-	}
+	// One at a time per blob: hashing a blob for its standard torrent may
+	// take a while, and every cache hit meanwhile asks again.
+	_, _, _ = a.seeding.Do(d.String(), func() (any, error) {
+		live, std := a.node.Touch(d.String())
+		raw, err := a.store.ReadMeta(d, metaTorrent)
+		if err != nil {
+			return nil, nil
+		}
+		mi, err := p2p.ParseMetaInfo(raw, d)
+		if err != nil {
+			return nil, nil
+		}
+		if !live {
+			f, err := a.store.Open(d)
+			if err != nil {
+				return nil, nil
+			}
+			if _, err := a.node.Seed(mi, f, func() { f.Close() }); err != nil {
+				f.Close()
+			}
+		}
+		if !std {
+			if err := a.seedStandard(d, mi, nil); err != nil {
+				a.log.Warn("cannot seed the standard torrent", "digest", d, "err", err)
+			}
+		}
+		return nil, nil
+	})
 }

@@ -82,6 +82,7 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	o.base.Mount(r)
 	r.Get("/namespace/{ns}/blobs/{digest}/metainfo", o.handleMetainfo)
 	r.Get("/namespace/{ns}/blobs/{digest}/pieces", o.handlePieces)
+	r.Get("/namespace/{ns}/blobs/{digest}/torrent", o.handleTorrent)
 	r.Get("/namespace/{ns}/blobs/{digest}", o.handleBlob)
 	r.Head("/namespace/{ns}/blobs/{digest}", o.handleBlob)
 	o.mountManifests(r)
@@ -104,6 +105,9 @@ func (o *Origin) Seeder() *p2p.Seeder { return o.seed }
 func (o *Origin) evicted(d digest.Digest) {
 	if sd, ok := o.seeds.Get(d); ok {
 		o.seed.Drop(sd.mi.InfoHash)
+		if std := sd.std.Load(); std != nil {
+			o.seed.Drop(std.InfoHash)
+		}
 	}
 	o.seeds.Remove(d)
 }
@@ -153,10 +157,12 @@ type fetch struct {
 }
 
 // seeded is a blob the origin seeds: its metainfo and its piece hashes,
-// which grow while the blob arrives from upstream.
+// which grow while the blob arrives from upstream, and once the blob is
+// complete and verified its standard torrent (standard.go).
 type seeded struct {
 	mi     *p2p.MetaInfo
 	hashes *p2p.PieceHashes
+	std    atomic.Pointer[p2p.MetaInfo]
 }
 
 func newSeeded(d digest.Digest, size, pieceLen int64, hashes *p2p.PieceHashes) (*seeded, error) {
@@ -251,7 +257,13 @@ func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) {
 		return
 	}
 	if sd := f.seed; sd != nil {
-		o.seed.Drop(sd.mi.InfoHash) // a seed of an earlier copy that failed verification
+		// Seeds of an earlier copy that failed verification.
+		o.seed.Drop(sd.mi.InfoHash)
+		if old, ok := o.seeds.Peek(d); ok {
+			if std := old.std.Load(); std != nil {
+				o.seed.Drop(std.InfoHash)
+			}
+		}
 		dl.Acquire()
 		if err := o.seed.Seed(sd.mi, dl, sd.hashes, dl.Release); err != nil {
 			dl.Release()
@@ -299,6 +311,11 @@ func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) {
 	if sd := f.seed; sd != nil {
 		if err := o.keepSeeded(d, sd); err != nil {
 			o.log.Warn("keep metainfo beside blob", "digest", d, "err", err)
+		}
+		// Before the fetch is forgotten: until then, the standard torrent
+		// is answered "not complete yet".
+		if err := o.seedStandard(d, sd); err != nil {
+			o.log.Warn("cannot seed the standard torrent", "digest", d, "err", err)
 		}
 	}
 }
@@ -377,6 +394,9 @@ func (o *Origin) seedStored(d digest.Digest) (*seeded, error) {
 		}
 	}
 	o.seeds.Add(d, sd)
+	if err := o.seedStandard(d, sd); err != nil {
+		o.log.Warn("cannot seed the standard torrent", "digest", d, "err", err)
+	}
 	return sd, nil
 }
 

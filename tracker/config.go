@@ -2,7 +2,9 @@ package tracker
 
 import (
 	"net"
+	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +33,11 @@ type Config struct {
 	// MetainfoTimeout bounds one metainfo fetch over all origins; an origin
 	// may have to pull a big blob from upstream before it can answer.
 	MetainfoTimeout time.Duration `toml:"metainfo_timeout"`
+	// ExternalURL is the tracker's base URL as BitTorrent clients outside
+	// the cluster reach it: the standard torrents it hands out announce to
+	// ExternalURL + "/announce". Default: http:// and the listen address,
+	// with the machine's hostname when listen names no host.
+	ExternalURL string `toml:"external_url"`
 	// TrustIPParam makes the tracker list a peer at the address in its
 	// ip/ipv4 query parameter instead of the connection's remote address.
 	TrustIPParam bool `toml:"trust_ip_param"`
@@ -82,6 +89,9 @@ func (c *Config) ApplyDefaults() {
 	if c.Listen == "" {
 		c.Listen = "0.0.0.0:7600"
 	}
+	if c.ExternalURL == "" {
+		c.ExternalURL = defaultExternalURL(c.Listen) // "" for port 0: New fills it in
+	}
 	if c.AnnounceInterval == 0 {
 		c.AnnounceInterval = 30 * time.Second
 	}
@@ -105,6 +115,23 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.Redis.applyDefaults()
 	c.HTTP.ApplyDefaults()
+}
+
+// defaultExternalURL is http://listen, with the hostname in place of an
+// unspecified host (0.0.0.0, ::); "" for port 0 (not bound yet) or a
+// listen address that does not parse (Validate names it).
+func defaultExternalURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil || port == "0" {
+		return ""
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+		host, err = os.Hostname()
+		if err != nil || host == "" {
+			host = "localhost"
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 func (c *RedisConfig) applyDefaults() {
@@ -135,6 +162,12 @@ func (c *Config) Validate() error {
 		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" ||
 			(u.Path != "" && u.Path != "/") {
 			return config.Errorf("origins", "entry %d %q: want a base URL like http://host:7610", i, o)
+		}
+	}
+	if c.ExternalURL != "" {
+		u, err := url.Parse(c.ExternalURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return config.Errorf("external_url", "want the base URL clients reach the tracker at, like http://tracker.example:7600, got %q", c.ExternalURL)
 		}
 	}
 	if c.AnnounceInterval < time.Second {

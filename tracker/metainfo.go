@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/internal/p2p"
 )
 
 // maxMetainfoBytes bounds an origin's metainfo body. Piece hashes of a
@@ -38,11 +39,21 @@ func pathParam(r *http.Request, name string) (string, error) {
 	return url.PathUnescape(v)
 }
 
-func (s *Server) handleMetainfo(w http.ResponseWriter, r *http.Request) {
+// fileKind is what the tracker serves of a blob, fetched from the origins:
+// the live metainfo ("metainfo", for Shoal nodes) or the standard torrent
+// ("torrent", for any BitTorrent client).
+type fileKind string
+
+const (
+	kindMetainfo fileKind = "metainfo"
+	kindTorrent  fileKind = "torrent"
+)
+
+// blobParams reads and checks {ns} and {digest}.
+func blobParams(r *http.Request) (string, digest.Digest, error) {
 	ns, err := pathParam(r, "ns")
 	if err != nil || len(ns) > 512 || !namespaceRE.MatchString(ns) {
-		httpx.WriteError(w, r, httpx.Errorf(http.StatusBadRequest, httpx.CodeNameInvalid, "invalid namespace %q", ns))
-		return
+		return "", "", httpx.Errorf(http.StatusBadRequest, httpx.CodeNameInvalid, "invalid namespace %q", ns)
 	}
 	raw, err := pathParam(r, "digest")
 	if err != nil {
@@ -50,15 +61,34 @@ func (s *Server) handleMetainfo(w http.ResponseWriter, r *http.Request) {
 	}
 	d, err := digest.Parse(raw)
 	if err != nil {
-		httpx.WriteError(w, r, httpx.Errorf(http.StatusBadRequest, httpx.CodeDigestInvalid, "invalid digest %q: %v", raw, err))
+		return "", "", httpx.Errorf(http.StatusBadRequest, httpx.CodeDigestInvalid, "invalid digest %q: %v", raw, err)
+	}
+	return ns, d, nil
+}
+
+func (s *Server) handleMetainfo(w http.ResponseWriter, r *http.Request) {
+	s.serveBlobFile(w, r, kindMetainfo)
+}
+
+// handleTorrent answers the standard torrent of a blob that some origin
+// holds complete, with this tracker's announce URL: what any BitTorrent
+// client needs to download the blob from its holders.
+func (s *Server) handleTorrent(w http.ResponseWriter, r *http.Request) {
+	s.serveBlobFile(w, r, kindTorrent)
+}
+
+func (s *Server) serveBlobFile(w http.ResponseWriter, r *http.Request, kind fileKind) {
+	ns, d, err := blobParams(r)
+	if err != nil {
+		httpx.WriteError(w, r, err)
 		return
 	}
-	body, err := s.metainfo(r.Context(), ns, d)
+	body, err := s.blobFile(r.Context(), kind, ns, d)
 	if err != nil {
 		if r.Context().Err() != nil {
 			return // the client left; nobody reads an answer
 		}
-		s.log.Info("metainfo failed", "namespace", ns, "digest", d, "err", err)
+		s.log.Info(string(kind)+" failed", "namespace", ns, "digest", d, "err", err)
 		httpx.WriteError(w, r, err)
 		return
 	}
@@ -67,19 +97,20 @@ func (s *Server) handleMetainfo(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body)
 }
 
-// metainfo returns the bencoded metainfo of d from the cache or, on a miss,
-// from the origins. Concurrent misses for the same namespace and digest share
-// one origin request. The request runs on its own deadline (within the
-// server's lifetime), not the first caller's, so one agent giving up does
-// not fail the others.
-func (s *Server) metainfo(ctx context.Context, ns string, d digest.Digest) ([]byte, error) {
-	key := d.String()
+// blobFile returns the bencoded metainfo or torrent of d from the cache or,
+// on a miss, from the origins. Concurrent misses for the same kind,
+// namespace and digest share one origin request. The request runs on its
+// own deadline (within the server's lifetime), not the first caller's, so
+// one agent giving up does not fail the others.
+func (s *Server) blobFile(ctx context.Context, kind fileKind, ns string, d digest.Digest) ([]byte, error) {
+	counts := s.metrics.requests[kind]
+	key := string(kind) + " " + d.String()
 	if body, ok := s.cache.Get(key); ok {
-		s.metrics.metainfoHit.Inc()
+		counts.hit.Inc()
 		return body, nil
 	}
 	if len(s.origins) == 0 {
-		s.metrics.metainfoError.Inc()
+		counts.err.Inc()
 		return nil, httpx.Errorf(http.StatusServiceUnavailable, httpx.CodeUnavailable, "tracker has no origins configured")
 	}
 	// The namespace is in the flight key: origins pull from the upstream
@@ -91,7 +122,10 @@ func (s *Server) metainfo(ctx context.Context, ns string, d digest.Digest) ([]by
 		}
 		fctx, cancel := context.WithTimeout(s.life, s.cfg.MetainfoTimeout)
 		defer cancel()
-		body, err := s.fetchMetainfo(fctx, ns, d)
+		body, err := s.fetchFromOrigins(fctx, kind, ns, d)
+		if err == nil && kind == kindTorrent {
+			body, err = s.addAnnounce(body, d)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -105,27 +139,48 @@ func (s *Server) metainfo(ctx context.Context, ns string, d digest.Digest) ([]by
 		return nil, ctx.Err()
 	case res := <-ch:
 		if res.Err != nil {
-			s.metrics.metainfoError.Inc()
+			counts.err.Inc()
 			return nil, res.Err
 		}
-		s.metrics.metainfoMiss.Inc()
+		counts.miss.Inc()
 		return res.Val.([]byte), nil
 	}
 }
 
-// fetchMetainfo asks the origins in ring order for d. A 4xx answer is the
-// final word and is returned as an *httpx.Error with the origin's status and
-// code; a connection error or 5xx moves on to the next origin.
-func (s *Server) fetchMetainfo(ctx context.Context, ns string, d digest.Digest) ([]byte, error) {
+// addAnnounce checks an origin's standard torrent of d and names this
+// tracker in it, as clients outside the cluster reach it (external_url).
+func (s *Server) addAnnounce(body []byte, d digest.Digest) ([]byte, error) {
+	std, err := p2p.ParseStandard(body, d)
+	if err == nil {
+		body, err = std.WithAnnounce(s.announceURL)
+	}
+	if err != nil {
+		return nil, httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable, "an origin answered a malformed torrent for "+d.String())
+	}
+	return body, nil
+}
+
+// fetchFromOrigins asks the origins in ring order for kind of d. A 4xx
+// answer is the final word and is returned as an *httpx.Error with the
+// origin's status and code; a connection error or 5xx moves on to the next
+// origin. For a torrent, a 404 moves on too: the owner may not hold a blob
+// that another origin does (it fetches only when asked for the metainfo),
+// and any holder's torrent is the same.
+func (s *Server) fetchFromOrigins(ctx context.Context, kind fileKind, ns string, d digest.Digest) ([]byte, error) {
 	var errs []error
+	var notHeld *httpx.Error
 	for _, origin := range s.ring.Pick(d.String(), 0) {
-		body, err := s.fetchFrom(ctx, origin, ns, d)
+		body, err := s.fetchFrom(ctx, origin, kind, ns, d)
 		if err == nil {
 			s.metrics.originOK.Inc()
 			return body, nil
 		}
 		if e := (*httpx.Error)(nil); errors.As(err, &e) && e.Status >= 400 && e.Status < 500 {
 			s.metrics.originClientError.Inc()
+			if kind == kindTorrent && e.Status == http.StatusNotFound {
+				notHeld = e
+				continue
+			}
 			return nil, e
 		}
 		s.metrics.originFailure.Inc()
@@ -136,7 +191,10 @@ func (s *Server) fetchMetainfo(ctx context.Context, ns string, d digest.Digest) 
 				fmt.Sprintf("origins did not answer for %s within %s", d, s.cfg.MetainfoTimeout))
 		}
 	}
-	code, msg := httpx.CodeUnavailable, fmt.Sprintf("no origin could serve metainfo for %s", d)
+	if notHeld != nil && len(errs) == 0 {
+		return nil, notHeld // every origin answered: none holds the blob
+	}
+	code, msg := httpx.CodeUnavailable, fmt.Sprintf("no origin could serve the %s of %s", kind, d)
 	for _, err := range errs {
 		// An origin that said why (its upstream refused it, sent bad bytes)
 		// is more useful to the client than "unavailable".
@@ -147,8 +205,8 @@ func (s *Server) fetchMetainfo(ctx context.Context, ns string, d digest.Digest) 
 	return nil, httpx.Wrap(errors.Join(errs...), http.StatusBadGateway, code, msg)
 }
 
-func (s *Server) fetchFrom(ctx context.Context, origin, ns string, d digest.Digest) ([]byte, error) {
-	u := origin + "/namespace/" + url.PathEscape(ns) + "/blobs/" + d.String() + "/metainfo"
+func (s *Server) fetchFrom(ctx context.Context, origin string, kind fileKind, ns string, d digest.Digest) ([]byte, error) {
+	u := origin + "/namespace/" + url.PathEscape(ns) + "/blobs/" + d.String() + "/" + string(kind)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("origin %s: %w", origin, err)
@@ -165,18 +223,18 @@ func (s *Server) fetchFrom(ctx context.Context, origin, ns string, d digest.Dige
 		return nil, httpx.DecodeError(resp)
 	default:
 		// Keep the origin's OCI code (DENIED, DIGEST_INVALID...) for the answer.
-		return nil, fmt.Errorf("origin %s: metainfo %s: %w", origin, d, httpx.DecodeError(resp))
+		return nil, fmt.Errorf("origin %s: %s %s: %w", origin, kind, d, httpx.DecodeError(resp))
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetainfoBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("origin %s: metainfo %s: read: %w", origin, d, err)
+		return nil, fmt.Errorf("origin %s: %s %s: read: %w", origin, kind, d, err)
 	}
 	if len(body) > maxMetainfoBytes {
-		return nil, fmt.Errorf("origin %s: metainfo %s: larger than %d bytes", origin, d, maxMetainfoBytes)
+		return nil, fmt.Errorf("origin %s: %s %s: larger than %d bytes", origin, kind, d, maxMetainfoBytes)
 	}
 	// A cheap shape check: a bencoded dictionary. Agents verify the rest.
 	if len(body) < 2 || body[0] != 'd' || body[len(body)-1] != 'e' {
-		return nil, fmt.Errorf("origin %s: metainfo %s: not a bencoded dictionary", origin, d)
+		return nil, fmt.Errorf("origin %s: %s %s: not a bencoded dictionary", origin, kind, d)
 	}
 	return body, nil
 }

@@ -52,8 +52,11 @@ func startOrigin(t *testing.T, status int) *origin {
 			_, _ = io.WriteString(w, `{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}`)
 		case o.status != 0:
 			http.Error(w, "broken", o.status)
-		case len(parts) != 6 || parts[1] != "namespace" || parts[3] != "blobs" || parts[5] != "metainfo":
+		case len(parts) != 6 || parts[1] != "namespace" || parts[3] != "blobs" || (parts[5] != "metainfo" && parts[5] != "torrent"):
 			http.Error(w, "bad path", http.StatusTeapot)
+		case parts[5] == "torrent":
+			w.Header().Set("Content-Type", "application/x-bittorrent")
+			_, _ = w.Write(torrentBody(t, digest.Digest(parts[4])))
 		default:
 			w.Header().Set("Content-Type", "application/x-bittorrent")
 			_, _ = w.Write(metainfoBody(digest.Digest(parts[4])))

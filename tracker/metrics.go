@@ -9,10 +9,17 @@ import (
 // metrics holds the label children resolved once: announces are hot.
 type metrics struct {
 	announceOK, announceStopped, announceFailure, announceError prometheus.Counter
-	metainfoHit, metainfoMiss, metainfoError                    prometheus.Counter
+	requests                                                    map[fileKind]resultCounters
 	originOK, originClientError, originFailure                  prometheus.Counter
 	metainfoWaiting                                             prometheus.Gauge
 	storeErrors                                                 *prometheus.CounterVec
+}
+
+// resultCounters count metainfo or torrent requests by result.
+type resultCounters struct{ hit, miss, err prometheus.Counter }
+
+func newResultCounters(v *prometheus.CounterVec) resultCounters {
+	return resultCounters{hit: v.WithLabelValues("hit"), miss: v.WithLabelValues("miss"), err: v.WithLabelValues("error")}
 }
 
 // storeError counts a failed peer store operation: announce, remove or ping.
@@ -27,19 +34,23 @@ func newMetrics(reg prometheus.Registerer, store peerstore.Store) *metrics {
 		Name: "shoal_tracker_metainfo_requests_total",
 		Help: "Metainfo requests by result: hit (cache), miss (fetched from an origin), error.",
 	}, []string{"result"})
+	torrents := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "shoal_tracker_torrent_requests_total",
+		Help: "Standard torrent (.torrent) requests by result: hit (cache), miss (fetched from an origin), error.",
+	}, []string{"result"})
 	origin := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "shoal_tracker_origin_requests_total",
-		Help: "Metainfo requests sent to origins by result: ok, client_error (4xx, passed on), failure (tried the next origin).",
+		Help: "Metainfo and torrent requests sent to origins by result: ok, client_error (4xx: passed on, or for a torrent the next origin tried), failure (tried the next origin).",
 	}, []string{"result"})
 	waiting := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "shoal_tracker_metainfo_waiting",
-		Help: "Metainfo requests waiting for an origin's answer (coalesced or not).",
+		Help: "Metainfo and torrent requests waiting for an origin's answer (coalesced or not).",
 	})
 	storeErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "shoal_tracker_peer_store_errors_total",
 		Help: "Failed peer store operations by op: announce, remove (event=stopped), ping (readiness).",
 	}, []string{"op"})
-	reg.MustRegister(announces, metainfo, origin, waiting, storeErrors)
+	reg.MustRegister(announces, metainfo, torrents, origin, waiting, storeErrors)
 	for _, op := range []string{"announce", "remove", "ping"} {
 		storeErrors.WithLabelValues(op) // export zeros before the first error
 	}
@@ -54,9 +65,7 @@ func newMetrics(reg prometheus.Registerer, store peerstore.Store) *metrics {
 		announceStopped:   announces.WithLabelValues("stopped"),
 		announceFailure:   announces.WithLabelValues("failure"),
 		announceError:     announces.WithLabelValues("error"),
-		metainfoHit:       metainfo.WithLabelValues("hit"),
-		metainfoMiss:      metainfo.WithLabelValues("miss"),
-		metainfoError:     metainfo.WithLabelValues("error"),
+		requests:          map[fileKind]resultCounters{kindMetainfo: newResultCounters(metainfo), kindTorrent: newResultCounters(torrents)},
 		originOK:          origin.WithLabelValues("ok"),
 		originClientError: origin.WithLabelValues("client_error"),
 		originFailure:     origin.WithLabelValues("failure"),

@@ -43,8 +43,10 @@ type Server struct {
 	client  *http.Client
 	cache   *lru.Cache[string, []byte]
 	flights singleflight.Group
-	life    context.Context // ends with Run or Close; bounds origin fetches
-	stop    context.CancelFunc
+	// announceURL goes into the torrents handed to clients (external_url).
+	announceURL string
+	life        context.Context // ends with Run or Close; bounds origin fetches
+	stop        context.CancelFunc
 }
 
 // Option changes how New builds a Server.
@@ -127,6 +129,10 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		s.releaseStore()
 		return nil, fmt.Errorf("tracker: %w", err)
 	}
+	if s.cfg.ExternalURL == "" { // listen asked for port 0: the bound one
+		s.cfg.ExternalURL = defaultExternalURL(s.srv.Addr())
+	}
+	s.announceURL = strings.TrimRight(s.cfg.ExternalURL, "/") + "/announce"
 	return s, nil
 }
 
@@ -166,6 +172,8 @@ func (s *Server) routes() http.Handler {
 	r.Get("/announce", s.handleAnnounce)
 	r.Get("/namespace/{ns}/blobs/{digest}/metainfo", s.handleMetainfo)
 	r.Head("/namespace/{ns}/blobs/{digest}/metainfo", s.handleMetainfo)
+	r.Get("/namespace/{ns}/blobs/{digest}/torrent", s.handleTorrent)
+	r.Head("/namespace/{ns}/blobs/{digest}/torrent", s.handleTorrent)
 	return r
 }
 
@@ -174,6 +182,10 @@ func (s *Server) Addr() string { return s.srv.Addr() }
 
 // URL is the tracker's base URL; the announce URL is URL()+"/announce".
 func (s *Server) URL() string { return s.srv.URL() }
+
+// AnnounceURL is the announce URL written into the torrents the tracker
+// hands out: external_url + "/announce".
+func (s *Server) AnnounceURL() string { return s.announceURL }
 
 // Handler is the tracker's HTTP handler (for tests and benchmarks).
 func (s *Server) Handler() http.Handler { return s.handler }

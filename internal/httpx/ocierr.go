@@ -23,7 +23,8 @@ const (
 	CodeDenied              = "DENIED"
 	CodeUnsupported         = "UNSUPPORTED"
 	CodeTooManyRequests     = "TOOMANYREQUESTS"
-	CodeUnavailable         = "UNAVAILABLE" // not in the spec's list; used for 502/503 with a clear message
+	CodeUnavailable         = "UNAVAILABLE"     // not in the spec's list; used for 502/503 with a clear message
+	CodeBlobIncomplete      = "BLOB_INCOMPLETE" // not in the spec's list; 409: the blob is still arriving, try again
 	CodeSizeInvalid         = "SIZE_INVALID"
 	CodeManifestBlobUnknown = "MANIFEST_BLOB_UNKNOWN"
 )

@@ -18,8 +18,11 @@ import (
 // node's own address so the tracker sees the address peers should dial.
 type trackerClient struct {
 	clients []httpTracker.Client
-	urls    []string
-	ip      netip.Addr
+	// quiet announce with numwant=0, for nodes that dial nobody (the
+	// library's client sends no numwant of its own).
+	quiet []httpTracker.Client
+	urls  []string
+	ip    netip.Addr
 }
 
 func newTrackerClient(urls []string, ip netip.Addr) *trackerClient {
@@ -31,9 +34,15 @@ func newTrackerClient(urls []string, ip netip.Addr) *trackerClient {
 		d.LocalAddr = &net.TCPAddr{IP: ip.AsSlice()}
 	}
 	tc := &trackerClient{urls: urls, ip: ip}
+	opts := httpTracker.NewClientOpts{DialContext: d.DialContext, AllowKeepAlive: true}
 	for _, u := range urls {
 		pu, _ := url.Parse(u) // validated with the config
-		tc.clients = append(tc.clients, httpTracker.NewClient(pu, httpTracker.NewClientOpts{DialContext: d.DialContext, AllowKeepAlive: true}))
+		tc.clients = append(tc.clients, httpTracker.NewClient(pu, opts))
+		qu := *pu
+		q := qu.Query()
+		q.Set("numwant", "0")
+		qu.RawQuery = q.Encode()
+		tc.quiet = append(tc.quiet, httpTracker.NewClient(&qu, opts))
 	}
 	return tc
 }
@@ -44,12 +53,17 @@ type announceArgs struct {
 	port                       uint16
 	left, uploaded, downloaded int64
 	event                      shared.AnnounceEvent
+	noPeers                    bool // numwant=0: the announcing node dials nobody
 }
 
 // announce tries each tracker in order and returns the first answer.
 func (tc *trackerClient) announce(ctx context.Context, a announceArgs) (httpTracker.AnnounceResponse, error) {
 	var errs []error
-	for i, c := range tc.clients {
+	clients := tc.clients
+	if a.noPeers {
+		clients = tc.quiet
+	}
+	for i, c := range clients {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		opt := httpTracker.AnnounceOpt{UserAgent: "shoal"}
 		if tc.ip.Is4() && !tc.ip.IsUnspecified() {

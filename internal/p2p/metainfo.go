@@ -70,6 +70,9 @@ type MetaInfo struct {
 	InfoBytes []byte
 	Info      metainfo.Info
 	InfoHash  metainfo.Hash
+	// Standard: a standard torrent with real piece hashes (standard.go),
+	// not the live torrent with piece names.
+	Standard bool
 }
 
 // ParseMetaInfo decodes b and checks that it describes blob d sanely: name,
@@ -96,6 +99,22 @@ func ParseMetaInfo(b []byte, d digest.Digest) (*MetaInfo, error) {
 func (m *MetaInfo) Raw() []byte { return m.raw }
 
 func checkInfo(info *metainfo.Info, d digest.Digest) error {
+	if err := checkShape(info, d); err != nil {
+		return err
+	}
+	if string(info.Pieces) != string(pieceNames(d, info.NumPieces())) {
+		// E.g. a metainfo with real piece hashes (a standard torrent, or
+		// one from before torrents were live): its info-hash names
+		// another swarm.
+		return fmt.Errorf("metainfo %s: pieces are not Shoal's piece names for this blob", d)
+	}
+	return nil
+}
+
+// checkShape checks what the live and the standard torrent of blob d share:
+// one file named by the digest's hex, a sane piece length, one 20-byte
+// hash (or name) per piece.
+func checkShape(info *metainfo.Info, d digest.Digest) error {
 	switch {
 	case info.Name != d.Encoded():
 		return fmt.Errorf("metainfo %s: names %q, not this blob", d, info.Name)
@@ -112,11 +131,6 @@ func checkInfo(info *metainfo.Info, d digest.Digest) error {
 	}
 	if info.Length == 0 {
 		return errors.New("metainfo: empty blobs are not shared over P2P")
-	}
-	if string(info.Pieces) != string(pieceNames(d, int(want))) {
-		// E.g. a metainfo with real piece hashes, from before torrents were
-		// live: its info-hash names another swarm.
-		return fmt.Errorf("metainfo %s: pieces are not Shoal's piece names for this blob", d)
 	}
 	return nil
 }

@@ -63,10 +63,10 @@ type Config struct {
 	// BanTime is how long a peer that sent a bad piece is neither dialled
 	// nor accepted.
 	BanTime time.Duration `toml:"ban_time"`
-	// MaxSwarms caps the swarms an agent is in at once: past it, the swarm
-	// of the least recently used complete blob is left (the blob stays
-	// cached, and is seeded again when next served). Downloads are never
-	// left for it.
+	// MaxSwarms caps the blobs an agent is in the swarms of at once: past
+	// it, the swarms (live and standard) of the least recently used
+	// complete blob are left (the blob stays cached, and is seeded again
+	// when next served). Downloads are never left for it.
 	MaxSwarms int `toml:"max_swarms"`
 }
 
@@ -159,7 +159,10 @@ type Node struct {
 	downloads sync.Map
 
 	mu     sync.Mutex
-	swarms map[string]*Swarm // by digest
+	swarms map[string]*Swarm // live torrents, by digest
+	// standard holds the standard torrents (standard.go), by digest: a
+	// blob held complete is in two swarms, under two info-hashes.
+	standard map[string]*Swarm
 }
 
 // NewNode starts the client listening on cfg.Listen.
@@ -168,7 +171,7 @@ func NewNode(cfg Config, role Role, log *slog.Logger, reg prometheus.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("p2p listen %q: %w", cfg.Listen, err)
 	}
-	n := &Node{cfg: cfg, role: role, log: log, swarms: map[string]*Swarm{}, bans: newBanList()}
+	n := &Node{cfg: cfg, role: role, log: log, swarms: map[string]*Swarm{}, standard: map[string]*Swarm{}, bans: newBanList()}
 	copy(n.peerID[:], role.prefix())
 	if _, err := rand.Read(n.peerID[8:]); err != nil {
 		return nil, err
@@ -252,8 +255,8 @@ func (n *Node) register(reg prometheus.Registerer) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_sent_bytes_total",
 			Help: "Piece bytes sent over BitTorrent."},
 			func() float64 { return float64(n.BytesSent()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_p2p_swarms", Help: "Blobs this node is in the swarm of."},
-			func() float64 { n.mu.Lock(); defer n.mu.Unlock(); return float64(len(n.swarms)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_p2p_swarms", Help: swarmsHelp},
+			func() float64 { n.mu.Lock(); defer n.mu.Unlock(); return float64(len(n.swarms) + len(n.standard)) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_peer_bans_total",
 			Help: "Peers banned for p2p.ban_time after sending a bad piece."},
 			func() float64 { return float64(n.bansTotal.Load()) }),
@@ -330,14 +333,28 @@ func (n *Node) BytesSent() int64 {
 	return s.BytesWrittenData.Int64()
 }
 
+// swarmsHelp describes the shoal_p2p_swarms gauge of nodes and seeders.
+const swarmsHelp = "Torrents this node is in the swarm of (a blob held complete has two: its live and its standard torrent)."
+
 func (n *Node) allSwarms() []*Swarm {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	swarms := make([]*Swarm, 0, len(n.swarms))
+	swarms := make([]*Swarm, 0, len(n.swarms)+len(n.standard))
 	for _, s := range n.swarms {
 		swarms = append(swarms, s)
 	}
+	for _, s := range n.standard {
+		swarms = append(swarms, s)
+	}
 	return swarms
+}
+
+// byDigest is the map that holds swarms of mi's kind.
+func (n *Node) byDigest(mi *MetaInfo) map[string]*Swarm {
+	if mi.Standard {
+		return n.standard
+	}
+	return n.swarms
 }
 
 // Close leaves every swarm and stops the client.
@@ -348,49 +365,97 @@ func (n *Node) Close() {
 	n.cl.Close()
 }
 
-// Swarm returns the swarm of blob d, if this node is in it.
+// Swarm returns the live swarm of blob d, if this node is in it.
 func (n *Node) Swarm(d string) *Swarm {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.swarms[d]
 }
 
-// Touch marks the swarm of blob d as used now (its blob was served), for
-// max_swarms; it reports whether the node is in that swarm.
-func (n *Node) Touch(d string) bool {
+// StandardSwarm returns the swarm of blob d's standard torrent, if this
+// node seeds it.
+func (n *Node) StandardSwarm(d string) *Swarm {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	s := n.swarms[d]
-	if s != nil {
-		s.lastUse = time.Now()
-	}
-	return s != nil
+	return n.standard[d]
 }
 
-// evictLocked picks the least recently used complete swarm to leave when
-// the node is at max_swarms (nil if below, or if every swarm downloads).
-func (n *Node) evictLocked() *Swarm {
-	if len(n.swarms) < n.cfg.MaxSwarms {
+// Touch marks the swarms of blob d as used now (its blob was served), for
+// max_swarms; it reports whether the node is in the live and in the
+// standard swarm.
+func (n *Node) Touch(d string) (live, standard bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	now := time.Now()
+	for _, s := range []*Swarm{n.swarms[d], n.standard[d]} {
+		if s != nil {
+			s.lastUse = now
+		}
+	}
+	return n.swarms[d] != nil, n.standard[d] != nil
+}
+
+// Leave leaves both swarms of blob d (it was evicted from the cache).
+func (n *Node) Leave(d string) {
+	n.mu.Lock()
+	live, std := n.swarms[d], n.standard[d]
+	n.mu.Unlock()
+	for _, s := range []*Swarm{live, std} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+// evictLocked picks the swarms of the least recently used complete blob to
+// leave when a swarm of another blob than d joins and the node is in the
+// swarms of max_swarms blobs (none if below, or if every blob downloads).
+// A blob's live and standard swarm count once, and go together.
+func (n *Node) evictLocked(d string) []*Swarm {
+	blobs := len(n.swarms)
+	for k := range n.standard {
+		if n.swarms[k] == nil {
+			blobs++
+		}
+	}
+	if n.swarms[d] != nil || n.standard[d] != nil || blobs < n.cfg.MaxSwarms {
 		return nil
 	}
-	var lru *Swarm
-	for _, s := range n.swarms {
-		if s.dl != nil && !s.Complete() {
-			continue
-		}
-		if lru == nil || s.lastUse.Before(lru.lastUse) {
-			lru = s
+	var lru string
+	var lruUse time.Time
+	for _, m := range []map[string]*Swarm{n.swarms, n.standard} {
+		for k := range m {
+			live, std := n.swarms[k], n.standard[k]
+			if live != nil && live.dl != nil && !live.Complete() {
+				continue
+			}
+			var use time.Time
+			for _, s := range []*Swarm{live, std} {
+				if s != nil && s.lastUse.After(use) {
+					use = s.lastUse
+				}
+			}
+			if lru == "" || use.Before(lruUse) {
+				lru, lruUse = k, use
+			}
 		}
 	}
-	return lru
+	var out []*Swarm
+	for _, s := range []*Swarm{n.swarms[lru], n.standard[lru]} {
+		if s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // ErrInSwarm: the node already has a swarm for this blob.
 var ErrInSwarm = errors.New("p2p: already in the swarm of this blob")
 
-// Seed joins the swarm of mi as a seeder of the verified blob r; onClose
-// (closing r) runs a moment after the swarm is left, never while a peer's
-// read may still come. If Seed fails, r is the caller's to close.
+// Seed joins the swarm of mi (live or standard) as a seeder of the verified
+// blob r; onClose (closing r) runs a moment after the swarm is left, never
+// while a peer's read may still come. If Seed fails, r is the caller's to
+// close.
 func (n *Node) Seed(mi *MetaInfo, r io.ReaderAt, onClose func()) (*Swarm, error) {
 	return n.add(mi, newSeedStorage(r, onClose, &mi.Info), nil, nil)
 }
@@ -424,7 +489,7 @@ func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose fu
 	ctx, cancel := context.WithCancel(context.Background())
 	st.ctx = ctx
 	n.mu.Lock()
-	if _, ok := n.swarms[key]; ok {
+	if _, ok := n.byDigest(mi)[key]; ok {
 		n.mu.Unlock()
 		cancel()
 		return nil, ErrInSwarm
@@ -437,15 +502,15 @@ func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose fu
 	}
 	s := &Swarm{n: n, mi: mi, t: t, st: st, dl: dl, onClose: onClose, cancel: cancel, announced: make(chan struct{})}
 	s.lastUse = time.Now()
-	evict := n.evictLocked()
-	n.swarms[key] = s
+	evict := n.evictLocked(key)
+	n.byDigest(mi)[key] = s
 	if dl != nil {
 		n.downloads.Store(mi.InfoHash, st)
 	}
 	n.mu.Unlock()
-	if evict != nil {
-		n.log.Debug("left the swarm of the least recently used blob (max_swarms)", "digest", evict.mi.Digest, "max_swarms", n.cfg.MaxSwarms)
-		go evict.Close()
+	for _, e := range evict {
+		n.log.Debug("left a swarm of the least recently used blob (max_swarms)", "digest", e.mi.Digest, "standard", e.mi.Standard, "max_swarms", n.cfg.MaxSwarms)
+		go e.Close()
 	}
 
 	t.DownloadAll()

@@ -77,7 +77,7 @@ func NewSeeder(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Seeder
 	if reg != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_sent_bytes_total",
 			Help: "Piece bytes sent over BitTorrent."}, func() float64 { return float64(s.sent.Load()) }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_p2p_swarms", Help: "Blobs this node is in the swarm of."},
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_p2p_swarms", Help: swarmsHelp},
 				func() float64 { s.mu.Lock(); defer s.mu.Unlock(); return float64(len(s.torrents)) }))
 	}
 	s.wg.Go(s.acceptLoop)

@@ -53,8 +53,8 @@ func (s *Swarm) Close() {
 		s.t.Drop()
 		s.n.downloads.Delete(s.mi.InfoHash)
 		s.n.mu.Lock()
-		if s.n.swarms[s.mi.Digest.String()] == s {
-			delete(s.n.swarms, s.mi.Digest.String())
+		if m := s.n.byDigest(s.mi); m[s.mi.Digest.String()] == s {
+			delete(m, s.mi.Digest.String())
 		}
 		s.n.mu.Unlock()
 		if s.onClose != nil {
@@ -165,12 +165,22 @@ func (s *Swarm) announce(ctx context.Context, event shared.AnnounceEvent) (time.
 		uploaded:   st.BytesWrittenData.Int64(),
 		downloaded: st.BytesReadUsefulData.Int64(),
 		event:      event,
+		// Only holders of the whole blob seed a standard torrent: the
+		// peers worth meeting are the clients that download it, and they
+		// dial the seeds the tracker lists them. The tracker would list
+		// the other seeds first, and a connection between two seeds is
+		// only opened to be dropped.
+		noPeers: s.mi.Standard,
 	})
 	if err != nil {
 		return 0, err
 	}
 	if event == shared.Stopped {
 		return 0, nil
+	}
+	interval := time.Duration(max(resp.Interval, 1)) * time.Second
+	if s.mi.Standard {
+		return interval, nil
 	}
 	peers := make([]torrent.PeerInfo, 0, len(resp.Peers))
 	for _, p := range resp.Peers {
@@ -182,5 +192,5 @@ func (s *Swarm) announce(ctx context.Context, event shared.AnnounceEvent) (time.
 		peers = append(peers, pi)
 	}
 	s.t.AddPeers(peers)
-	return time.Duration(max(resp.Interval, 1)) * time.Second, nil
+	return interval, nil
 }

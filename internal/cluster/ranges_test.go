@@ -76,3 +76,53 @@ func TestAbandonedPullThenPullAgain(t *testing.T) {
 		})
 	}
 }
+
+// Closed ranges, last first, all at once, on a cold blob: each is answered
+// from the one download (a range far ahead of the in-order prefix gets its
+// pieces when they are in, and asks the swarm for them first), every byte
+// right, origins about 1 F.
+func TestClosedRangesLastFirstOnAColdBlob(t *testing.T) {
+	const size, chunk = 32 << 20, 1 << 20
+	c := startCluster(t, Options{Agents: 1, Origins: 1, PieceLength: 1 << 20})
+	data := localregistry.RandomBytes(size, 66)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d, err := c.Registry.PushBlob(ctx, "test/closed", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("%s/v2/test/closed/blobs/%s", c.Agents[0].URL(), d)
+	errs := make(chan error, size/chunk)
+	for k := size/chunk - 1; k >= 0; k-- {
+		go func() {
+			off, end := int64(k)*chunk, int64(k+1)*chunk-1
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, end))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			switch {
+			case err != nil:
+				errs <- fmt.Errorf("range %d-%d: %w after %d bytes", off, end, err, len(b))
+			case resp.StatusCode != http.StatusPartialContent || resp.Header.Get("Content-Range") != fmt.Sprintf("bytes %d-%d/%d", off, end, size):
+				errs <- fmt.Errorf("range %d-%d: %s, Content-Range %q", off, end, resp.Status, resp.Header.Get("Content-Range"))
+			case !bytes.Equal(b, data[off:end+1]):
+				errs <- fmt.Errorf("range %d-%d: wrong bytes", off, end)
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	for range size / chunk {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if sent := originsSent(t, c); sent > size*11/10 {
+		t.Errorf("origins sent %.2f F, want <= 1.1 F", float64(sent)/size)
+	}
+}

@@ -240,3 +240,42 @@ func TestConnsPerTorrentCapsConnections(t *testing.T) {
 		t.Fatalf("seeder sent %d bytes for %d leechers of a %d-byte blob", got, leechers, size)
 	}
 }
+
+// A client waiting for bytes far ahead of the in-order prefix raises those
+// pieces' priority: they arrive first, and are served as soon as they are
+// checked, long before the prefix reaches them.
+func TestReaderFarAheadGetsItsPiecesFirst(t *testing.T) {
+	const size, pl = 4 << 20, 256 << 10
+	blob, mi := testBlobMeta(t, size, pl)
+	cfg := Config{UploadRate: 1_000_000} // the whole blob takes about 4 s
+	cfg.ApplyDefaults("127.0.0.1:0", nil)
+	seeder, err := NewNode(cfg, RoleAgent, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(seeder.Close)
+	if _, err := seeder.Seed(mi, bytes.NewReader(blob), nil); err != nil {
+		t.Fatal(err)
+	}
+	sw, dl := downloadFrom(t, newTestNode(t), seeder, blob, mi)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r := dl.NewReader(ctx)
+	defer r.Close()
+	const off = 12 * pl
+	got := make([]byte, pl)
+	if _, err := r.ReadAt(got, off); err != nil {
+		t.Fatal(err)
+	}
+	done := sw.BytesCompleted()
+	if !bytes.Equal(got, blob[off:off+pl]) {
+		t.Fatal("wrong bytes")
+	}
+	t.Logf("piece 12 of 16 read with %d of %d bytes in", done, size)
+	if done > size/2 {
+		t.Fatalf("piece 12 of 16 came with %d of %d bytes in: its priority was not raised", done, size)
+	}
+	if err := dl.Wait(ctx); err != nil {
+		t.Fatalf("the rest: %v", err)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/internal/p2p/superseed"
 	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/internal/upstream"
 )
@@ -34,7 +35,7 @@ type Origin struct {
 	log   *slog.Logger
 	store *store.Store
 	up    *upstream.Client
-	seed  *p2p.Seeder
+	seed  *superseed.Seeder
 	base  *httpx.Base
 	srv   *httpx.Server
 
@@ -73,7 +74,7 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	o.base.Metrics.MustRegister(st.Collectors("shoal_origin")...)
 	st.SetGC(cfg.CacheConfig.GC(o.evicted))
 
-	o.seed, err = p2p.NewSeeder(cfg.P2P, log, o.base.Metrics)
+	o.seed, err = superseed.NewSeeder(cfg.P2P, log, o.base.Metrics)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +99,7 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 func (o *Origin) URL() string { return o.srv.URL() }
 
 // Seeder is the origin's BitTorrent seeder.
-func (o *Origin) Seeder() *p2p.Seeder { return o.seed }
+func (o *Origin) Seeder() *superseed.Seeder { return o.seed }
 
 // evicted stops seeding a blob the store's GC removed, which closes its file
 // (and frees its disk space).

@@ -26,25 +26,23 @@ import (
 	"github.com/shoal-dev/shoal/internal/store"
 )
 
-// Role tells peers (through the peer ID prefix) what kind of node this is,
-// so that received bytes can be counted by source.
+// Role was the kind of node; every node is an agent's now that origins run
+// the super-seeder (internal/p2p/superseed).
+//
+// Deprecated: NewNode ignores it. It goes, with NewNode's parameter, once
+// agent/agent.go no longer passes RoleAgent.
 type Role int
 
+// RoleAgent is the only Role left.
+const RoleAgent Role = 0
+
+// Peer ID prefixes tell peers what kind of node they talk to, so that
+// received bytes are counted by source: agents' nodes, and origins'
+// super-seeders, which set OriginPeerIDPrefix.
 const (
-	RoleAgent Role = iota
-	RoleOrigin
+	agentPeerIDPrefix  = "-SA0001-"
+	OriginPeerIDPrefix = "-SO0001-"
 )
-
-func (r Role) prefix() string {
-	if r == RoleOrigin {
-		return OriginPeerIDPrefix
-	}
-	return "-SA0001-"
-}
-
-// OriginPeerIDPrefix starts the peer ID of origins' super-seeders
-// (internal/p2p/superseed): bytes from such peers count as from origins.
-const OriginPeerIDPrefix = "-SO0001-"
 
 func isOriginPeerID(id [20]byte) bool { return string(id[:3]) == OriginPeerIDPrefix[:3] }
 
@@ -146,7 +144,6 @@ func (c *Config) Validate(prefix string) error {
 // Node is one BitTorrent client with its swarms.
 type Node struct {
 	cfg     Config
-	role    Role
 	log     *slog.Logger
 	cl      *torrent.Client
 	addr    netip.AddrPort
@@ -169,14 +166,15 @@ type Node struct {
 	standard map[string]*Swarm
 }
 
-// NewNode starts the client listening on cfg.Listen.
-func NewNode(cfg Config, role Role, log *slog.Logger, reg prometheus.Registerer) (*Node, error) {
+// NewNode starts the client listening on cfg.Listen. The Role is ignored
+// (see Role).
+func NewNode(cfg Config, _ Role, log *slog.Logger, reg prometheus.Registerer) (*Node, error) {
 	ap, err := netip.ParseAddrPort(cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("p2p listen %q: %w", cfg.Listen, err)
 	}
-	n := &Node{cfg: cfg, role: role, log: log, swarms: map[string]*Swarm{}, standard: map[string]*Swarm{}, bans: newBanList()}
-	copy(n.peerID[:], role.prefix())
+	n := &Node{cfg: cfg, log: log, swarms: map[string]*Swarm{}, standard: map[string]*Swarm{}, bans: newBanList()}
+	copy(n.peerID[:], agentPeerIDPrefix)
 	if _, err := rand.Read(n.peerID[8:]); err != nil {
 		return nil, err
 	}

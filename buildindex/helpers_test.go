@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,24 +22,9 @@ import (
 
 const testRepo = "test/img"
 
-// clock is a settable clock for TTL tests.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+// newClock is a settable clock for TTL tests.
+func newClock() *testutil.Clock {
+	return testutil.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 }
 
 // serve runs fn until the test ends (or stop is called).
@@ -81,7 +65,7 @@ func newEnv(t *testing.T) *env {
 
 // startIndex runs a build-index on root (fresh if empty) with the given
 // origins, until the test ends or stop is called.
-func startIndex(t *testing.T, root string, clk *clock, origins ...string) (*buildindex.Server, func()) {
+func startIndex(t *testing.T, root string, clk *testutil.Clock, origins ...string) (*buildindex.Server, func()) {
 	t.Helper()
 	if root == "" {
 		root = t.TempDir()

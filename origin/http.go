@@ -137,14 +137,14 @@ func (o *Origin) handleBlob(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		f := o.startFetch(ns, d)
 		select {
-		case <-f.ready:
+		case <-f.Ready():
 		case <-r.Context().Done():
 			return
 		}
 		if blob, size, err = o.store.OpenOrFollow(r.Context(), d); err != nil {
-			<-f.done // it failed or finished between the two looks
-			if f.err != nil {
-				err = f.err
+			<-f.Done() // it failed or finished between the two looks
+			if f.Err() != nil {
+				err = f.Err()
 			} else {
 				blob, size, err = o.store.OpenOrFollow(r.Context(), d)
 			}

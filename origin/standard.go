@@ -54,10 +54,7 @@ func (o *Origin) standard(d digest.Digest) (*p2p.MetaInfo, error) {
 			return std, nil
 		}
 	}
-	o.mu.Lock()
-	_, fetching := o.fetches[d]
-	o.mu.Unlock()
-	if fetching {
+	if o.fetches.Running(d) {
 		return nil, httpx.Errorf(http.StatusConflict, httpx.CodeBlobIncomplete,
 			"blob %s is still arriving from upstream: its standard torrent exists once the whole blob is verified", d)
 	}

@@ -15,6 +15,7 @@ import (
 	httpTracker "github.com/anacrolix/torrent/tracker/http"
 	"github.com/anacrolix/torrent/tracker/shared"
 
+	"github.com/shoal-dev/shoal/internal/testutil"
 	"github.com/shoal-dev/shoal/tracker"
 )
 
@@ -145,7 +146,7 @@ func TestAnnounceStoppedRemoves(t *testing.T) {
 
 // Peers that stop announcing disappear after peer_ttl.
 func TestAnnounceTTLExpiry(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	clk := testutil.NewClock(time.Unix(1_700_000_000, 0))
 	srv := startTracker(t, tracker.Config{AnnounceInterval: 10 * time.Second}, tracker.WithClock(clk.Now))
 	ih := infoHash("blob-ttl")
 	a, b := newPeer(t, srv, "a", 6001), newPeer(t, srv, "b", 6002)

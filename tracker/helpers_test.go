@@ -6,9 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/shoal-dev/shoal/tracker"
 )
@@ -35,21 +33,4 @@ func startTracker(t *testing.T, cfg tracker.Config, opts ...tracker.Option) *tra
 		}
 	})
 	return srv
-}
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/internal/p2p/superseed"
 	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/internal/testutil"
 )
@@ -551,13 +552,13 @@ func pullAndVerify(ctx context.Context, url string, d digest.Digest, firstMiB ch
 }
 
 // sidePeer starts a test peer on ip that speaks the real wire protocol
-// (a p2p.Seeder serving whatever reader it is given) and announces to the
+// (a superseed.Seeder serving whatever reader it is given) and announces to the
 // cluster's tracker like any peer.
-func (c *Cluster) sidePeer(t *testing.T, ip string) *p2p.Seeder {
+func (c *Cluster) sidePeer(t *testing.T, ip string) *superseed.Seeder {
 	t.Helper()
 	cfg := p2p.Config{Listen: ip + ":0"}
 	cfg.ApplyDefaults(ip+":0", []string{c.Tracker.URL()})
-	s, err := p2p.NewSeeder(cfg, testLog(t), nil)
+	s, err := superseed.NewSeeder(cfg, testLog(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -568,7 +569,7 @@ func (c *Cluster) sidePeer(t *testing.T, ip string) *p2p.Seeder {
 // seedBeside has peer seed blob d of repo from r, with the metainfo from
 // the tracker as any BitTorrent client would get it, and waits until the
 // tracker lists it so that agents meet it.
-func (c *Cluster) seedBeside(t *testing.T, ctx context.Context, peer *p2p.Seeder, repo string, d digest.Digest, r io.ReaderAt) {
+func (c *Cluster) seedBeside(t *testing.T, ctx context.Context, peer *superseed.Seeder, repo string, d digest.Digest, r io.ReaderAt) {
 	t.Helper()
 	raw, resp, err := get(ctx, fmt.Sprintf("%s/namespace/%s/blobs/%s/metainfo", c.Tracker.URL(), url.PathEscape(repo), d))
 	if err != nil || resp.StatusCode != 200 {

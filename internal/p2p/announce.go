@@ -14,9 +14,10 @@ import (
 	"github.com/anacrolix/torrent/tracker/shared"
 )
 
-// trackerClient announces over the standard HTTP tracker protocol, from the
+// TrackerClient announces over the standard HTTP tracker protocol, from the
 // node's own address so the tracker sees the address peers should dial.
-type trackerClient struct {
+// Nodes and origins' super-seeders (internal/p2p/superseed) share it.
+type TrackerClient struct {
 	clients []httpTracker.Client
 	// quiet announce with numwant=0, for nodes that dial nobody (the
 	// library's client sends no numwant of its own).
@@ -25,7 +26,9 @@ type trackerClient struct {
 	ip    netip.Addr
 }
 
-func newTrackerClient(urls []string, ip netip.Addr) *trackerClient {
+// NewTrackerClient announces to urls, tried in order, from ip; nil if there
+// are no urls.
+func NewTrackerClient(urls []string, ip netip.Addr) *TrackerClient {
 	if len(urls) == 0 {
 		return nil
 	}
@@ -33,7 +36,7 @@ func newTrackerClient(urls []string, ip netip.Addr) *trackerClient {
 	if ip.IsValid() && !ip.IsUnspecified() {
 		d.LocalAddr = &net.TCPAddr{IP: ip.AsSlice()}
 	}
-	tc := &trackerClient{urls: urls, ip: ip}
+	tc := &TrackerClient{urls: urls, ip: ip}
 	opts := httpTracker.NewClientOpts{DialContext: d.DialContext, AllowKeepAlive: true}
 	for _, u := range urls {
 		pu, _ := url.Parse(u) // validated with the config
@@ -47,20 +50,21 @@ func newTrackerClient(urls []string, ip netip.Addr) *trackerClient {
 	return tc
 }
 
-type announceArgs struct {
-	infoHash                   metainfo.Hash
-	peerID                     [20]byte
-	port                       uint16
-	left, uploaded, downloaded int64
-	event                      shared.AnnounceEvent
-	noPeers                    bool // numwant=0: the announcing node dials nobody
+// AnnounceArgs is what one announce tells the tracker.
+type AnnounceArgs struct {
+	InfoHash                   metainfo.Hash
+	PeerID                     [20]byte
+	Port                       uint16
+	Left, Uploaded, Downloaded int64
+	Event                      shared.AnnounceEvent
+	NoPeers                    bool // numwant=0: the announcing node dials nobody
 }
 
-// announce tries each tracker in order and returns the first answer.
-func (tc *trackerClient) announce(ctx context.Context, a announceArgs) (httpTracker.AnnounceResponse, error) {
+// Announce tries each tracker in order and returns the first answer.
+func (tc *TrackerClient) Announce(ctx context.Context, a AnnounceArgs) (httpTracker.AnnounceResponse, error) {
 	var errs []error
 	clients := tc.clients
-	if a.noPeers {
+	if a.NoPeers {
 		clients = tc.quiet
 	}
 	for i, c := range clients {
@@ -70,8 +74,8 @@ func (tc *trackerClient) announce(ctx context.Context, a announceArgs) (httpTrac
 			opt.ClientIp4 = tc.ip.AsSlice()
 		}
 		resp, err := c.Announce(actx, httpTracker.AnnounceRequest{
-			InfoHash: a.infoHash, PeerId: a.peerID, Port: a.port, Left: a.left,
-			Uploaded: a.uploaded, Downloaded: a.downloaded, Event: a.event, NumWant: -1,
+			InfoHash: a.InfoHash, PeerId: a.PeerID, Port: a.Port, Left: a.Left,
+			Uploaded: a.Uploaded, Downloaded: a.Downloaded, Event: a.Event, NumWant: -1,
 		}, opt)
 		cancel()
 		if err == nil {

@@ -26,23 +26,25 @@ import (
 	"github.com/shoal-dev/shoal/internal/store"
 )
 
-// Role tells peers (through the peer ID prefix) what kind of node this is,
-// so that received bytes can be counted by source.
+// Role was the kind of node; every node is an agent's now that origins run
+// the super-seeder (internal/p2p/superseed).
+//
+// Deprecated: NewNode ignores it. It goes, with NewNode's parameter, once
+// agent/agent.go no longer passes RoleAgent.
 type Role int
 
+// RoleAgent is the only Role left.
+const RoleAgent Role = 0
+
+// Peer ID prefixes tell peers what kind of node they talk to, so that
+// received bytes are counted by source: agents' nodes, and origins'
+// super-seeders, which set OriginPeerIDPrefix.
 const (
-	RoleAgent Role = iota
-	RoleOrigin
+	agentPeerIDPrefix  = "-SA0001-"
+	OriginPeerIDPrefix = "-SO0001-"
 )
 
-func (r Role) prefix() string {
-	if r == RoleOrigin {
-		return "-SO0001-"
-	}
-	return "-SA0001-"
-}
-
-func isOriginPeerID(id [20]byte) bool { return string(id[:3]) == "-SO" }
+func isOriginPeerID(id [20]byte) bool { return string(id[:3]) == OriginPeerIDPrefix[:3] }
 
 // Config is a node's P2P section ([p2p] in agent and origin files).
 type Config struct {
@@ -142,12 +144,11 @@ func (c *Config) Validate(prefix string) error {
 // Node is one BitTorrent client with its swarms.
 type Node struct {
 	cfg     Config
-	role    Role
 	log     *slog.Logger
 	cl      *torrent.Client
 	addr    netip.AddrPort
 	peerID  [20]byte
-	tracker *trackerClient
+	tracker *TrackerClient
 
 	fromOrigins, fromPeers atomic.Int64
 
@@ -165,14 +166,15 @@ type Node struct {
 	standard map[string]*Swarm
 }
 
-// NewNode starts the client listening on cfg.Listen.
-func NewNode(cfg Config, role Role, log *slog.Logger, reg prometheus.Registerer) (*Node, error) {
+// NewNode starts the client listening on cfg.Listen. The Role is ignored
+// (see Role).
+func NewNode(cfg Config, _ Role, log *slog.Logger, reg prometheus.Registerer) (*Node, error) {
 	ap, err := netip.ParseAddrPort(cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("p2p listen %q: %w", cfg.Listen, err)
 	}
-	n := &Node{cfg: cfg, role: role, log: log, swarms: map[string]*Swarm{}, standard: map[string]*Swarm{}, bans: newBanList()}
-	copy(n.peerID[:], role.prefix())
+	n := &Node{cfg: cfg, log: log, swarms: map[string]*Swarm{}, standard: map[string]*Swarm{}, bans: newBanList()}
+	copy(n.peerID[:], agentPeerIDPrefix)
 	if _, err := rand.Read(n.peerID[8:]); err != nil {
 		return nil, err
 	}
@@ -188,7 +190,7 @@ func NewNode(cfg Config, role Role, log *slog.Logger, reg prometheus.Registerer)
 	cc.DropDuplicatePeerIds = true
 	// The library only considers the first MaxUnverifiedBytes of its piece
 	// order for requests, whoever holds them; an origin that reveals pieces
-	// one by one (Seeder) may reveal one outside that window, and the agent
+	// one by one (superseed.Seeder) may reveal one outside that window, and the agent
 	// would never ask for it. Blobs are bounded, so consider every piece.
 	cc.MaxUnverifiedBytes = 0
 	// Plain handshakes: origins' seeders speak no MSE, and obfuscation buys
@@ -198,10 +200,10 @@ func NewNode(cfg Config, role Role, log *slog.Logger, reg prometheus.Registerer)
 	cc.DefaultStorage = refuseStorage{}
 	cc.Slogger = slog.New(minLevel{log.Handler(), slog.LevelWarn}).With("component", "torrent")
 	if cfg.UploadRate > 0 {
-		cc.UploadRateLimiter = newLimiter(cfg.UploadRate)
+		cc.UploadRateLimiter = NewLimiter(cfg.UploadRate)
 	}
 	if cfg.DownloadRate > 0 {
-		cc.DownloadRateLimiter = newLimiter(cfg.DownloadRate)
+		cc.DownloadRateLimiter = NewLimiter(cfg.DownloadRate)
 	}
 	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, n.countReceived)
 	cc.IPBlocklist = n.bans
@@ -220,7 +222,7 @@ func NewNode(cfg Config, role Role, log *slog.Logger, reg prometheus.Registerer)
 		cl.Close()
 		return nil, fmt.Errorf("p2p listen %s: no TCP listener", cfg.Listen)
 	}
-	n.tracker = newTrackerClient(cfg.Trackers, ap.Addr())
+	n.tracker = NewTrackerClient(cfg.Trackers, ap.Addr())
 	if reg != nil {
 		n.register(reg)
 	}
@@ -233,11 +235,12 @@ func NewNode(cfg Config, role Role, log *slog.Logger, reg prometheus.Registerer)
 // run from 46 to 36 core-seconds and its p50 from 1.17x to 1.11-1.12x
 // T_min. Larger blocks waste more when the library moves a request to a
 // faster peer after the first peer already sent it (128 KiB: no faster).
-// Origins' seeders accept up to maxBlock; the rate limiters' burst is at
-// least one block, or the library refuses requests as too long.
+// Origins' seeders accept up to 128 KiB (superseed's maxBlock); the rate
+// limiters' burst is at least one block, or the library refuses requests as too long.
 const chunkSize = 64 << 10
 
-func newLimiter(r config.Rate) *rate.Limiter {
+// NewLimiter caps a node's (or a seeder's) traffic at r bytes/s.
+func NewLimiter(r config.Rate) *rate.Limiter {
 	// An explicit burst: the library turns 0 into max(limit, 1 MiB), which
 	// lets a capped node run far over its rate for the first second.
 	burst := max(int(r/20), chunkSize)
@@ -255,7 +258,7 @@ func (n *Node) register(reg prometheus.Registerer) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_sent_bytes_total",
 			Help: "Piece bytes sent over BitTorrent."},
 			func() float64 { return float64(n.BytesSent()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_p2p_swarms", Help: swarmsHelp},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_p2p_swarms", Help: SwarmsHelp},
 			func() float64 { n.mu.Lock(); defer n.mu.Unlock(); return float64(len(n.swarms) + len(n.standard)) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_peer_bans_total",
 			Help: "Peers banned for p2p.ban_time after sending a bad piece."},
@@ -333,8 +336,8 @@ func (n *Node) BytesSent() int64 {
 	return s.BytesWrittenData.Int64()
 }
 
-// swarmsHelp describes the shoal_p2p_swarms gauge of nodes and seeders.
-const swarmsHelp = "Torrents this node is in the swarm of (a blob held complete has two: its live and its standard torrent)."
+// SwarmsHelp describes the shoal_p2p_swarms gauge of nodes and seeders.
+const SwarmsHelp = "Torrents this node is in the swarm of (a blob held complete has two: its live and its standard torrent)."
 
 func (n *Node) allSwarms() []*Swarm {
 	n.mu.Lock()

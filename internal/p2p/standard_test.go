@@ -2,17 +2,14 @@ package p2p
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha1"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/opencontainers/go-digest"
@@ -286,88 +283,4 @@ func TestNodeSeedsLiveAndStandardTorrentsOfOneBlob(t *testing.T) {
 	if live, std := in(a); live || std {
 		t.Fatalf("after Leave: live %v, standard %v", live, std)
 	}
-}
-
-// An ordinary anacrolix/torrent client (default settings: it tries an
-// encrypted handshake first, announces extensions, hashes every piece
-// itself), given only the standard torrent and a peer, downloads the blob
-// from an agent's node and from an origin's super-seeder.
-func TestPlainClientDownloadsStandardTorrent(t *testing.T) {
-	const size, pieceLen = 3<<20 + 777, 256 << 10
-	blob := sampleBlob(size)
-	d := digest.FromBytes(blob)
-	h, err := HashesOf(bytes.NewReader(blob), size, pieceLen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	std, err := BuildStandard(d, size, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := newTestNode(t)
-	if _, err := node.Seed(std, bytes.NewReader(blob), nil); err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{}
-	cfg.ApplyDefaults("127.0.0.1:0", nil)
-	seeder, err := NewSeeder(cfg, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(seeder.Close)
-	if err := seeder.Seed(std, bytes.NewReader(blob), nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		name string
-		peer net.Addr
-	}{
-		{"agent node", net.TCPAddrFromAddrPort(node.Addr())},
-		{"origin seeder", net.TCPAddrFromAddrPort(seeder.Addr())},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := plainClientDownload(t, std.Raw(), tc.peer)
-			if digest.FromBytes(got) != d {
-				t.Fatalf("downloaded %d bytes that do not hash to %s", len(got), d)
-			}
-		})
-	}
-}
-
-// plainClientDownload runs a default anacrolix/torrent client (no DHT, no
-// trackers: it is told of peer) on raw and returns the file it wrote.
-func plainClientDownload(t *testing.T, raw []byte, peer net.Addr) []byte {
-	t.Helper()
-	mi, err := metainfo.Load(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc := torrent.NewDefaultClientConfig()
-	cc.DataDir = t.TempDir()
-	cc.SetListenAddr("127.0.0.1:0")
-	cc.NoDHT, cc.DisableTrackers, cc.NoDefaultPortForwarding, cc.DisableIPv6 = true, true, true, true
-	cc.Slogger = slog.New(slog.DiscardHandler)
-	cl, err := torrent.NewClient(cc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
-	tor, err := cl.AddTorrent(mi)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tor.AddPeers([]torrent.PeerInfo{{Addr: peer, Source: torrent.PeerSourceDirect}})
-	tor.DownloadAll()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	select {
-	case <-tor.Complete().On():
-	case <-ctx.Done():
-		t.Fatalf("the client got %d of %d bytes within a minute", tor.BytesCompleted(), tor.Length())
-	}
-	got, err := os.ReadFile(filepath.Join(cc.DataDir, tor.Info().Name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return got
 }

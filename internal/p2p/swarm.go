@@ -157,20 +157,20 @@ func (s *Swarm) stop() {
 func (s *Swarm) announce(ctx context.Context, event shared.AnnounceEvent) (time.Duration, error) {
 	left := s.mi.Info.Length - s.t.BytesCompleted()
 	st := s.t.Stats()
-	resp, err := s.n.tracker.announce(ctx, announceArgs{
-		infoHash:   s.mi.InfoHash,
-		peerID:     s.n.peerID,
-		port:       s.n.addr.Port(),
-		left:       left,
-		uploaded:   st.BytesWrittenData.Int64(),
-		downloaded: st.BytesReadUsefulData.Int64(),
-		event:      event,
+	resp, err := s.n.tracker.Announce(ctx, AnnounceArgs{
+		InfoHash:   s.mi.InfoHash,
+		PeerID:     s.n.peerID,
+		Port:       s.n.addr.Port(),
+		Left:       left,
+		Uploaded:   st.BytesWrittenData.Int64(),
+		Downloaded: st.BytesReadUsefulData.Int64(),
+		Event:      event,
 		// Only holders of the whole blob seed a standard torrent: the
 		// peers worth meeting are the clients that download it, and they
 		// dial the seeds the tracker lists them. The tracker would list
 		// the other seeds first, and a connection between two seeds is
 		// only opened to be dropped.
-		noPeers: s.mi.Standard,
+		NoPeers: s.mi.Standard,
 	})
 	if err != nil {
 		return 0, err

@@ -15,25 +15,14 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/config"
+	"github.com/shoal-dev/shoal/internal/testutil"
 )
-
-// fakeClock advances one second per reading, so every access is ordered.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(time.Second)
-	return c.t
-}
 
 func newGCStore(t *testing.T, capacity int64) (*Store, *[]digest.Digest) {
 	t.Helper()
 	s := newStore(t)
-	s.now = (&fakeClock{t: time.Unix(1e9, 0)}).now
+	// A second per reading, so every access is ordered.
+	s.now = testutil.NewTickingClock(time.Unix(1e9, 0), time.Second).Now
 	var mu sync.Mutex
 	evicted := &[]digest.Digest{}
 	s.SetGC(GCConfig{Capacity: capacity, HighWatermark: 80, LowWatermark: 60, OnEvict: func(d digest.Digest) {

@@ -3,27 +3,11 @@ package peerstore
 import (
 	"context"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/testutil"
 )
-
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func swarmCount(m *Memory) int {
 	n := 0
@@ -44,8 +28,8 @@ func ih(i int) [20]byte {
 // Swarms that nobody asks about again must still be freed once their TTL
 // has passed: traffic on other swarms in the same shard sweeps them.
 func TestMemorySweepsAbandonedSwarms(t *testing.T) {
-	clk := &testClock{t: time.Unix(1_700_000_000, 0)}
-	m := NewMemory(time.Minute, clk.now)
+	clk := testutil.NewClock(time.Unix(1_700_000_000, 0))
+	m := NewMemory(time.Minute, clk.Now)
 	ctx := context.Background()
 	const abandoned = 5000
 	for i := range abandoned {
@@ -58,7 +42,7 @@ func TestMemorySweepsAbandonedSwarms(t *testing.T) {
 	if got := m.Len(); got != abandoned {
 		t.Fatalf("Len = %d, want %d", got, abandoned)
 	}
-	clk.advance(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	// One call per shard, on swarms that never existed.
 	for s := range shardCount {
 		if _, _, err := m.Counts(ctx, ih(1_000_000+s)); err != nil {

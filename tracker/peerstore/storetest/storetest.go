@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/testutil"
 	"github.com/shoal-dev/shoal/tracker/peerstore"
 )
 
@@ -22,24 +23,7 @@ const TTL = time.Minute
 type Factory func(t *testing.T, now func() time.Time) peerstore.Store
 
 // Clock is a manual clock, safe for concurrent use.
-type Clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-// Now returns the clock's time.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Advance moves the clock forward by d.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+type Clock = testutil.Clock
 
 // Run runs the suite, each case on a fresh store.
 func Run(t *testing.T, newStore Factory) {
@@ -62,7 +46,7 @@ func Run(t *testing.T, newStore Factory) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			clk := &Clock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+			clk := testutil.NewClock(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 			tc.fn(t, newStore(t, clk.Now), clk)
 		})
 	}

@@ -1,4 +1,7 @@
-package p2p
+// Package superseed is the origins' BitTorrent side: a seed-only peer on
+// the wire protocol that super-seeds (after BEP 16), so that each piece
+// leaves the origin about once. Agents use internal/p2p's node instead.
+package superseed
 
 import (
 	"bufio"
@@ -20,6 +23,8 @@ import (
 	"github.com/anacrolix/torrent/tracker/shared"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
+
+	"github.com/shoal-dev/shoal/internal/p2p"
 )
 
 // Seeder is the origin's BitTorrent side: a seed-only peer written on the
@@ -31,13 +36,13 @@ import (
 // the swarm holds least, so each piece leaves the origin about once and the
 // agents trade the rest among themselves.
 type Seeder struct {
-	cfg     Config
+	cfg     p2p.Config
 	log     *slog.Logger
 	ln      net.Listener
 	addr    netip.AddrPort
 	peerID  [20]byte
 	limiter *rate.Limiter
-	tracker *trackerClient
+	tracker *p2p.TrackerClient
 	sent    atomic.Int64
 	// reveal is how many revealed-but-not-yet-held pieces a peer may have.
 	reveal int
@@ -52,7 +57,7 @@ type Seeder struct {
 }
 
 // NewSeeder listens on cfg.Listen; peers are told about it by the trackers.
-func NewSeeder(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Seeder, error) {
+func NewSeeder(cfg p2p.Config, log *slog.Logger, reg prometheus.Registerer) (*Seeder, error) {
 	ap, err := netip.ParseAddrPort(cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("p2p listen %q: %w", cfg.Listen, err)
@@ -64,20 +69,20 @@ func NewSeeder(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Seeder
 	s := &Seeder{cfg: cfg, log: log.With("component", "seeder"), ln: ln, reveal: 2, now: time.Now,
 		torrents: map[metainfo.Hash]*seedTorrent{}}
 	s.addr = netip.AddrPortFrom(ap.Addr(), uint16(ln.Addr().(*net.TCPAddr).Port))
-	copy(s.peerID[:], RoleOrigin.prefix())
+	copy(s.peerID[:], p2p.OriginPeerIDPrefix)
 	if _, err := rand.Read(s.peerID[8:]); err != nil {
 		ln.Close()
 		return nil, err
 	}
 	if cfg.UploadRate > 0 {
-		s.limiter = newLimiter(cfg.UploadRate)
+		s.limiter = p2p.NewLimiter(cfg.UploadRate)
 	}
-	s.tracker = newTrackerClient(cfg.Trackers, ap.Addr())
+	s.tracker = p2p.NewTrackerClient(cfg.Trackers, ap.Addr())
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if reg != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_sent_bytes_total",
 			Help: "Piece bytes sent over BitTorrent."}, func() float64 { return float64(s.sent.Load()) }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_p2p_swarms", Help: swarmsHelp},
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_p2p_swarms", Help: p2p.SwarmsHelp},
 				func() float64 { s.mu.Lock(); defer s.mu.Unlock(); return float64(len(s.torrents)) }))
 	}
 	s.wg.Go(s.acceptLoop)
@@ -103,11 +108,11 @@ func (s *Seeder) Seeding(ih metainfo.Hash) bool {
 // the blob arrives from upstream, each piece revealed once hashed (the
 // peers' own digest check covers the rest). onClose runs when the seed is
 // dropped (at Close).
-func (s *Seeder) Seed(mi *MetaInfo, r io.ReaderAt, hashes *PieceHashes, onClose func()) error {
+func (s *Seeder) Seed(mi *p2p.MetaInfo, r io.ReaderAt, hashes *p2p.PieceHashes, onClose func()) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.torrents[mi.InfoHash]; ok {
-		return ErrInSwarm
+		return p2p.ErrInSwarm
 	}
 	n := mi.Info.NumPieces()
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -129,7 +134,7 @@ func (s *Seeder) Seed(mi *MetaInfo, r io.ReaderAt, hashes *PieceHashes, onClose 
 }
 
 // follow reveals pieces as their hashes come in (the blob is still arriving).
-func (t *seedTorrent) follow(hashes *PieceHashes) {
+func (t *seedTorrent) follow(hashes *p2p.PieceHashes) {
 	for {
 		known, err, changed := hashes.State()
 		t.mu.Lock()
@@ -199,15 +204,15 @@ func (s *Seeder) Close() {
 	}
 }
 
-func (s *Seeder) announceLoop(ctx context.Context, mi *MetaInfo) {
+func (s *Seeder) announceLoop(ctx context.Context, mi *p2p.MetaInfo) {
 	if s.tracker == nil {
 		return
 	}
 	event := shared.Started
 	wait := s.cfg.AnnounceInterval
 	for {
-		resp, err := s.tracker.announce(ctx, announceArgs{infoHash: mi.InfoHash, peerID: s.peerID, port: s.addr.Port(),
-			left: 0, uploaded: s.sent.Load(), event: event})
+		resp, err := s.tracker.Announce(ctx, p2p.AnnounceArgs{InfoHash: mi.InfoHash, PeerID: s.peerID, Port: s.addr.Port(),
+			Left: 0, Uploaded: s.sent.Load(), Event: event})
 		switch {
 		case err == nil:
 			event, wait = shared.None, time.Duration(max(resp.Interval, 1))*time.Second
@@ -218,7 +223,7 @@ func (s *Seeder) announceLoop(ctx context.Context, mi *MetaInfo) {
 		select {
 		case <-ctx.Done():
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_, _ = s.tracker.announce(ctx, announceArgs{infoHash: mi.InfoHash, peerID: s.peerID, port: s.addr.Port(), event: shared.Stopped})
+			_, _ = s.tracker.Announce(ctx, p2p.AnnounceArgs{InfoHash: mi.InfoHash, PeerID: s.peerID, Port: s.addr.Port(), Event: shared.Stopped})
 			cancel()
 			return
 		case <-time.After(wait):
@@ -242,7 +247,7 @@ func (s *Seeder) acceptLoop() {
 // seedTorrent is the shared state of one blob's uploads.
 type seedTorrent struct {
 	s       *Seeder
-	mi      *MetaInfo
+	mi      *p2p.MetaInfo
 	r       io.ReaderAt
 	onClose func()
 	ctx     context.Context    // cancelled when the seed is dropped

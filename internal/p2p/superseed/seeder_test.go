@@ -1,4 +1,4 @@
-package p2p
+package superseed
 
 import (
 	"bufio"
@@ -14,28 +14,39 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/internal/p2p"
 )
 
-func newTestSeeder(t *testing.T, size int) (*Seeder, *MetaInfo, []byte) {
+// sampleBlob is the test blob of internal/p2p's tests.
+func sampleBlob(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + i>>9)
+	}
+	return b
+}
+
+func newTestSeeder(t *testing.T, size int) (*Seeder, *p2p.MetaInfo, []byte) {
 	t.Helper()
 	return newLiveTestSeeder(t, size, nil)
 }
 
 // newLiveTestSeeder seeds a sample blob of size bytes whose pieces are
 // there as far as hashes says (nil: all of them).
-func newLiveTestSeeder(t *testing.T, size int, hashes *PieceHashes) (*Seeder, *MetaInfo, []byte) {
+func newLiveTestSeeder(t *testing.T, size int, hashes *p2p.PieceHashes) (*Seeder, *p2p.MetaInfo, []byte) {
 	t.Helper()
 	data := sampleBlob(size)
 	d := digest.FromBytes(data)
-	raw, err := BuildMetaInfo(d, int64(size), MinPieceLength)
+	raw, err := p2p.BuildMetaInfo(d, int64(size), p2p.MinPieceLength)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mi, err := ParseMetaInfo(raw, d)
+	mi, err := p2p.ParseMetaInfo(raw, d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Listen: "127.0.0.1:0"}
+	cfg := p2p.Config{Listen: "127.0.0.1:0"}
 	cfg.ApplyDefaults("127.0.0.1:0", nil)
 	s, err := NewSeeder(cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
@@ -92,7 +103,7 @@ func (p *peer) send(t *testing.T, m pp.Message) {
 // Each peer is shown a few pieces, and peers connecting together are shown
 // different ones: the origin hands every piece out once before any twice.
 func TestSeederRevealsDistinctPieces(t *testing.T) {
-	s, mi, data := newTestSeeder(t, 8*MinPieceLength)
+	s, mi, data := newTestSeeder(t, 8*p2p.MinPieceLength)
 	seen := map[int]int{}
 	for range 4 {
 		p := dial(t, s, mi.InfoHash)
@@ -113,7 +124,7 @@ func TestSeederRevealsDistinctPieces(t *testing.T) {
 			if m.Type != pp.Piece {
 				continue
 			}
-			off := haves[0] * MinPieceLength
+			off := haves[0] * p2p.MinPieceLength
 			if !bytes.Equal(m.Piece, data[off:off+16<<10]) {
 				t.Fatal("served block differs from the blob")
 			}
@@ -134,7 +145,7 @@ func TestSeederRevealsDistinctPieces(t *testing.T) {
 }
 
 func TestSeederDropsBadPeers(t *testing.T) {
-	s, mi, _ := newTestSeeder(t, 4*MinPieceLength)
+	s, mi, _ := newTestSeeder(t, 4*p2p.MinPieceLength)
 	// A request outside the blob ends the connection.
 	p := dial(t, s, mi.InfoHash)
 	p.send(t, pp.Message{Type: pp.Request, Index: 99, Begin: 0, Length: 16 << 10})
@@ -185,7 +196,7 @@ func TestSeederDropsBadPeers(t *testing.T) {
 }
 
 func TestSeederDrop(t *testing.T) {
-	s, mi, _ := newTestSeeder(t, 2*MinPieceLength)
+	s, mi, _ := newTestSeeder(t, 2*p2p.MinPieceLength)
 	p := dial(t, s, mi.InfoHash)
 	s.Drop(mi.InfoHash)
 	if s.Seeding(mi.InfoHash) {
@@ -215,10 +226,10 @@ func TestSeederPick(t *testing.T) {
 	const n = 4
 	t0 := time.Unix(1000, 0)
 	newState := func() (*seedTorrent, *seedConn) {
-		st := &seedTorrent{s: &Seeder{reveal: 2}, mi: &MetaInfo{},
+		st := &seedTorrent{s: &Seeder{reveal: 2}, mi: &p2p.MetaInfo{},
 			assigned: make([]int32, n), holders: make([]int32, n), revealedAt: make([]time.Time, n),
 			conns: map[*seedConn]struct{}{}, avail: n}
-		st.mi.Info.PieceLength = MinPieceLength
+		st.mi.Info.PieceLength = p2p.MinPieceLength
 		sc := &seedConn{t: st, has: make([]bool, n), revealed: make([]bool, n)}
 		st.conns[sc] = struct{}{}
 		return st, sc
@@ -337,20 +348,20 @@ func TestSeederUploadTurnsGoInRevealOrder(t *testing.T) {
 // A blob still arriving is seeded piece by piece: a peer is shown a piece
 // only once the origin has hashed it, and at once when it has.
 func TestSeederRevealsPiecesAsTheyArrive(t *testing.T) {
-	hashes := NewPieceHashes(3*MinPieceLength, MinPieceLength)
-	s, mi, data := newLiveTestSeeder(t, 3*MinPieceLength, hashes)
+	hashes := p2p.NewPieceHashes(3*p2p.MinPieceLength, p2p.MinPieceLength)
+	s, mi, data := newLiveTestSeeder(t, 3*p2p.MinPieceLength, hashes)
 	p := dial(t, s, mi.InfoHash)
 	if m := p.read(t); m.Type != pp.Unchoke {
 		t.Fatalf("first message %v, want unchoke", m.Type)
 	}
 	// Half of piece 0 hashed: nothing to show.
-	hashes.Write(data[:MinPieceLength/2])
+	hashes.Write(data[:p2p.MinPieceLength/2])
 	_ = p.c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	var m pp.Message
 	if err := p.dec.Decode(&m); err == nil {
 		t.Fatalf("got %v before any piece was whole", m.Type)
 	}
-	hashes.Write(data[MinPieceLength/2 : 2*MinPieceLength])
+	hashes.Write(data[p2p.MinPieceLength/2 : 2*p2p.MinPieceLength])
 	var haves []int
 	for len(haves) < 2 {
 		if m := p.read(t); m.Type == pp.Have {
@@ -364,7 +375,7 @@ func TestSeederRevealsPiecesAsTheyArrive(t *testing.T) {
 	for {
 		m := p.read(t)
 		if m.Type == pp.Piece {
-			if !bytes.Equal(m.Piece, data[MinPieceLength:MinPieceLength+16<<10]) {
+			if !bytes.Equal(m.Piece, data[p2p.MinPieceLength:p2p.MinPieceLength+16<<10]) {
 				t.Fatal("served block differs from the blob")
 			}
 			break

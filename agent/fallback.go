@@ -146,7 +146,10 @@ func (a *Agent) fetchRest(ctx context.Context, ns string, d digest.Digest, dl *s
 			ready()
 		}
 		if err := copyInto(dl, body, body.Off); err != nil {
-			return dl.Err() != nil, err // the bytes were wrong: do not try to patch them
+			if dl.Err() != nil {
+				return true, err // the bytes were wrong: do not try to patch them
+			}
+			return false, fmt.Errorf("%s: blob %s: %w", src.Name(), d, err)
 		}
 		return true, dl.Wait(ctx)
 	}

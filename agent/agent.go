@@ -32,7 +32,9 @@ type Agent struct {
 	base  *httpx.Base
 	api   *httpx.Server
 	admin *httpx.Server
-	meta  *metainfoClient
+	meta  metainfoSource
+	// swarms starts swarm downloads: node, but for tests.
+	swarms swarmJoiner
 	// cluster asks origins for manifests and the build-index for tags.
 	cluster   *clusterClient
 	manifests singleflight.Group
@@ -89,6 +91,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if a.node, err = p2p.NewNode(cfg.P2P, p2p.RoleAgent, log, a.base.Metrics); err != nil {
 		return nil, err
 	}
+	a.swarms = nodeSwarms{a.node}
 	api := chi.NewRouter()
 	api.Use(httpx.LogRequests(log))
 	a.base.Mount(api)

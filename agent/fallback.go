@@ -23,64 +23,162 @@ import (
 // straight from the upstream registry. The client sees one uninterrupted
 // response either way, and the blob is verified against its digest as on
 // every other path.
+//
+// The seam: a blobSource is one place the bytes can come from (an origin,
+// the upstream registry). fetchRest is the one loop over them, the origins
+// in ring order and then the upstream, each asked from where the store
+// download's verified prefix ends (0 for a new download): it is the only
+// code that decides which source is next, what is final (a 4xx answer,
+// wrong bytes) and what is an outage (5xx, transport errors, a body that
+// breaks off). The swarm side has its seams in seams.go.
 
-// fallbackNew downloads blob d from an origin into a new store download;
-// ready is called once the download exists, so that waiting clients can
-// follow it as it arrives.
-func (a *Agent) fallbackNew(ctx context.Context, ns string, d digest.Digest, ready func()) error {
-	var errs []error
+// blobSource is one place the fallback can take a blob's bytes from.
+type blobSource interface {
+	// Blob returns blob d of namespace ns from byte from on. An error that
+	// is an *httpx.Error with a 4xx status is the source's final answer
+	// (the blob is unknown, the registry is refused); any other error is
+	// an outage.
+	Blob(ctx context.Context, ns string, d digest.Digest, from int64) (*blobBody, error)
+	// Name identifies the source in errors and logs.
+	Name() string
+}
+
+// blobBody is a source's answer: the blob's bytes from Off on.
+type blobBody struct {
+	io.ReadCloser
+	// Off is where the body starts in the blob: the from asked for, or 0
+	// when a source ignored the Range.
+	Off int64
+	// Size is the whole blob's size; known when from was 0, else -1.
+	Size int64
+}
+
+// originSource is one origin's HTTP blob endpoint.
+type originSource struct {
+	a   *Agent
+	url string
+}
+
+func (o originSource) Name() string { return o.url }
+
+func (o originSource) Blob(ctx context.Context, ns string, d digest.Digest, from int64) (*blobBody, error) {
+	resp, err := o.a.originBlob(ctx, o.url, ns, d, from)
+	if err != nil {
+		return nil, err
+	}
+	size := int64(-1)
+	if from == 0 {
+		size = resp.ContentLength
+	}
+	return &blobBody{ReadCloser: resp.Body, Off: from, Size: size}, nil
+}
+
+// originSources are the origins of d in ring order: the one that owns d
+// first.
+func (a *Agent) originSources(d digest.Digest) []blobSource {
+	var srcs []blobSource
 	for _, o := range a.cluster.origins.Pick(d.String(), 0) {
-		resp, err := a.originBlob(ctx, o, ns, d, 0)
+		srcs = append(srcs, originSource{a: a, url: o})
+	}
+	return srcs
+}
+
+// upstreamSource is the upstream registry, the agent's last resort. Its
+// errors are already what the client should see (upstreamErr).
+type upstreamSource struct{ up *upstream.Client }
+
+func (u upstreamSource) Name() string { return "upstream registry" }
+
+func (u upstreamSource) Blob(ctx context.Context, ns string, d digest.Digest, from int64) (*blobBody, error) {
+	repo, err := u.up.Resolve(ns)
+	if err != nil {
+		return nil, upstreamErr(err)
+	}
+	if from == 0 {
+		body, size, err := u.up.GetBlob(ctx, repo, d)
+		if err != nil {
+			return nil, upstreamErr(err)
+		}
+		return &blobBody{ReadCloser: body, Size: size}, nil
+	}
+	body, off, err := u.up.GetBlobFrom(ctx, repo, d, from)
+	if err != nil {
+		return nil, upstreamErr(err)
+	}
+	return &blobBody{ReadCloser: body, Off: off, Size: -1}, nil
+}
+
+// fetchRest completes blob d over HTTP: dl from its verified prefix on, or,
+// with dl nil, a new download, created from the first answer's size and
+// handed to ready (then fetchRest owns it: it fails and releases it). The
+// origins are tried in ring order; a 4xx answer is final, wrong bytes fail
+// the download (never patched from another source), anything else moves
+// to the next origin from the prefix verified so far; when every origin
+// failed, the upstream registry, if configured, is the last resort.
+func (a *Agent) fetchRest(ctx context.Context, ns string, d digest.Digest, dl *store.Download, ready func()) (err error) {
+	created := false
+	defer func() {
+		if created {
+			if err != nil {
+				dl.Fail(err)
+			}
+			dl.Release()
+		}
+	}()
+	// fetch takes what src has from dl's verified prefix on; final reports
+	// that no other source can do better.
+	fetch := func(src blobSource) (final bool, err error) {
+		from := int64(0)
+		if dl != nil {
+			from = dl.Hashed()
+		}
+		body, err := src.Blob(ctx, ns, d, from)
 		if err != nil {
 			var he *httpx.Error
-			if errors.As(err, &he) && he.Status < 500 {
-				return he // the origin knows the blob does not exist
-			}
-			errs = append(errs, err)
-			continue
+			return errors.As(err, &he) && he.Status < 500, err
 		}
-		defer resp.Body.Close()
-		return a.downloadFrom(ctx, d, resp.ContentLength, resp.Body, ready)
+		defer body.Close()
+		if dl == nil {
+			if dl, err = a.createDownload(ctx, d, body.Size); err != nil || dl == nil {
+				return true, err // nil: another download committed it meanwhile
+			}
+			created = true
+			ready()
+		}
+		if err := copyInto(dl, body, body.Off); err != nil {
+			if dl.Err() != nil {
+				return true, err // the bytes were wrong: do not try to patch them
+			}
+			return false, fmt.Errorf("%s: blob %s: %w", src.Name(), d, err)
+		}
+		return true, dl.Wait(ctx)
 	}
-	err := fmt.Errorf("every origin failed: %w", errors.Join(errs...))
+	var errs []error
+	for _, src := range a.originSources(d) {
+		final, err := fetch(src)
+		if final {
+			if err != nil && dl != nil && dl.Err() != nil {
+				return dl.Err()
+			}
+			return err
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			return ctx.Err() // every client left: not an outage of the origins
+		}
+	}
+	err = fmt.Errorf("every origin failed: %w", errors.Join(errs...))
 	if a.up == nil {
 		return err
 	}
 	a.fallbacks.WithLabelValues("origins_down").Inc()
-	a.log.Warn("every origin failed; fetching the blob from the upstream registry", "digest", d, "namespace", ns, "err", err)
-	return a.upstreamNew(ctx, ns, d, ready)
-}
-
-// upstreamNew downloads blob d straight from its upstream registry.
-func (a *Agent) upstreamNew(ctx context.Context, ns string, d digest.Digest, ready func()) error {
-	repo, err := a.up.Resolve(ns)
-	if err != nil {
-		return upstreamErr(err)
+	if dl == nil {
+		a.log.Warn("every origin failed; fetching the blob from the upstream registry", "digest", d, "namespace", ns, "err", err)
+	} else {
+		a.log.Warn("every origin failed; fetching the rest from the upstream registry", "digest", d,
+			"verified_bytes", dl.Hashed(), "err", err)
 	}
-	body, size, err := a.up.GetBlob(ctx, repo, d)
-	if err != nil {
-		return upstreamErr(err)
-	}
-	defer body.Close()
-	return a.downloadFrom(ctx, d, size, body, ready)
-}
-
-// downloadFrom writes the whole blob d, of size bytes, from body into a new
-// store download; ready is called once the download exists.
-func (a *Agent) downloadFrom(ctx context.Context, d digest.Digest, size int64, body io.Reader, ready func()) error {
-	dl, err := a.createDownload(ctx, d, size)
-	if err != nil || dl == nil {
-		return err
-	}
-	ready()
-	err = copyInto(dl, body, 0)
-	if err == nil {
-		err = dl.Wait(ctx)
-	}
-	if err != nil {
-		dl.Fail(err)
-	}
-	dl.Release()
+	_, err = fetch(upstreamSource{a.up})
 	return err
 }
 
@@ -105,59 +203,6 @@ func upstreamErr(err error) error {
 		return httpx.Wrap(err, http.StatusBadRequest, httpx.CodeNameInvalid, "invalid repository name")
 	}
 	return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable, "every origin and the upstream registry failed")
-}
-
-// fallbackResume completes dl from an origin, starting at its verified
-// prefix.
-func (a *Agent) fallbackResume(ctx context.Context, ns string, dl *store.Download) error {
-	var errs []error
-	for _, o := range a.cluster.origins.Pick(dl.Digest().String(), 0) {
-		from := dl.Hashed()
-		resp, err := a.originBlob(ctx, o, ns, dl.Digest(), from)
-		if err != nil {
-			var he *httpx.Error
-			if errors.As(err, &he) && he.Status < 500 {
-				return he // a final answer (a registry the origins refuse), not an outage
-			}
-			errs = append(errs, err)
-			continue
-		}
-		err = copyInto(dl, resp.Body, from)
-		resp.Body.Close()
-		if err == nil {
-			return dl.Wait(ctx)
-		}
-		if dl.Err() != nil {
-			return dl.Err() // the bytes were wrong: do not try to patch them
-		}
-		errs = append(errs, err)
-	}
-	err := fmt.Errorf("every origin failed: %w", errors.Join(errs...))
-	if a.up == nil {
-		return err
-	}
-	a.fallbacks.WithLabelValues("origins_down").Inc()
-	a.log.Warn("every origin failed; fetching the rest from the upstream registry", "digest", dl.Digest(),
-		"verified_bytes", dl.Hashed(), "err", err)
-	return a.upstreamResume(ctx, ns, dl)
-}
-
-// upstreamResume completes dl from the upstream registry, from its verified
-// prefix on.
-func (a *Agent) upstreamResume(ctx context.Context, ns string, dl *store.Download) error {
-	repo, err := a.up.Resolve(ns)
-	if err != nil {
-		return upstreamErr(err)
-	}
-	body, off, err := a.up.GetBlobFrom(ctx, repo, dl.Digest(), dl.Hashed())
-	if err != nil {
-		return upstreamErr(err)
-	}
-	defer body.Close()
-	if err := copyInto(dl, body, off); err != nil {
-		return err
-	}
-	return dl.Wait(ctx)
 }
 
 // originBlob asks origin o for blob d from byte from on.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -20,8 +21,9 @@ import (
 // stopped pull winds down waits for it to end and starts a new one: two
 // downloads of one blob never overlap.
 type pull struct {
-	ready  chan struct{} // the store download exists, or err is set
-	err    error
+	ready  chan struct{} // closed by settle
+	err    error         // why there is no download; set by settle
+	once   sync.Once
 	cancel context.CancelFunc
 	ended  chan struct{} // runPull returned: swarm left, download ended
 
@@ -29,6 +31,18 @@ type pull struct {
 	waiters int
 	stopped bool
 	gen     int // changes on every join and leave (for the grace timer)
+}
+
+// settle tells the pull's clients, once, that the store download exists
+// (err nil: follow it; also when the blob was stored meanwhile) or why
+// there is none. runPull settles with download's result when it returns;
+// download settles earlier, as soon as its store download exists, so that
+// clients stream the blob as it arrives.
+func (p *pull) settle(err error) {
+	p.once.Do(func() {
+		p.err = err
+		close(p.ready)
+	})
 }
 
 // joinPull returns the running pull of d or starts one; the caller must
@@ -90,14 +104,13 @@ func (a *Agent) runPull(ctx context.Context, ns string, d digest.Digest, p *pull
 	select {
 	case a.slots <- struct{}{}:
 		a.active.Inc()
-		err = a.download(ctx, ns, d, p)
+		err = a.download(ctx, ns, d, func() { p.settle(nil) })
 		a.active.Dec()
 		<-a.slots
 	case <-ctx.Done():
 		err = ctx.Err()
-		p.err = err
-		close(p.ready)
 	}
+	p.settle(err) // a no-op if the download existed
 	a.mu.Lock()
 	p.stopped = true
 	if a.pulls[d] == p {
@@ -122,15 +135,9 @@ func (a *Agent) runPull(ctx context.Context, ns string, d digest.Digest, p *pull
 }
 
 // download gets the metainfo, joins the swarm and waits until the blob is
-// committed (and then keeps seeding it) or fails.
-func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, p *pull) (err error) {
-	readied := false
-	defer func() {
-		if !readied {
-			p.err = err
-			close(p.ready)
-		}
-	}()
+// committed (and then keeps seeding it) or fails; ready is called once the
+// store download exists.
+func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, ready func()) error {
 	if _, err := a.store.Stat(d); err == nil {
 		return nil // committed by the pull before this one, after our client looked
 	}
@@ -151,7 +158,7 @@ func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, p *pul
 			a.fallbacks.WithLabelValues("tracker_unreachable").Inc()
 			a.log.Warn("no tracker answered; fetching the blob from an origin over HTTP", "digest", d, "err", err)
 		}
-		return a.fallbackNew(ctx, ns, d, func() { readied = true; close(p.ready) })
+		return a.fetchRest(ctx, ns, d, nil, ready)
 	}
 	dl, err := a.createDownload(ctx, d, mi.Info.Length)
 	if err != nil {
@@ -167,14 +174,13 @@ func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, p *pul
 	hctx, hcancel := context.WithCancel(ctx)
 	defer hcancel()
 	go a.fetchPieces(hctx, ns, d, hashes)
-	sw, err := a.node.Download(mi, dl, hashes)
+	sw, err := a.swarms.Download(mi, dl, hashes)
 	if err != nil {
 		dl.Fail(err)
 		dl.Release()
 		return err
 	}
-	readied = true
-	close(p.ready)
+	ready()
 
 	err = a.watch(ctx, sw, dl, hashes)
 	if errors.Is(err, errStalled) && !a.cfg.DisableFallback {
@@ -183,7 +189,7 @@ func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, p *pul
 		a.fallbacks.WithLabelValues("swarm_stalled").Inc()
 		a.log.Warn("swarm stalled; fetching the rest from an origin over HTTP", "digest", d,
 			"verified_bytes", dl.Hashed(), "err", err)
-		if err = a.fallbackResume(ctx, ns, dl); err == nil {
+		if err = a.fetchRest(ctx, ns, d, dl, ready); err == nil {
 			a.keepMeta(d, mi)
 			a.ensureSeeding(d)
 			return nil
@@ -235,7 +241,7 @@ var errStalled = errors.New("swarm made no progress")
 
 // watch waits for the download to commit, failing it when the swarm stalls
 // or its piece hashes cannot be had (no piece could be checked).
-func (a *Agent) watch(ctx context.Context, sw *p2p.Swarm, dl *store.Download, hashes *p2p.PieceHashes) error {
+func (a *Agent) watch(ctx context.Context, sw swarmDownload, dl *store.Download, hashes *p2p.PieceHashes) error {
 	tick := time.NewTicker(stallCheckEvery)
 	defer tick.Stop()
 	last, lastChange := int64(-1), time.Now()

@@ -88,7 +88,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.base.Metrics.MustRegister(st.Collectors("shoal_agent")...)
 	st.SetGC(cfg.CacheConfig.GC(a.stopSeeding))
 
-	if a.node, err = p2p.NewNode(cfg.P2P, p2p.RoleAgent, log, a.base.Metrics); err != nil {
+	if a.node, err = p2p.NewNode(cfg.P2P, log, a.base.Metrics); err != nil {
 		return nil, err
 	}
 	a.swarms = nodeSwarms{a.node}

@@ -26,16 +26,6 @@ import (
 	"github.com/shoal-dev/shoal/internal/store"
 )
 
-// Role was the kind of node; every node is an agent's now that origins run
-// the super-seeder (internal/p2p/superseed).
-//
-// Deprecated: NewNode ignores it. It goes, with NewNode's parameter, once
-// agent/agent.go no longer passes RoleAgent.
-type Role int
-
-// RoleAgent is the only Role left.
-const RoleAgent Role = 0
-
 // Peer ID prefixes tell peers what kind of node they talk to, so that
 // received bytes are counted by source: agents' nodes, and origins'
 // super-seeders, which set OriginPeerIDPrefix.
@@ -166,9 +156,8 @@ type Node struct {
 	standard map[string]*Swarm
 }
 
-// NewNode starts the client listening on cfg.Listen. The Role is ignored
-// (see Role).
-func NewNode(cfg Config, _ Role, log *slog.Logger, reg prometheus.Registerer) (*Node, error) {
+// NewNode starts the client listening on cfg.Listen.
+func NewNode(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Node, error) {
 	ap, err := netip.ParseAddrPort(cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("p2p listen %q: %w", cfg.Listen, err)

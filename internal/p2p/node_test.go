@@ -23,7 +23,7 @@ func newTestNode(t *testing.T) *Node {
 	t.Helper()
 	cfg := Config{}
 	cfg.ApplyDefaults("127.0.0.1:0", nil)
-	n, err := NewNode(cfg, RoleAgent, slog.New(slog.DiscardHandler), nil)
+	n, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func TestLowRateNodeServesWholeBlocks(t *testing.T) {
 	blob, mi := testBlobMeta(t, size, 128<<10)
 	cfg := Config{UploadRate: 400_000}
 	cfg.ApplyDefaults("127.0.0.1:0", nil)
-	seeder, err := NewNode(cfg, RoleAgent, slog.New(slog.DiscardHandler), nil)
+	seeder, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestConnsPerTorrentCapsConnections(t *testing.T) {
 	blob, mi := testBlobMeta(t, size, 128<<10)
 	cfg := Config{UploadRate: 4_000_000, ConnsPerTorrent: maxConns}
 	cfg.ApplyDefaults("127.0.0.1:0", nil)
-	seeder, err := NewNode(cfg, RoleAgent, slog.New(slog.DiscardHandler), nil)
+	seeder, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestReaderFarAheadGetsItsPiecesFirst(t *testing.T) {
 	blob, mi := testBlobMeta(t, size, pl)
 	cfg := Config{UploadRate: 1_000_000} // the whole blob takes about 4 s
 	cfg.ApplyDefaults("127.0.0.1:0", nil)
-	seeder, err := NewNode(cfg, RoleAgent, slog.New(slog.DiscardHandler), nil)
+	seeder, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

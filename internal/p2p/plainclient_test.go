@@ -48,7 +48,7 @@ func TestPlainClientDownloadsStandardTorrent(t *testing.T) {
 	}
 	cfg := p2p.Config{}
 	cfg.ApplyDefaults("127.0.0.1:0", nil)
-	node, err := p2p.NewNode(cfg, p2p.RoleAgent, slog.New(slog.DiscardHandler), nil)
+	node, err := p2p.NewNode(cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

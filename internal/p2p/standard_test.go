@@ -223,7 +223,7 @@ func TestStandardWithAnnounce(t *testing.T) {
 func TestNodeSeedsLiveAndStandardTorrentsOfOneBlob(t *testing.T) {
 	cfg := Config{MaxSwarms: 2}
 	cfg.ApplyDefaults("127.0.0.1:0", nil)
-	n, err := NewNode(cfg, RoleAgent, slog.New(slog.DiscardHandler), nil)
+	n, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

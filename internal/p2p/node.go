@@ -154,6 +154,7 @@ type Node struct {
 	// standard holds the standard torrents (standard.go), by digest: a
 	// blob held complete is in two swarms, under two info-hashes.
 	standard map[string]*Swarm
+	closed   bool // Close began: no swarm may join any more
 }
 
 // NewNode starts the client listening on cfg.Listen.
@@ -351,6 +352,9 @@ func (n *Node) byDigest(mi *MetaInfo) map[string]*Swarm {
 
 // Close leaves every swarm and stops the client.
 func (n *Node) Close() {
+	n.mu.Lock()
+	n.closed = true
+	n.mu.Unlock()
 	for _, s := range n.allSwarms() {
 		s.Close()
 	}
@@ -441,6 +445,9 @@ func (n *Node) evictLocked(d string) []*Swarm {
 	return out
 }
 
+// ErrClosed: the node is closing, and joins no swarm.
+var ErrClosed = errors.New("p2p: node closed")
+
 // ErrInSwarm: the node already has a swarm for this blob.
 var ErrInSwarm = errors.New("p2p: already in the swarm of this blob")
 
@@ -481,6 +488,11 @@ func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose fu
 	ctx, cancel := context.WithCancel(context.Background())
 	st.ctx = ctx
 	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		cancel()
+		return nil, ErrClosed
+	}
 	if _, ok := n.byDigest(mi)[key]; ok {
 		n.mu.Unlock()
 		cancel()

@@ -279,3 +279,17 @@ func TestReaderFarAheadGetsItsPiecesFirst(t *testing.T) {
 		t.Fatalf("the rest: %v", err)
 	}
 }
+
+// A node that is closing joins no swarm (a pull ending as the agent shuts
+// down may still ask it to seed).
+func TestClosedNodeJoinsNoSwarm(t *testing.T) {
+	blob, mi := testBlobMeta(t, 256<<10, 64<<10)
+	n := newTestNode(t)
+	n.Close()
+	if _, err := n.Seed(mi, bytes.NewReader(blob), nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Seed after Close: %v, want ErrClosed", err)
+	}
+	if n.Swarm(mi.Digest.String()) != nil {
+		t.Fatal("a closed node lists a swarm")
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/internal/upstream"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // Agent is one node's agent.
@@ -92,8 +93,8 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	api := chi.NewRouter()
 	api.Use(httpx.LogRequests(log))
 	a.base.Mount(api)
-	api.HandleFunc("/v2", a.handleV2)
-	api.HandleFunc("/v2/*", a.handleV2)
+	api.HandleFunc(proto.PatternV2, a.handleV2)
+	api.HandleFunc(proto.PatternV2Tree, a.handleV2)
 	if a.api, err = httpx.Listen(cfg.Listen, api, log, cfg.HTTP); err != nil {
 		a.node.Close()
 		return nil, err

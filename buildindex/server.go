@@ -26,6 +26,7 @@ import (
 	"github.com/shoal-dev/shoal/buildindex/tagstore"
 	"github.com/shoal-dev/shoal/internal/hashring"
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // maxManifestSize bounds the size a tag entry may claim (distribution's
@@ -87,9 +88,9 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	r := chi.NewRouter()
 	r.Use(httpx.LogRequests(log))
 	s.base.Mount(r)
-	r.Get("/namespace/{ns}/tags", s.handleList)
-	r.Get("/namespace/{ns}/tags/{tag}", s.handleGet)
-	r.With(httpx.RequireToken(s.cfg.AdminToken)).Put("/namespace/{ns}/tags/{tag}", s.handlePut)
+	r.Get(proto.PatternTags, s.handleList)
+	r.Get(proto.PatternTag, s.handleGet)
+	r.With(httpx.RequireToken(s.cfg.AdminToken)).Put(proto.PatternTag, s.handlePut)
 	srv, err := httpx.Listen(cfg.Listen, r, log, cfg.HTTP)
 	if err != nil {
 		return nil, err

@@ -22,6 +22,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/internal/upstream"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // manifestTimeout bounds one upstream manifest or tag-list exchange; it is
@@ -50,9 +51,9 @@ func (o *Origin) mountManifests(r chi.Router) {
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_origin_upstream_manifest_requests_total",
 		Help: "Manifest and tag-list requests sent upstream, by kind and result."}, []string{"kind", "result"})
 	o.base.Metrics.MustRegister(m.requests)
-	r.Get("/namespace/{ns}/manifests/{ref}", m.handleManifest)
-	r.Head("/namespace/{ns}/manifests/{ref}", m.handleManifest)
-	r.Get("/namespace/{ns}/tags/list", m.handleTags)
+	r.Get(proto.PatternManifest, m.handleManifest)
+	r.Head(proto.PatternManifest, m.handleManifest)
+	r.Get(proto.PatternOriginTags, m.handleTags)
 }
 
 // nsParam reads {ns}, path-escaped ("library%2Fubuntu").

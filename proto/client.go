@@ -55,7 +55,11 @@ func (c Client) Do(ctx context.Context, role, server, method, u string, h http.H
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
-		return nil, DecodeError(resp)
+		he := DecodeError(resp)
+		if he.Status >= 400 && he.Status < 500 {
+			return nil, he // an answer, passed on as it is
+		}
+		return nil, fmt.Errorf("%s %s: %w", role, server, he)
 	}
 	return resp, nil
 }

@@ -20,8 +20,8 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/hashring"
 	"github.com/shoal-dev/shoal/internal/httpx"
-	"github.com/shoal-dev/shoal/tracker/peerstore"
 	"github.com/shoal-dev/shoal/proto"
+	"github.com/shoal-dev/shoal/tracker/peerstore"
 )
 
 // Server is a running tracker: its listener is bound by New.

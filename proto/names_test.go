@@ -22,7 +22,7 @@ func TestValidRepository(t *testing.T) {
 	for name, want := range map[string]bool{
 		"ubuntu": true, "library/ubuntu": true, "a/b/c": true, "a__b": true, "a---b": true, "a.b": true,
 		strings.Repeat("a", 255): true,
-		"": false, "A": false, "a..b": false, "a//b": false, "/a": false, "a/": false, "a_-b": false,
+		"":                       false, "A": false, "a..b": false, "a//b": false, "/a": false, "a/": false, "a_-b": false,
 		"ghcr.io:443/x": false, strings.Repeat("a", 256): false,
 	} {
 		if got := proto.ValidRepository(name); got != want {

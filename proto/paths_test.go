@@ -23,7 +23,7 @@ func TestURLsMatchPatterns(t *testing.T) {
 	for _, ns := range []string{"library/ubuntu", "ghcr.io/org/app", "localhost:5000/a/b-c", "x"} {
 		cases := []struct {
 			pattern, url string
-			want       map[string]string
+			want         map[string]string
 		}{
 			{proto.PatternBlob, proto.BlobURL(base, ns, testDigest), map[string]string{"digest": testDigest.String()}},
 			{proto.PatternMetainfo, proto.MetainfoURL(base, ns, testDigest), map[string]string{"digest": testDigest.String()}},

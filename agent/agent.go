@@ -21,6 +21,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/internal/upstream"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // Agent is one node's agent.
@@ -95,8 +96,8 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	api := chi.NewRouter()
 	api.Use(httpx.LogRequests(log))
 	a.base.Mount(api)
-	api.HandleFunc("/v2", a.handleV2)
-	api.HandleFunc("/v2/*", a.handleV2)
+	api.HandleFunc(proto.PatternV2, a.handleV2)
+	api.HandleFunc(proto.PatternV2Tree, a.handleV2)
 	if a.api, err = httpx.Listen(cfg.Listen, api, log, cfg.HTTP); err != nil {
 		a.node.Close()
 		return nil, err
@@ -146,9 +147,9 @@ func (a *Agent) Run(ctx context.Context) error {
 
 func (a *Agent) handleV2(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
-	if p == "/v2" || p == "/v2/" {
-		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-		w.Header().Set("Content-Type", "application/json")
+	if p == proto.PatternV2 || p == proto.PatternV2+"/" {
+		w.Header().Set(proto.HeaderAPIVersion, proto.APIVersion)
+		w.Header().Set("Content-Type", proto.ContentTypeJSON)
 		_, _ = w.Write([]byte("{}"))
 		return
 	}
@@ -161,16 +162,16 @@ func (a *Agent) handleV2(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, r, httpx.Errorf(http.StatusBadRequest, httpx.CodeNameInvalid, "invalid repository name %q", name))
 		return
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead || kind == "blobs/uploads" {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead || kind == proto.V2Uploads {
 		httpx.WriteError(w, r, httpx.Errorf(http.StatusMethodNotAllowed, httpx.CodeUnsupported, "this registry is a read-only mirror: %s is not supported", r.Method))
 		return
 	}
 	switch {
-	case kind == "blobs":
+	case kind == proto.V2Blobs:
 		a.handleBlob(w, r, a.namespace(r, name), rest)
-	case kind == "manifests":
+	case kind == proto.V2Manifests:
 		a.handleManifest(w, r, a.namespace(r, name), rest)
-	case kind == "tags" && rest == "list":
+	case kind == proto.V2Tags && rest == "list":
 		a.handleTags(w, r, name, a.namespace(r, name))
 	default:
 		httpx.WriteError(w, r, httpx.Errorf(http.StatusNotFound, httpx.CodeNameUnknown, "no such endpoint: %s", p))
@@ -180,7 +181,7 @@ func (a *Agent) handleV2(w http.ResponseWriter, r *http.Request) {
 // namespace is the repository as the origins know it: prefixed with the
 // registry host when containerd names one (?ns=ghcr.io).
 func (a *Agent) namespace(r *http.Request, name string) string {
-	if ns := r.URL.Query().Get("ns"); ns != "" {
+	if ns := r.URL.Query().Get(proto.QueryNamespace); ns != "" {
 		return ns + "/" + name
 	}
 	return name

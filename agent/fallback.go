@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 
 	"github.com/opencontainers/go-digest"
@@ -14,6 +13,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/internal/upstream"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // The HTTP fallback: when the tracker cannot be reached, or the swarm makes
@@ -208,7 +208,7 @@ func upstreamErr(err error) error {
 // originBlob asks origin o for blob d from byte from on.
 func (a *Agent) originBlob(ctx context.Context, o, ns string, d digest.Digest, from int64) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		fmt.Sprintf("%s/namespace/%s/blobs/%s", o, url.PathEscape(ns), d), nil)
+		proto.BlobURL(o, ns, d), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +238,7 @@ func (a *Agent) originBlob(ctx context.Context, o, ns string, d digest.Digest, f
 // start a download there either).
 func (a *Agent) originHead(ctx context.Context, o, ns string, d digest.Digest) (int64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead,
-		fmt.Sprintf("%s/namespace/%s/blobs/%s", o, url.PathEscape(ns), d), nil)
+		proto.BlobURL(o, ns, d), nil)
 	if err != nil {
 		return 0, err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // handleManifest serves a manifest by tag or digest. A tag is resolved by
@@ -52,7 +53,7 @@ func (a *Agent) handleManifest(w http.ResponseWriter, r *http.Request, ns, ref s
 func setManifestHeaders(w http.ResponseWriter, d digest.Digest, mediaType string, size int64) {
 	h := w.Header()
 	h.Set("Content-Type", mediaType)
-	h.Set("Docker-Content-Digest", d.String())
+	h.Set(proto.HeaderContentDigest, d.String())
 	h.Set("Etag", `"`+d.String()+`"`)
 	h.Set("Content-Length", strconv.FormatInt(size, 10))
 }

@@ -2,19 +2,16 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // maxMetainfo bounds a metainfo body: 20 bytes per piece, so 16 MiB covers
@@ -24,7 +21,7 @@ const maxMetainfo = 16 << 20
 // metainfoClient asks the trackers for a blob's metainfo.
 type metainfoClient struct {
 	trackers []string
-	hc       *http.Client
+	tracker  proto.TrackerClient
 }
 
 func newMetainfoClient(trackers []string, p2pListen string) *metainfoClient {
@@ -32,53 +29,24 @@ func newMetainfoClient(trackers []string, p2pListen string) *metainfoClient {
 	if ap, err := netip.ParseAddrPort(p2pListen); err == nil && !ap.Addr().IsUnspecified() {
 		d.LocalAddr = &net.TCPAddr{IP: ap.Addr().AsSlice()}
 	}
-	return &metainfoClient{trackers: trackers, hc: &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 4}}}
+	hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 4}}
+	return &metainfoClient{trackers: trackers, tracker: proto.TrackerClient{Client: proto.Client{HTTP: hc}}}
 }
 
 // get returns the metainfo of blob d in namespace ns. A tracker's 4xx answer
 // is final (passed on as an OCI error); on other failures the next tracker
-// is tried.
+// is tried. A tracker's 5xx keeps its OCI error (its origins failed, and the
+// HTTP fallback would ask the same origins).
 func (c *metainfoClient) get(ctx context.Context, ns string, d digest.Digest) (*p2p.MetaInfo, error) {
-	var errs []error
-	for _, t := range c.trackers {
-		u := fmt.Sprintf("%s/namespace/%s/blobs/%s/metainfo", t, url.PathEscape(ns), d)
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	return proto.Failover(ctx, c.trackers, proto.Policy{}, func(ctx context.Context, t string) (*p2p.MetaInfo, error) {
+		body, err := c.tracker.Metainfo(ctx, t, ns, d, maxMetainfo)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := c.hc.Do(req)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("tracker %s: %w", t, err))
-			continue
-		}
-		if resp.StatusCode >= 400 && resp.StatusCode < 500 {
-			e := httpx.DecodeError(resp)
-			resp.Body.Close()
-			return nil, e
-		}
-		if resp.StatusCode != http.StatusOK {
-			// The tracker answered, but its origins failed: keep its OCI
-			// error (the HTTP fallback would ask the same origins).
-			e := httpx.DecodeError(resp)
-			resp.Body.Close()
-			errs = append(errs, e)
-			continue
-		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetainfo+1))
-		resp.Body.Close()
-		if err == nil && len(body) > maxMetainfo {
-			err = errors.New("metainfo too large")
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("tracker %s: %w", t, err))
-			continue
-		}
 		mi, err := p2p.ParseMetaInfo(body, d)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("tracker %s: %w", t, err))
-			continue
+			return nil, fmt.Errorf("tracker %s: %w", t, err)
 		}
 		return mi, nil
-	}
-	return nil, errors.Join(errs...)
+	})
 }

@@ -7,14 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"strconv"
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // fetchPieces fills hashes with blob d's piece hashes from the origins, in
@@ -23,38 +21,29 @@ import (
 // origin from the hashes already known; when every origin has failed the
 // list fails, and the swarm falls back to HTTP at once (see watch).
 func (a *Agent) fetchPieces(ctx context.Context, ns string, d digest.Digest, hashes *p2p.PieceHashes) {
-	var errs []error
-	for _, o := range a.cluster.origins.Pick(d.String(), 0) {
-		err := a.piecesFrom(ctx, o, ns, d, hashes)
-		if err == nil || ctx.Err() != nil {
-			return
+	policy := proto.Policy{Observe: func(o string, err error) {
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("piece hashes from origin failed, trying the next", "origin", o, "digest", d, "err", err)
 		}
-		a.log.Warn("piece hashes from origin failed, trying the next", "origin", o, "digest", d, "err", err)
-		errs = append(errs, err)
-		var he *httpx.Error
-		if errors.As(err, &he) && he.Status >= 400 && he.Status < 500 {
-			break // the origin's final word (e.g. the blob is unknown)
-		}
+	}}
+	oc := proto.OriginClient{Client: proto.Client{HTTP: a.fallbackClient}}
+	_, err := proto.Failover(ctx, a.cluster.origins.Pick(d.String(), 0), policy, func(ctx context.Context, o string) (struct{}, error) {
+		return struct{}{}, a.piecesFrom(ctx, oc, o, ns, d, hashes)
+	})
+	if err == nil || ctx.Err() != nil {
+		return
 	}
-	hashes.Fail(fmt.Errorf("every origin failed: %w", errors.Join(errs...)))
+	hashes.Fail(fmt.Errorf("every origin failed: %w", err))
 }
 
-func (a *Agent) piecesFrom(ctx context.Context, o, ns string, d digest.Digest, hashes *p2p.PieceHashes) error {
+func (a *Agent) piecesFrom(ctx context.Context, oc proto.OriginClient, o, ns string, d digest.Digest, hashes *p2p.PieceHashes) error {
 	from, _, _ := hashes.State()
-	u := fmt.Sprintf("%s/namespace/%s/blobs/%s/pieces?from=%d", o, url.PathEscape(ns), d, from)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, err := oc.Pieces(ctx, o, ns, d, from)
 	if err != nil {
 		return err
 	}
-	resp, err := a.fallbackClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("origin %s: %w", o, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return httpx.DecodeError(resp)
-	}
-	if pl := resp.Header.Get(p2p.HeaderPieceLength); pl != strconv.FormatInt(hashes.PieceLength(), 10) {
+	if pl := resp.Header.Get(proto.HeaderPieceLength); pl != strconv.FormatInt(hashes.PieceLength(), 10) {
 		// Origins configured with different piece lengths: these hashes
 		// belong to another swarm.
 		return fmt.Errorf("origin %s: piece hashes for %s-byte pieces, the metainfo has %d", o, pl, hashes.PieceLength())

@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // handleTags serves GET /v2/<name>/tags/list with the spec's n and last
@@ -45,18 +46,15 @@ func (a *Agent) handleTags(w http.ResponseWriter, r *http.Request, name, ns stri
 		tags = tags[:n]
 		if n > 0 {
 			next := url.Values{"n": {strconv.Itoa(n)}, "last": {tags[n-1]}}
-			if ns := q.Get("ns"); ns != "" {
-				next.Set("ns", ns)
+			if ns := q.Get(proto.QueryNamespace); ns != "" {
+				next.Set(proto.QueryNamespace, ns)
 			}
-			w.Header().Set("Link", `</v2/`+name+`/tags/list?`+next.Encode()+`>; rel="next"`)
+			w.Header().Set("Link", `<`+proto.V2TagsPath(name, next)+`>; rel="next"`)
 		}
 	}
 	if tags == nil {
 		tags = []string{}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(struct {
-		Name string   `json:"name"`
-		Tags []string `json:"tags"`
-	}{name, tags})
+	w.Header().Set("Content-Type", proto.ContentTypeJSON)
+	_ = json.NewEncoder(w).Encode(proto.TagList{Name: name, Tags: tags})
 }

@@ -2,19 +2,15 @@ package buildindex
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"time"
 
-	"github.com/opencontainers/go-digest"
-
 	"github.com/shoal-dev/shoal/buildindex/tagstore"
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // lookup answers ns:tag: the stored entry while it is younger than tag_ttl,
@@ -94,74 +90,50 @@ func (s *Server) refresh(ctx context.Context, ns, tag string) (tagstore.Entry, e
 	return e, nil
 }
 
-func isNotFound(err error) bool {
-	var he *httpx.Error
-	return errors.As(err, &he) && he.Status == http.StatusNotFound
-}
+func isNotFound(err error) bool { return proto.IsNotFound(err) }
 
 // resolve asks the origins, best first on the ring, for the headers of
-// manifest ns:tag. A 4xx answer is final; any other failure moves on to the
-// next origin.
+// manifest ns:tag, by proto's failover rule: a 4xx answer is final; any
+// other failure moves on to the next origin, each given an equal share of
+// the time left.
 func (s *Server) resolve(ctx context.Context, ns, tag string) (tagInfo, error) {
-	origins := s.origins.Pick(ns+":"+tag, 0)
-	var errs []error
-	for i, o := range origins {
-		info, err := s.headManifest(ctx, o, ns, tag, len(origins)-i)
-		if err == nil {
+	oc := proto.OriginClient{Client: proto.Client{HTTP: s.hc}}
+	info, err := proto.Failover(ctx, s.origins.Pick(ns+":"+tag, 0), proto.Policy{SplitDeadline: true},
+		func(ctx context.Context, origin string) (tagInfo, error) {
+			info, err := oc.HeadManifest(ctx, origin, ns, tag)
+			if err != nil {
+				return tagInfo{}, headErr(err, ns, tag)
+			}
+			if err := checkTagInfo(info); err != nil {
+				// %v: the origin's fault, not the client's, so no 4xx passes on.
+				return tagInfo{}, fmt.Errorf("origin %s: HEAD %s:%s: %v", origin, ns, tag, err)
+			}
 			return info, nil
-		}
-		var he *httpx.Error
-		if errors.As(err, &he) && he.Status < 500 {
-			return tagInfo{}, he
-		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
-		}
+		})
+	if err == nil {
+		return info, nil
 	}
-	return tagInfo{}, httpx.Wrap(errors.Join(errs...), http.StatusBadGateway, httpx.CodeUnavailable,
+	if he, final := (proto.Policy{}).Final(err); final {
+		return tagInfo{}, he
+	}
+	return tagInfo{}, httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable,
 		fmt.Sprintf("no origin could resolve %s:%s", ns, tag))
 }
 
-// headManifest sends HEAD {origin}/namespace/{ns}/manifests/{tag}, giving it
-// an equal share of the time left among the origins still to try.
-func (s *Server) headManifest(ctx context.Context, origin, ns, tag string, left int) (tagInfo, error) {
-	if dl, ok := ctx.Deadline(); ok && left > 1 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(left))
-		defer cancel()
-	}
-	u := fmt.Sprintf("%s/namespace/%s/manifests/%s", origin, url.PathEscape(ns), tag)
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
-	if err != nil {
-		return tagInfo{}, err
-	}
-	resp, err := s.hc.Do(req)
-	if err != nil {
-		return tagInfo{}, fmt.Errorf("origin %s: %w", origin, err)
-	}
-	defer resp.Body.Close()
+// headErr gives an origin's 4xx answer to HEAD its reason: the origin's own
+// (a registry it is not configured for, say) from httpx.HeaderError, else
+// one by status.
+func headErr(err error, ns, tag string) error {
+	he, final := (proto.Policy{}).Final(err)
 	switch {
-	case resp.StatusCode >= 400 && resp.StatusCode < 500:
-		// The origin's reason (a registry it is not configured for, say)
-		// comes in httpx.HeaderError; without it, one by status.
-		he := httpx.DecodeError(resp)
-		switch {
-		case resp.StatusCode == http.StatusNotFound && (he.Code == "UNKNOWN" || he.Code == httpx.CodeManifestUnknown):
-			return tagInfo{}, httpx.Errorf(http.StatusNotFound, httpx.CodeManifestUnknown, "manifest %s:%s unknown to upstream", ns, tag)
-		case he.Code != "UNKNOWN":
-			return tagInfo{}, he
-		}
-		return tagInfo{}, httpx.Errorf(resp.StatusCode, httpx.CodeManifestInvalid, "origin refused %s:%s: %s", ns, tag, resp.Status)
-	case resp.StatusCode != http.StatusOK:
-		return tagInfo{}, fmt.Errorf("origin %s: HEAD %s:%s: %s", origin, ns, tag, resp.Status)
+	case !final:
+		return err
+	case he.Status == http.StatusNotFound && (he.Code == httpx.CodeUnknown || he.Code == httpx.CodeManifestUnknown):
+		return httpx.Errorf(http.StatusNotFound, httpx.CodeManifestUnknown, "manifest %s:%s unknown to upstream", ns, tag)
+	case he.Code != httpx.CodeUnknown:
+		return he
 	}
-	info := tagInfo{Digest: digest.Digest(resp.Header.Get("Docker-Content-Digest")), MediaType: resp.Header.Get("Content-Type"), Size: resp.ContentLength}
-	if err := checkTagInfo(info); err != nil {
-		// %v: the origin's fault, not the client's, so no 4xx passes on.
-		return tagInfo{}, fmt.Errorf("origin %s: HEAD %s:%s: %v", origin, ns, tag, err)
-	}
-	return info, nil
+	return httpx.Errorf(he.Status, httpx.CodeManifestInvalid, "origin refused %s:%s: %s", ns, tag, he.Message)
 }
 
 // handleList answers the upstream's tags of ns (through an origin) merged
@@ -194,56 +166,21 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	if tags == nil {
 		tags = []string{}
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Name string   `json:"name"`
-		Tags []string `json:"tags"`
-	}{ns, tags})
+	writeJSON(w, http.StatusOK, proto.TagList{Name: ns, Tags: tags})
 }
 
 // listTags asks the origins, best first for ns, for the upstream's tags.
 func (s *Server) listTags(ctx context.Context, ns string) ([]string, error) {
-	var errs []error
-	for _, o := range s.origins.Pick(ns, 0) {
-		tags, err := s.getTags(ctx, o, ns)
-		if err == nil {
-			return tags, nil
-		}
-		var he *httpx.Error
-		if errors.As(err, &he) && he.Status < 500 {
-			return nil, he
-		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
-		}
+	oc := proto.OriginClient{Client: proto.Client{HTTP: s.hc}}
+	tags, err := proto.Failover(ctx, s.origins.Pick(ns, 0), proto.Policy{}, func(ctx context.Context, origin string) ([]string, error) {
+		return oc.Tags(ctx, origin, ns)
+	})
+	if err == nil {
+		return tags, nil
 	}
-	return nil, httpx.Wrap(errors.Join(errs...), http.StatusBadGateway, httpx.CodeUnavailable,
-		fmt.Sprintf("no origin could list the tags of %s", ns))
-}
-
-func (s *Server) getTags(ctx context.Context, origin, ns string) ([]string, error) {
-	u := fmt.Sprintf("%s/namespace/%s/tags/list", origin, url.PathEscape(ns))
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := s.hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("origin %s: %w", origin, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		he := httpx.DecodeError(resp)
-		if he.Status >= 500 {
-			return nil, fmt.Errorf("origin %s: tags of %s: %w", origin, ns, he)
-		}
+	if he, final := (proto.Policy{}).Final(err); final {
 		return nil, he
 	}
-	var list struct {
-		Tags []string `json:"tags"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&list); err != nil {
-		return nil, fmt.Errorf("origin %s: tags of %s: %w", origin, ns, err)
-	}
-	return list.Tags, nil
+	return nil, httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable,
+		fmt.Sprintf("no origin could list the tags of %s", ns))
 }

@@ -12,13 +12,11 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
@@ -26,6 +24,7 @@ import (
 	"github.com/shoal-dev/shoal/buildindex/tagstore"
 	"github.com/shoal-dev/shoal/internal/hashring"
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // maxManifestSize bounds the size a tag entry may claim (distribution's
@@ -87,9 +86,9 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	r := chi.NewRouter()
 	r.Use(httpx.LogRequests(log))
 	s.base.Mount(r)
-	r.Get("/namespace/{ns}/tags", s.handleList)
-	r.Get("/namespace/{ns}/tags/{tag}", s.handleGet)
-	r.With(httpx.RequireToken(s.cfg.AdminToken)).Put("/namespace/{ns}/tags/{tag}", s.handlePut)
+	r.Get(proto.PatternTags, s.handleList)
+	r.Get(proto.PatternTag, s.handleGet)
+	r.With(httpx.RequireToken(s.cfg.AdminToken)).Put(proto.PatternTag, s.handlePut)
 	srv, err := httpx.Listen(cfg.Listen, r, log, cfg.HTTP)
 	if err != nil {
 		return nil, err
@@ -119,11 +118,7 @@ func trimSlashes(urls []string) []string {
 }
 
 // tagInfo is the wire form of a tag's mapping (GET answer, PUT body).
-type tagInfo struct {
-	Digest    digest.Digest `json:"digest"`
-	MediaType string        `json:"media_type"`
-	Size      int64         `json:"size"`
-}
+type tagInfo = proto.TagInfo
 
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	ns, tag, err := params(r)
@@ -137,9 +132,9 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if stale {
-		w.Header().Set("X-Shoal-Stale", "true")
+		w.Header().Set(proto.HeaderStale, "true")
 	}
-	writeJSON(w, http.StatusOK, tagInfo{e.Digest, e.MediaType, e.Size})
+	writeJSON(w, http.StatusOK, tagInfo{Digest: e.Digest, MediaType: e.MediaType, Size: e.Size})
 }
 
 func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
@@ -194,16 +189,10 @@ func checkTagInfo(in tagInfo) error {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Type", proto.ContentTypeJSON)
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
-
-// tagRE is the OCI distribution spec's tag grammar.
-var tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
-
-// pathRE is the spec's repository <name> grammar.
-var pathRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
 
 // nsParam reads {ns}: path-escaped, optionally prefixed with a registry
 // host ("ghcr.io%2Forg%2Fapp"), checked against the spec's grammar (it
@@ -226,26 +215,18 @@ func params(r *http.Request) (string, string, error) {
 		return "", "", err
 	}
 	tag, err := url.PathUnescape(chi.URLParam(r, "tag"))
-	if err != nil || !tagRE.MatchString(tag) {
+	if err != nil || !proto.ValidTag(tag) {
 		return "", "", httpx.Errorf(http.StatusBadRequest, httpx.CodeManifestInvalid,
 			"tag %q is invalid: want [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}", chi.URLParam(r, "tag"))
 	}
 	return ns, tag, nil
 }
 
+// checkNamespace checks ns against the grammar (proto.CheckNamespace); the
+// whole of it becomes one directory name in the tag store, hence the limit.
 func checkNamespace(ns string) error {
 	if len(ns) > 255 {
 		return errors.New("longer than 255 characters")
 	}
-	path := ns
-	if host, rest, ok := strings.Cut(ns, "/"); ok && (strings.ContainsAny(host, ".:") || host == "localhost") {
-		if _, err := name.NewRegistry(host, name.StrictValidation); err != nil {
-			return err
-		}
-		path = rest
-	}
-	if !pathRE.MatchString(path) {
-		return errors.New("not a repository name (OCI distribution grammar)")
-	}
-	return nil
+	return proto.CheckNamespace(ns)
 }

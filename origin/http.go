@@ -11,8 +11,8 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/internal/httpx"
-	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // params reads {ns} (path-escaped: "library%2Fubuntu") and {digest}.
@@ -46,9 +46,9 @@ func (o *Origin) handleMetainfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	raw := sd.mi.Raw()
-	w.Header().Set("Content-Type", "application/x-bittorrent")
+	w.Header().Set("Content-Type", proto.ContentTypeTorrent)
 	w.Header().Set("Content-Length", strconv.Itoa(len(raw)))
-	w.Header().Set("X-Shoal-Info-Hash", sd.mi.InfoHash.HexString())
+	w.Header().Set(proto.HeaderInfoHash, sd.mi.InfoHash.HexString())
 	_, _ = w.Write(raw)
 }
 
@@ -87,9 +87,9 @@ func (o *Origin) handlePieces(w http.ResponseWriter, r *http.Request) {
 		known, herr, changed := h.State()
 		if known > sent {
 			if sent == from {
-				w.Header().Set("Content-Type", "application/octet-stream")
+				w.Header().Set("Content-Type", proto.ContentTypeOctetStream)
 				w.Header().Set("Content-Length", strconv.Itoa((n-from)*sha1.Size))
-				w.Header().Set(p2p.HeaderPieceLength, strconv.FormatInt(h.PieceLength(), 10))
+				w.Header().Set(proto.HeaderPieceLength, strconv.FormatInt(h.PieceLength(), 10))
 			}
 			if _, err := w.Write(h.Sums()[sent*sha1.Size : known*sha1.Size]); err != nil {
 				return

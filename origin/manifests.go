@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/internal/upstream"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // manifestTimeout bounds one upstream manifest or tag-list exchange; it is
@@ -31,9 +31,6 @@ const manifestTimeout = time.Minute
 // mediaTypeMeta names the metadata file that keeps a stored manifest's
 // media type beside it.
 const mediaTypeMeta = "mediatype"
-
-// tagRE is the OCI distribution spec's tag grammar.
-var tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
 
 // manifests serves manifests (by tag or digest) and tag lists through the
 // origin's upstream credentials. Manifests are kept in the blob store, so
@@ -50,9 +47,9 @@ func (o *Origin) mountManifests(r chi.Router) {
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_origin_upstream_manifest_requests_total",
 		Help: "Manifest and tag-list requests sent upstream, by kind and result."}, []string{"kind", "result"})
 	o.base.Metrics.MustRegister(m.requests)
-	r.Get("/namespace/{ns}/manifests/{ref}", m.handleManifest)
-	r.Head("/namespace/{ns}/manifests/{ref}", m.handleManifest)
-	r.Get("/namespace/{ns}/tags/list", m.handleTags)
+	r.Get(proto.PatternManifest, m.handleManifest)
+	r.Head(proto.PatternManifest, m.handleManifest)
+	r.Get(proto.PatternOriginTags, m.handleTags)
 }
 
 // nsParam reads {ns}, path-escaped ("library%2Fubuntu").
@@ -76,7 +73,7 @@ func parseRef(ref string) (digest.Digest, string, error) {
 		}
 		return d, "", nil
 	}
-	if !tagRE.MatchString(ref) {
+	if !proto.ValidTag(ref) {
 		return "", "", httpx.Errorf(http.StatusBadRequest, httpx.CodeManifestInvalid,
 			"tag %q is invalid: want [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}", ref)
 	}
@@ -125,7 +122,7 @@ func (m *manifests) handleManifest(w http.ResponseWriter, r *http.Request) {
 func setManifestHeaders(w http.ResponseWriter, desc upstream.Descriptor) {
 	h := w.Header()
 	h.Set("Content-Type", desc.MediaType)
-	h.Set("Docker-Content-Digest", desc.Digest.String())
+	h.Set(proto.HeaderContentDigest, desc.Digest.String())
 	h.Set("Etag", `"`+desc.Digest.String()+`"`)
 	h.Set("Content-Length", strconv.FormatInt(desc.Size, 10))
 }
@@ -272,11 +269,8 @@ func (m *manifests) handleTags(w http.ResponseWriter, r *http.Request) {
 	if tags == nil {
 		tags = []string{}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(struct {
-		Name string   `json:"name"`
-		Tags []string `json:"tags"`
-	}{repo.Path, tags})
+	w.Header().Set("Content-Type", proto.ContentTypeJSON)
+	_ = json.NewEncoder(w).Encode(proto.TagList{Name: repo.Path, Tags: tags})
 }
 
 func (m *manifests) count(kind string, err error) {

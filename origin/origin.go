@@ -19,6 +19,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/p2p/superseed"
 	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/internal/upstream"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // Origin is one origin node.
@@ -72,11 +73,11 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	r := chi.NewRouter()
 	r.Use(httpx.LogRequests(log))
 	o.base.Mount(r)
-	r.Get("/namespace/{ns}/blobs/{digest}/metainfo", o.handleMetainfo)
-	r.Get("/namespace/{ns}/blobs/{digest}/pieces", o.handlePieces)
-	r.Get("/namespace/{ns}/blobs/{digest}/torrent", o.handleTorrent)
-	r.Get("/namespace/{ns}/blobs/{digest}", o.handleBlob)
-	r.Head("/namespace/{ns}/blobs/{digest}", o.handleBlob)
+	r.Get(proto.PatternMetainfo, o.handleMetainfo)
+	r.Get(proto.PatternPieces, o.handlePieces)
+	r.Get(proto.PatternTorrent, o.handleTorrent)
+	r.Get(proto.PatternBlob, o.handleBlob)
+	r.Head(proto.PatternBlob, o.handleBlob)
 	o.mountManifests(r)
 	o.srv, err = httpx.Listen(cfg.Listen, r, log, cfg.HTTP)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // An origin seeds the standard torrent of every blob it holds complete and
@@ -100,8 +101,8 @@ func (o *Origin) handleTorrent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	raw := std.Raw()
-	w.Header().Set("Content-Type", "application/x-bittorrent")
+	w.Header().Set("Content-Type", proto.ContentTypeTorrent)
 	w.Header().Set("Content-Length", strconv.Itoa(len(raw)))
-	w.Header().Set("X-Shoal-Info-Hash", std.InfoHash.HexString())
+	w.Header().Set(proto.HeaderInfoHash, std.InfoHash.HexString())
 	_, _ = w.Write(raw)
 }

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 
 	"github.com/go-chi/chi/v5"
@@ -15,18 +13,12 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // maxMetainfoBytes bounds an origin's metainfo body. Piece hashes of a
 // 100 GiB blob at 4 MiB pieces take 500 KiB, so this is generous.
 const maxMetainfoBytes = 16 << 20
-
-const contentTypeTorrent = "application/x-bittorrent"
-
-// namespaceRE is an OCI repository name, optionally prefixed by a registry
-// host (with port) when it is not the default upstream.
-var namespaceRE = regexp.MustCompile(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?/)?` +
-	`[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
 
 // pathParam returns a chi URL parameter unescaped. chi matches on RawPath
 // when the request has one (so "%2F" stays inside {ns}), and then the
@@ -40,19 +32,19 @@ func pathParam(r *http.Request, name string) (string, error) {
 }
 
 // fileKind is what the tracker serves of a blob, fetched from the origins:
-// the live metainfo ("metainfo", for Shoal nodes) or the standard torrent
-// ("torrent", for any BitTorrent client).
-type fileKind string
+// the live metainfo (for Shoal nodes) or the standard torrent (for any
+// BitTorrent client).
+type fileKind = proto.BlobFile
 
 const (
-	kindMetainfo fileKind = "metainfo"
-	kindTorrent  fileKind = "torrent"
+	kindMetainfo = proto.FileMetainfo
+	kindTorrent  = proto.FileTorrent
 )
 
 // blobParams reads and checks {ns} and {digest}.
 func blobParams(r *http.Request) (string, digest.Digest, error) {
 	ns, err := pathParam(r, "ns")
-	if err != nil || len(ns) > 512 || !namespaceRE.MatchString(ns) {
+	if err != nil || len(ns) > 512 || proto.CheckNamespace(ns) != nil {
 		return "", "", httpx.Errorf(http.StatusBadRequest, httpx.CodeNameInvalid, "invalid namespace %q", ns)
 	}
 	raw, err := pathParam(r, "digest")
@@ -92,7 +84,7 @@ func (s *Server) serveBlobFile(w http.ResponseWriter, r *http.Request, kind file
 		httpx.WriteError(w, r, err)
 		return
 	}
-	w.Header().Set("Content-Type", contentTypeTorrent)
+	w.Header().Set("Content-Type", proto.ContentTypeTorrent)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	_, _ = w.Write(body)
 }
@@ -160,81 +152,59 @@ func (s *Server) addAnnounce(body []byte, d digest.Digest) ([]byte, error) {
 	return body, nil
 }
 
-// fetchFromOrigins asks the origins in ring order for kind of d. A 4xx
-// answer is the final word and is returned as an *httpx.Error with the
-// origin's status and code; a connection error or 5xx moves on to the next
-// origin. For a torrent, a 404 moves on too: the owner may not hold a blob
-// that another origin does (it fetches only when asked for the metainfo),
-// and any holder's torrent is the same.
+// fetchFromOrigins asks the origins in ring order for kind of d, by the
+// failover rule of proto: a 4xx answer is the final word and is returned as
+// an *httpx.Error with the origin's status and code; a connection error or
+// 5xx moves on to the next origin. For a torrent, a 404 moves on too: the
+// owner may not hold a blob that another origin does (it fetches only when
+// asked for the metainfo), and any holder's torrent is the same.
 func (s *Server) fetchFromOrigins(ctx context.Context, kind fileKind, ns string, d digest.Digest) ([]byte, error) {
-	var errs []error
-	var notHeld *httpx.Error
-	for _, origin := range s.ring.Pick(d.String(), 0) {
-		body, err := s.fetchFrom(ctx, origin, kind, ns, d)
-		if err == nil {
-			s.metrics.originOK.Inc()
-			return body, nil
-		}
-		if e := (*httpx.Error)(nil); errors.As(err, &e) && e.Status >= 400 && e.Status < 500 {
-			s.metrics.originClientError.Inc()
-			if kind == kindTorrent && e.Status == http.StatusNotFound {
-				notHeld = e
-				continue
-			}
-			return nil, e
-		}
-		s.metrics.originFailure.Inc()
-		s.log.Warn("origin metainfo failed, trying the next", "origin", origin, "digest", d, "err", err)
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			return nil, httpx.Wrap(errors.Join(errs...), http.StatusGatewayTimeout, httpx.CodeUnavailable,
-				fmt.Sprintf("origins did not answer for %s within %s", d, s.cfg.MetainfoTimeout))
-		}
+	policy := proto.Policy{Observe: func(origin string, err error) { s.observeOrigin(origin, d, err) }}
+	if kind == kindTorrent {
+		policy.MoveOn = []int{http.StatusNotFound}
 	}
-	if notHeld != nil && len(errs) == 0 {
-		return nil, notHeld // every origin answered: none holds the blob
+	oc := proto.OriginClient{Client: proto.Client{HTTP: s.client}}
+	body, err := proto.Failover(ctx, s.ring.Pick(d.String(), 0), policy, func(ctx context.Context, origin string) ([]byte, error) {
+		return oc.BlobFile(ctx, origin, kind, ns, d, maxMetainfoBytes)
+	})
+	if err == nil {
+		return body, nil
+	}
+	if e := (*httpx.Error)(nil); errors.As(err, &e) && e.Status >= 400 && e.Status < 500 {
+		return nil, e // an origin's final word, or every origin's 404
+	}
+	if ctx.Err() != nil {
+		return nil, httpx.Wrap(err, http.StatusGatewayTimeout, httpx.CodeUnavailable,
+			fmt.Sprintf("origins did not answer for %s within %s", d, s.cfg.MetainfoTimeout))
 	}
 	code, msg := httpx.CodeUnavailable, fmt.Sprintf("no origin could serve the %s of %s", kind, d)
-	for _, err := range errs {
+	for _, err := range unjoin(err) {
 		// An origin that said why (its upstream refused it, sent bad bytes)
 		// is more useful to the client than "unavailable".
-		if e := (*httpx.Error)(nil); errors.As(err, &e) && e.Code != "UNKNOWN" && e.Code != httpx.CodeUnavailable {
+		if e := (*httpx.Error)(nil); errors.As(err, &e) && e.Code != httpx.CodeUnknown && e.Code != httpx.CodeUnavailable {
 			code, msg = e.Code, e.Message
 		}
 	}
-	return nil, httpx.Wrap(errors.Join(errs...), http.StatusBadGateway, code, msg)
+	return nil, httpx.Wrap(err, http.StatusBadGateway, code, msg)
 }
 
-func (s *Server) fetchFrom(ctx context.Context, origin string, kind fileKind, ns string, d digest.Digest) ([]byte, error) {
-	u := origin + "/namespace/" + url.PathEscape(ns) + "/blobs/" + d.String() + "/" + string(kind)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, fmt.Errorf("origin %s: %w", origin, err)
-	}
-	req.Header.Set("Accept", contentTypeTorrent)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("origin %s: %w", origin, err)
-	}
-	defer resp.Body.Close()
-	switch {
-	case resp.StatusCode == http.StatusOK:
-	case resp.StatusCode >= 400 && resp.StatusCode < 500:
-		return nil, httpx.DecodeError(resp)
+// observeOrigin counts (and logs) one origin's answer.
+func (s *Server) observeOrigin(origin string, d digest.Digest, err error) {
+	switch e, _ := proto.AsError(err); {
+	case err == nil:
+		s.metrics.originOK.Inc()
+	case e != nil && e.Status >= 400 && e.Status < 500:
+		s.metrics.originClientError.Inc()
 	default:
-		// Keep the origin's OCI code (DENIED, DIGEST_INVALID...) for the answer.
-		return nil, fmt.Errorf("origin %s: %s %s: %w", origin, kind, d, httpx.DecodeError(resp))
+		s.metrics.originFailure.Inc()
+		s.log.Warn("origin metainfo failed, trying the next", "origin", origin, "digest", d, "err", err)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetainfoBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("origin %s: %s %s: read: %w", origin, kind, d, err)
+}
+
+// unjoin lists the errors of errors.Join.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
 	}
-	if len(body) > maxMetainfoBytes {
-		return nil, fmt.Errorf("origin %s: %s %s: larger than %d bytes", origin, kind, d, maxMetainfoBytes)
-	}
-	// A cheap shape check: a bencoded dictionary. Agents verify the rest.
-	if len(body) < 2 || body[0] != 'd' || body[len(body)-1] != 'e' {
-		return nil, fmt.Errorf("origin %s: %s %s: not a bencoded dictionary", origin, kind, d)
-	}
-	return body, nil
+	return []error{err}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/hashring"
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/proto"
 	"github.com/shoal-dev/shoal/tracker/peerstore"
 )
 
@@ -132,7 +133,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	if s.cfg.ExternalURL == "" { // listen asked for port 0: the bound one
 		s.cfg.ExternalURL = defaultExternalURL(s.srv.Addr())
 	}
-	s.announceURL = strings.TrimRight(s.cfg.ExternalURL, "/") + "/announce"
+	s.announceURL = proto.AnnounceURL(s.cfg.ExternalURL)
 	return s, nil
 }
 
@@ -169,11 +170,11 @@ func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(httpx.LogRequests(s.log))
 	s.base.Mount(r)
-	r.Get("/announce", s.handleAnnounce)
-	r.Get("/namespace/{ns}/blobs/{digest}/metainfo", s.handleMetainfo)
-	r.Head("/namespace/{ns}/blobs/{digest}/metainfo", s.handleMetainfo)
-	r.Get("/namespace/{ns}/blobs/{digest}/torrent", s.handleTorrent)
-	r.Head("/namespace/{ns}/blobs/{digest}/torrent", s.handleTorrent)
+	r.Get(proto.PatternAnnounce, s.handleAnnounce)
+	r.Get(proto.PatternMetainfo, s.handleMetainfo)
+	r.Head(proto.PatternMetainfo, s.handleMetainfo)
+	r.Get(proto.PatternTorrent, s.handleTorrent)
+	r.Head(proto.PatternTorrent, s.handleTorrent)
 	return r
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/cluster"
 	"github.com/shoal-dev/shoal/internal/demo"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -149,7 +150,7 @@ func printServe(w io.Writer, c *cluster.Cluster) {
 	if c.Registry != nil {
 		fmt.Fprintf(w, "upstream registry: %s\n", c.Registry.URL())
 	}
-	fmt.Fprintf(w, "tracker:           %s  (announce: %s/announce)\n", c.Tracker.URL(), c.Tracker.URL())
+	fmt.Fprintf(w, "tracker:           %s  (announce: %s)\n", c.Tracker.URL(), proto.AnnounceURL(c.Tracker.URL()))
 	fmt.Fprintf(w, "build-index:       %s\n", c.BuildIndex.URL())
 	for i, a := range c.Agents {
 		fmt.Fprintf(w, "agent %d registry:  %s\n", i, a.URL())

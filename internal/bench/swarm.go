@@ -24,6 +24,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/procstat"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // SwarmOptions describe one swarm run.
@@ -152,7 +153,7 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 
 	cpu0, t0 := procstat.CPUSeconds(), time.Now()
 	times, ttfbs, fails := pullAll(ctx, len(c.Agents), func(i int) string {
-		return fmt.Sprintf("%s/v2/%s/blobs/%s", c.Agents[i].URL(), repo, d)
+		return proto.V2BlobURL(c.Agents[i].URL(), repo, d)
 	}, want, 0)
 	wall := time.Since(t0).Seconds()
 	r.CPUSeconds = procstat.CPUSeconds() - cpu0
@@ -182,7 +183,7 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 		// The same clients, each capped at Rate, straight from the registry
 		// (capped at UpstreamRate in all).
 		dt, _, dfails := pullAll(ctx, len(c.Agents), func(int) string {
-			return fmt.Sprintf("%s/v2/%s/blobs/%s", c.Registry.URL(), repo, d)
+			return proto.V2BlobURL(c.Registry.URL(), repo, d)
 		}, want, o.Rate)
 		r.Failures = append(r.Failures, dfails...)
 		r.DirectSecondsP50, r.DirectSecondsMax = quantile(dt, 0.5), quantile(dt, 1)
@@ -192,7 +193,7 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 }
 
 func preheat(ctx context.Context, c *cluster.Cluster, repo string, d digest.Digest) error {
-	resp, err := httpGet(ctx, fmt.Sprintf("%s/namespace/%s/blobs/%s/metainfo", c.Tracker.URL(), "bench%2Fblob", d))
+	resp, err := httpGet(ctx, proto.MetainfoURL(c.Tracker.URL(), "bench/blob", d))
 	if err != nil {
 		return fmt.Errorf("preheat: %w", err)
 	}

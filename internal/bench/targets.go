@@ -28,6 +28,7 @@ import (
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/cluster"
 	"github.com/shoal-dev/shoal/internal/localregistry"
+	"github.com/shoal-dev/shoal/proto"
 	"github.com/shoal-dev/shoal/tracker"
 )
 
@@ -57,7 +58,7 @@ func startOne(ctx context.Context, dir string, size int64, agentRate, upstreamRa
 }
 
 func blobURL(base string, d digest.Digest) string {
-	return fmt.Sprintf("%s/v2/%s/blobs/%s", base, targetRepo, d)
+	return proto.V2BlobURL(base, targetRepo, d)
 }
 
 // SingleOptions describe a cold single pull.
@@ -287,7 +288,7 @@ func Memory(ctx context.Context, o MemoryOptions) (_ *MemoryResult, err error) {
 		}
 	}()
 	base := "http://" + ac.Listen
-	if err := waitUp(ctx, base+"/v2/", exited); err != nil {
+	if err := waitUp(ctx, base+proto.PatternV2+"/", exited); err != nil {
 		return nil, err
 	}
 	pid := cmd.Process.Pid
@@ -427,7 +428,7 @@ func Tracker(ctx context.Context, d time.Duration) (*TrackerResult, error) {
 		q.Set("downloaded", "0")
 		q.Set("left", strconv.Itoa((i%4)*1000)) // a quarter are seeders
 		q.Set("compact", "1")
-		reqs[i] = httptest.NewRequest(http.MethodGet, "/announce?"+q.Encode(), nil).WithContext(ctx)
+		reqs[i] = httptest.NewRequest(http.MethodGet, proto.PatternAnnounce+"?"+q.Encode(), nil).WithContext(ctx)
 		reqs[i].RemoteAddr = fmt.Sprintf("10.0.%d.%d:6881", i/256, i%256)
 	}
 	prev := runtime.GOMAXPROCS(1)

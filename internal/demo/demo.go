@@ -21,6 +21,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/cluster"
 	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/procstat"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // Options for a demo run.
@@ -142,7 +143,7 @@ func Pull(ctx context.Context, c *cluster.Cluster, blobs []Blob) *Report {
 			var bw sync.WaitGroup
 			for _, b := range blobs {
 				bw.Go(func() {
-					if err := fetchVerified(ctx, fmt.Sprintf("%s/v2/%s/blobs/%s", a.URL(), Repo, b.Digest), b); err != nil {
+					if err := fetchVerified(ctx, proto.V2BlobURL(a.URL(), Repo, b.Digest), b); err != nil {
 						fail("agent %d: blob %s: %v", i, b.Digest, err)
 					}
 				})

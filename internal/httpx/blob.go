@@ -7,14 +7,16 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // SetBlobHeaders sets what every blob answer carries: its type, digest and
 // an ETag that lets clients revalidate by digest.
 func SetBlobHeaders(w http.ResponseWriter, d digest.Digest) {
 	h := w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Content-Type", proto.ContentTypeOctetStream)
+	h.Set(proto.HeaderContentDigest, d.String())
 	h.Set("Etag", `"`+d.String()+`"`)
 }
 

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // Peer ID prefixes tell peers what kind of node they talk to, so that
@@ -84,7 +84,7 @@ const DefaultBanTime = 30 * time.Minute
 func (c *Config) ApplyDefaults(listen string, trackers []string) {
 	c.Trackers = nil
 	for _, t := range trackers {
-		c.Trackers = append(c.Trackers, strings.TrimSuffix(t, "/")+"/announce")
+		c.Trackers = append(c.Trackers, proto.AnnounceURL(t))
 	}
 	if c.Listen == "" {
 		c.Listen = listen

@@ -12,6 +12,8 @@ import (
 
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // Shoal's torrents are live: an origin publishes a blob's metainfo as soon as
@@ -222,4 +224,4 @@ func (p *PieceHashes) Wait(ctx context.Context, i int) (metainfo.Hash, error) {
 }
 
 // HeaderPieceLength names the piece length of the hashes an origin streams.
-const HeaderPieceLength = "X-Shoal-Piece-Length"
+const HeaderPieceLength = proto.HeaderPieceLength

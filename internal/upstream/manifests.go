@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // ManifestAccept is the Accept header of manifest requests: every manifest
@@ -129,9 +131,7 @@ func (c *Client) ListTags(ctx context.Context, r Repo) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		var page struct {
-			Tags []string `json:"tags"`
-		}
+		var page proto.TagList
 		err = json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&page)
 		link := resp.Header.Get("Link")
 		resp.Body.Close()

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/shoal-dev/shoal/config"
+	"github.com/shoal-dev/shoal/proto"
 )
 
 // DockerHub is the host name images use for Docker Hub.
@@ -269,17 +269,14 @@ func (c *Client) Resolve(ns string) (Repo, error) {
 	// go-containerregistry only checks the characters of a repository name,
 	// so "..", "/x" or "a//b" would pass and end up in the upstream URL
 	// (with our credentials); the distribution spec's grammar rejects them.
-	if !repoPath.MatchString(path) {
-		return Repo{}, fmt.Errorf("%w: %q does not match %s", ErrInvalidName, path, repoPath)
+	if !proto.RepositoryRegexp.MatchString(path) {
+		return Repo{}, fmt.Errorf("%w: %q does not match %s", ErrInvalidName, path, proto.RepositoryRegexp)
 	}
 	if _, err := name.NewRepository(reg.name.Name()+"/"+path, name.StrictValidation); err != nil {
 		return Repo{}, fmt.Errorf("%w: %q: %v", ErrInvalidName, path, err)
 	}
 	return Repo{Host: reg.cfg.Host, Path: path, reg: reg}, nil
 }
-
-// repoPath is the OCI distribution spec's <name> grammar.
-var repoPath = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
 
 // authTimeout bounds the ping and token exchange that set up a transport.
 const authTimeout = time.Minute

@@ -1,4 +1,4 @@
-package httpx
+package proto
 
 import (
 	"encoding/json"

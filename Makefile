@@ -11,10 +11,10 @@ export GOFLAGS += -tags=nosqlite,disable_libutp
 # Packages whose concurrency the race detector must see. The end-to-end
 # packages (whole clusters moving tens of MiB) run without it: under -race
 # they are 10x slower and their concurrency is the same code tested here.
-RACE_PKGS := ./config/... ./internal/store/... ./internal/p2p/... ./internal/httpx/... \
+RACE_PKGS := ./config/... ./proto/... ./internal/inflight/... ./internal/store/... ./internal/p2p/... ./internal/httpx/... \
              ./internal/hashring/... ./internal/upstream/... ./tracker/... ./origin/... ./agent/... \
              ./buildindex/...
-E2E_PKGS  := ./internal/cluster/... ./internal/demo/... ./internal/bench/... ./internal/localregistry/... ./cmd/... ./internal/clienttest/...
+E2E_PKGS  := ./testbed/cluster/... ./testbed/demo/... ./testbed/bench/... ./testbed/localregistry/... ./cmd/... ./testbed/clienttest/...
 
 .PHONY: all build demo test lint bench clean images compose-test compose-up compose-down
 

@@ -30,10 +30,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/shoal-dev/shoal/internal/hashring"
-	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/internal/upstream"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 const testRepo = "test/app"

@@ -20,8 +20,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/shoal-dev/shoal/internal/cluster"
-	"github.com/shoal-dev/shoal/internal/localregistry"
+	"github.com/shoal-dev/shoal/testbed/cluster"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 func agentRef(t *testing.T, a interface{ URL() string }, repoTag string) string {

@@ -12,9 +12,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/shoal-dev/shoal/agent"
-	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/testutil"
 	"github.com/shoal-dev/shoal/internal/upstream"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 // An agent whose tracker and origins are all unreachable, with a registry

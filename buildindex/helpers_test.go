@@ -14,10 +14,10 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/buildindex"
-	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/testutil"
 	"github.com/shoal-dev/shoal/internal/upstream"
 	"github.com/shoal-dev/shoal/origin"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 const testRepo = "test/img"

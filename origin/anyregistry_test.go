@@ -11,9 +11,9 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/internal/httpx"
-	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/upstream"
 	"github.com/shoal-dev/shoal/origin"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 // startOriginAllowing is startOrigin with allow_any_registry set.

@@ -16,7 +16,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/shoal-dev/shoal/internal/localregistry"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 // TestUpstreamErrors: what a client sees for blobs and names the origin

@@ -15,9 +15,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 // TestConcurrentPullsShareOneUpstreamFetch: 20 blob GETs and 5 metainfo

@@ -25,9 +25,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/upstream"
 	"github.com/shoal-dev/shoal/origin"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 const imgRepo = "test/img"

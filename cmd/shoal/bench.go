@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/config"
-	"github.com/shoal-dev/shoal/internal/bench"
+	"github.com/shoal-dev/shoal/testbed/bench"
 )
 
 const benchUsage = `Usage:

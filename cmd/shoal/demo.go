@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/config"
-	"github.com/shoal-dev/shoal/internal/cluster"
-	"github.com/shoal-dev/shoal/internal/demo"
 	"github.com/shoal-dev/shoal/proto"
+	"github.com/shoal-dev/shoal/testbed/cluster"
+	"github.com/shoal-dev/shoal/testbed/demo"
 )
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {

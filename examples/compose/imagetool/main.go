@@ -28,7 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/shoal-dev/shoal/config"
-	"github.com/shoal-dev/shoal/internal/localregistry"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 const usage = `usage:

@@ -12,9 +12,9 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/shoal-dev/shoal/internal/cluster"
-	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/testutil"
+	"github.com/shoal-dev/shoal/testbed/cluster"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 // sample is the image every test pulls: pushed to the cluster's upstream

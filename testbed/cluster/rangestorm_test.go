@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shoal-dev/shoal/internal/localregistry"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 // TestRangeStormOnAColdBlob does without containerd what containerd 2.x's

@@ -23,9 +23,9 @@ import (
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/buildindex"
 	"github.com/shoal-dev/shoal/config"
-	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/upstream"
 	"github.com/shoal-dev/shoal/origin"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 	"github.com/shoal-dev/shoal/tracker"
 )
 

@@ -22,9 +22,9 @@ import (
 
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/internal/httpx"
-	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/testutil"
 	"github.com/shoal-dev/shoal/origin"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 // nsTransport adds ?ns=<registry host> to every request, as containerd does

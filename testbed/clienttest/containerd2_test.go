@@ -15,8 +15,8 @@ import (
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
 
-	"github.com/shoal-dev/shoal/internal/cluster"
-	"github.com/shoal-dev/shoal/internal/localregistry"
+	"github.com/shoal-dev/shoal/testbed/cluster"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 // containerd2Dir is where .ci/run installs containerd 2.x and its ctr (go

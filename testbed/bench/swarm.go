@@ -20,11 +20,11 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/shoal-dev/shoal/config"
-	"github.com/shoal-dev/shoal/internal/cluster"
-	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/procstat"
 	"github.com/shoal-dev/shoal/proto"
+	"github.com/shoal-dev/shoal/testbed/cluster"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 // SwarmOptions describe one swarm run.

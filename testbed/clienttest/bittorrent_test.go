@@ -24,10 +24,10 @@ import (
 	httpTracker "github.com/anacrolix/torrent/tracker/http"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/shoal-dev/shoal/internal/cluster"
-	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/testutil"
+	"github.com/shoal-dev/shoal/testbed/cluster"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 // Loopback addresses of the BitTorrent clients under test, apart from the

@@ -18,10 +18,10 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/config"
-	"github.com/shoal-dev/shoal/internal/cluster"
-	"github.com/shoal-dev/shoal/internal/localregistry"
 	"github.com/shoal-dev/shoal/internal/procstat"
 	"github.com/shoal-dev/shoal/proto"
+	"github.com/shoal-dev/shoal/testbed/cluster"
+	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
 // Options for a demo run.

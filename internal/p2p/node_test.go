@@ -16,6 +16,7 @@ import (
 	"github.com/anacrolix/torrent"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/store"
 )
 
@@ -152,13 +153,11 @@ func TestLeaveSwarmWhilePeerReads(t *testing.T) {
 	}
 }
 
-// A node capped at a low rate (burst below the library's 1 MiB default)
-// still serves Shoal's 64 KiB blocks: the library refuses a request longer
-// than the upload limiter's burst.
-func TestLowRateNodeServesWholeBlocks(t *testing.T) {
-	const size = 512 << 10
-	blob, mi := testBlobMeta(t, size, 128<<10)
-	cfg := Config{UploadRate: 400_000}
+// cappedSeeder is a node seeding blob (described by mi) with its upload
+// capped at rate bytes/s.
+func cappedSeeder(t *testing.T, rate config.Rate, blob []byte, mi *MetaInfo) *Node {
+	t.Helper()
+	cfg := Config{UploadRate: rate}
 	cfg.ApplyDefaults("127.0.0.1:0", nil)
 	seeder, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
@@ -168,6 +167,16 @@ func TestLowRateNodeServesWholeBlocks(t *testing.T) {
 	if _, err := seeder.Seed(mi, bytes.NewReader(blob), nil); err != nil {
 		t.Fatal(err)
 	}
+	return seeder
+}
+
+// A node capped at a low rate (burst below the library's 1 MiB default)
+// still serves Shoal's 64 KiB blocks: the library refuses a request longer
+// than the upload limiter's burst.
+func TestLowRateNodeServesWholeBlocks(t *testing.T) {
+	const size = 512 << 10
+	blob, mi := testBlobMeta(t, size, 128<<10)
+	seeder := cappedSeeder(t, 400_000, blob, mi)
 	sw, dl := downloadFrom(t, newTestNode(t), seeder, blob, mi)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -247,16 +256,7 @@ func TestConnsPerTorrentCapsConnections(t *testing.T) {
 func TestReaderFarAheadGetsItsPiecesFirst(t *testing.T) {
 	const size, pl = 4 << 20, 256 << 10
 	blob, mi := testBlobMeta(t, size, pl)
-	cfg := Config{UploadRate: 1_000_000} // the whole blob takes about 4 s
-	cfg.ApplyDefaults("127.0.0.1:0", nil)
-	seeder, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(seeder.Close)
-	if _, err := seeder.Seed(mi, bytes.NewReader(blob), nil); err != nil {
-		t.Fatal(err)
-	}
+	seeder := cappedSeeder(t, 1_000_000, blob, mi) // the whole blob takes about 4 s
 	sw, dl := downloadFrom(t, newTestNode(t), seeder, blob, mi)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

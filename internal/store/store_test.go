@@ -392,14 +392,22 @@ func TestReaderSendToFollowsTheDownloadInFileSections(t *testing.T) {
 
 // A verified blob reaches its readers while the disk is still syncing it:
 // the last byte waits for the digest, not for the commit. A commit that
+
+// holdSync makes every commit's sync wait until the returned channel is
+// closed, then answer err.
+func holdSync(t *testing.T, err error) chan struct{} {
+	release := make(chan struct{})
+	old := syncFile
+	syncFile = func(*os.File) error { <-release; return err }
+	t.Cleanup(func() { syncFile = old })
+	return release
+}
+
 // then fails keeps nothing, but the readers already have good bytes.
 func TestVerifiedBytesDoNotWaitForTheSync(t *testing.T) {
 	for _, syncErr := range []error{nil, errors.New("EIO")} {
 		t.Run(fmt.Sprint(syncErr), func(t *testing.T) {
-			release := make(chan struct{})
-			old := syncFile
-			syncFile = func(f *os.File) error { <-release; return syncErr }
-			t.Cleanup(func() { syncFile = old })
+			release := holdSync(t, syncErr)
 
 			s := newStore(t)
 			data, d := blob(1<<20+3, 7)
@@ -486,10 +494,7 @@ func TestWaitVerifiedReportsAMismatch(t *testing.T) {
 func TestWaitStoredWaitsForTheCommit(t *testing.T) {
 	for _, syncErr := range []error{nil, errors.New("EIO")} {
 		t.Run(fmt.Sprint(syncErr), func(t *testing.T) {
-			release := make(chan struct{})
-			old := syncFile
-			syncFile = func(f *os.File) error { <-release; return syncErr }
-			t.Cleanup(func() { syncFile = old })
+			release := holdSync(t, syncErr)
 
 			s := newStore(t)
 			data, d := blob(1<<20+5, 9)

@@ -390,9 +390,6 @@ func TestReaderSendToFollowsTheDownloadInFileSections(t *testing.T) {
 	}
 }
 
-// A verified blob reaches its readers while the disk is still syncing it:
-// the last byte waits for the digest, not for the commit. A commit that
-
 // holdSync makes every commit's sync wait until the returned channel is
 // closed, then answer err.
 func holdSync(t *testing.T, err error) chan struct{} {
@@ -403,6 +400,8 @@ func holdSync(t *testing.T, err error) chan struct{} {
 	return release
 }
 
+// A verified blob reaches its readers while the disk is still syncing it:
+// the last byte waits for the digest, not for the commit. A commit that
 // then fails keeps nothing, but the readers already have good bytes.
 func TestVerifiedBytesDoNotWaitForTheSync(t *testing.T) {
 	for _, syncErr := range []error{nil, errors.New("EIO")} {

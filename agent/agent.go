@@ -8,7 +8,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/internal/inflight"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/internal/upstream"
@@ -44,9 +44,8 @@ type Agent struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu    sync.Mutex
-	pulls map[digest.Digest]*pull
-	slots chan struct{} // one per running download (max_downloads)
+	pulls inflight.Group[digest.Digest, error] // pull.go
+	slots chan struct{}                        // one per running download (max_downloads)
 
 	fallbackClient *http.Client
 	// up is the upstream fallback; nil without [[upstream]].
@@ -65,8 +64,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, config.Errorf("root", "%v", err)
 	}
-	a := &Agent{cfg: cfg, log: log, store: st, base: httpx.NewBase(), pulls: map[digest.Digest]*pull{}}
+	a := &Agent{cfg: cfg, log: log, store: st, base: httpx.NewBase()}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
+	a.pulls.Grace, a.pulls.Parent = cfg.PullGrace, a.ctx
 	a.meta = newMetainfoClient(cfg.Trackers, cfg.P2P.Listen)
 	a.cluster = newClusterClient(cfg.Origins, cfg.BuildIndex)
 	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_blob_requests_total",

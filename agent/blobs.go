@@ -60,19 +60,19 @@ func (a *Agent) handleBlob(w http.ResponseWriter, r *http.Request, ns, ref strin
 		if err != nil {
 			return // the client left
 		}
-		defer a.leavePull(p)
+		defer a.pulls.Leave(p)
 		if joined {
 			a.requests.WithLabelValues("joined").Inc()
 		} else {
 			a.requests.WithLabelValues("miss").Inc()
 		}
 		select {
-		case <-p.ready:
+		case <-p.Ready():
 		case <-ctx.Done():
 			return
 		}
-		if p.err != nil {
-			httpx.WriteError(w, r, metaErr(p.err))
+		if err := p.Value(); err != nil {
+			httpx.WriteError(w, r, metaErr(err))
 			return
 		}
 		if blob, size, err = a.store.OpenOrFollow(ctx, d); err != nil {

@@ -270,11 +270,7 @@ func startTestAgent(t *testing.T, origins []string, up *httptest.Server, meta me
 	return a
 }
 
-func (a *Agent) pullCount() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.pulls)
-}
+func (a *Agent) pullCount() int { return a.pulls.Len() }
 
 // getBlob pulls d from the agent: the status, the body and whether reading
 // it failed.

@@ -4,99 +4,39 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/internal/inflight"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
 )
 
-// pull is one download of a blob, shared by every client asking for it.
-// When its last client leaves it goes on for pull_grace, so that a client
-// reading the blob in chunks on connections of their own (containerd 2.x)
-// finds it still running; then it stops. A client that comes while a
-// stopped pull winds down waits for it to end and starts a new one: two
-// downloads of one blob never overlap.
-type pull struct {
-	ready  chan struct{} // closed by settle
-	err    error         // why there is no download; set by settle
-	once   sync.Once
-	cancel context.CancelFunc
-	ended  chan struct{} // runPull returned: swarm left, download ended
-
-	// Guarded by Agent.mu.
-	waiters int
-	stopped bool
-	gen     int // changes on every join and leave (for the grace timer)
-}
-
-// settle tells the pull's clients, once, that the store download exists
-// (err nil: follow it; also when the blob was stored meanwhile) or why
-// there is none. runPull settles with download's result when it returns;
-// download settles earlier, as soon as its store download exists, so that
-// clients stream the blob as it arrives.
-func (p *pull) settle(err error) {
-	p.once.Do(func() {
-		p.err = err
-		close(p.ready)
-	})
-}
+// pull is one download of a blob, shared by every client asking for it
+// (a.pulls). When its last client leaves it goes on for pull_grace, so that
+// a client reading the blob in chunks on connections of their own
+// (containerd 2.x) finds it still running; then it stops. A client that
+// comes while a stopped pull winds down waits for it to end and starts a
+// new one: two downloads of one blob never overlap.
+//
+// Its ready value tells the clients that the store download exists (nil:
+// follow it; also when the blob was stored meanwhile) or why there is
+// none. runPull readies it with download's result when it returns;
+// download readies it earlier, as soon as its store download exists, so
+// that clients stream the blob as it arrives.
+type pull = inflight.Job[error]
 
 // joinPull returns the running pull of d or starts one; the caller must
-// leavePull when it stops reading.
+// a.pulls.Leave it when it stops reading.
 func (a *Agent) joinPull(ctx context.Context, ns string, d digest.Digest) (*pull, bool, error) {
-	for {
-		a.mu.Lock()
-		p, ok := a.pulls[d]
-		switch {
-		case !ok:
-			pctx, cancel := context.WithCancel(a.ctx)
-			p = &pull{ready: make(chan struct{}), ended: make(chan struct{}), cancel: cancel, waiters: 1}
-			a.pulls[d] = p
-			a.mu.Unlock()
-			go a.runPull(pctx, ns, d, p)
-			return p, false, nil
-		case !p.stopped:
-			p.waiters++
-			p.gen++
-			a.mu.Unlock()
-			return p, true, nil
-		}
-		a.mu.Unlock()
-		select {
-		case <-p.ended:
-		case <-ctx.Done():
-			return nil, false, ctx.Err()
-		}
-	}
-}
-
-// leavePull drops a client; the pull stops pull_grace after its last
-// client left, unless another joined meanwhile.
-func (a *Agent) leavePull(p *pull) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	p.waiters--
-	p.gen++
-	if p.waiters > 0 || p.stopped {
-		return
-	}
-	gen := p.gen
-	time.AfterFunc(a.cfg.PullGrace, func() {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		if p.gen == gen && !p.stopped {
-			// Nobody came back: stop asking peers for pieces.
-			p.stopped = true
-			p.cancel()
-		}
+	return a.pulls.Join(ctx, d, func(ctx context.Context, p *pull) error {
+		return a.runPull(ctx, ns, d, p)
 	})
 }
 
-func (a *Agent) runPull(ctx context.Context, ns string, d digest.Digest, p *pull) {
+func (a *Agent) runPull(ctx context.Context, ns string, d digest.Digest, p *pull) error {
 	start := time.Now()
 	var err error
 	// At most max_downloads blobs at once; the others wait their turn (their
@@ -104,21 +44,13 @@ func (a *Agent) runPull(ctx context.Context, ns string, d digest.Digest, p *pull
 	select {
 	case a.slots <- struct{}{}:
 		a.active.Inc()
-		err = a.download(ctx, ns, d, func() { p.settle(nil) })
+		err = a.download(ctx, ns, d, func() { p.SetReady(nil) })
 		a.active.Dec()
 		<-a.slots
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
-	p.settle(err) // a no-op if the download existed
-	a.mu.Lock()
-	p.stopped = true
-	if a.pulls[d] == p {
-		delete(a.pulls, d)
-	}
-	a.mu.Unlock()
-	p.cancel()
-	close(p.ended)
+	p.SetReady(err) // a no-op if the download existed
 	switch {
 	case err == nil:
 		a.pullsRes.WithLabelValues("ok").Inc()
@@ -132,6 +64,7 @@ func (a *Agent) runPull(ctx context.Context, ns string, d digest.Digest, p *pull
 		a.pullsRes.WithLabelValues("error").Inc()
 		a.log.Warn("pull failed", "digest", d, "namespace", ns, "err", err)
 	}
+	return err
 }
 
 // download gets the metainfo, joins the swarm and waits until the blob is

@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -56,18 +54,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if opts.LayerSize < 1 || opts.LayerSize > 4<<30 {
 		return usageError{fmt.Errorf("--layer-size: want 1B..4GiB, got %s", opts.LayerSize)}
 	}
-	opts.Log = slog.New(slog.DiscardHandler)
-	if *verbose {
-		opts.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
+	opts.Log = commandLog(*verbose, stderr)
 	opts.DefaultPorts = !*anyPorts
-	opts.Dir = *dir
-	if opts.Dir == "" {
-		if opts.Dir, err = os.MkdirTemp("", "shoal-demo-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(opts.Dir)
+	var cleanup func()
+	if opts.Dir, cleanup, err = stateDir(*dir, "shoal-demo-"); err != nil {
+		return err
 	}
+	defer cleanup()
 
 	if *upstream != "" {
 		if err := config.CheckHTTPURL(*upstream); err != nil {

@@ -112,9 +112,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
+		if err := printJSON(stdout, r); err != nil {
 			return err
 		}
 	} else {
@@ -284,9 +282,7 @@ func runBenchTarget(ctx context.Context, name string, args []string, stdout, std
 			r.Peers, r.Swarms, r.AnnouncesPerSecond, r.P50Ms, r.P99Ms, r.MaxMs)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
+		if err := printJSON(stdout, res); err != nil {
 			return err
 		}
 	} else if _, err := io.WriteString(stdout, text); err != nil {

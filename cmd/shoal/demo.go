@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -89,9 +88,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	r := demo.Pull(pctx, c, blobs)
 	cancel()
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
+		if err := printJSON(stdout, r); err != nil {
 			return err
 		}
 	} else {

@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"fmt"
-	"net/netip"
 	"time"
 
 	"github.com/shoal-dev/shoal/config"
@@ -87,61 +85,33 @@ func (c Config) Redacted() any {
 }
 
 func (c *Config) ApplyDefaults() {
-	if c.Listen == "" {
-		c.Listen = DefaultListen
-	}
-	if c.AdminListen == "" {
-		c.AdminListen = DefaultAdminListen
-	}
-	if c.Root == "" {
-		c.Root = DefaultRoot
-	}
+	config.SetDefault(&c.Listen, DefaultListen)
+	config.SetDefault(&c.AdminListen, DefaultAdminListen)
+	config.SetDefault(&c.Root, DefaultRoot)
 	if len(c.Trackers) == 0 {
 		c.Trackers = DefaultTrackers
 	}
 	if len(c.Origins) == 0 {
 		c.Origins = DefaultOrigins
 	}
-	if c.MetainfoTimeout == 0 {
-		c.MetainfoTimeout = DefaultMetainfoTimeout
-	}
-	if c.StallTimeout == 0 {
-		c.StallTimeout = DefaultStallTimeout
-	}
-	if c.MaxDownloads == 0 {
-		c.MaxDownloads = DefaultMaxDownloads
-	}
-	if c.PullGrace == 0 {
-		c.PullGrace = DefaultPullGrace
-	}
+	config.SetDefault(&c.MetainfoTimeout, DefaultMetainfoTimeout)
+	config.SetDefault(&c.StallTimeout, DefaultStallTimeout)
+	config.SetDefault(&c.MaxDownloads, DefaultMaxDownloads)
+	config.SetDefault(&c.PullGrace, DefaultPullGrace)
 	if c.DefaultUpstream == "" && len(c.Upstreams) > 0 {
 		c.DefaultUpstream = c.Upstreams[0].Host
 	}
 	c.CacheConfig.ApplyDefaults()
-	if c.LogLevel == "" {
-		c.LogLevel = "info"
-	}
+	config.SetDefault(&c.LogLevel, config.DefaultLogLevel)
 	c.P2P.ApplyDefaults(DefaultP2PListen, c.Trackers)
 	c.HTTP.ApplyDefaults()
 }
 
 func (c *Config) Validate() error {
-	for key, v := range map[string]string{"listen": c.Listen, "admin_listen": c.AdminListen} {
-		if _, err := netip.ParseAddrPort(v); err != nil {
-			return config.Errorf(key, "want IP:port, got %q", v)
-		}
-	}
-	for i, u := range c.Trackers {
-		if err := config.CheckHTTPURL(u); err != nil {
-			return config.Errorf(fmt.Sprintf("trackers[%d]", i), "%v", err)
-		}
-	}
-	for key, urls := range map[string][]string{"origins": c.Origins, "buildindex": c.BuildIndex} {
-		for i, u := range urls {
-			if err := config.CheckHTTPURL(u); err != nil {
-				return config.Errorf(fmt.Sprintf("%s[%d]", key, i), "%v", err)
-			}
-		}
+	if err := config.FirstError(config.CheckAddrPort("listen", c.Listen), config.CheckAddrPort("admin_listen", c.AdminListen),
+		config.CheckURLs("trackers", c.Trackers), config.CheckURLs("origins", c.Origins),
+		config.CheckURLs("buildindex", c.BuildIndex)); err != nil {
+		return err
 	}
 	if c.MetainfoTimeout < time.Second {
 		return config.Errorf("metainfo_timeout", "want at least 1s, got %s", c.MetainfoTimeout)
@@ -155,17 +125,6 @@ func (c *Config) Validate() error {
 	if c.StallTimeout < time.Second {
 		return config.Errorf("stall_timeout", "want at least 1s, got %s", c.StallTimeout)
 	}
-	if err := upstream.ValidateAll(c.Upstreams, c.DefaultUpstream); err != nil {
-		return err
-	}
-	if err := c.CacheConfig.Validate(); err != nil {
-		return err
-	}
-	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {
-		return config.Errorf("log_level", "%v", err)
-	}
-	if err := c.HTTP.Validate("http"); err != nil {
-		return err
-	}
-	return c.P2P.Validate("p2p")
+	return config.FirstError(upstream.ValidateAll(c.Upstreams, c.DefaultUpstream), c.CacheConfig.Validate(),
+		config.CheckLogLevel(c.LogLevel), c.HTTP.Validate("http"), c.P2P.Validate("p2p"))
 }

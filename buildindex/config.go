@@ -2,7 +2,6 @@ package buildindex
 
 import (
 	"fmt"
-	"net/netip"
 	"net/url"
 	"time"
 
@@ -53,31 +52,21 @@ func (c Config) Redacted() any {
 }
 
 func (c *Config) ApplyDefaults() {
-	if c.Listen == "" {
-		c.Listen = DefaultListen
-	}
-	if c.Root == "" {
-		c.Root = DefaultRoot
-	}
+	config.SetDefault(&c.Listen, DefaultListen)
+	config.SetDefault(&c.Root, DefaultRoot)
 	if len(c.Origins) == 0 {
 		c.Origins = []string{DefaultOrigin}
 	}
-	if c.TagTTL == 0 {
-		c.TagTTL = DefaultTagTTL
-	}
-	if c.ResolveTimeout == 0 {
-		c.ResolveTimeout = DefaultResolveTimeout
-	}
-	if c.LogLevel == "" {
-		c.LogLevel = "info"
-	}
+	config.SetDefault(&c.TagTTL, DefaultTagTTL)
+	config.SetDefault(&c.ResolveTimeout, DefaultResolveTimeout)
+	config.SetDefault(&c.LogLevel, config.DefaultLogLevel)
 	c.HTTP.ApplyDefaults()
 }
 
 // Validate checks every key, naming the first bad one.
 func (c *Config) Validate() error {
-	if _, err := netip.ParseAddrPort(c.Listen); err != nil {
-		return config.Errorf("listen", "want IP:port, got %q", c.Listen)
+	if err := config.CheckAddrPort("listen", c.Listen); err != nil {
+		return err
 	}
 	for i, o := range c.Origins {
 		key := fmt.Sprintf("origins[%d]", i)
@@ -94,8 +83,5 @@ func (c *Config) Validate() error {
 	if c.ResolveTimeout < 100*time.Millisecond {
 		return config.Errorf("resolve_timeout", "want at least 100ms, got %s", c.ResolveTimeout)
 	}
-	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {
-		return config.Errorf("log_level", "%v", err)
-	}
-	return c.HTTP.Validate("http")
+	return config.FirstError(config.CheckLogLevel(c.LogLevel), c.HTTP.Validate("http"))
 }

@@ -83,9 +83,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		Help: "Tag resolutions through the origins, by result."}, []string{"result"})
 	s.base.Metrics.MustRegister(s.lookups, s.resolves)
 
-	r := chi.NewRouter()
-	r.Use(httpx.LogRequests(log))
-	s.base.Mount(r)
+	r := s.base.Router(log)
 	r.Get(proto.PatternTags, s.handleList)
 	r.Get(proto.PatternTag, s.handleGet)
 	r.With(httpx.RequireToken(s.cfg.AdminToken)).Put(proto.PatternTag, s.handlePut)

@@ -54,14 +54,7 @@ func parseUnit(s string) (int64, error) {
 	return int64(v), nil
 }
 
-func (b *ByteSize) UnmarshalText(text []byte) error {
-	v, err := ParseByteSize(string(text))
-	if err != nil {
-		return err
-	}
-	*b = v
-	return nil
-}
+func (b *ByteSize) UnmarshalText(text []byte) error { return unmarshalWith(b, text, ParseByteSize) }
 
 func (b ByteSize) MarshalText() ([]byte, error) { return []byte(b.String()), nil }
 
@@ -91,12 +84,15 @@ func ParseRate(s string) (Rate, error) {
 	return Rate(v), nil
 }
 
-func (r *Rate) UnmarshalText(text []byte) error {
-	v, err := ParseRate(string(text))
+func (r *Rate) UnmarshalText(text []byte) error { return unmarshalWith(r, text, ParseRate) }
+
+// unmarshalWith sets *dst to parse(text), leaving it as it was on an error.
+func unmarshalWith[T any](dst *T, text []byte, parse func(string) (T, error)) error {
+	v, err := parse(string(text))
 	if err != nil {
 		return err
 	}
-	*r = v
+	*dst = v
 	return nil
 }
 

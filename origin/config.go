@@ -1,8 +1,6 @@
 package origin
 
 import (
-	"fmt"
-	"net/netip"
 	"time"
 
 	"github.com/shoal-dev/shoal/config"
@@ -57,15 +55,9 @@ func (c Config) Redacted() any {
 }
 
 func (c *Config) ApplyDefaults() {
-	if c.Listen == "" {
-		c.Listen = DefaultListen
-	}
-	if c.Root == "" {
-		c.Root = DefaultRoot
-	}
-	if c.FetchTimeout == 0 {
-		c.FetchTimeout = DefaultFetchTimeout
-	}
+	config.SetDefault(&c.Listen, DefaultListen)
+	config.SetDefault(&c.Root, DefaultRoot)
+	config.SetDefault(&c.FetchTimeout, DefaultFetchTimeout)
 	if len(c.Upstreams) == 0 {
 		// With nothing configured, mirror Docker Hub anonymously.
 		c.Upstreams = []upstream.Config{{Host: upstream.DockerHub}}
@@ -73,20 +65,16 @@ func (c *Config) ApplyDefaults() {
 	if len(c.Trackers) == 0 {
 		c.Trackers = []string{"http://127.0.0.1:7600"}
 	}
-	if c.DefaultUpstream == "" {
-		c.DefaultUpstream = c.Upstreams[0].Host
-	}
+	config.SetDefault(&c.DefaultUpstream, c.Upstreams[0].Host)
 	c.CacheConfig.ApplyDefaults()
-	if c.LogLevel == "" {
-		c.LogLevel = "info"
-	}
+	config.SetDefault(&c.LogLevel, config.DefaultLogLevel)
 	c.P2P.ApplyDefaults(DefaultP2PListen, c.Trackers)
 	c.HTTP.ApplyDefaults()
 }
 
 func (c *Config) Validate() error {
-	if _, err := netip.ParseAddrPort(c.Listen); err != nil {
-		return config.Errorf("listen", "want IP:port, got %q", c.Listen)
+	if err := config.CheckAddrPort("listen", c.Listen); err != nil {
+		return err
 	}
 	if c.PieceLength != 0 && c.PieceLength < p2p.MinPieceLength || c.PieceLength > p2p.MaxPieceLength || c.PieceLength&(c.PieceLength-1) != 0 {
 		return config.Errorf("piece_length", "want 0 (by blob size) or a power of two from %s to %s, got %s",
@@ -95,32 +83,8 @@ func (c *Config) Validate() error {
 	if c.FetchTimeout < time.Second {
 		return config.Errorf("fetch_timeout", "want at least 1s, got %s", c.FetchTimeout)
 	}
-	if err := checkURLs("trackers", c.Trackers); err != nil {
-		return err
-	}
-	if err := upstream.ValidateAll(c.Upstreams, c.DefaultUpstream); err != nil {
-		return err
-	}
-	if err := upstream.ValidateAllowAny("allow_any_registry", c.AllowAnyRegistry); err != nil {
-		return err
-	}
-	if err := c.CacheConfig.Validate(); err != nil {
-		return err
-	}
-	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {
-		return config.Errorf("log_level", "%v", err)
-	}
-	if err := c.HTTP.Validate("http"); err != nil {
-		return err
-	}
-	return c.P2P.Validate("p2p")
-}
-
-func checkURLs(key string, urls []string) error {
-	for i, u := range urls {
-		if err := config.CheckHTTPURL(u); err != nil {
-			return config.Errorf(fmt.Sprintf("%s[%d]", key, i), "%v", err)
-		}
-	}
-	return nil
+	return config.FirstError(config.CheckURLs("trackers", c.Trackers),
+		upstream.ValidateAll(c.Upstreams, c.DefaultUpstream),
+		upstream.ValidateAllowAny("allow_any_registry", c.AllowAnyRegistry), c.CacheConfig.Validate(),
+		config.CheckLogLevel(c.LogLevel), c.HTTP.Validate("http"), c.P2P.Validate("p2p"))
 }

@@ -29,6 +29,17 @@ func (o *Origin) startFetch(ns string, d digest.Digest) *fetch {
 	return f
 }
 
+// waitFor blocks until ch is closed (nil) or ctx ends (its error): how a
+// request waits for a fetch to be ready or done without outliving its client.
+func waitFor(ctx context.Context, ch <-chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // runFetch gets d from upstream into the store, seeding it while it
 // arrives, and readies f as soon as peers can start.
 func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) (err error) {

@@ -136,9 +136,7 @@ func (o *Origin) handleBlob(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		f := o.startFetch(ns, d)
-		select {
-		case <-f.Ready():
-		case <-r.Context().Done():
+		if waitFor(r.Context(), f.Ready()) != nil {
 			return
 		}
 		if blob, size, err = o.store.OpenOrFollow(r.Context(), d); err != nil {

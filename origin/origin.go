@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"sync/atomic"
 
-	"github.com/go-chi/chi/v5"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,9 +69,7 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := chi.NewRouter()
-	r.Use(httpx.LogRequests(log))
-	o.base.Mount(r)
+	r := o.base.Router(log)
 	r.Get(proto.PatternMetainfo, o.handleMetainfo)
 	r.Get(proto.PatternPieces, o.handlePieces)
 	r.Get(proto.PatternTorrent, o.handleTorrent)

@@ -62,18 +62,14 @@ func (o *Origin) seeded(ctx context.Context, ns string, d digest.Digest) (*seede
 		}
 	}
 	f := o.startFetch(ns, d)
-	select {
-	case <-f.Ready():
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := waitFor(ctx, f.Ready()); err != nil {
+		return nil, err
 	}
 	if sd := f.Value(); sd != nil {
 		return sd, nil
 	}
-	select {
-	case <-f.Done():
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := waitFor(ctx, f.Done()); err != nil {
+		return nil, err
 	}
 	if err := f.Err(); err != nil {
 		return nil, err

@@ -86,33 +86,17 @@ func (c Config) Redacted() any {
 
 // ApplyDefaults fills unset keys.
 func (c *Config) ApplyDefaults() {
-	if c.Listen == "" {
-		c.Listen = "0.0.0.0:7600"
-	}
+	config.SetDefault(&c.Listen, "0.0.0.0:7600")
 	if c.ExternalURL == "" {
 		c.ExternalURL = defaultExternalURL(c.Listen) // "" for port 0: New fills it in
 	}
-	if c.AnnounceInterval == 0 {
-		c.AnnounceInterval = 30 * time.Second
-	}
-	if c.PeerTTL == 0 {
-		c.PeerTTL = 3 * c.AnnounceInterval
-	}
-	if c.MaxPeers == 0 {
-		c.MaxPeers = 50
-	}
-	if c.MetainfoCacheSize == 0 {
-		c.MetainfoCacheSize = 4096
-	}
-	if c.MetainfoTimeout == 0 {
-		c.MetainfoTimeout = 5 * time.Minute
-	}
-	if c.LogLevel == "" {
-		c.LogLevel = "info"
-	}
-	if c.PeerStore == "" {
-		c.PeerStore = PeerStoreMemory
-	}
+	config.SetDefault(&c.AnnounceInterval, 30*time.Second)
+	config.SetDefault(&c.PeerTTL, 3*c.AnnounceInterval)
+	config.SetDefault(&c.MaxPeers, 50)
+	config.SetDefault(&c.MetainfoCacheSize, 4096)
+	config.SetDefault(&c.MetainfoTimeout, 5*time.Minute)
+	config.SetDefault(&c.LogLevel, config.DefaultLogLevel)
+	config.SetDefault(&c.PeerStore, PeerStoreMemory)
 	c.Redis.applyDefaults()
 	c.HTTP.ApplyDefaults()
 }
@@ -135,18 +119,10 @@ func defaultExternalURL(listen string) string {
 }
 
 func (c *RedisConfig) applyDefaults() {
-	if c.Addr == "" {
-		c.Addr = "127.0.0.1:6379"
-	}
-	if c.KeyPrefix == "" {
-		c.KeyPrefix = peerstore.DefaultRedisKeyPrefix
-	}
-	if c.DialTimeout == 0 {
-		c.DialTimeout = 2 * time.Second
-	}
-	if c.OpTimeout == 0 {
-		c.OpTimeout = time.Second
-	}
+	config.SetDefault(&c.Addr, "127.0.0.1:6379")
+	config.SetDefault(&c.KeyPrefix, peerstore.DefaultRedisKeyPrefix)
+	config.SetDefault(&c.DialTimeout, 2*time.Second)
+	config.SetDefault(&c.OpTimeout, time.Second)
 }
 
 // Validate checks every key, naming the first bad one.
@@ -176,8 +152,8 @@ func (c *Config) Validate() error {
 	if c.PeerTTL < c.AnnounceInterval {
 		return config.Errorf("peer_ttl", "must be at least announce_interval (%s), got %s", c.AnnounceInterval, c.PeerTTL)
 	}
-	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {
-		return config.Errorf("log_level", "%v", err)
+	if err := config.CheckLogLevel(c.LogLevel); err != nil {
+		return err
 	}
 	if c.MaxPeers < 1 || c.MaxPeers > 10000 {
 		return config.Errorf("max_peers", "must be in 1..10000, got %d", c.MaxPeers)

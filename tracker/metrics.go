@@ -26,30 +26,20 @@ func newResultCounters(v *prometheus.CounterVec) resultCounters {
 func (m *metrics) storeError(op string) { m.storeErrors.WithLabelValues(op).Inc() }
 
 func newMetrics(reg prometheus.Registerer, store peerstore.Store) *metrics {
-	announces := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "shoal_tracker_announces_total",
-		Help: "Announces by result: ok, stopped, failure (bad request), error (peer store).",
-	}, []string{"result"})
-	metainfo := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "shoal_tracker_metainfo_requests_total",
-		Help: "Metainfo requests by result: hit (cache), miss (fetched from an origin), error.",
-	}, []string{"result"})
-	torrents := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "shoal_tracker_torrent_requests_total",
-		Help: "Standard torrent (.torrent) requests by result: hit (cache), miss (fetched from an origin), error.",
-	}, []string{"result"})
-	origin := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "shoal_tracker_origin_requests_total",
-		Help: "Metainfo and torrent requests sent to origins by result: ok, client_error (4xx: passed on, or for a torrent the next origin tried), failure (tried the next origin).",
-	}, []string{"result"})
+	announces := counterVec("shoal_tracker_announces_total",
+		"Announces by result: ok, stopped, failure (bad request), error (peer store).", "result")
+	metainfo := counterVec("shoal_tracker_metainfo_requests_total",
+		"Metainfo requests by result: hit (cache), miss (fetched from an origin), error.", "result")
+	torrents := counterVec("shoal_tracker_torrent_requests_total",
+		"Standard torrent (.torrent) requests by result: hit (cache), miss (fetched from an origin), error.", "result")
+	origin := counterVec("shoal_tracker_origin_requests_total",
+		"Metainfo and torrent requests sent to origins by result: ok, client_error (4xx: passed on, or for a torrent the next origin tried), failure (tried the next origin).", "result")
 	waiting := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "shoal_tracker_metainfo_waiting",
 		Help: "Metainfo and torrent requests waiting for an origin's answer (coalesced or not).",
 	})
-	storeErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "shoal_tracker_peer_store_errors_total",
-		Help: "Failed peer store operations by op: announce, remove (event=stopped), ping (readiness).",
-	}, []string{"op"})
+	storeErrors := counterVec("shoal_tracker_peer_store_errors_total",
+		"Failed peer store operations by op: announce, remove (event=stopped), ping (readiness).", "op")
 	reg.MustRegister(announces, metainfo, torrents, origin, waiting, storeErrors)
 	for _, op := range []string{"announce", "remove", "ping"} {
 		storeErrors.WithLabelValues(op) // export zeros before the first error
@@ -72,4 +62,9 @@ func newMetrics(reg prometheus.Registerer, store peerstore.Store) *metrics {
 		metainfoWaiting:   waiting,
 		storeErrors:       storeErrors,
 	}
+}
+
+// counterVec is a counter with one label.
+func counterVec(name, help, label string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
 }

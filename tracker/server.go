@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/singleflight"
 
@@ -167,9 +166,7 @@ func (s *Server) releaseStore() {
 }
 
 func (s *Server) routes() http.Handler {
-	r := chi.NewRouter()
-	r.Use(httpx.LogRequests(s.log))
-	s.base.Mount(r)
+	r := s.base.Router(s.log)
 	r.Get(proto.PatternAnnounce, s.handleAnnounce)
 	r.Get(proto.PatternMetainfo, s.handleMetainfo)
 	r.Head(proto.PatternMetainfo, s.handleMetainfo)

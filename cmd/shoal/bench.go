@@ -89,17 +89,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError{errors.New("--rate: must be positive")}
 	}
 	o.ApplyDefaults()
-	o.Log = slog.New(slog.DiscardHandler)
-	if *verbose {
-		o.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	o.Log = commandLog(*verbose, stderr)
+	var cleanup func()
+	if o.Dir, cleanup, err = stateDir(*dir, "shoal-bench-"); err != nil {
+		return err
 	}
-	o.Dir = *dir
-	if o.Dir == "" {
-		if o.Dir, err = os.MkdirTemp("", "shoal-bench-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(o.Dir)
-	}
+	defer cleanup()
 	if *cpuProfile != "" {
 		// Where a CPU-bound run's time goes: every component is in this process.
 		f, err := os.Create(*cpuProfile)
@@ -117,9 +112,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
+		if err := printJSON(stdout, r); err != nil {
 			return err
 		}
 	} else {
@@ -161,11 +154,11 @@ func runBenchStandard(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp("", "shoal-bench-")
+	tmp, cleanup, err := stateDir("", "shoal-bench-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	defer cleanup()
 	res, err := bench.RunStandard(ctx, rows, tmp, stderr, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
@@ -232,15 +225,12 @@ func runBenchTarget(ctx context.Context, name string, args []string, stdout, std
 	if duration != nil && *duration <= 0 {
 		return usageError{errors.New("--duration: must be positive")}
 	}
-	log := slog.New(slog.DiscardHandler)
-	if *verbose {
-		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	dir, err := os.MkdirTemp("", "shoal-bench-")
+	log := commandLog(*verbose, stderr)
+	dir, cleanup, err := stateDir("", "shoal-bench-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer cleanup()
 
 	mib := func(n int64) float64 { return float64(n) / (1 << 20) }
 	var res any
@@ -292,9 +282,7 @@ func runBenchTarget(ctx context.Context, name string, args []string, stdout, std
 			r.Peers, r.Swarms, r.AnnouncesPerSecond, r.P50Ms, r.P99Ms, r.MaxMs)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
+		if err := printJSON(stdout, res); err != nil {
 			return err
 		}
 	} else if _, err := io.WriteString(stdout, text); err != nil {

@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -56,18 +53,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if opts.LayerSize < 1 || opts.LayerSize > 4<<30 {
 		return usageError{fmt.Errorf("--layer-size: want 1B..4GiB, got %s", opts.LayerSize)}
 	}
-	opts.Log = slog.New(slog.DiscardHandler)
-	if *verbose {
-		opts.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
+	opts.Log = commandLog(*verbose, stderr)
 	opts.DefaultPorts = !*anyPorts
-	opts.Dir = *dir
-	if opts.Dir == "" {
-		if opts.Dir, err = os.MkdirTemp("", "shoal-demo-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(opts.Dir)
+	var cleanup func()
+	if opts.Dir, cleanup, err = stateDir(*dir, "shoal-demo-"); err != nil {
+		return err
 	}
+	defer cleanup()
 
 	if *upstream != "" {
 		if err := config.CheckHTTPURL(*upstream); err != nil {
@@ -96,9 +88,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	r := demo.Pull(pctx, c, blobs)
 	cancel()
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
+		if err := printJSON(stdout, r); err != nil {
 			return err
 		}
 	} else {

@@ -40,21 +40,11 @@ const (
 const writeChunk = 1 << 20
 
 func (l *Limits) ApplyDefaults() {
-	if l.ReadHeaderTimeout == 0 {
-		l.ReadHeaderTimeout = DefaultReadHeaderTimeout
-	}
-	if l.MaxHeaderBytes == 0 {
-		l.MaxHeaderBytes = DefaultMaxHeaderBytes
-	}
-	if l.MaxBodyBytes == 0 {
-		l.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	if l.WriteIdleTimeout == 0 {
-		l.WriteIdleTimeout = DefaultWriteIdleTimeout
-	}
-	if l.IdleTimeout == 0 {
-		l.IdleTimeout = DefaultIdleTimeout
-	}
+	config.SetDefault(&l.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	config.SetDefault(&l.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	config.SetDefault(&l.MaxBodyBytes, DefaultMaxBodyBytes)
+	config.SetDefault(&l.WriteIdleTimeout, DefaultWriteIdleTimeout)
+	config.SetDefault(&l.IdleTimeout, DefaultIdleTimeout)
 }
 
 // Validate checks the values; prefix is the table's key ("http").

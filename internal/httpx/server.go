@@ -38,6 +38,15 @@ func NewBase() *Base {
 // SetReady marks the component ready (or not) for /readiness.
 func (b *Base) SetReady(v bool) { b.ready.Store(v) }
 
+// Router is a role's router: every request logged (LogRequests), and
+// /health, /readiness and /metrics mounted.
+func (b *Base) Router(log *slog.Logger) chi.Router {
+	r := chi.NewRouter()
+	r.Use(LogRequests(log))
+	b.Mount(r)
+	return r
+}
+
 // Mount adds /health, /readiness and /metrics to r.
 func (b *Base) Mount(r chi.Router) {
 	r.Get("/health", func(w http.ResponseWriter, _ *http.Request) {

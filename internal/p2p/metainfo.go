@@ -78,19 +78,30 @@ type MetaInfo struct {
 // ParseMetaInfo decodes b and checks that it describes blob d sanely: name,
 // single file, piece length, and the piece names of d.
 func ParseMetaInfo(b []byte, d digest.Digest) (*MetaInfo, error) {
+	m, err := decodeMetaInfo(b, d, "metainfo")
+	if err != nil {
+		return nil, err
+	}
+	if err := checkInfo(&m.Info, d); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// decodeMetaInfo decodes a torrent of blob d and its info dictionary, with
+// no check of what they say; kind ("metainfo", "standard torrent") starts
+// its errors.
+func decodeMetaInfo(b []byte, d digest.Digest, kind string) (*MetaInfo, error) {
 	var mi metainfo.MetaInfo
 	if err := bencode.Unmarshal(b, &mi); err != nil {
-		return nil, fmt.Errorf("metainfo %s: %w", d, err)
+		return nil, fmt.Errorf("%s %s: %w", kind, d, err)
 	}
 	if len(mi.InfoBytes) == 0 {
-		return nil, fmt.Errorf("metainfo %s: no info dictionary", d)
+		return nil, fmt.Errorf("%s %s: no info dictionary", kind, d)
 	}
 	var info metainfo.Info
 	if err := bencode.Unmarshal(mi.InfoBytes, &info); err != nil {
-		return nil, fmt.Errorf("metainfo %s: info: %w", d, err)
-	}
-	if err := checkInfo(&info, d); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s %s: info: %w", kind, d, err)
 	}
 	return &MetaInfo{Digest: d, raw: b, InfoBytes: mi.InfoBytes, Info: info, InfoHash: metainfo.HashBytes(mi.InfoBytes)}, nil
 }

@@ -86,32 +86,18 @@ func (c *Config) ApplyDefaults(listen string, trackers []string) {
 	for _, t := range trackers {
 		c.Trackers = append(c.Trackers, proto.AnnounceURL(t))
 	}
-	if c.Listen == "" {
-		c.Listen = listen
-	}
-	if c.ConnsPerTorrent == 0 {
-		c.ConnsPerTorrent = DefaultConnsPerTorrent
-	}
-	if c.AnnounceInterval == 0 {
-		c.AnnounceInterval = 3 * time.Second
-	}
-	if c.BanTime == 0 {
-		c.BanTime = DefaultBanTime
-	}
-	if c.MaxSwarms == 0 {
-		c.MaxSwarms = DefaultMaxSwarms
-	}
+	config.SetDefault(&c.Listen, listen)
+	config.SetDefault(&c.ConnsPerTorrent, DefaultConnsPerTorrent)
+	config.SetDefault(&c.AnnounceInterval, 3*time.Second)
+	config.SetDefault(&c.BanTime, DefaultBanTime)
+	config.SetDefault(&c.MaxSwarms, DefaultMaxSwarms)
 }
 
 // Validate checks the section; prefix is the TOML table name ("p2p").
 func (c *Config) Validate(prefix string) error {
-	if _, err := netip.ParseAddrPort(c.Listen); err != nil {
-		return config.Errorf(prefix+".listen", "want IP:port, got %q", c.Listen)
-	}
-	for i, u := range c.Trackers {
-		if err := config.CheckHTTPURL(u); err != nil {
-			return config.Errorf(fmt.Sprintf("%s.trackers[%d]", prefix, i), "%v", err)
-		}
+	if err := config.FirstError(config.CheckAddrPort(prefix+".listen", c.Listen),
+		config.CheckURLs(prefix+".trackers", c.Trackers)); err != nil {
+		return err
 	}
 	if c.UploadRate < 0 || c.DownloadRate < 0 {
 		return config.Errorf(prefix+".upload_rate", "must not be negative")

@@ -68,18 +68,12 @@ func standardInfo(d digest.Digest, length, pieceLen int64, sums []byte) ([]byte,
 // be checked against the blob: ordinary clients check each piece, and Shoal
 // seeds only blobs verified against their digest.
 func ParseStandard(b []byte, d digest.Digest) (*MetaInfo, error) {
-	var mi metainfo.MetaInfo
-	if err := bencode.Unmarshal(b, &mi); err != nil {
-		return nil, fmt.Errorf("standard torrent %s: %w", d, err)
+	m, err := decodeMetaInfo(b, d, "standard torrent")
+	if err != nil {
+		return nil, err
 	}
-	if len(mi.InfoBytes) == 0 {
-		return nil, fmt.Errorf("standard torrent %s: no info dictionary", d)
-	}
-	var info metainfo.Info
-	if err := bencode.Unmarshal(mi.InfoBytes, &info); err != nil {
-		return nil, fmt.Errorf("standard torrent %s: info: %w", d, err)
-	}
-	if err := checkShape(&info, d); err != nil {
+	info := &m.Info
+	if err := checkShape(info, d); err != nil {
 		return nil, fmt.Errorf("standard torrent: %w", err)
 	}
 	if string(info.Pieces) == string(pieceNames(d, info.NumPieces())) {
@@ -89,10 +83,11 @@ func ParseStandard(b []byte, d digest.Digest) (*MetaInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(want, mi.InfoBytes) {
+	if !bytes.Equal(want, m.InfoBytes) {
 		return nil, fmt.Errorf("standard torrent %s: info dictionary is not Shoal's (other keys, not private, or not canonical)", d)
 	}
-	return &MetaInfo{Digest: d, raw: b, InfoBytes: mi.InfoBytes, Info: info, InfoHash: metainfo.HashBytes(mi.InfoBytes), Standard: true}, nil
+	m.Standard = true
+	return m, nil
 }
 
 // WithAnnounce returns m's metainfo with announce set to url: the .torrent a

@@ -2,7 +2,6 @@ package localregistry
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
 
@@ -17,14 +16,7 @@ import (
 // PushIndex writes a multi-platform index (and every image it lists) to
 // repo:tag on this registry.
 func (r *Registry) PushIndex(ctx context.Context, repo, tag string, idx v1.ImageIndex) (name.Reference, error) {
-	ref, err := name.NewTag(fmt.Sprintf("%s/%s:%s", r.Host(), repo, tag), name.Insecure)
-	if err != nil {
-		return nil, err
-	}
-	if err := remote.WriteIndex(ref, idx, remote.WithContext(ctx)); err != nil {
-		return nil, fmt.Errorf("push index %s: %w", ref, err)
-	}
-	return ref, nil
+	return r.push(repo, tag, "push index", func(ref name.Tag) error { return remote.WriteIndex(ref, idx, remote.WithContext(ctx)) })
 }
 
 // Index wraps images in an OCI index, one per linux architecture (in

@@ -92,12 +92,18 @@ func tarWithFile(name string, size int64, seed uint64) ([]byte, error) {
 
 // Push writes img to repo:tag on this registry.
 func (r *Registry) Push(ctx context.Context, repo, tag string, img v1.Image) (name.Reference, error) {
+	return r.push(repo, tag, "push", func(ref name.Tag) error { return remote.Write(ref, img, remote.WithContext(ctx)) })
+}
+
+// push names repo:tag on this registry and writes it with write; what
+// ("push", "push index") starts the error.
+func (r *Registry) push(repo, tag, what string, write func(name.Tag) error) (name.Reference, error) {
 	ref, err := name.NewTag(fmt.Sprintf("%s/%s:%s", r.Host(), repo, tag), name.Insecure)
 	if err != nil {
 		return nil, err
 	}
-	if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
-		return nil, fmt.Errorf("push %s: %w", ref, err)
+	if err := write(ref); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, ref, err)
 	}
 	return ref, nil
 }

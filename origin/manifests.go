@@ -80,18 +80,22 @@ func parseRef(ref string) (digest.Digest, string, error) {
 	return "", ref, nil
 }
 
-func (m *manifests) handleManifest(w http.ResponseWriter, r *http.Request) {
+// repo is the upstream repository the request's {ns} names.
+func (m *manifests) repo(r *http.Request) (upstream.Repo, error) {
 	ns, err := nsParam(r)
+	if err != nil {
+		return upstream.Repo{}, err
+	}
+	return m.o.up.Resolve(ns)
+}
+
+func (m *manifests) handleManifest(w http.ResponseWriter, r *http.Request) {
+	repo, err := m.repo(r)
 	if err != nil {
 		writeManifestErr(w, r, err)
 		return
 	}
 	d, tag, err := parseRef(chi.URLParam(r, "ref"))
-	if err != nil {
-		writeManifestErr(w, r, err)
-		return
-	}
-	repo, err := m.o.up.Resolve(ns)
 	if err != nil {
 		writeManifestErr(w, r, err)
 		return
@@ -249,12 +253,7 @@ func (m *manifests) stored(d digest.Digest) ([]byte, string, error) {
 
 // handleTags answers the upstream's whole tag list of the namespace.
 func (m *manifests) handleTags(w http.ResponseWriter, r *http.Request) {
-	ns, err := nsParam(r)
-	if err != nil {
-		writeTagsErr(w, r, err)
-		return
-	}
-	repo, err := m.o.up.Resolve(ns)
+	repo, err := m.repo(r)
 	if err != nil {
 		writeTagsErr(w, r, err)
 		return

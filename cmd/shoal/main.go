@@ -57,26 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	var err error
 	switch args[0] {
-	case "tracker":
-		var cfg tracker.Config
-		err = runRole(ctx, "tracker", args[1:], &cfg, &cfg.LogLevel, stdout, stderr, func(log *slog.Logger) (runner, error) {
-			return tracker.New(cfg, log)
-		})
-	case "origin":
-		var cfg origin.Config
-		err = runRole(ctx, "origin", args[1:], &cfg, &cfg.LogLevel, stdout, stderr, func(log *slog.Logger) (runner, error) {
-			return origin.New(cfg, log)
-		})
-	case "agent":
-		var cfg agent.Config
-		err = runRole(ctx, "agent", args[1:], &cfg, &cfg.LogLevel, stdout, stderr, func(log *slog.Logger) (runner, error) {
-			return agent.New(cfg, log)
-		})
-	case "buildindex":
-		var cfg buildindex.Config
-		err = runRole(ctx, "buildindex", args[1:], &cfg, &cfg.LogLevel, stdout, stderr, func(log *slog.Logger) (runner, error) {
-			return buildindex.New(cfg, log)
-		})
+	case "tracker", "origin", "agent", "buildindex":
+		err = roles[args[0]](ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = runDemo(ctx, args[1:], stdout, stderr)
 	case "bench":
@@ -107,6 +89,31 @@ type usageError struct{ error }
 
 type runner interface {
 	Run(ctx context.Context) error
+}
+
+// roles are the long-running subcommands: each loads its role's config
+// and runs the role.
+var roles = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
+	"tracker": serve("tracker", func(c *tracker.Config) *string { return &c.LogLevel },
+		func(c tracker.Config, log *slog.Logger) (*tracker.Server, error) { return tracker.New(c, log) }),
+	"origin": serve("origin", func(c *origin.Config) *string { return &c.LogLevel }, origin.New),
+	"agent":  serve("agent", func(c *agent.Config) *string { return &c.LogLevel }, agent.New),
+	"buildindex": serve("buildindex", func(c *buildindex.Config) *string { return &c.LogLevel },
+		func(c buildindex.Config, log *slog.Logger) (*buildindex.Server, error) { return buildindex.New(c, log) }),
+}
+
+// serve is the subcommand of a role whose config is C (level: its
+// log_level key) and whose server newRole builds.
+func serve[C any, P interface {
+	*C
+	config.Validator
+}, R runner](name string, level func(*C) *string, newRole func(C, *slog.Logger) (R, error)) func(context.Context, []string, io.Writer, io.Writer) error {
+	return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+		var cfg C
+		return runRole(ctx, name, args, P(&cfg), level(&cfg), stdout, stderr, func(log *slog.Logger) (runner, error) {
+			return newRole(cfg, log)
+		})
+	}
 }
 
 // runRole parses --config/--print-config, loads the file strictly and runs

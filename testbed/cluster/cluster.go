@@ -182,12 +182,9 @@ func start(opts Options) (_ *Cluster, err error) {
 
 	tc := tracker.Config{Listen: trackerAddr, Origins: originURLs}
 	tc.ApplyDefaults()
-	tr, err := tracker.New(tc, opts.Log.With("role", "tracker"))
-	if err != nil {
+	if c.Tracker, err = started[*tracker.Server](c, ctx)(tracker.New(tc, opts.Log.With("role", "tracker"))); err != nil {
 		return nil, err
 	}
-	c.Tracker = tr
-	c.run(tr, ctx, tr.Run)
 
 	for i, oc := range ocfgs {
 		o, err := origin.New(oc, opts.Log.With("role", "origin", "origin", i))
@@ -204,17 +201,14 @@ func start(opts Options) (_ *Cluster, err error) {
 	}
 	bc := buildindex.Config{Listen: biAddr, Root: filepath.Join(opts.Dir, "buildindex"), Origins: originURLs}
 	bc.ApplyDefaults()
-	bi, err := buildindex.New(bc, opts.Log.With("role", "buildindex"))
-	if err != nil {
+	if c.BuildIndex, err = started[*buildindex.Server](c, ctx)(buildindex.New(bc, opts.Log.With("role", "buildindex"))); err != nil {
 		return nil, err
 	}
-	c.BuildIndex = bi
-	c.run(bi, ctx, bi.Run)
 
 	for i := range opts.Agents {
 		ip := AgentIP(i)
 		ac := agent.Config{Root: filepath.Join(opts.Dir, fmt.Sprintf("agent%d", i)), Trackers: []string{trackerURL}, Origins: originURLs,
-			BuildIndex: []string{bi.URL()}}
+			BuildIndex: []string{c.BuildIndex.URL()}}
 		var err error
 		if ac.Listen, err = addr(ip, 7650); err != nil {
 			return nil, err
@@ -286,6 +280,17 @@ func ephemeralLow() int {
 
 // run starts component k under its own context (a child of ctx), so that
 // Stop can take it down alone.
+// started runs a component that New built, unless building it failed:
+// started[*tracker.Server](c, ctx)(tracker.New(...)).
+func started[R interface{ Run(context.Context) error }](c *Cluster, ctx context.Context) func(R, error) (R, error) {
+	return func(r R, err error) (R, error) {
+		if err == nil {
+			c.run(r, ctx, r.Run)
+		}
+		return r, err
+	}
+}
+
 func (c *Cluster) run(k any, ctx context.Context, f func(context.Context) error) {
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -303,6 +305,41 @@ func TestGet(t *testing.T) {
 		reqs := rec.take()
 		if len(reqs) != 2 || !strings.Contains(reqs[0], `range="bytes=2097152-"`) || !strings.Contains(reqs[1], `range=""`) {
 			t.Errorf("requests %v, want a resume then a whole download", reqs)
+		}
+	})
+
+	t.Run("Terminal", func(t *testing.T) {
+		ptmx, tty, err := pty.Open()
+		if err != nil {
+			t.Skipf("no pseudo-terminal: %v", err)
+		}
+		t.Cleanup(func() { ptmx.Close(); tty.Close() })
+		if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 120}); err != nil {
+			t.Fatal(err)
+		}
+		var screen bytes.Buffer
+		read := make(chan struct{})
+		go func() {
+			defer close(read)
+			_, _ = io.Copy(&screen, ptmx) // ends when the tty closes
+		}()
+		var errb bytes.Buffer
+		code := run([]string{"get", "--agent", agentURL, "-o", t.TempDir(), f.indexRef}, tty, &errb)
+		tty.Close()
+		select {
+		case <-read:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the terminal output did not end")
+		}
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errb.String())
+		}
+		out := screen.String()
+		if !strings.Contains(out, "total ") || !strings.Contains(out, "[=====") || !strings.Contains(out, "100 %") {
+			t.Errorf("no progress bar on the terminal:\n%q", out)
+		}
+		if strings.Contains(out, " bytes downloaded") {
+			t.Errorf("plain lines on a terminal:\n%q", out)
 		}
 	})
 

@@ -81,7 +81,7 @@ func (g *getProgress) Finish(err error, took time.Duration) {
 		} else {
 			g.total.SetTotal(-1, true)
 		}
-		g.bars.Shutdown()
+		g.bars.Wait() // every bar is complete or aborted by now
 	}
 	if err != nil {
 		return

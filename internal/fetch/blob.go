@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -148,6 +149,9 @@ func (c *Client) download(ctx context.Context, ref Ref, d digest.Digest, size in
 			return have > 0, err
 		}
 		defer drain(resp.Body)
+		if resp.StatusCode == http.StatusPartialContent && !strings.HasPrefix(resp.Header.Get("Content-Range"), "bytes "+strconv.FormatInt(have, 10)+"-") {
+			return true, fmt.Errorf("asked for bytes %d-, got Content-Range %q", have, resp.Header.Get("Content-Range"))
+		}
 		if have > 0 && resp.StatusCode != http.StatusPartialContent {
 			// The range was ignored: the body is the whole blob.
 			h.Reset()

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"io/fs"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -160,4 +162,26 @@ func checkBlobs(t *testing.T, dir string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestBlobDigestMismatch: a registry sending wrong bytes fails the get,
+// leaves no file and no partial file to resume from.
+func TestBlobDigestMismatch(t *testing.T) {
+	good := []byte("the right bytes")
+	d := digest.FromBytes(good)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("the wrong bytes"))
+	}))
+	t.Cleanup(srv.Close)
+	path := filepath.Join(t.TempDir(), "blob")
+	c := &Client{Base: srv.URL}
+	_, err := c.Blob(context.Background(), Ref{"r.example", "a/b", d.String()}, d, -1, path, nil)
+	if !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("err = %v, want a digest mismatch", err)
+	}
+	for _, p := range []string{path, path + ".partial"} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s exists after a mismatch", p)
+		}
+	}
 }

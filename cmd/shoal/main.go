@@ -2,6 +2,7 @@
 //
 //	shoal tracker|origin|agent|buildindex --config FILE.toml [--print-config]
 //	shoal demo [--agents N] [--json] [--serve]
+//	shoal get [--agent URL] [--platform os/arch] [--blob] -o DIR|FILE REF
 //	shoal version
 package main
 
@@ -38,6 +39,11 @@ Usage:
                                      an all-in-one swarm on loopback with a built-in image
   shoal bench swarm --agents N --size F --rate R [--json] ...
                                      measure a swarm against its physical bound
+  shoal get     [--agent URL] [--platform os/arch[/variant]] -o DIR REGISTRY/REPO:TAG
+  shoal get     [--agent URL] --blob -o FILE REGISTRY/REPO@sha256:...
+                                     download an image, index, artifact (as an OCI
+                                     layout) or one blob through the node's agent:
+                                     verified, resumable
   shoal version
 
 Each role runs with defaults when --config is omitted; --print-config prints
@@ -63,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runDemo(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = runBench(ctx, args[1:], stdout, stderr)
+	case "get":
+		err = runGet(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "shoal %s\n", version)
 	case "help", "-h", "--help":

@@ -8,6 +8,7 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -89,26 +90,12 @@ func (c *Client) get(ctx context.Context, registry, u string, h http.Header) (*h
 	q := pu.Query()
 	q.Set(proto.QueryNamespace, registry)
 	pu.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pu.String(), nil)
-	if err != nil {
-		return nil, err
+	resp, err := proto.Client{HTTP: c.HTTP}.Do(ctx, "agent", c.Base, http.MethodGet, pu.String(), h)
+	var he *proto.Error
+	if errors.As(err, &he) && he.Status < 500 {
+		return nil, fmt.Errorf("agent %s: %d %s: %w", c.Base, he.Status, http.StatusText(he.Status), he)
 	}
-	for k, v := range h {
-		req.Header[k] = v
-	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("agent %s: %w", c.Base, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		return nil, fmt.Errorf("agent %s: %s: %w", c.Base, resp.Status, proto.DecodeError(resp))
-	}
-	return resp, nil
+	return resp, err
 }
 
 // drain reads what is left of a body so that its connection is reused.

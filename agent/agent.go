@@ -142,6 +142,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	} else {
 		<-left
 	}
+	// A pull that sent its last byte may still be committing the blob.
+	a.pulls.Wait()
 	return errors.Join(err, <-errc)
 }
 

@@ -114,6 +114,8 @@ func (o *Origin) Run(ctx context.Context) error {
 	} else {
 		<-left
 	}
+	// A fetch that sent its last byte may still be committing the blob.
+	o.fetches.Wait()
 	return err
 }
 

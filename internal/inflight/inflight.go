@@ -31,8 +31,9 @@ type Group[K comparable, V any] struct {
 	// ends, they are all stopped.
 	Parent context.Context
 
-	mu   sync.Mutex
-	jobs map[K]*Job[V]
+	mu      sync.Mutex
+	jobs    map[K]*Job[V]
+	running sync.WaitGroup // every job's goroutine (Wait)
 }
 
 // Job is one running piece of work, shared by every caller of its key.
@@ -66,6 +67,7 @@ func (g *Group[K, V]) Do(k K, run func(j *Job[V]) error) (j *Job[V], joined bool
 		return j, true
 	}
 	j = g.add(k)
+	g.running.Add(1)
 	go func() { g.end(k, j, run(j)) }()
 	return j, false
 }
@@ -91,6 +93,7 @@ func (g *Group[K, V]) Join(ctx context.Context, k K, run func(ctx context.Contex
 			jctx, cancel := context.WithCancel(parent)
 			j.cancel, j.members = cancel, 1
 			g.mu.Unlock()
+			g.running.Add(1)
 			go func() { g.end(k, j, run(jctx, j)) }()
 			return j, false, nil
 		case !j.stopped:
@@ -155,7 +158,13 @@ func (g *Group[K, V]) end(k K, j *Job[V], err error) {
 	j.SetReady(zero)
 	j.err = err
 	close(j.done)
+	g.running.Done()
 }
+
+// Wait blocks until every job started so far has ended: a role that stops
+// waits for its work to finish (or to see its cancelled context) before
+// its files are gone.
+func (g *Group[K, V]) Wait() { g.running.Wait() }
 
 // Running reports whether a job of k runs now.
 func (g *Group[K, V]) Running(k K) bool {

@@ -203,3 +203,26 @@ func TestJoinParentAndEnd(t *testing.T) {
 	}
 	g2.Leave(j2)
 }
+
+// Wait returns once every job started so far (joined or not) has ended.
+func TestWaitForEveryJob(t *testing.T) {
+	var g Group[string, int]
+	release := make(chan struct{})
+	g.Do("a", func(*Job[int]) error { <-release; return nil })
+	if _, _, err := g.Join(context.Background(), "b", func(ctx context.Context, _ *Job[int]) error { <-release; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan struct{})
+	go func() { g.Wait(); close(waited) }()
+	select {
+	case <-waited:
+		t.Fatal("Wait returned while two jobs ran")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return after the jobs ended")
+	}
+}

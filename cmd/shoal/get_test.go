@@ -3,12 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +22,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/shoal-dev/shoal/internal/testutil"
 	"github.com/shoal-dev/shoal/testbed/cluster"
 	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
@@ -125,24 +123,7 @@ func verifyLayout(t *testing.T, dir string) (int, []ocispec.Descriptor) {
 	if b, err := os.ReadFile(filepath.Join(dir, "oci-layout")); err != nil || !strings.Contains(string(b), "1.0.0") {
 		t.Errorf("oci-layout: %q, %v", b, err)
 	}
-	n := 0
-	err := filepath.WalkDir(filepath.Join(dir, "blobs"), func(p string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != e.Name() {
-			t.Errorf("blob %s does not match its digest", e.Name())
-		}
-		n++
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := testutil.LayoutBlobs(t, dir)
 	var idx ocispec.Index
 	readJSON(t, filepath.Join(dir, "index.json"), &idx)
 	var walk func(d ocispec.Descriptor)

@@ -2,11 +2,8 @@ package fetch
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"io"
-	"io/fs"
 	"log"
 	"net/http"
 	"net/http/httptest"
@@ -26,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/internal/testutil"
 )
 
 func TestParseRef(t *testing.T) {
@@ -136,32 +135,10 @@ func TestLayoutOfAnArtifactAndAnIndex(t *testing.T) {
 		if len(roots) != 1 {
 			t.Errorf("%s: %d roots", tc.ref, len(roots))
 		}
-		if n := checkBlobs(t, dir); n != tc.blobs || len(p.done) != tc.blobs {
+		if n := testutil.LayoutBlobs(t, dir); n != tc.blobs || len(p.done) != tc.blobs {
 			t.Errorf("%s: %d blobs on disk, %d reported, want %d", tc.ref, n, len(p.done), tc.blobs)
 		}
 	}
-}
-
-func checkBlobs(t *testing.T, dir string) int {
-	n := 0
-	err := filepath.WalkDir(filepath.Join(dir, "blobs"), func(p string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != e.Name() {
-			t.Errorf("%s does not match its digest", p)
-		}
-		n++
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 // TestBlobDigestMismatch: a registry sending wrong bytes fails the get,

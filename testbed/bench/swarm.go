@@ -55,22 +55,22 @@ type SwarmOptions struct {
 // SwarmResult is one run's measurements; JSON keys are shared with
 // `shoal demo --json`.
 type SwarmResult struct {
-	Agents            int       `json:"agents"`
-	Origins           int       `json:"origins"`
-	BlobBytes         int64     `json:"blob_bytes"`
-	PieceBytes        int64     `json:"piece_bytes"`
-	RateBps           int64     `json:"rate_bytes_per_second"`
-	OriginRateBps     int64     `json:"origin_rate_bytes_per_second"`
-	UpstreamRateBps   int64     `json:"upstream_rate_bytes_per_second"`
-	WarmOrigins       bool      `json:"warm_origins"`
-	TMinSeconds       float64   `json:"t_min_seconds"`
-	AgentSecondsP50   float64   `json:"agent_seconds_p50"`
-	AgentSecondsP90   float64   `json:"agent_seconds_p90"`
-	AgentSecondsMax   float64   `json:"agent_seconds_max"`
-	P50OverTMin       float64   `json:"p50_over_tmin"`
-	MaxOverTMin       float64   `json:"max_over_tmin"`
-	TTFBSecondsP50    float64   `json:"ttfb_seconds_p50"`
-	AgentSeconds      []float64 `json:"agent_seconds"`
+	Agents          int       `json:"agents"`
+	Origins         int       `json:"origins"`
+	BlobBytes       int64     `json:"blob_bytes"`
+	PieceBytes      int64     `json:"piece_bytes"`
+	RateBps         int64     `json:"rate_bytes_per_second"`
+	OriginRateBps   int64     `json:"origin_rate_bytes_per_second"`
+	UpstreamRateBps int64     `json:"upstream_rate_bytes_per_second"`
+	WarmOrigins     bool      `json:"warm_origins"`
+	TMinSeconds     float64   `json:"t_min_seconds"`
+	AgentSecondsP50 float64   `json:"agent_seconds_p50"`
+	AgentSecondsP90 float64   `json:"agent_seconds_p90"`
+	AgentSecondsMax float64   `json:"agent_seconds_max"`
+	P50OverTMin     float64   `json:"p50_over_tmin"`
+	MaxOverTMin     float64   `json:"max_over_tmin"`
+	TTFBSecondsP50  float64   `json:"ttfb_seconds_p50"`
+	AgentSeconds    []float64 `json:"agent_seconds"`
 	// Scenario rows (uneven links, late joiners, churn): each client's time
 	// over its own bound (ClientResult), p50 and max over every timed
 	// client, and p50 over the on-time clients that were not killed.
@@ -82,22 +82,22 @@ type SwarmResult struct {
 	MaxOverBound       float64        `json:"max_over_bound"`
 	OnTimeP50OverBound float64        `json:"on_time_p50_over_bound"`
 	Clients            []ClientResult `json:"clients"`
-	BytesFromUpstream int64     `json:"bytes_from_upstream"`
-	BytesFromOrigins  int64     `json:"bytes_from_origins"`
-	BytesFromPeers    int64     `json:"bytes_from_peers"`
-	BytesWasted       int64     `json:"bytes_wasted"` // received twice, or in a bad piece
-	OriginBytesSent   int64     `json:"origin_bytes_sent"`
-	OriginSentOverF   float64   `json:"origin_sent_over_blob"`
-	UpstreamBlobGets  int       `json:"upstream_blob_gets"`
-	AllVerified       bool      `json:"all_verified"`
-	CPUSeconds        float64   `json:"cpu_seconds"`
-	CPUCores          int       `json:"cpu_cores"`
-	CPUBound          bool      `json:"cpu_bound"`
-	PeakRSSBytes      int64     `json:"peak_rss_bytes"`
-	DirectSecondsP50  float64   `json:"direct_seconds_p50,omitempty"`
-	DirectSecondsMax  float64   `json:"direct_seconds_max,omitempty"`
-	SpeedupP50        float64   `json:"speedup_p50,omitempty"`
-	Failures          []string  `json:"failures,omitempty"`
+	BytesFromUpstream  int64          `json:"bytes_from_upstream"`
+	BytesFromOrigins   int64          `json:"bytes_from_origins"`
+	BytesFromPeers     int64          `json:"bytes_from_peers"`
+	BytesWasted        int64          `json:"bytes_wasted"` // received twice, or in a bad piece
+	OriginBytesSent    int64          `json:"origin_bytes_sent"`
+	OriginSentOverF    float64        `json:"origin_sent_over_blob"`
+	UpstreamBlobGets   int            `json:"upstream_blob_gets"`
+	AllVerified        bool           `json:"all_verified"`
+	CPUSeconds         float64        `json:"cpu_seconds"`
+	CPUCores           int            `json:"cpu_cores"`
+	CPUBound           bool           `json:"cpu_bound"`
+	PeakRSSBytes       int64          `json:"peak_rss_bytes"`
+	DirectSecondsP50   float64        `json:"direct_seconds_p50,omitempty"`
+	DirectSecondsMax   float64        `json:"direct_seconds_max,omitempty"`
+	SpeedupP50         float64        `json:"speedup_p50,omitempty"`
+	Failures           []string       `json:"failures,omitempty"`
 }
 
 // TMin is the fluid lower bound (Kumar and Ross): the origins' total upload,

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 )
@@ -86,6 +87,10 @@ func TestSwarmScenarioRun(t *testing.T) {
 	}
 	if kinds[KindOnTime] != 6 || kinds[KindLate] != 1 || kinds[KindKilled] != 1 || kinds[KindReplacement] != 1 {
 		t.Errorf("clients by kind %v, want 6 on-time, 1 late, 1 killed, 1 replacement", kinds)
+	}
+	svg := SVG(&Results{Swarm: []*SwarmResult{r}})
+	if ticks := strings.Count(svg, `stroke="#c0392b" stroke-width="2"`); ticks == 0 || !strings.Contains(svg, "over own bound p50") {
+		t.Errorf("plot lacks the per-client bounds (%d ticks):\n%s", ticks, svg)
 	}
 	if len(r.AgentSeconds) != 8 || r.P50OverBound <= 0 || r.MaxOverBound < r.P50OverBound {
 		t.Errorf("aggregates: %d times, p50 %.2f, max %.2f", len(r.AgentSeconds), r.P50OverBound, r.MaxOverBound)

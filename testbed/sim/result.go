@@ -10,29 +10,29 @@ import (
 // ones that started with the run and were not killed, plus the churn
 // replacements (whose times count from their own start).
 type Result struct {
-	Simulated         bool      `json:"simulated"`
-	Agents            int       `json:"agents"`
-	Origins           int       `json:"origins"`
-	BlobBytes         int64     `json:"blob_bytes"`
-	PieceBytes        int64     `json:"piece_bytes"`
-	RateBps           int64     `json:"rate_bytes_per_second"`
-	OriginRateBps     int64     `json:"origin_rate_bytes_per_second"`
-	UpstreamRateBps   int64     `json:"upstream_rate_bytes_per_second"`
-	WarmOrigins       bool      `json:"warm_origins"`
-	TMinSeconds       float64   `json:"t_min_seconds"`
-	AgentSecondsP50   float64   `json:"agent_seconds_p50"`
-	AgentSecondsP90   float64   `json:"agent_seconds_p90"`
-	AgentSecondsMax   float64   `json:"agent_seconds_max"`
-	P50OverTMin       float64   `json:"p50_over_tmin"`
-	MaxOverTMin       float64   `json:"max_over_tmin"`
-	TTFBSecondsP50    float64   `json:"ttfb_seconds_p50"`
-	AgentSeconds      []float64 `json:"agent_seconds,omitempty"`
-	BytesFromOrigins  int64     `json:"bytes_from_origins"`
-	BytesFromPeers    int64     `json:"bytes_from_peers"`
-	BytesWasted       int64     `json:"bytes_wasted"`
-	OriginBytesSent   int64     `json:"origin_bytes_sent"`
-	OriginSentOverF   float64   `json:"origin_sent_over_blob"`
-	AllVerified       bool      `json:"all_verified"`
+	Simulated        bool      `json:"simulated"`
+	Agents           int       `json:"agents"`
+	Origins          int       `json:"origins"`
+	BlobBytes        int64     `json:"blob_bytes"`
+	PieceBytes       int64     `json:"piece_bytes"`
+	RateBps          int64     `json:"rate_bytes_per_second"`
+	OriginRateBps    int64     `json:"origin_rate_bytes_per_second"`
+	UpstreamRateBps  int64     `json:"upstream_rate_bytes_per_second"`
+	WarmOrigins      bool      `json:"warm_origins"`
+	TMinSeconds      float64   `json:"t_min_seconds"`
+	AgentSecondsP50  float64   `json:"agent_seconds_p50"`
+	AgentSecondsP90  float64   `json:"agent_seconds_p90"`
+	AgentSecondsMax  float64   `json:"agent_seconds_max"`
+	P50OverTMin      float64   `json:"p50_over_tmin"`
+	MaxOverTMin      float64   `json:"max_over_tmin"`
+	TTFBSecondsP50   float64   `json:"ttfb_seconds_p50"`
+	AgentSeconds     []float64 `json:"agent_seconds,omitempty"`
+	BytesFromOrigins int64     `json:"bytes_from_origins"`
+	BytesFromPeers   int64     `json:"bytes_from_peers"`
+	BytesWasted      int64     `json:"bytes_wasted"`
+	OriginBytesSent  int64     `json:"origin_bytes_sent"`
+	OriginSentOverF  float64   `json:"origin_sent_over_blob"`
+	AllVerified      bool      `json:"all_verified"`
 
 	// Each agent's time over its own bound (its link, the origin's, the
 	// swarm's total upload): what uneven links and late joiners are judged by.

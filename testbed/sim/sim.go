@@ -537,25 +537,33 @@ func (s *Sim) startTransfer(id int32) {
 }
 
 // reshareInto recomputes the rates of every uploader sending to w (w's
-// number of active downloads, hence each one's cap, changed).
-func (s *Sim) reshareInto(w int32) {
+// senders, hence what each may take, changed).
+func (s *Sim) reshareInto(w int32) { s.reshareIntoExcept(w, -1, 1) }
+
+func (s *Sim) reshareIntoExcept(w, except int32, depth int) {
 	var ups [16]int32
 	seen := ups[:0]
 	for _, id := range s.nodes[w].downT {
 		tr := &s.xfers[id]
-		if tr.active && !slices.Contains(seen, tr.from) {
+		if tr.active && tr.from != except && !slices.Contains(seen, tr.from) {
 			seen = append(seen, tr.from)
-			s.reshare(tr.from)
 		}
+	}
+	for _, u := range seen {
+		s.reshareDepth(u, depth)
 	}
 }
 
-// reshare sets the rates of u's active uploads. A downloader's link is
-// shared evenly among the peers sending to it (its download token bucket
-// and TCP), so each (u, downloader) pair is capped at that share; an agent
-// shares its upload max-min fairly among its pairs, the origin serves its
-// uploads in reveal order (the seeder's turns), each up to its pair's cap.
-func (s *Sim) reshare(u int32) {
+// reshare sets the rates of u's active uploads. Each (u, downloader) pair
+// may take what of the downloader's link the other peers sending to it
+// leave (its download token bucket is shared, first come); an agent shares
+// its upload max-min fairly among its pairs, the origin serves its uploads
+// in reveal order (the seeder's turns), each up to its pair's cap. When a
+// pair slows down, the downloader's other senders are reshared once, to
+// take up the slack.
+func (s *Sim) reshare(u int32) { s.reshareDepth(u, 1) }
+
+func (s *Sim) reshareDepth(u int32, depth int) {
 	n := s.nodes[u]
 	type flow struct {
 		id   int32
@@ -563,6 +571,7 @@ func (s *Sim) reshare(u int32) {
 		cap  float64 // the pair's cap
 		seq  uint64
 		rate float64
+		old  float64
 	}
 	flows := make([]flow, 0, len(n.upT))
 	for _, id := range n.upT {
@@ -572,8 +581,7 @@ func (s *Sim) reshare(u int32) {
 		}
 		tr.remaining -= tr.rate * (s.now - tr.last)
 		tr.last = s.now
-		d := s.nodes[tr.to]
-		flows = append(flows, flow{id: id, to: tr.to, cap: d.down / float64(s.senders(tr.to)), seq: tr.seq})
+		flows = append(flows, flow{id: id, to: tr.to, cap: s.leftFor(tr.to, u), seq: tr.seq, old: tr.rate})
 	}
 	left := n.up
 	if u == origin {
@@ -605,7 +613,7 @@ func (s *Sim) reshare(u int32) {
 			for j < len(flows) && flows[j].to == flows[i].to {
 				j++
 			}
-			r := min(flows[i].cap, left/float64(pairs))
+			r := max(0, min(flows[i].cap, left/float64(pairs)))
 			left -= r
 			pairs--
 			for k := i; k < j; k++ {
@@ -614,10 +622,15 @@ func (s *Sim) reshare(u int32) {
 			i = j
 		}
 	}
+	var slower [8]int32
+	slow := slower[:0]
 	for _, f := range flows {
 		tr := &s.xfers[f.id]
 		if f.rate == tr.rate {
 			continue
+		}
+		if f.rate < tr.rate && !slices.Contains(slow, f.to) {
+			slow = append(slow, f.to)
 		}
 		tr.rate = f.rate
 		tr.ver++
@@ -625,18 +638,22 @@ func (s *Sim) reshare(u int32) {
 			s.push(event{t: s.now + max(tr.remaining, 0)/f.rate, kind: evDone, a: f.id, ver: tr.ver})
 		}
 	}
-}
-
-// senders counts the peers actively sending to w.
-func (s *Sim) senders(w int32) int {
-	var buf [32]int32
-	seen := buf[:0]
-	for _, id := range s.nodes[w].downT {
-		if tr := &s.xfers[id]; tr.active && !slices.Contains(seen, tr.from) {
-			seen = append(seen, tr.from)
+	if depth > 0 {
+		for _, d := range slow {
+			s.reshareIntoExcept(d, u, depth-1)
 		}
 	}
-	return max(1, len(seen))
+}
+
+// leftFor is what of d's download the peers other than u leave.
+func (s *Sim) leftFor(d, u int32) float64 {
+	left := s.nodes[d].down
+	for _, id := range s.nodes[d].downT {
+		if tr := &s.xfers[id]; tr.active && tr.from != u {
+			left -= tr.rate
+		}
+	}
+	return max(0, left)
 }
 
 func cmpU64(a, b uint64) int {

@@ -33,6 +33,7 @@ type node struct {
 	known          map[int32]bool
 	upT, downT     []int32 // transfers from and to this node
 	nActiveDown    int
+	inRate         float64 // sum of the active incoming transfers' rates
 	announcing     bool
 
 	// This agent's connection to the origin, as the seeder sees it.
@@ -85,6 +86,7 @@ type Sim struct {
 	tmin               float64
 	originSent         int64
 	traded             int64
+	scratch            [2][]flow // reshare's buffers, one per cascade depth
 }
 
 // New prepares a run; Run runs it.
@@ -565,15 +567,7 @@ func (s *Sim) reshare(u int32) { s.reshareDepth(u, 1) }
 
 func (s *Sim) reshareDepth(u int32, depth int) {
 	n := s.nodes[u]
-	type flow struct {
-		id   int32
-		to   int32
-		cap  float64 // the pair's cap
-		seq  uint64
-		rate float64
-		old  float64
-	}
-	flows := make([]flow, 0, len(n.upT))
+	flows := s.scratch[depth][:0]
 	for _, id := range n.upT {
 		tr := &s.xfers[id]
 		if !tr.active {
@@ -581,8 +575,21 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 		}
 		tr.remaining -= tr.rate * (s.now - tr.last)
 		tr.last = s.now
-		flows = append(flows, flow{id: id, to: tr.to, cap: s.leftFor(tr.to, u), seq: tr.seq, old: tr.rate})
+		flows = append(flows, flow{id: id, to: tr.to, seq: tr.seq, old: tr.rate})
 	}
+	// What each downloader's other senders leave: its incoming rate less
+	// this uploader's own flows to it.
+	for i := range flows {
+		mine := 0.0
+		for _, g := range flows {
+			if g.to == flows[i].to {
+				mine += g.old
+			}
+		}
+		d := s.nodes[flows[i].to]
+		flows[i].cap = max(0, d.down-(d.inRate-mine))
+	}
+	defer func() { s.scratch[depth] = flows }()
 	left := n.up
 	if u == origin {
 		slices.SortFunc(flows, func(a, b flow) int { return cmpU64(a.seq, b.seq) })
@@ -626,12 +633,15 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 	slow := slower[:0]
 	for _, f := range flows {
 		tr := &s.xfers[f.id]
-		if f.rate == tr.rate {
+		// Rises under 0.1 % are left for the next reshare: they would
+		// only multiply the events.
+		if f.rate == tr.rate || (f.rate > tr.rate && f.rate < tr.rate*1.001) {
 			continue
 		}
 		if f.rate < tr.rate && !slices.Contains(slow, f.to) {
 			slow = append(slow, f.to)
 		}
+		s.nodes[f.to].inRate += f.rate - tr.rate
 		tr.rate = f.rate
 		tr.ver++
 		if f.rate > 0 {
@@ -645,15 +655,14 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 	}
 }
 
-// leftFor is what of d's download the peers other than u leave.
-func (s *Sim) leftFor(d, u int32) float64 {
-	left := s.nodes[d].down
-	for _, id := range s.nodes[d].downT {
-		if tr := &s.xfers[id]; tr.active && tr.from != u {
-			left -= tr.rate
-		}
-	}
-	return max(0, left)
+// flow is one active transfer as reshare weighs it.
+type flow struct {
+	id   int32
+	to   int32
+	cap  float64 // what the pair may take of the downloader's link
+	seq  uint64
+	rate float64
+	old  float64
 }
 
 func cmpU64(a, b uint64) int {
@@ -690,6 +699,7 @@ func (s *Sim) unlink(id int32) {
 	if tr.active {
 		s.nodes[tr.to].nActiveDown--
 	}
+	s.nodes[tr.to].inRate -= tr.rate
 	tr.live, tr.active, tr.rate = false, false, 0
 	tr.ver++
 	s.free = append(s.free, id)

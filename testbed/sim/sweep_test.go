@@ -11,40 +11,27 @@ func TestSweep(t *testing.T) {
 	if os.Getenv("SIM_SWEEP") == "" {
 		t.Skip()
 	}
-	rows := []struct {
-		c    Config
-		real float64
-	}{
-		{Config{Agents: 8, BlobBytes: 256 << 20, Rate: 25e6}, 1.053},
-		{Config{Agents: 16, BlobBytes: 256 << 20, Rate: 12.5e6}, 1.078},
-		{Config{Agents: 32, BlobBytes: 256 << 20, Rate: 6.25e6}, 1.09},
-		{Config{Agents: 16, BlobBytes: 1 << 30, Rate: 12.5e6}, 1.092},
-		{Config{Agents: 8, BlobBytes: 256 << 20, Rate: 25e6, Warm: true}, 1.04},
-		{Config{Agents: 16, BlobBytes: 256 << 20, Rate: 12.5e6, Warm: true}, 1.06},
-		{Config{Agents: 32, BlobBytes: 256 << 20, Rate: 6.25e6, Warm: true}, 1.10},
+	var rows []RealRow
+	for _, r := range RealRows {
+		if r.Current {
+			rows = append(rows, r)
+		}
 	}
-	for _, lat := range []float64{0.001, 0.005, 0.01, 0.02} {
-		for _, q := range []int{1, 2, 3, 4} {
-			for _, w := range []float64{0.0, 0.02} {
-				line := fmt.Sprintf("lat %.3f q %d waste %.2f:", lat, q, w)
-				var maxErr float64
-				for _, r := range rows {
-					var sum float64
-					for seed := range uint64(3) {
-						c := r.c
-						c.RequestLatency, c.QueueDepth, c.Waste, c.Seed = lat, q, w, seed+1
-						c = c.Calibrated()
-						res, err := Run(context.Background(), c)
-						if err != nil {
-							t.Fatal(err)
-						}
-						sum += res.P50OverTMin
-					}
-					p := sum / 3
-					line += fmt.Sprintf(" %.3f", p)
-					maxErr = max(maxErr, abs(p-r.real))
+	for _, lat := range []float64{0.005, 0.01, 0.02} {
+		for _, q := range []int{1, 2, 3} {
+			for _, w := range []float64{0.015, 0.02, 0.025} {
+				cs, err := Calibrate(context.Background(), Config{RequestLatency: lat, QueueDepth: q, Waste: w}.Calibrated(), rows, 2)
+				if err != nil {
+					t.Fatal(err)
 				}
-				t.Logf("%s maxerr %.3f", line, maxErr)
+				line := fmt.Sprintf("lat %.3f q %d waste %.3f:", lat, q, w)
+				var maxErr, sq float64
+				for _, c := range cs {
+					line += fmt.Sprintf(" %+.3f", c.Diff)
+					maxErr = max(maxErr, abs(c.Diff))
+					sq += c.Diff * c.Diff
+				}
+				t.Logf("%s maxerr %.3f rms %.3f", line, maxErr, sq)
 			}
 		}
 	}

@@ -7,9 +7,12 @@ import (
 	"testing"
 )
 
+// TestSweep refits the calibrated parameters: SIM_SWEEP=1 go test -run
+// TestSweep -v ./testbed/sim prints each combination's error on every
+// current real row (minutes; skipped otherwise).
 func TestSweep(t *testing.T) {
 	if os.Getenv("SIM_SWEEP") == "" {
-		t.Skip()
+		t.Skip("SIM_SWEEP not set: the calibration sweep takes minutes")
 	}
 	var rows []RealRow
 	for _, r := range RealRows {

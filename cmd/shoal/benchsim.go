@@ -15,7 +15,7 @@ import (
 const benchSimUsage = `  shoal bench sim --agents N --size F --rate R [--origin-rate U] [--upstream-rate U] [--piece-size P]
                   [--warm-origins] [--uneven 0.25] [--late 0.25] [--churn 0.1] [--seed S] [--runs K]
                   [--conns C] [--max-peers M] [--announce-interval D] [--reveal K] [--queue-depth Q]
-                  [--in-order] [--rtt D] [--request-latency D] [--waste W] [--agent-times] [--json]
+                  [--in-order] [--serial-uploads] [--rtt D] [--request-latency D] [--waste W] [--agent-times] [--json]
   shoal bench sim --calibrate [--runs K] [--json]   every real row against the model
 `
 
@@ -43,6 +43,7 @@ func runBenchSim(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.IntVar(&c.Reveal, "reveal", sim.DefaultReveal, "pieces the origin reveals to a peer at a time")
 	fs.IntVar(&c.QueueDepth, "queue-depth", sim.DefaultQueueDepth, "pieces an agent may request on one connection at once")
 	fs.BoolVar(&c.InOrder, "in-order", false, "agents ask for the lowest index first instead of the rarest")
+	fs.BoolVar(&c.SerialUploads, "serial-uploads", false, "what-if: agents upload one piece at a time at the cap, in request order")
 	rtt := fs.Duration("rtt", time.Duration(sim.DefaultRTT*float64(time.Second)), "round trip between nodes")
 	reqLat := fs.Duration("request-latency", time.Duration(sim.DefaultRequestLatency*float64(time.Second)), "from a piece being requestable to its first byte, beyond one RTT")
 	fs.Float64Var(&c.Waste, "waste", sim.DefaultWaste, "extra bytes per piece traded between agents (duplicate blocks)")

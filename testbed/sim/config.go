@@ -57,6 +57,11 @@ type Config struct {
 	// InOrder makes agents ask for the lowest-index piece a peer has
 	// instead of the library's rarest-first (availability, then index).
 	InOrder bool
+	// SerialUploads makes agents upload as the origin does: one piece at a
+	// time at the full cap, in request order, instead of sharing their
+	// upload among every peer asking (a what-if: the library has no such
+	// switch).
+	SerialUploads bool
 
 	// RTT is the round trip between any two nodes; RequestLatency the time
 	// from a piece becoming requestable (a Have, a reveal, a free slot) to

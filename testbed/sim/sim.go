@@ -86,6 +86,7 @@ type Sim struct {
 	tmin               float64
 	originSent         int64
 	traded             int64
+	reqSeq             uint64
 	scratch            [2][]flow // reshare's buffers, one per cascade depth
 }
 
@@ -521,6 +522,8 @@ func (s *Sim) request(v, w int32, p int) {
 		tr.seq = s.revealSeq[int64(w)*int64(s.nPieces)+int64(p)]
 	} else {
 		tr.waste = int64(float64(b) * s.cfg.Waste)
+		s.reqSeq++
+		tr.seq = s.reqSeq // SerialUploads: requests in arrival order
 	}
 	tr.remaining = float64(tr.bytes + tr.waste)
 	s.nodes[v].upT = append(s.nodes[v].upT, id)
@@ -591,7 +594,7 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 	}
 	defer func() { s.scratch[depth] = flows }()
 	left := n.up
-	if u == origin {
+	if u == origin || s.cfg.SerialUploads {
 		slices.SortFunc(flows, func(a, b flow) int { return cmpU64(a.seq, b.seq) })
 		used := map[int32]float64{}
 		for i := range flows {

@@ -28,6 +28,7 @@ type node struct {
 	conns          []int32
 	slots          []uint8 // requests in flight per connection
 	out            []bool  // this node dialled the connection
+	since          []float64
 	halfOpen       int
 	pool           []int32 // peers heard of, not dialled yet
 	known          map[int32]bool
@@ -350,9 +351,11 @@ func (s *Sim) connect(a, b int32) {
 	na.conns = append(na.conns, b)
 	na.slots = append(na.slots, 0)
 	na.out = append(na.out, true)
+	na.since = append(na.since, s.now)
 	nb.conns = append(nb.conns, a)
 	nb.slots = append(nb.slots, 0)
 	nb.out = append(nb.out, false)
+	nb.since = append(nb.since, s.now)
 	// Bitfields: each side learns what the other holds.
 	if b == origin {
 		na.originConn = true
@@ -382,6 +385,15 @@ func (s *Sim) room(a int32, outgoing bool) bool {
 	}
 	nIn := len(n.conns) - nOut
 	if outgoing && nIn-nOut <= 1 || !outgoing && nOut-nIn <= 1 {
+		// Else a connection given a minute to prove itself that has not
+		// (the library's worst half): here one to a peer as complete as
+		// this node, or any over a minute old if this node still needs data.
+		for i, v := range n.conns {
+			if v != origin && s.now-n.since[i] >= 60 && (s.nodes[v].done == n.done || !n.done) {
+				s.dropConn(a, v)
+				return true
+			}
+		}
 		return false
 	}
 	// Drop the newest connection of the other direction (the library's
@@ -419,6 +431,7 @@ func (s *Sim) dropConn(a, b int32) {
 		nu.conns = slices.Delete(nu.conns, ci, ci+1)
 		nu.slots = slices.Delete(nu.slots, ci, ci+1)
 		nu.out = slices.Delete(nu.out, ci, ci+1)
+		nu.since = slices.Delete(nu.since, ci, ci+1)
 		switch {
 		case u == origin:
 			nv.originConn = false

@@ -27,7 +27,7 @@ const benchUsage = `Usage:
   shoal bench warm [--size 256MiB] [--reps 5] [--json]      cached blob: agent vs registry throughput
   shoal bench memory [--size 1GiB] [--json]                 agent process private memory while streaming
   shoal bench tracker [--duration 3s] [--json]              announces/s on one core, p99 latency
-`
+` + benchSimUsage
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
@@ -36,11 +36,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return runBenchStandard(ctx, args[1:], stdout, stderr)
 		case "single", "warm", "memory", "tracker":
 			return runBenchTarget(ctx, args[0], args[1:], stdout, stderr)
+		case "sim":
+			return runBenchSim(ctx, args[1:], stdout, stderr)
 		}
 	}
 	if len(args) == 0 || args[0] != "swarm" {
 		fmt.Fprint(stderr, benchUsage)
-		return usageError{errors.New("want a benchmark name: swarm, standard, single, warm, memory or tracker")}
+		return usageError{errors.New("want a benchmark name: swarm, standard, single, warm, memory, tracker or sim")}
 	}
 	fs := flag.NewFlagSet("bench swarm", flag.ContinueOnError)
 	fs.SetOutput(stderr)

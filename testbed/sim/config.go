@@ -1,0 +1,190 @@
+// Package sim is a discrete-event model of a Shoal swarm: one blob, one
+// origin super-seeding it (internal/p2p/superseed's reveal and hand-out
+// rules), N agents trading pieces as anacrolix/torrent does (per-connection
+// request slots, rarest-first or in-order piece choice, a cap on connections
+// per torrent), the tracker's peer sampling and announce interval, token
+// bucket rates per node, request latency, uneven links, late joiners and
+// churn. It predicts what `shoal bench swarm` would measure past the agents
+// one machine can run (see docs/benchmarks.md, "Simulator").
+//
+// The model works at piece granularity, with fluid rates between events:
+// a transfer is one piece from one uploader to one downloader; between
+// events every transfer moves at a constant rate (its uploader's capacity
+// shared max-min fairly among its transfers, each capped at an even share
+// of its downloader's capacity; the origin serves its transfers in reveal
+// order, as the seeder's upload turns do). Pieces are the unit peers trade
+// (a Have is sent and a piece is verified only when whole), so modelling
+// 64 KiB blocks would multiply the events by 8 and change only what the
+// block-level effects cost, which the model takes as parameters measured on
+// the real swarm: duplicate blocks (Waste) and the time from a Have to the
+// first byte of the answer (RequestLatency).
+package sim
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Config is one simulated run. Rates are bytes per second, times seconds.
+type Config struct {
+	Agents     int
+	BlobBytes  int64
+	PieceBytes int64 // 0: the origin's choice by blob size (p2p.PieceLengthFor)
+	// Rate caps each agent's upload and download; OriginRate the origin's
+	// upload (default Rate); UpstreamRate the registry's upload to the
+	// origin (default OriginRate), which paces a cold origin.
+	Rate, OriginRate, UpstreamRate float64
+	// Warm: the origin holds the blob before the clock starts.
+	Warm bool
+
+	// ConnsPerTorrent caps an agent's established connections per blob
+	// (p2p.conns_per_torrent); the origin accepts every peer.
+	ConnsPerTorrent int
+	// HalfOpen is how many dials an agent has in flight at once
+	// (the library's HalfOpenConnsPerTorrent).
+	HalfOpen int
+	// MaxPeers is how many peers the tracker returns per announce
+	// (tracker max_peers); AnnounceInterval how often a downloading agent
+	// announces (p2p.announce_interval).
+	MaxPeers         int
+	AnnounceInterval float64
+	// Reveal is how many revealed pieces a peer may be fetching from the
+	// origin at once (the seeder's reveal).
+	Reveal int
+	// QueueDepth is how many pieces an agent may have requested on one
+	// connection at once (the library's request queue, in pieces).
+	QueueDepth int
+	// InOrder makes agents ask for the lowest-index piece a peer has
+	// instead of the library's rarest-first (availability, then index).
+	InOrder bool
+	// SerialUploads makes agents upload as the origin does: one piece at a
+	// time at the full cap, in request order, instead of sharing their
+	// upload among every peer asking (a what-if: the library has no such
+	// switch).
+	SerialUploads bool
+
+	// RTT is the round trip between any two nodes; RequestLatency the time
+	// from a piece becoming requestable (a Have, a reveal, a free slot) to
+	// the first byte of the answer, beyond one RTT: the library's request
+	// update, the uploader's queue and verification of the piece.
+	RTT, RequestLatency float64
+	// Waste is the fraction of extra bytes every piece costs both ends
+	// (blocks received twice after the library moved a request).
+	Waste float64
+	// JoinSpread: agents that start together announce within this window
+	// (metainfo fetch, torrent set-up).
+	JoinSpread float64
+
+	// Uneven is the fraction of agents whose links run at Rate/4.
+	Uneven float64
+	// Late is the fraction of agents that start when the others are half
+	// done (at T_min/2).
+	Late float64
+	// Churn is the fraction of agents killed mid-pull (uniformly between
+	// 20 % and 80 % of T_min) and each replaced by a fresh agent at once.
+	Churn float64
+
+	Seed uint64
+}
+
+// Defaults are Shoal's settings (p2p, tracker, superseed) and the values
+// the calibration against the real bench chose (docs/benchmarks.md).
+const (
+	DefaultConnsPerTorrent  = 6    // p2p.DefaultConnsPerTorrent
+	DefaultHalfOpen         = 25   // anacrolix/torrent's HalfOpenConnsPerTorrent
+	DefaultMaxPeers         = 50   // tracker max_peers
+	DefaultAnnounceInterval = 3.0  // p2p announce_interval while downloading
+	DefaultReveal           = 2    // superseed.Seeder's reveal
+	DefaultQueueDepth       = 2    // pieces per connection (calibrated)
+	DefaultRTT              = 2e-4 // loopback
+	DefaultRequestLatency   = 0.02 // calibrated
+	DefaultWaste            = 0.02 // bytes_wasted / bytes delivered, bench/results.json
+	DefaultJoinSpread       = 0.05
+)
+
+// ApplyDefaults fills the fields left at zero.
+func (c *Config) ApplyDefaults() {
+	set := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	setf := func(p *float64, v float64) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	if c.PieceBytes == 0 {
+		c.PieceBytes = pieceLengthFor(c.BlobBytes)
+	}
+	setf(&c.OriginRate, c.Rate)
+	setf(&c.UpstreamRate, c.OriginRate)
+	set(&c.ConnsPerTorrent, DefaultConnsPerTorrent)
+	set(&c.HalfOpen, DefaultHalfOpen)
+	set(&c.MaxPeers, DefaultMaxPeers)
+	setf(&c.AnnounceInterval, DefaultAnnounceInterval)
+	set(&c.Reveal, DefaultReveal)
+	set(&c.QueueDepth, DefaultQueueDepth)
+}
+
+// Calibrated returns c with the latency, waste and join spread the
+// calibration fitted (zero fields only): the real swarm's loopback bench.
+func (c Config) Calibrated() Config {
+	if c.RTT == 0 {
+		c.RTT = DefaultRTT
+	}
+	if c.RequestLatency == 0 {
+		c.RequestLatency = DefaultRequestLatency
+	}
+	if c.Waste == 0 {
+		c.Waste = DefaultWaste
+	}
+	if c.JoinSpread == 0 {
+		c.JoinSpread = DefaultJoinSpread
+	}
+	return c
+}
+
+// pieceLengthFor mirrors p2p.PieceLengthFor (a test checks they agree):
+// the largest power of two giving at least 512 pieces, 256 KiB to 4 MiB.
+func pieceLengthFor(size int64) int64 {
+	const lo, hi = 256 << 10, 4 << 20
+	pl := int64(lo)
+	for pl < hi && 2*pl*512 <= size {
+		pl *= 2
+	}
+	return pl
+}
+
+// Validate checks c after ApplyDefaults.
+func (c *Config) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(c.Agents >= 1, "agents: want >= 1, got %d", c.Agents)
+	check(c.BlobBytes >= 1, "size: want >= 1 byte, got %d", c.BlobBytes)
+	check(c.PieceBytes >= 1, "piece size: want >= 1 byte, got %d", c.PieceBytes)
+	if c.PieceBytes >= 1 && c.BlobBytes >= 1 {
+		n := (c.BlobBytes + c.PieceBytes - 1) / c.PieceBytes
+		check(n <= 1<<16, "piece size: %d pieces, want at most 65536", n)
+	}
+	check(c.Rate > 0 && c.OriginRate > 0 && c.UpstreamRate > 0, "rates: want positive, got rate %g, origin %g, upstream %g", c.Rate, c.OriginRate, c.UpstreamRate)
+	check(c.ConnsPerTorrent >= 1 && c.ConnsPerTorrent <= 255, "conns per torrent: want 1..255, got %d", c.ConnsPerTorrent)
+	check(c.HalfOpen >= 1, "half open: want >= 1, got %d", c.HalfOpen)
+	check(c.MaxPeers >= 1, "max peers: want >= 1, got %d", c.MaxPeers)
+	check(c.AnnounceInterval > 0, "announce interval: want > 0, got %g", c.AnnounceInterval)
+	check(c.Reveal >= 1, "reveal: want >= 1, got %d", c.Reveal)
+	check(c.QueueDepth >= 1 && c.QueueDepth <= 255, "queue depth: want 1..255 pieces, got %d", c.QueueDepth)
+	check(c.RTT >= 0 && c.RequestLatency >= 0 && c.JoinSpread >= 0, "latencies: want >= 0")
+	check(c.Waste >= 0 && c.Waste < 1, "waste: want 0..1, got %g", c.Waste)
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"uneven", c.Uneven}, {"late", c.Late}, {"churn", c.Churn}} {
+		check(f.v >= 0 && f.v <= 1, "%s: want a fraction 0..1, got %g", f.name, f.v)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,107 @@
+package sim
+
+// The origin's super-seeder, as internal/p2p/superseed.Seeder decides:
+// each connected peer may be fetching `reveal` revealed pieces at once;
+// it is shown first the pieces nobody was shown or holds, lowest index
+// first; once every piece is out, a second copy only to a peer starving
+// (no piece it lacks is held by any connected peer), of a piece revealed
+// at least `patience` ago. Uploads take turns at the cap in reveal order
+// (reshare).
+
+// peerHas: w (connected to the origin) now holds piece p.
+func (s *Sim) peerHas(w int32, p int) {
+	n := s.nodes[w]
+	s.holders[p]++
+	if n.revealed.has(p) {
+		n.pending--
+	}
+	s.fill(w)
+}
+
+// fill reveals pieces to w until it has `reveal` to fetch from the origin.
+func (s *Sim) fill(w int32) {
+	n := s.nodes[w]
+	if !n.alive || !n.originConn || n.done {
+		return
+	}
+	revealed := false
+	for n.pending < s.cfg.Reveal {
+		p, wait := s.originPick(w)
+		if p < 0 {
+			if wait > 0 && !s.retryQueued {
+				s.retryQueued = true
+				s.push(event{t: s.now + wait, kind: evRefill})
+			}
+			break
+		}
+		n.revealed.set(p)
+		n.pending++
+		s.assigned[p]++
+		s.revealedAt[p] = s.now
+		s.nReveals++
+		s.revealSeq[int64(w)*int64(s.nPieces)+int64(p)] = s.nReveals
+		n.avail[p]++
+		revealed = true
+	}
+	if revealed {
+		s.schedule(w, origin)
+	}
+}
+
+// originPick is the seeder's pick: the next piece to reveal to w, or -1
+// and how long until a second copy may be shown.
+func (s *Sim) originPick(w int32) (int, float64) {
+	n := s.nodes[w]
+	// A piece nobody was shown or holds, lowest index first.
+	for s.fresh < s.availN && (s.assigned[s.fresh] > 0 || s.holders[s.fresh] > 0) {
+		s.fresh++
+	}
+	for p := s.fresh; p < s.availN; p++ {
+		if s.assigned[p] == 0 && s.holders[p] == 0 && !n.have.has(p) {
+			return p, 0
+		}
+	}
+	// Starving: every piece w lacks is held by no connected peer.
+	for p := range s.availN {
+		if !n.have.has(p) && s.holders[p] > 0 {
+			return -1, 0
+		}
+	}
+	patience := max(1, 2*float64(s.cfg.PieceBytes)*float64(len(s.nodes[origin].conns))/s.cfg.OriginRate)
+	best, wait := -1, 0.0
+	for p := range s.availN {
+		if n.have.has(p) || n.revealed.has(p) {
+			continue
+		}
+		if d := s.revealedAt[p] + patience - s.now; d > 0 {
+			if wait == 0 || d < wait {
+				wait = d
+			}
+			continue
+		}
+		if best < 0 || s.assigned[p] < s.assigned[best] {
+			best = p
+		}
+	}
+	if best >= 0 {
+		return best, 0
+	}
+	return -1, wait
+}
+
+// refill gives every connected peer a chance at a reveal, starting at a
+// random one (the seeder walks a Go map).
+func (s *Sim) refill() {
+	conns := s.nodes[origin].conns
+	if len(conns) == 0 {
+		return
+	}
+	k := s.rng.IntN(len(conns))
+	for i := range conns {
+		c := s.nodes[origin].conns
+		if len(c) == 0 {
+			return
+		}
+		s.fill(c[(k+i)%len(c)])
+	}
+}

@@ -1,0 +1,128 @@
+package sim
+
+import (
+	"context"
+	"slices"
+)
+
+// Result is one simulated run. The keys it shares with `shoal bench swarm
+// --json` (bench.SwarmResult) mean the same; the agents measured are the
+// ones that started with the run and were not killed, plus the churn
+// replacements (whose times count from their own start).
+type Result struct {
+	Simulated        bool      `json:"simulated"`
+	Agents           int       `json:"agents"`
+	Origins          int       `json:"origins"`
+	BlobBytes        int64     `json:"blob_bytes"`
+	PieceBytes       int64     `json:"piece_bytes"`
+	RateBps          int64     `json:"rate_bytes_per_second"`
+	OriginRateBps    int64     `json:"origin_rate_bytes_per_second"`
+	UpstreamRateBps  int64     `json:"upstream_rate_bytes_per_second"`
+	WarmOrigins      bool      `json:"warm_origins"`
+	TMinSeconds      float64   `json:"t_min_seconds"`
+	AgentSecondsP50  float64   `json:"agent_seconds_p50"`
+	AgentSecondsP90  float64   `json:"agent_seconds_p90"`
+	AgentSecondsMax  float64   `json:"agent_seconds_max"`
+	P50OverTMin      float64   `json:"p50_over_tmin"`
+	MaxOverTMin      float64   `json:"max_over_tmin"`
+	TTFBSecondsP50   float64   `json:"ttfb_seconds_p50"`
+	AgentSeconds     []float64 `json:"agent_seconds,omitempty"`
+	BytesFromOrigins int64     `json:"bytes_from_origins"`
+	BytesFromPeers   int64     `json:"bytes_from_peers"`
+	BytesWasted      int64     `json:"bytes_wasted"`
+	OriginBytesSent  int64     `json:"origin_bytes_sent"`
+	OriginSentOverF  float64   `json:"origin_sent_over_blob"`
+	AllVerified      bool      `json:"all_verified"`
+
+	// Each agent's time over its own bound (its link, the origin's, the
+	// swarm's total upload): what uneven links and late joiners are judged by.
+	P50OverBound  float64   `json:"p50_over_bound"`
+	MaxOverBound  float64   `json:"max_over_bound"`
+	AgentBounds   []float64 `json:"agent_bound_seconds,omitempty"`
+	Replacements  int       `json:"churn_replacements,omitempty"`
+	LateAgents    int       `json:"late_agents,omitempty"`
+	SlowAgents    int       `json:"slow_agents,omitempty"`
+	Config        Config    `json:"sim_config"`
+	Events        uint64    `json:"sim_events"`
+	SimSeconds    float64   `json:"sim_end_seconds"`
+	PiecesTraded  int64     `json:"sim_piece_transfers"`
+	ConnsPerAgent float64   `json:"sim_conns_per_agent_mean"`
+}
+
+// bound is the fluid lower bound of an agent with download d in a swarm
+// of n agents whose uploads add up to sumUp (Kumar and Ross; with equal
+// links it is bench.TMin).
+func bound(n int, f, d, _ float64, sumUp, uOrigin, uUpstream float64, cold bool) float64 {
+	t := max(f/uOrigin, f/d, float64(n)*f/(uOrigin+sumUp))
+	if cold {
+		t = max(t, f/uUpstream)
+	}
+	return t
+}
+
+func (s *Sim) result() *Result {
+	c := s.cfg
+	r := &Result{Simulated: true, Agents: c.Agents, Origins: 1, BlobBytes: c.BlobBytes, PieceBytes: c.PieceBytes,
+		RateBps: int64(c.Rate), OriginRateBps: int64(c.OriginRate), UpstreamRateBps: int64(c.UpstreamRate),
+		WarmOrigins: c.Warm, TMinSeconds: s.tmin, AllVerified: true, Config: c, Events: s.seq, SimSeconds: s.now}
+	var sumUp float64
+	for _, n := range s.nodes[1 : 1+c.Agents] {
+		sumUp += n.up
+	}
+	var times, ratios, ttfb []float64
+	var conns int
+	for _, n := range s.nodes[1:] {
+		r.BytesFromOrigins += n.fromOrigin
+		r.BytesFromPeers += n.fromPeers
+		r.BytesWasted += n.wasted
+		conns += len(n.conns)
+		switch {
+		case n.replaced:
+			r.Replacements++
+		case n.late:
+			r.LateAgents++
+		}
+		if n.up < c.Rate {
+			r.SlowAgents++
+		}
+		if n.killed || !n.done {
+			continue
+		}
+		t := n.doneAt - n.start
+		b := bound(c.Agents, float64(c.BlobBytes), n.down, n.up, sumUp, c.OriginRate, c.UpstreamRate, !c.Warm)
+		times = append(times, t)
+		ratios = append(ratios, t/b)
+		r.AgentBounds = append(r.AgentBounds, b)
+		ttfb = append(ttfb, n.ttfbAt-n.start)
+	}
+	r.AgentSeconds = times
+	r.AgentSecondsP50, r.AgentSecondsP90, r.AgentSecondsMax = quantile(times, 0.5), quantile(times, 0.9), quantile(times, 1)
+	r.P50OverTMin, r.MaxOverTMin = r.AgentSecondsP50/s.tmin, r.AgentSecondsMax/s.tmin
+	r.P50OverBound, r.MaxOverBound = quantile(ratios, 0.5), quantile(ratios, 1)
+	r.TTFBSecondsP50 = quantile(ttfb, 0.5)
+	r.OriginBytesSent = s.originSent
+	r.OriginSentOverF = float64(s.originSent) / float64(c.BlobBytes)
+	r.PiecesTraded = s.traded
+	r.ConnsPerAgent = float64(conns) / float64(len(s.nodes)-1)
+	return r
+}
+
+// quantile as the real bench takes it (nearest rank).
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := int(q*float64(len(s)-1) + 0.5)
+	return s[min(i, len(s)-1)]
+}
+
+// Run is New and Run in one call.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	s, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return s.Run(ctx)
+}

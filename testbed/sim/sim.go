@@ -1,0 +1,797 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+)
+
+const origin = 0 // node index of the origin; agents follow
+
+// node is the origin or an agent.
+type node struct {
+	up, down float64
+	start    float64
+	joined   bool
+	alive    bool
+	done     bool
+	doneAt   float64
+	ttfbAt   float64 // piece 0 verified: the client's first byte
+	late     bool
+	replaced bool // a churn replacement
+	killed   bool
+
+	have, inflight bitset
+	nHave          int
+	avail          []uint8 // per piece: connected peers that hold (or revealed) it
+	conns          []int32
+	slots          []uint8 // requests in flight per connection
+	out            []bool  // this node dialled the connection
+	since          []float64
+	halfOpen       int
+	pool           []int32 // peers heard of, not dialled yet
+	known          map[int32]bool
+	upT, downT     []int32 // transfers from and to this node
+	nActiveDown    int
+	inRate         float64 // sum of the active incoming transfers' rates
+	announcing     bool
+
+	// This agent's connection to the origin, as the seeder sees it.
+	originConn bool
+	revealed   bitset
+	pending    int
+
+	fromOrigin, fromPeers, wasted int64
+}
+
+// transfer is one piece on its way from one node to another.
+type transfer struct {
+	from, to, piece int32
+	remaining, rate float64
+	last            float64 // when remaining was last brought up to date
+	active, live    bool
+	ver             uint32
+	seq             uint64 // the origin's reveal order
+	bytes, waste    int64
+}
+
+// Sim is one run in progress.
+type Sim struct {
+	cfg    Config
+	rng    *rand.Rand
+	now    float64
+	seq    uint64
+	events eventHeap
+
+	nPieces int
+	nodes   []*node
+	xfers   []transfer
+	free    []int32
+
+	// The origin's seeder state.
+	availN      int       // pieces [0, availN) are at the origin
+	assigned    []int32   // peers each piece was revealed to
+	holders     []int32   // origin-connected peers holding each piece
+	revealedAt  []float64 // last reveal of each piece
+	fresh       int       // no piece below is unrevealed and unheld (a cursor)
+	revealSeq   map[int64]uint64
+	nReveals    uint64
+	retryQueued bool
+
+	// The tracker's peer lists (the origin is complete from the start).
+	complete, incomplete []int32
+	trackPos             []int32 // index in its list, -1 if absent
+
+	measured, finished int
+	tmin               float64
+	originSent         int64
+	traded             int64
+	reqSeq             uint64
+	scratch            [2][]flow // reshare's buffers, one per cascade depth
+}
+
+// New prepares a run; Run runs it.
+func New(cfg Config) (*Sim, error) {
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	s := &Sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5140a1)), revealSeq: map[int64]uint64{}}
+	s.nPieces = int((cfg.BlobBytes + cfg.PieceBytes - 1) / cfg.PieceBytes)
+	s.assigned = make([]int32, s.nPieces)
+	s.holders = make([]int32, s.nPieces)
+	s.revealedAt = make([]float64, s.nPieces)
+
+	n := cfg.Agents
+	nChurn := int(cfg.Churn*float64(n) + 0.5)
+	s.nodes = make([]*node, 0, 1+n+nChurn)
+	s.trackPos = make([]int32, 0, 1+n+nChurn)
+	o := s.newNode(cfg.OriginRate, 0)
+	o.joined, o.done = true, true
+	s.complete = append(s.complete, origin)
+	s.trackPos[origin] = 0
+
+	// Which agents are slow, late or killed: a seeded permutation each.
+	slow := s.pick(n, cfg.Uneven)
+	late := s.pick(n, cfg.Late)
+	var sumUp float64
+	for i := range n {
+		r := cfg.Rate
+		if slow[i] {
+			r /= 4
+		}
+		sumUp += r
+		s.newNode(r, r)
+	}
+	s.tmin = bound(n, float64(cfg.BlobBytes), cfg.Rate, cfg.Rate, sumUp, cfg.OriginRate, cfg.UpstreamRate, !cfg.Warm)
+	for i := range n {
+		a := s.nodes[1+i]
+		if late[i] {
+			a.late, a.start = true, s.tmin/2
+		} else {
+			a.start = s.rng.Float64() * cfg.JoinSpread
+		}
+		s.push(event{t: a.start, kind: evJoin, a: int32(1 + i)})
+	}
+	killed := s.pick(n, cfg.Churn)
+	for i := range n {
+		if killed[i] {
+			t := s.nodes[1+i].start + (0.2+0.6*s.rng.Float64())*s.tmin
+			s.push(event{t: t, kind: evKill, a: int32(1 + i)})
+		}
+	}
+	s.measured = n
+	if cfg.Warm {
+		s.availN = s.nPieces
+	} else {
+		for i := range s.nPieces {
+			end := min(int64(i+1)*cfg.PieceBytes, cfg.BlobBytes)
+			s.push(event{t: float64(end) / cfg.UpstreamRate, kind: evAvail, a: int32(i)})
+		}
+	}
+	return s, nil
+}
+
+// pick marks round(frac*n) of n items, chosen by the seed.
+func (s *Sim) pick(n int, frac float64) []bool {
+	out := make([]bool, n)
+	k := int(frac*float64(n) + 0.5)
+	for _, i := range s.rng.Perm(n)[:k] {
+		out[i] = true
+	}
+	return out
+}
+
+func (s *Sim) newNode(up, down float64) *node {
+	a := &node{up: up, down: down, alive: true, known: map[int32]bool{},
+		have: newBitset(s.nPieces), inflight: newBitset(s.nPieces), revealed: newBitset(s.nPieces)}
+	if len(s.nodes) > 0 { // the origin keeps no per-piece availability
+		a.avail = make([]uint8, s.nPieces)
+	} else {
+		for i := range s.nPieces {
+			a.have.set(i)
+		}
+		a.nHave = s.nPieces
+	}
+	s.nodes = append(s.nodes, a)
+	s.trackPos = append(s.trackPos, -1)
+	return a
+}
+
+func (s *Sim) push(e event) {
+	s.seq++
+	e.seq = s.seq
+	s.events.push(e)
+}
+
+func (s *Sim) pieceLen(p int) int64 {
+	return min(s.cfg.PieceBytes, s.cfg.BlobBytes-int64(p)*s.cfg.PieceBytes)
+}
+
+// Run simulates until every agent measured has the blob.
+func (s *Sim) Run(ctx context.Context) (*Result, error) {
+	limit := 1000*s.tmin + 1000
+	for k := 0; s.finished < s.measured; k++ {
+		if len(s.events) == 0 {
+			return nil, fmt.Errorf("sim: stalled at %.2f s with %d of %d agents done", s.now, s.finished, s.measured)
+		}
+		if k%65536 == 0 && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		e := s.events.pop()
+		if e.t > limit {
+			return nil, fmt.Errorf("sim: no end after %.0f s (%d of %d agents done)", limit, s.finished, s.measured)
+		}
+		s.now = e.t
+		switch e.kind {
+		case evJoin:
+			s.join(e.a)
+		case evAnnounce:
+			s.announce(e.a)
+		case evConnect:
+			s.connect(e.a, e.b)
+		case evStart:
+			s.startTransfer(e.a)
+		case evDone:
+			if tr := &s.xfers[e.a]; tr.live && tr.ver == e.ver {
+				s.finishTransfer(e.a)
+			}
+		case evAvail:
+			s.availN = max(s.availN, int(e.a)+1)
+			s.refill()
+		case evRefill:
+			s.retryQueued = false
+			s.refill()
+		case evKill:
+			s.kill(e.a)
+		}
+	}
+	return s.result(), nil
+}
+
+// join: the agent announces and starts dialling.
+func (s *Sim) join(a int32) {
+	n := s.nodes[a]
+	if !n.alive {
+		return
+	}
+	n.joined = true
+	s.track(a)
+	s.announce(a)
+}
+
+// track adds a to the tracker's incomplete or complete list.
+func (s *Sim) track(a int32) {
+	if s.trackPos[a] >= 0 {
+		return
+	}
+	l := &s.incomplete
+	if s.nodes[a].done {
+		l = &s.complete
+	}
+	s.trackPos[a] = int32(len(*l))
+	*l = append(*l, a)
+}
+
+// trackComplete moves a to the complete list (its announce on completion).
+func (s *Sim) trackComplete(a int32) {
+	i := s.trackPos[a]
+	if i < 0 {
+		return
+	}
+	last := s.incomplete[len(s.incomplete)-1]
+	s.incomplete[i] = last
+	s.trackPos[last] = i
+	s.incomplete = s.incomplete[:len(s.incomplete)-1]
+	s.trackPos[a] = int32(len(s.complete))
+	s.complete = append(s.complete, a)
+}
+
+// announce asks the tracker for peers: complete ones first, each group a
+// random sample, up to max_peers, never a itself.
+func (s *Sim) announce(a int32) {
+	n := s.nodes[a]
+	if !n.alive || n.done {
+		return
+	}
+	want := s.cfg.MaxPeers
+	for _, l := range [][]int32{s.complete, s.incomplete} {
+		got := s.sample(l, a, want)
+		for _, p := range got {
+			if !n.known[p] {
+				n.known[p] = true
+				n.pool = append(n.pool, p)
+			}
+		}
+		want -= len(got)
+	}
+	s.dial(a)
+	s.push(event{t: s.now + s.cfg.AnnounceInterval, kind: evAnnounce, a: a})
+}
+
+// sample returns up to k members of l other than self, chosen at random.
+func (s *Sim) sample(l []int32, self int32, k int) []int32 {
+	if k <= 0 || len(l) == 0 {
+		return nil
+	}
+	if len(l) <= k+1 {
+		out := make([]int32, 0, len(l))
+		for _, p := range l {
+			if p != self {
+				out = append(out, p)
+			}
+		}
+		return out[:min(len(out), k)]
+	}
+	out := make([]int32, 0, k)
+	for len(out) < k {
+		p := l[s.rng.IntN(len(l))]
+		if p != self && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// dial opens connections from a's pool while it has room (the library's
+// half-open and established caps).
+func (s *Sim) dial(a int32) {
+	n := s.nodes[a]
+	for !n.done && n.alive && len(n.conns) < s.cfg.ConnsPerTorrent && n.halfOpen < s.cfg.HalfOpen && len(n.pool) > 0 {
+		i := s.rng.IntN(len(n.pool))
+		b := n.pool[i]
+		n.pool[i] = n.pool[len(n.pool)-1]
+		n.pool = n.pool[:len(n.pool)-1]
+		if slices.Contains(n.conns, b) {
+			continue
+		}
+		n.halfOpen++
+		// TCP and BitTorrent handshakes: 1.5 round trips, plus a little
+		// jitter so that dials finish in no fixed order.
+		s.push(event{t: s.now + 1.5*s.cfg.RTT + 1e-6*s.rng.Float64(), kind: evConnect, a: a, b: b})
+	}
+}
+
+// connect establishes a's dial to b if both have room. A node at its cap
+// makes room as the library does: it drops an outgoing connection (not the
+// origin's) for an incoming one when it has more than one outgoing
+// connection over its incoming ones, and the other way round.
+func (s *Sim) connect(a, b int32) {
+	na, nb := s.nodes[a], s.nodes[b]
+	na.halfOpen--
+	if !na.alive || na.done {
+		return
+	}
+	if !nb.alive || !nb.joined || slices.Contains(na.conns, b) ||
+		!s.room(a, true) || (b != origin && !s.room(b, false)) {
+		s.dial(a)
+		return
+	}
+	na.conns = append(na.conns, b)
+	na.slots = append(na.slots, 0)
+	na.out = append(na.out, true)
+	na.since = append(na.since, s.now)
+	nb.conns = append(nb.conns, a)
+	nb.slots = append(nb.slots, 0)
+	nb.out = append(nb.out, false)
+	nb.since = append(nb.since, s.now)
+	// Bitfields: each side learns what the other holds.
+	if b == origin {
+		na.originConn = true
+		eachSet(na.have, func(p int) { s.holders[p]++ })
+		s.fill(a)
+	} else {
+		eachSet(nb.have, func(p int) { na.avail[p]++ })
+		eachSet(na.have, func(p int) { nb.avail[p]++ })
+		s.schedule(b, a)
+	}
+	s.schedule(a, b)
+	s.dial(a)
+}
+
+// room reports whether n can take one more connection (outgoing or not),
+// dropping one of the other direction if the library would.
+func (s *Sim) room(a int32, outgoing bool) bool {
+	n := s.nodes[a]
+	if len(n.conns) < s.cfg.ConnsPerTorrent {
+		return true
+	}
+	nOut := 0
+	for _, o := range n.out {
+		if o {
+			nOut++
+		}
+	}
+	nIn := len(n.conns) - nOut
+	if outgoing && nIn-nOut <= 1 || !outgoing && nOut-nIn <= 1 {
+		// Else a connection given a minute to prove itself that has not
+		// (the library's worst half): here one to a peer as complete as
+		// this node, or any over a minute old if this node still needs data.
+		for i, v := range n.conns {
+			if v != origin && s.now-n.since[i] >= 60 && (s.nodes[v].done == n.done || !n.done) {
+				s.dropConn(a, v)
+				return true
+			}
+		}
+		return false
+	}
+	// Drop the newest connection of the other direction (the library's
+	// worst: the fewest useful chunks so far), never the origin's.
+	for i := len(n.conns) - 1; i >= 0; i-- {
+		if n.out[i] != outgoing && n.conns[i] != origin {
+			s.dropConn(a, n.conns[i])
+			return true
+		}
+	}
+	return false
+}
+
+// dropConn closes the connection between a and b: requests on it are
+// cancelled, availability and the seeder's counts forget it.
+func (s *Sim) dropConn(a, b int32) {
+	var touched [2]int32
+	for k, x := range [2][2]int32{{a, b}, {b, a}} {
+		u, w := x[0], x[1] // uploads from u to w
+		touched[k] = u
+		for _, id := range slices.Clone(s.nodes[u].upT) {
+			if tr := s.xfers[id]; tr.to == w {
+				s.unlink(id)
+				s.nodes[w].inflight.clear(int(tr.piece))
+			}
+		}
+	}
+	for _, x := range [2][2]int32{{a, b}, {b, a}} {
+		u, v := x[0], x[1] // u forgets v
+		nu, nv := s.nodes[u], s.nodes[v]
+		ci := slices.Index(nu.conns, v)
+		if ci < 0 {
+			continue
+		}
+		nu.conns = slices.Delete(nu.conns, ci, ci+1)
+		nu.slots = slices.Delete(nu.slots, ci, ci+1)
+		nu.out = slices.Delete(nu.out, ci, ci+1)
+		nu.since = slices.Delete(nu.since, ci, ci+1)
+		switch {
+		case u == origin:
+			nv.originConn = false
+			for p := range s.nPieces {
+				if nv.have.has(p) {
+					s.holders[p]--
+				} else if nv.revealed.has(p) {
+					s.assigned[p]-- // it never got it: hand it out again
+					s.fresh = min(s.fresh, p)
+				}
+				if nv.revealed.has(p) && !nv.have.has(p) {
+					nv.avail[p]--
+				}
+			}
+			nv.revealed = newBitset(s.nPieces)
+			nv.pending = 0
+		case v == origin:
+		default:
+			eachSet(nv.have, func(p int) { nu.avail[p]-- })
+		}
+	}
+	for _, u := range touched {
+		if s.nodes[u].alive {
+			s.reshare(u)
+			s.reshareInto(u)
+		}
+	}
+	if a == origin || b == origin {
+		s.refill()
+	}
+	for _, u := range touched {
+		if nu := s.nodes[u]; u != origin && nu.alive && !nu.done {
+			for _, x := range slices.Clone(nu.conns) {
+				s.schedule(u, x)
+			}
+			s.dial(u)
+		}
+	}
+}
+
+// schedule fills w's request slots on its connection to v.
+func (s *Sim) schedule(w, v int32) {
+	n := s.nodes[w]
+	if n.done || !n.alive {
+		return
+	}
+	ci := slices.Index(n.conns, v)
+	if ci < 0 {
+		return
+	}
+	for int(n.slots[ci]) < s.cfg.QueueDepth {
+		p := s.choose(w, v)
+		if p < 0 {
+			return
+		}
+		n.slots[ci]++
+		n.inflight.set(p)
+		s.request(v, w, p)
+	}
+}
+
+// choose is the piece w asks v for next: among those v has (or revealed)
+// and w neither holds nor has requested, the rarest among w's peers, then
+// the lowest index; or the lowest index with InOrder. -1 if none.
+func (s *Sim) choose(w, v int32) int {
+	n := s.nodes[w]
+	src := s.nodes[v].have
+	if v == origin {
+		src = n.revealed
+	}
+	best := -1
+	bestA := uint8(255)
+	each(src, n.have, n.inflight, func(p int) bool {
+		if s.cfg.InOrder {
+			best = p
+			return false
+		}
+		if a := n.avail[p]; best < 0 || a < bestA {
+			best, bestA = p, a
+		}
+		return bestA > 1 // nothing is rarer than one holder
+	})
+	return best
+}
+
+// request starts a transfer of piece p from v to w after the request
+// latency.
+func (s *Sim) request(v, w int32, p int) {
+	var id int32
+	if k := len(s.free); k > 0 {
+		id = s.free[k-1]
+		s.free = s.free[:k-1]
+	} else {
+		s.xfers = append(s.xfers, transfer{})
+		id = int32(len(s.xfers) - 1)
+	}
+	b := s.pieceLen(p)
+	tr := &s.xfers[id]
+	*tr = transfer{from: v, to: w, piece: int32(p), live: true, ver: tr.ver + 1, bytes: b}
+	if v == origin {
+		tr.seq = s.revealSeq[int64(w)*int64(s.nPieces)+int64(p)]
+	} else {
+		tr.waste = int64(float64(b) * s.cfg.Waste)
+		s.reqSeq++
+		tr.seq = s.reqSeq // SerialUploads: requests in arrival order
+	}
+	tr.remaining = float64(tr.bytes + tr.waste)
+	s.nodes[v].upT = append(s.nodes[v].upT, id)
+	s.nodes[w].downT = append(s.nodes[w].downT, id)
+	s.push(event{t: s.now + s.cfg.RTT + s.cfg.RequestLatency, kind: evStart, a: id, ver: tr.ver})
+}
+
+func (s *Sim) startTransfer(id int32) {
+	tr := &s.xfers[id]
+	if !tr.live || tr.active {
+		return
+	}
+	tr.active, tr.last = true, s.now
+	s.nodes[tr.to].nActiveDown++
+	s.reshareInto(tr.to)
+}
+
+// reshareInto recomputes the rates of every uploader sending to w (w's
+// senders, hence what each may take, changed).
+func (s *Sim) reshareInto(w int32) { s.reshareIntoExcept(w, -1, 1) }
+
+func (s *Sim) reshareIntoExcept(w, except int32, depth int) {
+	var ups [16]int32
+	seen := ups[:0]
+	for _, id := range s.nodes[w].downT {
+		tr := &s.xfers[id]
+		if tr.active && tr.from != except && !slices.Contains(seen, tr.from) {
+			seen = append(seen, tr.from)
+		}
+	}
+	for _, u := range seen {
+		s.reshareDepth(u, depth)
+	}
+}
+
+// reshare sets the rates of u's active uploads. Each (u, downloader) pair
+// may take what of the downloader's link the other peers sending to it
+// leave (its download token bucket is shared, first come); an agent shares
+// its upload max-min fairly among its pairs, the origin serves its uploads
+// in reveal order (the seeder's turns), each up to its pair's cap. When a
+// pair slows down, the downloader's other senders are reshared once, to
+// take up the slack.
+func (s *Sim) reshare(u int32) { s.reshareDepth(u, 1) }
+
+func (s *Sim) reshareDepth(u int32, depth int) {
+	n := s.nodes[u]
+	flows := s.scratch[depth][:0]
+	for _, id := range n.upT {
+		tr := &s.xfers[id]
+		if !tr.active {
+			continue
+		}
+		tr.remaining -= tr.rate * (s.now - tr.last)
+		tr.last = s.now
+		flows = append(flows, flow{id: id, to: tr.to, seq: tr.seq, old: tr.rate})
+	}
+	// What each downloader's other senders leave: its incoming rate less
+	// this uploader's own flows to it.
+	for i := range flows {
+		mine := 0.0
+		for _, g := range flows {
+			if g.to == flows[i].to {
+				mine += g.old
+			}
+		}
+		d := s.nodes[flows[i].to]
+		flows[i].cap = max(0, d.down-(d.inRate-mine))
+	}
+	defer func() { s.scratch[depth] = flows }()
+	left := n.up
+	if u == origin || s.cfg.SerialUploads {
+		slices.SortFunc(flows, func(a, b flow) int { return cmpU64(a.seq, b.seq) })
+		used := map[int32]float64{}
+		for i := range flows {
+			f := &flows[i]
+			f.rate = max(0, min(f.cap-used[f.to], left))
+			used[f.to] += f.rate
+			left -= f.rate
+		}
+	} else {
+		// Pairs (one per downloader), by cap, max-min fair; then each
+		// pair's rate split evenly among its flows.
+		slices.SortFunc(flows, func(a, b flow) int {
+			if c := cmpF(a.cap, b.cap); c != 0 {
+				return c
+			}
+			return int(a.to - b.to)
+		})
+		pairs := 0
+		for i := range flows {
+			if i == 0 || flows[i].to != flows[i-1].to {
+				pairs++
+			}
+		}
+		for i := 0; i < len(flows); {
+			j := i
+			for j < len(flows) && flows[j].to == flows[i].to {
+				j++
+			}
+			r := max(0, min(flows[i].cap, left/float64(pairs)))
+			left -= r
+			pairs--
+			for k := i; k < j; k++ {
+				flows[k].rate = r / float64(j-i)
+			}
+			i = j
+		}
+	}
+	var slower [8]int32
+	slow := slower[:0]
+	for _, f := range flows {
+		tr := &s.xfers[f.id]
+		// Rises under 0.1 % are left for the next reshare: they would
+		// only multiply the events.
+		if f.rate == tr.rate || (f.rate > tr.rate && f.rate < tr.rate*1.001) {
+			continue
+		}
+		if f.rate < tr.rate && !slices.Contains(slow, f.to) {
+			slow = append(slow, f.to)
+		}
+		s.nodes[f.to].inRate += f.rate - tr.rate
+		tr.rate = f.rate
+		tr.ver++
+		if f.rate > 0 {
+			s.push(event{t: s.now + max(tr.remaining, 0)/f.rate, kind: evDone, a: f.id, ver: tr.ver})
+		}
+	}
+	if depth > 0 {
+		for _, d := range slow {
+			s.reshareIntoExcept(d, u, depth-1)
+		}
+	}
+}
+
+// flow is one active transfer as reshare weighs it.
+type flow struct {
+	id   int32
+	to   int32
+	cap  float64 // what the pair may take of the downloader's link
+	seq  uint64
+	rate float64
+	old  float64
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func cmpF(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// unlink takes transfer id off both ends' lists.
+func (s *Sim) unlink(id int32) {
+	tr := &s.xfers[id]
+	del := func(l *[]int32) {
+		if i := slices.Index(*l, id); i >= 0 {
+			(*l)[i] = (*l)[len(*l)-1]
+			*l = (*l)[:len(*l)-1]
+		}
+	}
+	del(&s.nodes[tr.from].upT)
+	del(&s.nodes[tr.to].downT)
+	if tr.active {
+		s.nodes[tr.to].nActiveDown--
+	}
+	s.nodes[tr.to].inRate -= tr.rate
+	tr.live, tr.active, tr.rate = false, false, 0
+	tr.ver++
+	s.free = append(s.free, id)
+}
+
+func (s *Sim) finishTransfer(id int32) {
+	tr := s.xfers[id]
+	v, w, p := tr.from, tr.to, int(tr.piece)
+	s.unlink(id)
+	s.traded++
+	nw := s.nodes[w]
+	if ci := slices.Index(nw.conns, v); ci >= 0 {
+		nw.slots[ci]--
+	}
+	nw.inflight.clear(p)
+	if v == origin {
+		nw.fromOrigin += tr.bytes
+		s.originSent += tr.bytes
+	} else {
+		nw.fromPeers += tr.bytes
+		nw.wasted += tr.waste
+	}
+	s.reshare(v)
+	s.reshareInto(w)
+	if !nw.have.has(p) {
+		s.gotPiece(w, p)
+	}
+	s.schedule(w, v)
+}
+
+// gotPiece: w verified piece p and tells its peers (a Have each).
+func (s *Sim) gotPiece(w int32, p int) {
+	n := s.nodes[w]
+	n.have.set(p)
+	n.nHave++
+	if p == 0 {
+		n.ttfbAt = s.now
+	}
+	if n.nHave == s.nPieces {
+		n.done, n.doneAt = true, s.now
+		s.trackComplete(w)
+		if !n.killed {
+			s.finished++
+		}
+	}
+	for _, v := range n.conns {
+		if v == origin {
+			s.peerHas(w, p)
+			continue
+		}
+		nv := s.nodes[v]
+		nv.avail[p]++
+		if !nv.have.has(p) && !nv.inflight.has(p) {
+			s.schedule(v, w)
+		}
+	}
+}
+
+// kill stops agent a at once (a spot instance gone: no "stopped" announce,
+// so the tracker keeps listing it) and starts its replacement.
+func (s *Sim) kill(a int32) {
+	n := s.nodes[a]
+	if !n.alive {
+		return
+	}
+	n.alive, n.killed = false, true
+	s.measured-- // killed agents are not measured; their replacements are
+	if n.done {
+		s.finished--
+	}
+	for _, v := range slices.Clone(n.conns) {
+		s.dropConn(a, v)
+	}
+	// The replacement: a fresh agent with the same link, starting now.
+	r := s.newNode(n.up, n.down)
+	r.replaced, r.start = true, s.now
+	s.measured++
+	s.push(event{t: s.now, kind: evJoin, a: int32(len(s.nodes) - 1)})
+}

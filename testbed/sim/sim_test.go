@@ -1,0 +1,186 @@
+package sim
+
+import (
+	"context"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/shoal-dev/shoal/internal/p2p"
+)
+
+func run(t *testing.T, c Config) (*Sim, *Result) {
+	t.Helper()
+	s, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, r
+}
+
+// Every agent ends with every piece, each received exactly once, and the
+// bytes add up: N blobs delivered, the origin sending each piece once.
+func TestConservation(t *testing.T) {
+	for _, c := range []Config{
+		{Agents: 20, BlobBytes: 32<<20 + 12345, PieceBytes: 256 << 10, Rate: 10e6},
+		{Agents: 20, BlobBytes: 32 << 20, PieceBytes: 256 << 10, Rate: 10e6, Warm: true, InOrder: true},
+		{Agents: 30, BlobBytes: 16 << 20, PieceBytes: 256 << 10, Rate: 10e6, Uneven: 0.25, Late: 0.25, ConnsPerTorrent: 3, QueueDepth: 4},
+	} {
+		s, r := run(t, c.Calibrated())
+		want := int64(c.Agents) * int64(s.nPieces)
+		if s.traded != want {
+			t.Errorf("%+v: %d piece transfers, want %d (each agent each piece once)", c, s.traded, want)
+		}
+		for i, n := range s.nodes[1:] {
+			if n.nHave != s.nPieces || !n.done {
+				t.Errorf("agent %d holds %d of %d pieces", i, n.nHave, s.nPieces)
+			}
+			for p := range s.nPieces {
+				if !n.have.has(p) {
+					t.Fatalf("agent %d lacks piece %d", i, p)
+				}
+			}
+		}
+		if got := r.BytesFromOrigins + r.BytesFromPeers; got != int64(c.Agents)*c.BlobBytes {
+			t.Errorf("agents received %d bytes, want %d", got, int64(c.Agents)*c.BlobBytes)
+		}
+		if r.OriginBytesSent < c.BlobBytes || r.OriginSentOverF > 1.1 {
+			t.Errorf("origin sent %.3f F", r.OriginSentOverF)
+		}
+		if len(r.AgentSeconds) != c.Agents {
+			t.Errorf("%d agents measured, want %d", len(r.AgentSeconds), c.Agents)
+		}
+	}
+}
+
+// No agent beats its own bound (its link, the origin's, the swarm's), with
+// uneven links and late joiners too.
+func TestBounds(t *testing.T) {
+	for _, c := range []Config{
+		{Agents: 40, BlobBytes: 16 << 20, Rate: 5e6},
+		{Agents: 40, BlobBytes: 16 << 20, Rate: 5e6, OriginRate: 50e6, Warm: true, Uneven: 0.25, Late: 0.25},
+		{Agents: 10, BlobBytes: 16 << 20, Rate: 5e6, OriginRate: 1e6},
+	} {
+		_, r := run(t, c.Calibrated())
+		for i, secs := range r.AgentSeconds {
+			if secs < r.AgentBounds[i]*(1-1e-9) {
+				t.Errorf("%+v: agent %d took %.3f s, under its bound %.3f s", c, i, secs, r.AgentBounds[i])
+			}
+		}
+		if r.P50OverTMin < 1 {
+			t.Errorf("p50 %.3fx T_min", r.P50OverTMin)
+		}
+	}
+}
+
+// One origin and one agent, no latency: the closed forms. Warm, the agent
+// takes F at min(U, R); cold, the origin's last piece arrives at F/U and
+// then takes one more piece time to send.
+func TestTwoNodesClosedForm(t *testing.T) {
+	const f, l = 8 << 20, 1 << 20
+	for _, tc := range []struct {
+		c    Config
+		want float64
+	}{
+		{Config{Warm: true, Rate: 4e6, OriginRate: 2e6}, f / 2e6},
+		{Config{Warm: true, Rate: 2e6, OriginRate: 4e6}, f / 2e6},
+		{Config{Rate: 2e6}, (f + l) / 2e6},
+		{Config{Rate: 2e6, OriginRate: 2e6, UpstreamRate: 1e6}, f/1e6 + l/2e6},
+	} {
+		c := tc.c
+		c.Agents, c.BlobBytes, c.PieceBytes = 1, f, l
+		_, r := run(t, c) // no Calibrated: no latency, no waste, no spread
+		if math.Abs(r.AgentSecondsMax-tc.want) > 1e-6*tc.want {
+			t.Errorf("%+v: %.6f s, want %.6f s", tc.c, r.AgentSecondsMax, tc.want)
+		}
+	}
+}
+
+func TestDeterministic(t *testing.T) {
+	c := Config{Agents: 50, BlobBytes: 16 << 20, Rate: 5e6, Uneven: 0.2, Churn: 0.1, Seed: 7}.Calibrated()
+	_, a := run(t, c)
+	_, b := run(t, c)
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("same seed, different runs: p50 %v vs %v", a.AgentSecondsP50, b.AgentSecondsP50)
+	}
+	c.Seed = 8
+	_, d := run(t, c)
+	if reflect.DeepEqual(a.AgentSeconds, d.AgentSeconds) {
+		t.Error("seeds 7 and 8 gave the same agent times")
+	}
+}
+
+// Churn: the killed agents are replaced, the replacements and the others
+// all finish with every piece.
+func TestChurn(t *testing.T) {
+	c := Config{Agents: 50, BlobBytes: 16 << 20, Rate: 5e6, Churn: 0.1}.Calibrated()
+	s, r := run(t, c)
+	if r.Replacements != 5 {
+		t.Errorf("%d replacements, want 5", r.Replacements)
+	}
+	killed := 0
+	for _, n := range s.nodes[1:] {
+		if n.killed {
+			killed++
+			continue
+		}
+		if n.nHave != s.nPieces {
+			t.Errorf("a surviving agent holds %d of %d pieces", n.nHave, s.nPieces)
+		}
+	}
+	if killed != 5 || len(r.AgentSeconds) != 50 {
+		t.Errorf("%d killed, %d measured; want 5 and 50", killed, len(r.AgentSeconds))
+	}
+}
+
+func TestPieceLengthMatchesOrigin(t *testing.T) {
+	for _, size := range []int64{1, 16 << 20, 64 << 20, 256 << 20, 1 << 30, 10 << 30} {
+		if got, want := pieceLengthFor(size), p2p.PieceLengthFor(size); got != want {
+			t.Errorf("pieceLengthFor(%d) = %d, p2p says %d", size, got, want)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		c    Config
+		want string
+	}{
+		{Config{BlobBytes: 1, Rate: 1}, "agents"},
+		{Config{Agents: 1, Rate: 1}, "size"},
+		{Config{Agents: 1, BlobBytes: 1, Rate: -1}, "rates"},
+		{Config{Agents: 1, BlobBytes: 1 << 30, PieceBytes: 1, Rate: 1}, "pieces, want at most"},
+		{Config{Agents: 1, BlobBytes: 1, Rate: 1, Churn: 2}, "churn"},
+		{Config{Agents: 1, BlobBytes: 1, Rate: 1, ConnsPerTorrent: 300}, "conns per torrent"},
+	} {
+		_, err := New(tc.c)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want one naming %q", tc.c, err, tc.want)
+		}
+	}
+}
+
+// The calibration guard: the current real rows (bench/results.json, the
+// warm table) within +-0.05 of the model with its defaults.
+func TestCalibration(t *testing.T) {
+	var rows []RealRow
+	for _, r := range RealRows[:7] {
+		if r.Current {
+			rows = append(rows, r)
+		}
+	}
+	cs, err := Calibrate(context.Background(), Config{}.Calibrated(), rows, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if math.Abs(c.Diff) > 0.05 {
+			t.Errorf("%s: real %.3f, model %.3f", c.Row.Name, c.Row.P50, c.SimP50)
+		}
+	}
+}

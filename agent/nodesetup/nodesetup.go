@@ -77,7 +77,7 @@ type Options struct {
 	CertsDir         string // containerd's registry config_path
 	ContainerdConfig string // checked for config_path, never written
 	CRIODropIn       string
-	Containerd, CRIO bool // which runtimes to configure
+	Containerd, CRIO bool   // which runtimes to configure
 	Mirror           string // the agent's registry API as containerd reaches it
 	Registries       []Registry
 }

@@ -14,7 +14,8 @@ export GOFLAGS += -tags=nosqlite,disable_libutp
 RACE_PKGS := ./config/... ./proto/... ./internal/inflight/... ./internal/store/... ./internal/p2p/... ./internal/httpx/... \
              ./internal/hashring/... ./internal/upstream/... ./tracker/... ./origin/... ./agent/... \
              ./buildindex/...
-E2E_PKGS  := ./testbed/cluster/... ./testbed/demo/... ./testbed/bench/... ./testbed/localregistry/... ./cmd/... ./testbed/clienttest/...
+E2E_PKGS  := ./testbed/cluster/... ./testbed/demo/... ./testbed/bench/... ./testbed/localregistry/... ./cmd/... ./testbed/clienttest/... \
+             ./testbed/chart/...
 
 .PHONY: all build demo test lint bench clean images compose-test compose-up compose-down
 

@@ -91,6 +91,12 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
   stream_server_address = '127.0.0.1'
   stream_server_port = '0'
 
+# CRI pulls through the transfer service, which unpacks as configured here.
+[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+  platform = "linux/amd64"
+  snapshotter = "native"
+  differ = "walking"
+
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = 'native'
   [plugins.'io.containerd.cri.v1.images'.registry]
@@ -200,13 +206,25 @@ func testNodeSetupCRI(t *testing.T, containerd, ctr string, config func(dir, cer
 		t.Errorf("certs.d after uninstall:\n%s\nbefore install:\n%s", got, before)
 	}
 
-	// The same node without config_path: one line saying so, with the fix.
-	noPath := strings.Replace(mustReadFile(t, cfgFile), "config_path", "# config_path", 1)
-	writeFile(t, cfgFile, noPath)
+	// The same node without config_path, or with it elsewhere: one line
+	// saying so, with the fix. containerd 2.x (config version 3) reads
+	// /etc/containerd/certs.d when config_path is unset: no message then.
+	cfg := mustReadFile(t, cfgFile)
+	v3 := strings.HasPrefix(cfg, "version = 3")
+	writeFile(t, cfgFile, strings.Replace(cfg, "config_path", "# config_path", 1))
 	msg := nodesetup.CheckConfigPath(cfgFile, "/etc/containerd/config.toml", certsDir)
-	t.Logf("with config_path unset: %s", msg)
-	if !strings.Contains(msg, "config_path") || !strings.Contains(msg, certsDir) || strings.Contains(msg, "\n") {
-		t.Errorf("with config_path unset the message is %q: want one line naming config_path and %s", msg, certsDir)
+	t.Logf("with config_path unset: %q", msg)
+	if v3 && msg != "" {
+		t.Errorf("containerd 2.x with config_path unset reads %s by default, yet: %s", certsDir, msg)
+	}
+	if !v3 && (!strings.Contains(msg, "sets no config_path") || !strings.Contains(msg, certsDir) || strings.Contains(msg, "\n")) {
+		t.Errorf("with config_path unset the message is %q: want one line saying so and naming %s", msg, certsDir)
+	}
+	writeFile(t, cfgFile, strings.Replace(cfg, "config_path = ", "config_path = \"/etc/elsewhere\" # ", 1))
+	msg = nodesetup.CheckConfigPath(cfgFile, "/etc/containerd/config.toml", certsDir)
+	t.Logf("with config_path elsewhere: %q", msg)
+	if !strings.Contains(msg, `config_path = "/etc/elsewhere"`) || !strings.Contains(msg, certsDir) || strings.Contains(msg, "\n") {
+		t.Errorf("with config_path elsewhere the message is %q: want one line naming it and %s", msg, certsDir)
 	}
 }
 

@@ -29,6 +29,9 @@ type Config struct {
 	// AdminToken, if set, is the bearer token that write endpoints (PUT of a
 	// tag) require; reads stay open. It is never logged or printed.
 	AdminToken string `toml:"admin_token"`
+	// AdminTokenFile, instead of AdminToken, is a file holding it (a
+	// mounted Secret); read when the config is loaded.
+	AdminTokenFile string `toml:"admin_token_file"`
 	// HTTP bounds what one client may cost: header and body sizes, timeouts.
 	HTTP httpx.Limits `toml:"http"`
 }
@@ -66,6 +69,9 @@ func (c *Config) ApplyDefaults() {
 // Validate checks every key, naming the first bad one.
 func (c *Config) Validate() error {
 	if err := config.CheckAddrPort("listen", c.Listen); err != nil {
+		return err
+	}
+	if err := config.ReadSecretFile("admin_token_file", c.AdminTokenFile, "admin_token", &c.AdminToken); err != nil {
 		return err
 	}
 	for i, o := range c.Origins {

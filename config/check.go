@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"strings"
 )
 
 // The checks and defaults below are the keys every role shares; each names
@@ -54,5 +56,28 @@ func FirstError(errs ...error) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// ReadSecretFile fills *secret from the file at path (a mounted Kubernetes
+// Secret), without its final newline; key names the _file key and other
+// the key it stands for. Setting both is an error; an empty path changes
+// nothing.
+func ReadSecretFile(key, path, other string, secret *string) error {
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Errorf(key, "%v", err)
+	}
+	v := strings.TrimRight(string(b), "\r\n")
+	if *secret != "" && *secret != v { // equal: validated before
+		return Errorf(key, "set either %s or %s, not both", key, other)
+	}
+	if v == "" {
+		return Errorf(key, "%s is empty", path)
+	}
+	*secret = v
 	return nil
 }

@@ -161,3 +161,24 @@ func FuzzDecode(f *testing.F) {
 		_ = Decode([]byte(text), &s) // must never panic
 	})
 }
+
+func TestReadSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "password")
+	os.WriteFile(p, []byte("s3cret\n"), 0o600)
+	var v string
+	if err := ReadSecretFile("password_file", p, "password", &v); err != nil || v != "s3cret" {
+		t.Fatalf("got %q, %v", v, err)
+	}
+	if err := ReadSecretFile("password_file", p, "password", &v); err != nil {
+		t.Errorf("validating twice: %v", err)
+	}
+	v = "other"
+	if err := ReadSecretFile("password_file", p, "password", &v); err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Errorf("both set: %v", err)
+	}
+	v = ""
+	if err := ReadSecretFile("password_file", filepath.Join(dir, "missing"), "password", &v); err == nil || !strings.Contains(err.Error(), `"password_file"`) {
+		t.Errorf("missing file: %v", err)
+	}
+}

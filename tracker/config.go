@@ -64,6 +64,9 @@ type RedisConfig struct {
 	Addr string `toml:"addr"`
 	// Password is sent with AUTH when set; it is never logged or printed.
 	Password string `toml:"password"`
+	// PasswordFile, instead of Password, is a file holding it (a mounted
+	// Secret); read when the config is loaded.
+	PasswordFile string `toml:"password_file"`
 	// DB is the database number (SELECT).
 	DB int `toml:"db"`
 	// KeyPrefix starts every key the tracker writes, so that several
@@ -178,6 +181,9 @@ func (c *Config) Validate() error {
 // validate checks the [redis] table whichever store is chosen, so that a
 // mistake shows before the day someone switches to it.
 func (c *RedisConfig) validate() error {
+	if err := config.ReadSecretFile("redis.password_file", c.PasswordFile, "redis.password", &c.Password); err != nil {
+		return err
+	}
 	host, port, err := net.SplitHostPort(c.Addr)
 	if err != nil {
 		return config.Errorf("redis.addr", "want host:port: %v", err)

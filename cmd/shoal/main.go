@@ -3,6 +3,7 @@
 //	shoal tracker|origin|agent|buildindex --config FILE.toml [--print-config]
 //	shoal demo [--agents N] [--json] [--serve]
 //	shoal get [--agent URL] [--platform os/arch] [--blob] -o DIR|FILE REF
+//	shoal node-setup [--registry HOST[=URL]]... [--uninstall] [--wait]
 //	shoal version
 package main
 
@@ -71,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runBench(ctx, args[1:], stdout, stderr)
 	case "get":
 		err = runGet(ctx, args[1:], stdout, stderr)
+	case "node-setup":
+		err = runNodeSetup(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "shoal %s\n", version)
 	case "help", "-h", "--help":

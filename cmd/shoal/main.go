@@ -3,6 +3,7 @@
 //	shoal tracker|origin|agent|buildindex --config FILE.toml [--print-config]
 //	shoal demo [--agents N] [--json] [--serve]
 //	shoal get [--agent URL] [--platform os/arch] [--blob] -o DIR|FILE REF
+//	shoal preheat [--buildindex URL] [--scope ...] [--platform ...] [--wait] REF
 //	shoal version
 package main
 
@@ -41,6 +42,8 @@ Usage:
                                      measure a swarm against its physical bound
   shoal get     [--agent URL] [--platform os/arch[/variant]] -o DIR REGISTRY/REPO:TAG
   shoal get     [--agent URL] --blob -o FILE REGISTRY/REPO@sha256:...
+  shoal preheat [--buildindex URL] [--token T] [--scope origins|all|agents=a,b|percent=N]
+                [--platform os/arch]... [--pin 24h] [--wait] REGISTRY/REPO:TAG
                                      download an image, index, artifact (as an OCI
                                      layout) or one blob through the node's agent:
                                      verified, resumable
@@ -71,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runBench(ctx, args[1:], stdout, stderr)
 	case "get":
 		err = runGet(ctx, args[1:], stdout, stderr)
+	case "preheat":
+		err = runPreheat(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "shoal %s\n", version)
 	case "help", "-h", "--help":

@@ -54,7 +54,7 @@ type Options struct {
 	OriginConfig func(i int, c *origin.Config)
 	// BuildIndexConfig, if set, adjusts the build-index's config.
 	BuildIndexConfig func(c *buildindex.Config)
-	Log          *slog.Logger
+	Log              *slog.Logger
 }
 
 // Cluster is a running cluster.

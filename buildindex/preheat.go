@@ -26,6 +26,11 @@ import (
 // originParallel is how many blobs one job preheats on the origins at once.
 const originParallel = 4
 
+// agentsSettle is how long after its start the build-index waits before it
+// picks a job's agents: its list of agents lives in memory, and after a
+// restart every agent is heard again within its retry pause (2s).
+const agentsSettle = 3 * time.Second
+
 // jobRecord is what a job's file holds: its public state and the
 // concurrency it was given. Never credentials.
 type jobRecord struct {
@@ -56,6 +61,8 @@ type preheater struct {
 	log *slog.Logger
 	dir string
 	ttl time.Duration
+	// started is when the build-index started (agentsSettle).
+	started time.Time
 
 	mu      sync.Mutex
 	jobs    map[string]*job
@@ -67,7 +74,7 @@ type preheater struct {
 
 func newPreheater(s *Server) (*preheater, error) {
 	p := &preheater{s: s, log: s.log, dir: filepath.Join(s.cfg.Root, "preheat"), ttl: s.cfg.AgentTTL,
-		jobs: map[string]*job{}, agents: map[string]*agentInfo{}, changed: make(chan struct{}), nextID: 1}
+		started: s.now(), jobs: map[string]*job{}, agents: map[string]*agentInfo{}, changed: make(chan struct{}), nextID: 1}
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("preheat jobs: %w", err)
 	}
@@ -322,6 +329,15 @@ func hostOf(u string) string {
 // preheatAgents picks the job's agents (unless a run before this restart
 // did), then waits while heartbeats hand them their tasks and report back.
 func (p *preheater) preheatAgents(ctx context.Context, j *job) error {
+	if wait := agentsSettle - p.s.now().Sub(p.started); wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
 	p.mu.Lock()
 	hasAgents := slices.ContainsFunc(j.rec.Nodes, func(n proto.NodeProgress) bool { return n.Role == "agent" })
 	if !hasAgents {
@@ -648,4 +664,19 @@ func (w *walker) wants(pl *platformField) bool {
 		}
 	}
 	return false
+}
+
+// Agents lists the agents heard from within agent_ttl, by id.
+func (s *Server) Agents() []string {
+	p := s.preheat
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var ids []string
+	for id, a := range p.agents {
+		if s.now().Sub(a.seen) <= p.ttl {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids
 }

@@ -85,6 +85,8 @@ func (s Scope) MarshalJSON() ([]byte, error) {
 		return json.Marshal(map[string][]string{"agents": s.Agents})
 	case ScopePercentage:
 		return json.Marshal(map[string]int{"percentage": s.Percentage})
+	case "":
+		return json.Marshal(ScopeOrigins)
 	}
 	return json.Marshal(s.Kind)
 }
@@ -132,7 +134,7 @@ type PreheatRequest struct {
 	// Platforms (os/arch[/variant]) pick manifests of an index; empty: all.
 	Platforms []string `json:"platforms,omitempty"`
 	// Scope defaults to origins.
-	Scope Scope `json:"scope"`
+	Scope Scope `json:"scope,omitzero"`
 	// Pin is a duration ("24h") the blobs stay out of disk GC.
 	Pin string `json:"pin,omitempty"`
 	// Concurrency is how many agents pull at once (default 16).

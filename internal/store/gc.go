@@ -292,7 +292,7 @@ func (s *Store) GC() (int, int64) {
 	}
 	c := s.gc.cfg
 	target := c.Capacity * int64(c.LowWatermark) / 100
-	now := time.Now()
+	now := s.now()
 	type cand struct {
 		d digest.Digest
 		e *entry

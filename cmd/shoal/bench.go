@@ -22,6 +22,7 @@ const benchUsage = `Usage:
   shoal bench standard [--out DIR] [--scale K]   the standard set -> DIR/results.json, DIR/results.svg
   shoal bench swarm --agents N --size F --rate R [--origin-rate U] [--upstream-rate U]
                     [--origins K] [--piece-size P] [--warm-origins] [--baseline direct] [--json]
+                    [--slow 0.25 [--slow-divisor 4]] [--late 0.25] [--churn 0.1]
   shoal bench single [--size 256MiB] [--rate R] [--json]   cold pull through one agent vs direct
   shoal bench warm [--size 256MiB] [--reps 5] [--json]      cached blob: agent vs registry throughput
   shoal bench memory [--size 1GiB] [--json]                 agent process private memory while streaming
@@ -52,6 +53,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	originRate := fs.String("origin-rate", "", "each origin's upload cap (default: --rate)")
 	upstreamRate := fs.String("upstream-rate", "", "the upstream registry's upload cap (default: --origin-rate)")
 	fs.BoolVar(&o.WarmOrigins, "warm-origins", false, "preheat the origins before timing")
+	fs.Float64Var(&o.SlowFraction, "slow", 0, "fraction of the agents on slow links (uneven links)")
+	fs.Float64Var(&o.SlowDivisor, "slow-divisor", 4, "slow agents' links are --rate divided by this")
+	fs.Float64Var(&o.LateFraction, "late", 0, "fraction of the agents that start when the others are half done")
+	fs.Float64Var(&o.ChurnFraction, "churn", 0, "fraction of the agents killed mid-pull and replaced by fresh ones")
 	fs.StringVar(&o.Baseline, "baseline", "", `"direct": also time every client pulling straight from the registry`)
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	dir := fs.String("dir", "", "state directory (default: temporary)")
@@ -125,6 +130,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			mib(r.BytesFromUpstream), r.UpstreamBlobGets, mib(r.OriginBytesSent), r.OriginSentOverF, mib(r.BytesFromOrigins), mib(r.BytesFromPeers), mib(r.BytesWasted))
 		fmt.Fprintf(stdout, "cpu %.1f core-seconds on %d cores (cpu_bound: %v), peak RSS %.0f MiB, verified: %v\n",
 			r.CPUSeconds, r.CPUCores, r.CPUBound, mib(r.PeakRSSBytes), r.AllVerified)
+		if o.SlowFraction > 0 || o.LateFraction > 0 || o.ChurnFraction > 0 {
+			fmt.Fprintf(stdout, "each client over its own bound: p50 %.2fx, max %.2fx; on-time clients p50 %.2fx (slow %.2f at /%g, late %.2f, churn %.2f)\n",
+				r.P50OverBound, r.MaxOverBound, r.OnTimeP50OverBound, o.SlowFraction, o.SlowDivisor, o.LateFraction, o.ChurnFraction)
+		}
 		if r.DirectSecondsP50 > 0 {
 			fmt.Fprintf(stdout, "direct from the registry: p50 %.2f s, max %.2f s; speed-up %.2fx\n", r.DirectSecondsP50, r.DirectSecondsMax, r.SpeedupP50)
 		}

@@ -221,13 +221,27 @@ func (c *Client) Manifest(ctx context.Context, r Ref, ref string) (ocispec.Descr
 		return ocispec.Descriptor{}, nil, fmt.Errorf("manifest %s: %w: got %s", ref, ErrDigestMismatch, got)
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	// artifactType goes into the descriptor too (image-spec: a descriptor
+	// of an artifact carries its type), so index.json says what a model is.
 	var probe struct {
-		MediaType string `json:"mediaType"`
+		MediaType    string `json:"mediaType"`
+		ArtifactType string `json:"artifactType"`
+		Config       struct {
+			MediaType string `json:"mediaType"`
+		} `json:"config"`
 	}
-	if json.Unmarshal(raw, &probe) == nil && probe.MediaType != "" {
-		mt = probe.MediaType
+	desc := ocispec.Descriptor{MediaType: mt, Digest: got, Size: int64(len(raw))}
+	if json.Unmarshal(raw, &probe) == nil {
+		if probe.MediaType != "" {
+			desc.MediaType = probe.MediaType
+		}
+		desc.ArtifactType = probe.ArtifactType
+		if desc.ArtifactType == "" && desc.MediaType == ocispec.MediaTypeImageManifest &&
+			probe.Config.MediaType != "" && probe.Config.MediaType != ocispec.MediaTypeImageConfig && probe.Config.MediaType != ocispec.MediaTypeEmptyJSON {
+			desc.ArtifactType = probe.Config.MediaType // the older artifact convention
+		}
 	}
-	return ocispec.Descriptor{MediaType: mt, Digest: got, Size: int64(len(raw))}, raw, nil
+	return desc, raw, nil
 }
 
 func isIndex(mt string) bool { return mt == ocispec.MediaTypeImageIndex || mt == mediaDockerList }

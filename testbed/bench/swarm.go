@@ -14,11 +14,13 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
 
+	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/procstat"
@@ -38,6 +40,11 @@ type SwarmOptions struct {
 	Rate, OriginRate, UpstreamRate config.Rate
 	// WarmOrigins preheats the origins before the clock starts.
 	WarmOrigins bool
+	// SlowFraction of the agents have links of Rate / SlowDivisor (uneven
+	// links); LateFraction start when the on-time agents are half done;
+	// ChurnFraction are killed then (mid-pull) and replaced by fresh agents
+	// that pull from scratch. Each is a fraction in [0, 1).
+	SlowFraction, SlowDivisor, LateFraction, ChurnFraction float64
 	// Baseline "direct" also times the same clients pulling straight from
 	// the registry (capped at UpstreamRate), in the same run.
 	Baseline string
@@ -48,38 +55,49 @@ type SwarmOptions struct {
 // SwarmResult is one run's measurements; JSON keys are shared with
 // `shoal demo --json`.
 type SwarmResult struct {
-	Agents            int       `json:"agents"`
-	Origins           int       `json:"origins"`
-	BlobBytes         int64     `json:"blob_bytes"`
-	PieceBytes        int64     `json:"piece_bytes"`
-	RateBps           int64     `json:"rate_bytes_per_second"`
-	OriginRateBps     int64     `json:"origin_rate_bytes_per_second"`
-	UpstreamRateBps   int64     `json:"upstream_rate_bytes_per_second"`
-	WarmOrigins       bool      `json:"warm_origins"`
-	TMinSeconds       float64   `json:"t_min_seconds"`
-	AgentSecondsP50   float64   `json:"agent_seconds_p50"`
-	AgentSecondsP90   float64   `json:"agent_seconds_p90"`
-	AgentSecondsMax   float64   `json:"agent_seconds_max"`
-	P50OverTMin       float64   `json:"p50_over_tmin"`
-	MaxOverTMin       float64   `json:"max_over_tmin"`
-	TTFBSecondsP50    float64   `json:"ttfb_seconds_p50"`
-	AgentSeconds      []float64 `json:"agent_seconds"`
-	BytesFromUpstream int64     `json:"bytes_from_upstream"`
-	BytesFromOrigins  int64     `json:"bytes_from_origins"`
-	BytesFromPeers    int64     `json:"bytes_from_peers"`
-	BytesWasted       int64     `json:"bytes_wasted"` // received twice, or in a bad piece
-	OriginBytesSent   int64     `json:"origin_bytes_sent"`
-	OriginSentOverF   float64   `json:"origin_sent_over_blob"`
-	UpstreamBlobGets  int       `json:"upstream_blob_gets"`
-	AllVerified       bool      `json:"all_verified"`
-	CPUSeconds        float64   `json:"cpu_seconds"`
-	CPUCores          int       `json:"cpu_cores"`
-	CPUBound          bool      `json:"cpu_bound"`
-	PeakRSSBytes      int64     `json:"peak_rss_bytes"`
-	DirectSecondsP50  float64   `json:"direct_seconds_p50,omitempty"`
-	DirectSecondsMax  float64   `json:"direct_seconds_max,omitempty"`
-	SpeedupP50        float64   `json:"speedup_p50,omitempty"`
-	Failures          []string  `json:"failures,omitempty"`
+	Agents          int       `json:"agents"`
+	Origins         int       `json:"origins"`
+	BlobBytes       int64     `json:"blob_bytes"`
+	PieceBytes      int64     `json:"piece_bytes"`
+	RateBps         int64     `json:"rate_bytes_per_second"`
+	OriginRateBps   int64     `json:"origin_rate_bytes_per_second"`
+	UpstreamRateBps int64     `json:"upstream_rate_bytes_per_second"`
+	WarmOrigins     bool      `json:"warm_origins"`
+	TMinSeconds     float64   `json:"t_min_seconds"`
+	AgentSecondsP50 float64   `json:"agent_seconds_p50"`
+	AgentSecondsP90 float64   `json:"agent_seconds_p90"`
+	AgentSecondsMax float64   `json:"agent_seconds_max"`
+	P50OverTMin     float64   `json:"p50_over_tmin"`
+	MaxOverTMin     float64   `json:"max_over_tmin"`
+	TTFBSecondsP50  float64   `json:"ttfb_seconds_p50"`
+	AgentSeconds    []float64 `json:"agent_seconds"`
+	// Scenario rows (uneven links, late joiners, churn): each client's time
+	// over its own bound (ClientResult), p50 and max over every timed
+	// client, and p50 over the on-time clients that were not killed.
+	SlowFraction       float64        `json:"slow_fraction,omitempty"`
+	SlowDivisor        float64        `json:"slow_divisor,omitempty"`
+	LateFraction       float64        `json:"late_fraction,omitempty"`
+	ChurnFraction      float64        `json:"churn_fraction,omitempty"`
+	P50OverBound       float64        `json:"p50_over_bound"`
+	MaxOverBound       float64        `json:"max_over_bound"`
+	OnTimeP50OverBound float64        `json:"on_time_p50_over_bound"`
+	Clients            []ClientResult `json:"clients"`
+	BytesFromUpstream  int64          `json:"bytes_from_upstream"`
+	BytesFromOrigins   int64          `json:"bytes_from_origins"`
+	BytesFromPeers     int64          `json:"bytes_from_peers"`
+	BytesWasted        int64          `json:"bytes_wasted"` // received twice, or in a bad piece
+	OriginBytesSent    int64          `json:"origin_bytes_sent"`
+	OriginSentOverF    float64        `json:"origin_sent_over_blob"`
+	UpstreamBlobGets   int            `json:"upstream_blob_gets"`
+	AllVerified        bool           `json:"all_verified"`
+	CPUSeconds         float64        `json:"cpu_seconds"`
+	CPUCores           int            `json:"cpu_cores"`
+	CPUBound           bool           `json:"cpu_bound"`
+	PeakRSSBytes       int64          `json:"peak_rss_bytes"`
+	DirectSecondsP50   float64        `json:"direct_seconds_p50,omitempty"`
+	DirectSecondsMax   float64        `json:"direct_seconds_max,omitempty"`
+	SpeedupP50         float64        `json:"speedup_p50,omitempty"`
+	Failures           []string       `json:"failures,omitempty"`
 }
 
 // TMin is the fluid lower bound (Kumar and Ross): the origins' total upload,
@@ -105,6 +123,9 @@ func (o *SwarmOptions) ApplyDefaults() {
 	if o.Origins == 0 {
 		o.Origins = 1
 	}
+	if o.SlowDivisor == 0 {
+		o.SlowDivisor = 4
+	}
 }
 
 // Swarm runs one measurement.
@@ -113,11 +134,18 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	if o.Rate <= 0 {
 		return nil, fmt.Errorf("bench: --rate must be positive")
 	}
+	if err := o.validateScenario(); err != nil {
+		return nil, err
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	sc := newScenario(o)
 	c, err := cluster.Start(cluster.Options{Dir: o.Dir, Agents: o.Agents, Origins: o.Origins,
-		AgentRate: o.Rate, OriginRate: o.OriginRate, UpstreamRate: o.UpstreamRate, PieceLength: o.PieceSize, Log: o.Log})
+		AgentRate: o.Rate, OriginRate: o.OriginRate, UpstreamRate: o.UpstreamRate, PieceLength: o.PieceSize, Log: o.Log,
+		AgentConfig: func(i int, ac *agent.Config) {
+			ac.P2P.UploadRate, ac.P2P.DownloadRate = o.agentRate(sc, i), o.agentRate(sc, i)
+		}})
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +172,11 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 
 	r := &SwarmResult{Agents: o.Agents, Origins: o.Origins, BlobBytes: int64(o.Size), PieceBytes: int64(o.PieceSize),
 		RateBps: int64(o.Rate), OriginRateBps: int64(o.OriginRate), UpstreamRateBps: int64(o.UpstreamRate),
-		WarmOrigins: o.WarmOrigins, AllVerified: true, CPUCores: runtime.NumCPU()}
+		WarmOrigins: o.WarmOrigins, AllVerified: true, CPUCores: runtime.NumCPU(),
+		SlowFraction: o.SlowFraction, LateFraction: o.LateFraction, ChurnFraction: o.ChurnFraction}
+	if o.SlowFraction > 0 {
+		r.SlowDivisor = o.SlowDivisor
+	}
 	if r.PieceBytes == 0 {
 		r.PieceBytes = p2p.PieceLengthFor(r.BlobBytes)
 	}
@@ -152,14 +184,25 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	r.TMinSeconds = TMin(o.Agents, float64(o.Size), float64(o.Rate), float64(o.OriginRate), float64(o.UpstreamRate), !o.WarmOrigins)
 
 	cpu0, t0 := procstat.CPUSeconds(), time.Now()
-	times, ttfbs, fails := pullAll(ctx, len(c.Agents), func(i int) string {
-		return proto.V2BlobURL(c.Agents[i].URL(), repo, d)
-	}, want, 0)
+	r.Clients = runClients(ctx, c, o, sc, repo, d, want)
 	wall := time.Since(t0).Seconds()
 	r.CPUSeconds = procstat.CPUSeconds() - cpu0
 	r.CPUBound = r.CPUSeconds/wall > 0.8*float64(r.CPUCores)
-	r.Failures = fails
-	r.AllVerified = len(fails) == 0
+	var times, ttfbs, over, onTime []float64
+	for _, cr := range r.Clients {
+		if cr.Error != "" {
+			r.Failures = append(r.Failures, fmt.Sprintf("agent %d (%s): %s", cr.Agent, cr.Kind, cr.Error))
+		}
+		if cr.Kind == KindKilled {
+			continue
+		}
+		times, ttfbs, over = append(times, cr.Seconds), append(ttfbs, cr.TTFBSeconds), append(over, cr.OverBound)
+		if cr.Kind == KindOnTime {
+			onTime = append(onTime, cr.OverBound)
+		}
+	}
+	r.AllVerified = len(r.Failures) == 0
+	r.P50OverBound, r.MaxOverBound, r.OnTimeP50OverBound = quantile(over, 0.5), quantile(over, 1), quantile(onTime, 0.5)
 	r.AgentSeconds = times
 	r.AgentSecondsP50, r.AgentSecondsP90, r.AgentSecondsMax = quantile(times, 0.5), quantile(times, 0.9), quantile(times, 1)
 	r.TTFBSecondsP50 = quantile(ttfbs, 0.5)
@@ -256,44 +299,8 @@ func pullAll(ctx context.Context, n int, url func(int) string, want copyCheck, c
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			t0 := time.Now()
-			err := func() error {
-				resp, err := httpGet(ctx, url(i))
-				if err != nil {
-					return err
-				}
-				defer resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					return fmt.Errorf("status %s", resp.Status)
-				}
-				var body io.Reader = resp.Body
-				if clientRate > 0 {
-					body = &limitedReader{r: body, l: rate.NewLimiter(rate.Limit(clientRate), 256<<10), ctx: ctx}
-				}
-				var crc uint32
-				var got int64
-				buf := make([]byte, 256<<10)
-				first := true
-				for {
-					k, err := body.Read(buf)
-					if k > 0 && first {
-						ttfb[i], first = time.Since(t0).Seconds(), false
-					}
-					crc = crc32.Update(crc, castagnoli, buf[:k])
-					got += int64(k)
-					if err == io.EOF {
-						break
-					}
-					if err != nil {
-						return err
-					}
-				}
-				if got != want.size || crc != want.crc {
-					return fmt.Errorf("body of %d bytes, CRC-32C %08x: want %d bytes, %08x", got, crc, want.size, want.crc)
-				}
-				return nil
-			}()
-			secs[i] = time.Since(t0).Seconds()
+			var err error
+			secs[i], ttfb[i], err = pullOne(ctx, url(i), want, clientRate, nil)
 			if err != nil {
 				mu.Lock()
 				fails = append(fails, fmt.Sprintf("client %d: %v", i, err))
@@ -304,6 +311,52 @@ func pullAll(ctx context.Context, n int, url func(int) string, want copyCheck, c
 	close(start)
 	wg.Wait()
 	return secs, ttfb, fails
+}
+
+// pullOne GETs url and checks the body against want as it streams, adding
+// every byte received to progress (if set). clientRate > 0 caps it.
+func pullOne(ctx context.Context, url string, want copyCheck, clientRate config.Rate, progress *atomic.Int64) (secs, ttfb float64, err error) {
+	t0 := time.Now()
+	err = func() error {
+		resp, err := httpGet(ctx, url)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %s", resp.Status)
+		}
+		var body io.Reader = resp.Body
+		if clientRate > 0 {
+			body = &limitedReader{r: body, l: rate.NewLimiter(rate.Limit(clientRate), 256<<10), ctx: ctx}
+		}
+		var crc uint32
+		var got int64
+		buf := make([]byte, 256<<10)
+		first := true
+		for {
+			k, err := body.Read(buf)
+			if k > 0 && first {
+				ttfb, first = time.Since(t0).Seconds(), false
+			}
+			crc = crc32.Update(crc, castagnoli, buf[:k])
+			got += int64(k)
+			if progress != nil {
+				progress.Add(int64(k))
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if got != want.size || crc != want.crc {
+			return fmt.Errorf("body of %d bytes, CRC-32C %08x: want %d bytes, %08x", got, crc, want.size, want.crc)
+		}
+		return nil
+	}()
+	return time.Since(t0).Seconds(), ttfb, err
 }
 
 type limitedReader struct {

@@ -73,6 +73,7 @@ type Cluster struct {
 	ctx       context.Context
 	agentCfgs []agent.Config
 	biCfg     buildindex.Config
+	replaced  int // agents replaced so far (fresh cache directories)
 	log       *slog.Logger
 	stops     map[any]func() // per component, for tests that kill one
 	wg        sync.WaitGroup
@@ -336,10 +337,32 @@ func (c *Cluster) RestartAgent(i int) (*agent.Agent, error) {
 	if ac.P2P.Listen, err = freeAddr(host); err != nil {
 		return nil, err
 	}
+	return c.startAgent(i, ac)
+}
+
+// ReplaceAgent stops agent i and starts a fresh node in its place, as a
+// replaced spot instance: same address and limits, an empty cache, new
+// ports.
+func (c *Cluster) ReplaceAgent(i int) (*agent.Agent, error) {
+	c.Stop(c.Agents[i])
+	ac := c.agentCfgs[i]
+	c.replaced++
+	ac.Root = fmt.Sprintf("%s-r%d", ac.Root, c.replaced)
+	host, _, _ := net.SplitHostPort(ac.P2P.Listen)
+	for _, a := range []*string{&ac.Listen, &ac.P2P.Listen, &ac.AdminListen} {
+		var err error
+		if *a, err = freeAddr(host); err != nil {
+			return nil, err
+		}
+	}
+	return c.startAgent(i, ac)
+}
+
+func (c *Cluster) startAgent(i int, ac agent.Config) (*agent.Agent, error) {
 	c.agentCfgs[i] = ac
 	a, err := agent.New(ac, c.log.With("role", "agent", "agent", i))
 	if err != nil {
-		return nil, fmt.Errorf("restart agent %d: %w", i, err)
+		return nil, fmt.Errorf("agent %d: %w", i, err)
 	}
 	c.Agents[i] = a
 	c.run(a, c.ctx, a.Run)

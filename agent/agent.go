@@ -128,6 +128,7 @@ func (a *Agent) Store() *store.Store { return a.store }
 func (a *Agent) Run(ctx context.Context) error {
 	a.base.SetReady(true)
 	go a.store.RunGC(a.ctx, store.DefaultGCInterval)
+	go a.runHeartbeats(a.ctx)
 	errc := make(chan error, 2)
 	go func() { errc <- a.admin.Serve(ctx) }()
 	// Leave the swarms as soon as asked to stop, while responses from the

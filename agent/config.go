@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"os"
 	"time"
 
 	"github.com/shoal-dev/shoal/config"
@@ -27,6 +28,9 @@ type Config struct {
 	// BuildIndex are build-index base URLs, tried in order, that resolve
 	// tags to digests. Empty: tags are resolved by the origins directly.
 	BuildIndex []string `toml:"buildindex"`
+	// NodeID names the agent in its heartbeats to the build-index, and so
+	// in preheat jobs' scopes and progress (default: the hostname).
+	NodeID string `toml:"node_id"`
 	// MetainfoTimeout bounds asking the tracker for a blob's metainfo (the
 	// origin may first fetch the whole blob from upstream).
 	MetainfoTimeout time.Duration `toml:"metainfo_timeout"`
@@ -94,6 +98,9 @@ func (c *Config) ApplyDefaults() {
 	if len(c.Origins) == 0 {
 		c.Origins = DefaultOrigins
 	}
+	if c.NodeID == "" {
+		c.NodeID, _ = os.Hostname()
+	}
 	config.SetDefault(&c.MetainfoTimeout, DefaultMetainfoTimeout)
 	config.SetDefault(&c.StallTimeout, DefaultStallTimeout)
 	config.SetDefault(&c.MaxDownloads, DefaultMaxDownloads)
@@ -112,6 +119,9 @@ func (c *Config) Validate() error {
 		config.CheckURLs("trackers", c.Trackers), config.CheckURLs("origins", c.Origins),
 		config.CheckURLs("buildindex", c.BuildIndex)); err != nil {
 		return err
+	}
+	if c.NodeID == "" || len(c.NodeID) > 253 {
+		return config.Errorf("node_id", "want 1..253 characters (the hostname is unknown), got %q", c.NodeID)
 	}
 	if c.MetainfoTimeout < time.Second {
 		return config.Errorf("metainfo_timeout", "want at least 1s, got %s", c.MetainfoTimeout)

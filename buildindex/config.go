@@ -32,6 +32,15 @@ type Config struct {
 	// AdminTokenFile, instead of AdminToken, is a file holding it (a
 	// mounted Secret); read when the config is loaded.
 	AdminTokenFile string `toml:"admin_token_file"`
+	// AdminTokenHeader is a header that may carry the admin token too
+	// (Harbor's "custom header" auth mode).
+	AdminTokenHeader string `toml:"admin_token_header"`
+	// AgentTTL: an agent without a heartbeat for this long is gone (its
+	// preheat tasks fail).
+	AgentTTL time.Duration `toml:"agent_ttl"`
+	// PreheatConcurrency is how many agents of one job pull at once when
+	// the job does not say.
+	PreheatConcurrency int `toml:"preheat_concurrency"`
 	// HTTP bounds what one client may cost: header and body sizes, timeouts.
 	HTTP httpx.Limits `toml:"http"`
 }
@@ -43,6 +52,9 @@ const (
 	DefaultOrigin         = "http://127.0.0.1:7610"
 	DefaultTagTTL         = 5 * time.Minute
 	DefaultResolveTimeout = 30 * time.Second
+	DefaultAdminHeader    = "X-Shoal-Admin-Token"
+	DefaultAgentTTL       = 30 * time.Second
+	DefaultPreheatConc    = 16
 )
 
 // ApplyDefaults fills unset keys.
@@ -63,6 +75,9 @@ func (c *Config) ApplyDefaults() {
 	config.SetDefault(&c.TagTTL, DefaultTagTTL)
 	config.SetDefault(&c.ResolveTimeout, DefaultResolveTimeout)
 	config.SetDefault(&c.LogLevel, config.DefaultLogLevel)
+	config.SetDefault(&c.AdminTokenHeader, DefaultAdminHeader)
+	config.SetDefault(&c.AgentTTL, DefaultAgentTTL)
+	config.SetDefault(&c.PreheatConcurrency, DefaultPreheatConc)
 	c.HTTP.ApplyDefaults()
 }
 
@@ -88,6 +103,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ResolveTimeout < 100*time.Millisecond {
 		return config.Errorf("resolve_timeout", "want at least 100ms, got %s", c.ResolveTimeout)
+	}
+	if c.AgentTTL < 3*time.Second {
+		return config.Errorf("agent_ttl", "want at least 3s, got %s", c.AgentTTL)
+	}
+	if c.PreheatConcurrency < 1 || c.PreheatConcurrency > 100000 {
+		return config.Errorf("preheat_concurrency", "want 1..100000, got %d", c.PreheatConcurrency)
 	}
 	return config.FirstError(config.CheckLogLevel(c.LogLevel), c.HTTP.Validate("http"))
 }

@@ -42,6 +42,10 @@ type Server struct {
 	base    *httpx.Base
 	srv     *httpx.Server
 
+	preheat *preheater
+	ctx     context.Context // jobs run under it until Run ends
+	cancel  context.CancelFunc
+
 	resolving   singleflight.Group // by namespace and tag
 	resolutions atomic.Int64
 	lookups     *prometheus.CounterVec
@@ -77,6 +81,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		}
 		s.tags = fs
 	}
+	var err error
 	s.lookups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_buildindex_tag_lookups_total",
 		Help: "Tag lookups, by how they were answered (hit, resolved, stale, not_found, error)."}, []string{"result"})
 	s.resolves = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_buildindex_resolutions_total",
@@ -87,6 +92,11 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	r.Get(proto.PatternTags, s.handleList)
 	r.Get(proto.PatternTag, s.handleGet)
 	r.With(httpx.RequireToken(s.cfg.AdminToken)).Put(proto.PatternTag, s.handlePut)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if s.preheat, err = newPreheater(s); err != nil {
+		return nil, err
+	}
+	s.mountPreheat(r)
 	srv, err := httpx.Listen(cfg.Listen, r, log, cfg.HTTP)
 	if err != nil {
 		return nil, err
@@ -98,11 +108,19 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 // URL of the HTTP API.
 func (s *Server) URL() string { return s.srv.URL() }
 
-// Run serves until ctx ends.
+// Run serves until ctx ends, resuming unfinished preheat jobs; running
+// jobs stop with it (and resume at the next start).
 func (s *Server) Run(ctx context.Context) error {
 	s.base.SetReady(true)
-	return s.srv.Serve(ctx)
+	s.preheat.resume(s.ctx)
+	err := s.srv.Serve(ctx)
+	s.cancel()
+	s.preheat.wg.Wait()
+	return err
 }
+
+// runCtx is the context preheat jobs run under.
+func (s *Server) runCtx() context.Context { return s.ctx }
 
 // Resolutions counts tag resolutions sent to the origins.
 func (s *Server) Resolutions() int64 { return s.resolutions.Load() }

@@ -25,7 +25,14 @@ type fetch = inflight.Job[*seeded]
 // startFetch joins or starts the upstream fetch of d. The fetch outlives
 // the request that started it (it runs under o.ctx).
 func (o *Origin) startFetch(ns string, d digest.Digest) *fetch {
-	f, _ := o.fetches.Do(d, func(f *fetch) error { return o.runFetch(ns, d, f) })
+	return o.startFetchAuth(ns, d, "")
+}
+
+// startFetchAuth is startFetch with an upstream Authorization value for
+// the fetch it starts ("" = the configured credentials). A fetch of d that
+// already runs is joined as it is.
+func (o *Origin) startFetchAuth(ns string, d digest.Digest, auth string) *fetch {
+	f, _ := o.fetches.Do(d, func(f *fetch) error { return o.runFetch(ns, d, auth, f) })
 	return f
 }
 
@@ -42,14 +49,14 @@ func waitFor(ctx context.Context, ch <-chan struct{}) error {
 
 // runFetch gets d from upstream into the store, seeding it while it
 // arrives, and readies f as soon as peers can start.
-func (o *Origin) runFetch(ns string, d digest.Digest, f *fetch) (err error) {
+func (o *Origin) runFetch(ns string, d digest.Digest, auth string, f *fetch) (err error) {
 	var sd *seeded // the blob's seed, once started
 	defer func() {
 		if sd != nil && err != nil {
 			o.unseedFailed(d, sd, err)
 		}
 	}()
-	ctx, cancel := context.WithTimeout(o.ctx, o.cfg.FetchTimeout)
+	ctx, cancel := context.WithTimeout(upstream.WithAuthorization(o.ctx, auth), o.cfg.FetchTimeout)
 	defer cancel()
 
 	if stored, err := o.seedIfStored(d); stored {

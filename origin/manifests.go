@@ -47,8 +47,8 @@ func (o *Origin) mountManifests(r chi.Router) {
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_origin_upstream_manifest_requests_total",
 		Help: "Manifest and tag-list requests sent upstream, by kind and result."}, []string{"kind", "result"})
 	o.base.Metrics.MustRegister(m.requests)
-	r.Get(proto.PatternManifest, m.handleManifest)
-	r.Head(proto.PatternManifest, m.handleManifest)
+	r.With(upstreamAuth).Get(proto.PatternManifest, m.handleManifest)
+	r.With(upstreamAuth).Head(proto.PatternManifest, m.handleManifest)
 	r.Get(proto.PatternOriginTags, m.handleTags)
 }
 
@@ -171,7 +171,7 @@ func (m *manifests) manifest(ctx context.Context, repo upstream.Repo, d digest.D
 		if body, mt, err := m.stored(d); err == nil {
 			return result{body, mt}, nil // committed while this request looked
 		}
-		fctx, cancel := context.WithTimeout(m.o.ctx, manifestTimeout)
+		fctx, cancel := context.WithTimeout(upstream.WithAuthorization(m.o.ctx, upstream.Authorization(ctx)), manifestTimeout)
 		defer cancel()
 		body, mt, err := m.fetch(fctx, repo, d)
 		return result{body, mt}, err

@@ -75,6 +75,7 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	r.Get(proto.PatternTorrent, o.handleTorrent)
 	r.Get(proto.PatternBlob, o.handleBlob)
 	r.Head(proto.PatternBlob, o.handleBlob)
+	r.Post(proto.PatternOriginPreheat, o.handlePreheat)
 	o.mountManifests(r)
 	o.srv, err = httpx.Listen(cfg.Listen, r, log, cfg.HTTP)
 	if err != nil {

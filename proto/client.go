@@ -24,6 +24,9 @@ const MaxManifest = 4 << 20
 // methods inside Failover to ask several servers.
 type Client struct {
 	HTTP *http.Client
+	// Header is sent with every request (the upstream Authorization of a
+	// preheat job).
+	Header http.Header
 }
 
 // OriginClient asks origins.
@@ -41,6 +44,9 @@ func (c Client) Do(ctx context.Context, role, server, method, u string, h http.H
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", role, server, err)
+	}
+	for k, v := range c.Header {
+		req.Header[k] = v
 	}
 	for k, v := range h {
 		req.Header[k] = v

@@ -4,6 +4,7 @@
 //	shoal demo [--agents N] [--json] [--serve]
 //	shoal get [--agent URL] [--platform os/arch] [--blob] -o DIR|FILE REF
 //	shoal node-setup [--registry HOST[=URL]]... [--uninstall] [--wait]
+//	shoal preheat [--buildindex URL] [--scope ...] [--platform ...] [--wait] REF
 //	shoal version
 package main
 
@@ -45,6 +46,13 @@ Usage:
                                      download an image, index, artifact (as an OCI
                                      layout) or one blob through the node's agent:
                                      verified, resumable
+  shoal preheat [--buildindex URL] [--token T] [--scope origins|all|agents=a,b|percent=N]
+                [--platform os/arch]... [--pin 24h] [--wait] REGISTRY/REPO:TAG
+                                     warm the origins or the agents with an image
+                                     (a job on the build-index), with progress
+  shoal node-setup [--registry HOST[=URL]]... [--uninstall] [--wait]
+                                     point this node's containerd (hosts.toml) and
+                                     CRI-O (registries.conf.d) at the agent
   shoal version
 
 Each role runs with defaults when --config is omitted; --print-config prints
@@ -74,6 +82,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runGet(ctx, args[1:], stdout, stderr)
 	case "node-setup":
 		err = runNodeSetup(ctx, args[1:], stdout, stderr)
+	case "preheat":
+		err = runPreheat(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "shoal %s\n", version)
 	case "help", "-h", "--help":

@@ -12,12 +12,6 @@ import (
 	"github.com/shoal-dev/shoal/agent/nodesetup"
 )
 
-// stringList is a repeatable string flag.
-type stringList []string
-
-func (l *stringList) String() string     { return strings.Join(*l, ",") }
-func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
-
 // runNodeSetup points the node's container runtime at its agent (shoal
 // node-setup), or removes that again (--uninstall). With --wait it stays
 // until a signal and then uninstalls: the chart runs it so, as a sidecar,

@@ -94,6 +94,9 @@ type gcState struct {
 	blobs map[digest.Digest]*entry
 	usage int64
 	pins  map[digest.Digest]int // open readers handed out by OpenOrFollow
+	// held keeps preheated blobs out of GC until a time (PinUntil); kept
+	// on disk beside the blob, so it survives a restart.
+	held map[digest.Digest]time.Time
 
 	run     sync.Mutex    // one eviction pass at a time
 	kick    chan struct{} // wakes RunGC after a commit crossed the high mark
@@ -104,6 +107,7 @@ type gcState struct {
 func (g *gcState) init() {
 	g.blobs = map[digest.Digest]*entry{}
 	g.pins = map[digest.Digest]int{}
+	g.held = map[digest.Digest]time.Time{}
 	g.kick = make(chan struct{}, 1)
 }
 
@@ -133,6 +137,9 @@ func (s *Store) scanBlobs() error {
 			}
 			s.gc.blobs[d] = &entry{size: fi.Size(), access: fi.ModTime()}
 			s.gc.usage += fi.Size()
+			if until, err := s.readPin(d); err == nil {
+				s.gc.held[d] = until
+			}
 		}
 	}
 	return nil
@@ -229,6 +236,7 @@ func (s *Store) dropLocked(d digest.Digest) {
 		delete(s.gc.blobs, d)
 	}
 	delete(s.verified, d)
+	delete(s.gc.held, d)
 }
 
 func (s *Store) overHighLocked() bool {
@@ -284,6 +292,7 @@ func (s *Store) GC() (int, int64) {
 	}
 	c := s.gc.cfg
 	target := c.Capacity * int64(c.LowWatermark) / 100
+	now := s.now()
 	type cand struct {
 		d digest.Digest
 		e *entry
@@ -299,7 +308,7 @@ func (s *Store) GC() (int, int64) {
 		if s.gc.usage < target {
 			break
 		}
-		if s.gc.pins[cd.d] > 0 || s.active[cd.d] != nil {
+		if s.gc.pins[cd.d] > 0 || s.active[cd.d] != nil || s.gc.held[cd.d].After(now) {
 			continue
 		}
 		// Under s.mu: an Open racing with us either pinned first (and we
@@ -346,4 +355,38 @@ func (s *Store) removeLocked(d digest.Digest) error {
 		}
 	}
 	return nil
+}
+
+// pinMeta names the metadata file that holds a blob's PinUntil time.
+const pinMeta = "pin"
+
+// PinUntil keeps blob d out of disk GC until t (a later pin extends an
+// earlier one, an earlier one changes nothing). The time is written beside
+// the blob, so it holds across restarts; d need not be stored yet.
+func (s *Store) PinUntil(d digest.Digest, t time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !t.After(s.gc.held[d]) {
+		return nil
+	}
+	if err := s.WriteMeta(d, pinMeta, []byte(t.UTC().Format(time.RFC3339))); err != nil {
+		return err
+	}
+	s.gc.held[d] = t
+	return nil
+}
+
+// PinnedUntil is the time blob d is kept out of GC until (zero: not pinned).
+func (s *Store) PinnedUntil(d digest.Digest) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gc.held[d]
+}
+
+func (s *Store) readPin(d digest.Digest) (time.Time, error) {
+	b, err := s.ReadMeta(d, pinMeta)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Parse(time.RFC3339, string(b))
 }

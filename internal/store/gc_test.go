@@ -325,3 +325,44 @@ func TestCheckGCNamesTheKey(t *testing.T) {
 		}
 	}
 }
+
+// TestPinnedBlobsSurviveGCAndRestart: blobs pinned until a time stay while
+// GC evicts older-accessed ones around them, and the pin is read back
+// when the store is opened again.
+func TestPinnedBlobsSurviveGCAndRestart(t *testing.T) {
+	s, evicted := newGCStore(t, 1000)
+	ds := putN(t, s, 10, 100) // 1000 bytes: over the 80% mark
+	until := s.now().Add(time.Hour)
+	for _, d := range ds[:3] { // the least recently used: GC's first picks
+		if err := s.PinUntil(d, until); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PinUntil(ds[0], until.Add(-time.Minute)); err != nil || !s.PinnedUntil(ds[0]).Equal(until) {
+		t.Fatalf("an earlier pin shortened a later one: %v %v", s.PinnedUntil(ds[0]), err)
+	}
+	if n, _ := s.GC(); n == 0 {
+		t.Fatal("GC evicted nothing")
+	}
+	for _, d := range ds[:3] {
+		if _, err := s.Stat(d); err != nil {
+			t.Errorf("pinned blob %s evicted: %v", d, err)
+		}
+	}
+	for _, d := range *evicted {
+		for _, p := range ds[:3] {
+			if d == p {
+				t.Errorf("pinned blob %s evicted", d)
+			}
+		}
+	}
+	s2, err := Open(s.Root(), s.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range ds[:3] {
+		if got := s2.PinnedUntil(d); !got.Equal(until.Truncate(time.Second)) {
+			t.Errorf("pin of %s after reopening: %v, want %v", d, got, until)
+		}
+	}
+}

@@ -185,9 +185,17 @@ func (c *Client) apiBase(r Repo) string {
 // transport with headers hdr; what names the object in errors ("manifest
 // latest"). 200 is success, and 206 when hdr asks for a Range.
 func (c *Client) request(ctx context.Context, method string, r Repo, path string, hdr http.Header, what string) (*http.Response, error) {
-	t, err := c.transport(ctx, r)
-	if err != nil {
-		return nil, fmt.Errorf("upstream %s: %w", r, err)
+	auth := Authorization(ctx)
+	var t http.RoundTripper
+	if auth != "" {
+		// The caller's credentials for this request alone: no token
+		// exchange, nothing cached.
+		t = c.baseFor(r.reg)
+	} else {
+		var err error
+		if t, err = c.transport(ctx, r); err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", r, err)
+		}
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.apiBase(r)+path, nil)
 	if err != nil {
@@ -195,6 +203,10 @@ func (c *Client) request(ctx context.Context, method string, r Repo, path string
 	}
 	for k, v := range hdr {
 		req.Header[k] = v
+	}
+	if auth != "" {
+		// net/http drops it on a redirect to another host (object storage).
+		req.Header.Set("Authorization", auth)
 	}
 	resp, err := (&http.Client{Transport: t}).Do(req)
 	if err != nil {
@@ -208,10 +220,30 @@ func (c *Client) request(ctx context.Context, method string, r Repo, path string
 		return nil, fmt.Errorf("upstream %s: %s: %w", r, what, ErrNotFound)
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 		resp.Body.Close()
-		c.transports.Remove(r.Host + "/" + r.Path) // a token may have expired
+		if auth == "" {
+			c.transports.Remove(r.Host + "/" + r.Path) // a token may have expired
+		}
 		return nil, fmt.Errorf("upstream %s: %s: %w (%s)", r, what, ErrUnauthorized, resp.Status)
 	default:
 		resp.Body.Close()
 		return nil, fmt.Errorf("upstream %s: %s %s: %s", r, method, what, resp.Status)
 	}
+}
+
+type authKey struct{}
+
+// WithAuthorization returns a context under which upstream requests send
+// the Authorization value v (e.g. "Bearer ..." that Harbor gave a preheat
+// job) instead of the configured credentials. v is never logged.
+func WithAuthorization(ctx context.Context, v string) context.Context {
+	if v == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, authKey{}, v)
+}
+
+// Authorization is the value WithAuthorization put in ctx, or "".
+func Authorization(ctx context.Context) string {
+	v, _ := ctx.Value(authKey{}).(string)
+	return v
 }

@@ -52,7 +52,9 @@ type Options struct {
 	AgentConfig func(i int, c *agent.Config)
 	// OriginConfig, if set, adjusts origin i's config before it starts.
 	OriginConfig func(i int, c *origin.Config)
-	Log          *slog.Logger
+	// BuildIndexConfig, if set, adjusts the build-index's config.
+	BuildIndexConfig func(c *buildindex.Config)
+	Log              *slog.Logger
 }
 
 // Cluster is a running cluster.
@@ -70,6 +72,7 @@ type Cluster struct {
 	cancel    context.CancelFunc
 	ctx       context.Context
 	agentCfgs []agent.Config
+	biCfg     buildindex.Config
 	replaced  int // agents replaced so far (fresh cache directories)
 	log       *slog.Logger
 	stops     map[any]func() // per component, for tests that kill one
@@ -201,7 +204,14 @@ func start(opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	bc := buildindex.Config{Listen: biAddr, Root: filepath.Join(opts.Dir, "buildindex"), Origins: originURLs}
+	if opts.BuildIndexConfig != nil {
+		opts.BuildIndexConfig(&bc)
+	}
 	bc.ApplyDefaults()
+	if err := bc.Validate(); err != nil {
+		return nil, fmt.Errorf("build-index: %w", err)
+	}
+	c.biCfg = bc
 	if c.BuildIndex, err = started[*buildindex.Server](c, ctx)(buildindex.New(bc, opts.Log.With("role", "buildindex"))); err != nil {
 		return nil, err
 	}
@@ -209,7 +219,7 @@ func start(opts Options) (_ *Cluster, err error) {
 	for i := range opts.Agents {
 		ip := AgentIP(i)
 		ac := agent.Config{Root: filepath.Join(opts.Dir, fmt.Sprintf("agent%d", i)), Trackers: []string{trackerURL}, Origins: originURLs,
-			BuildIndex: []string{c.BuildIndex.URL()}}
+			BuildIndex: []string{c.BuildIndex.URL()}, NodeID: fmt.Sprintf("agent%d", i)}
 		var err error
 		if ac.Listen, err = addr(ip, 7650); err != nil {
 			return nil, err
@@ -357,6 +367,26 @@ func (c *Cluster) startAgent(i int, ac agent.Config) (*agent.Agent, error) {
 	c.Agents[i] = a
 	c.run(a, c.ctx, a.Run)
 	return a, nil
+}
+
+// RestartBuildIndex stops the build-index and starts a new one with the
+// same config (same address and root), as a restart of its process would.
+func (c *Cluster) RestartBuildIndex() (*buildindex.Server, error) {
+	c.Stop(c.BuildIndex)
+	var bi *buildindex.Server
+	var err error
+	for attempt := 0; attempt < 50; attempt++ { // the old listener's port may linger a moment
+		if bi, err = buildindex.New(c.biCfg, c.log.With("role", "buildindex")); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("restart build-index: %w", err)
+	}
+	c.BuildIndex = bi
+	c.run(bi, c.ctx, bi.Run)
+	return bi, nil
 }
 
 // Close stops everything and waits for it.

@@ -64,7 +64,11 @@ func limitsServer(t *testing.T, lim httpx.Limits) (url string, data []byte) {
 }
 
 func TestSlowReaderIsCutOffFastReaderIsNot(t *testing.T) {
-	url, data := limitsServer(t, httpx.Limits{WriteIdleTimeout: time.Second})
+	// The idle timeout is well above a scheduling stall of a loaded 2-core
+	// machine under -race (1s cut a fast reader off there), and the stall
+	// below is well above it.
+	const idle = 3 * time.Second
+	url, data := limitsServer(t, httpx.Limits{WriteIdleTimeout: idle})
 	for _, path := range []string{"/file", "/bytes"} {
 		t.Run(path, func(t *testing.T) {
 			// A fast reader gets the whole body, however long it takes in all
@@ -84,7 +88,7 @@ func TestSlowReaderIsCutOffFastReaderIsNot(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(2 * time.Second)
+			time.Sleep(2 * idle)
 			n, err := io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if err == nil || n >= bigSize {

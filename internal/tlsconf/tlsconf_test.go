@@ -252,4 +252,3 @@ func peerSerial(t *testing.T, c *http.Client, u string) string {
 	resp.Body.Close()
 	return resp.TLS.PeerCertificates[0].SerialNumber.String()
 }
-

@@ -7,6 +7,7 @@ import (
 
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 )
 
 // Config is the build-index's TOML file.
@@ -31,6 +32,9 @@ type Config struct {
 	AdminToken string `toml:"admin_token"`
 	// HTTP bounds what one client may cost: header and body sizes, timeouts.
 	HTTP httpx.Limits `toml:"http"`
+	// TLS is the [tls] table: the certificate this component serves and
+	// presents to the others, the CA that verifies them, mutual TLS.
+	TLS tlsconf.Config `toml:"tls"`
 }
 
 // Defaults.
@@ -61,6 +65,7 @@ func (c *Config) ApplyDefaults() {
 	config.SetDefault(&c.ResolveTimeout, DefaultResolveTimeout)
 	config.SetDefault(&c.LogLevel, config.DefaultLogLevel)
 	c.HTTP.ApplyDefaults()
+	c.TLS.ApplyDefaults()
 }
 
 // Validate checks every key, naming the first bad one.
@@ -83,5 +88,5 @@ func (c *Config) Validate() error {
 	if c.ResolveTimeout < 100*time.Millisecond {
 		return config.Errorf("resolve_timeout", "want at least 100ms, got %s", c.ResolveTimeout)
 	}
-	return config.FirstError(config.CheckLogLevel(c.LogLevel), c.HTTP.Validate("http"))
+	return config.FirstError(config.CheckLogLevel(c.LogLevel), c.HTTP.Validate("http"), c.TLS.Validate("tls"))
 }

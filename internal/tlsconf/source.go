@@ -183,6 +183,9 @@ func (s *Source) ServerConfig() *tls.Config {
 // CA bundle verifies the server, and the current certificate (if any) is
 // presented when the server asks for one.
 func (s *Source) ClientConfig(serverName string) *tls.Config {
+	if s == nil {
+		return &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	}
 	st := s.current()
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
@@ -201,7 +204,8 @@ func (s *Source) ClientConfig(serverName string) *tls.Config {
 type DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // DialTLS returns a dialer that connects with dial and completes a TLS
-// handshake with the server at addr, verified as ClientConfig says.
+// handshake with the server at addr, verified as ClientConfig says (by the
+// system roots, without a certificate, for a nil Source).
 func (s *Source) DialTLS(dial DialFunc) DialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		host, _, err := net.SplitHostPort(addr)
@@ -222,7 +226,7 @@ func (s *Source) DialTLS(dial DialFunc) DialFunc {
 }
 
 func (s *Source) caName() string {
-	if s.cfg.CA == "" {
+	if s == nil || s.cfg.CA == "" {
 		return "the system roots"
 	}
 	return s.prefix + ".ca " + s.cfg.CA

@@ -5,9 +5,9 @@ import (
 
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/httpx"
-	"github.com/shoal-dev/shoal/internal/tlsconf"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 	"github.com/shoal-dev/shoal/internal/upstream"
 )
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -251,6 +252,17 @@ func (s *Source) Transport(t *http.Transport) *http.Transport {
 func (s *Source) Serial() string {
 	if st := s.current(); st.cert != nil {
 		return st.cert.Leaf.SerialNumber.String()
+	}
+	return ""
+}
+
+// Cause is ": " + err when err is a failure to verify a certificate (a CA
+// that does not match, an expired certificate), else "": a server adds it
+// to the message its client sees, because that is a configuration mistake
+// the operator must see wherever the pull failed.
+func Cause(err error) string {
+	if ve := (*tls.CertificateVerificationError)(nil); errors.As(err, &ve) {
+		return ": " + err.Error()
 	}
 	return ""
 }

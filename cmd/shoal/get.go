@@ -6,12 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/shoal-dev/shoal/internal/fetch"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 )
 
 const getUsage = `Usage:
@@ -19,6 +21,9 @@ const getUsage = `Usage:
       write an OCI image layout (any image, index or artifact)
   shoal get [--agent URL] --blob -o FILE REGISTRY/REPO@sha256:...
       download one blob
+
+An https agent (its registry API off loopback, with [tls]) is verified
+with --cacert; --cert and --key present a client certificate (mutual TLS).
 
 Downloads go through the node's agent; every blob is verified against its
 digest, and an interrupted download resumes where it stopped.
@@ -34,6 +39,10 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	platform := fs.String("platform", "", "os/arch[/variant] to pick from an index (default: every platform)")
 	blob := fs.Bool("blob", false, "download the blob REF names (by digest) instead of a manifest")
 	parallel := fs.Int("parallel", 4, "blobs downloaded at once")
+	var tc tlsconf.Config
+	fs.StringVar(&tc.CA, "cacert", "", "PEM CA bundle that verifies an https agent (default: the system roots)")
+	fs.StringVar(&tc.Cert, "cert", "", "PEM client certificate for an agent that requires one (mutual TLS)")
+	fs.StringVar(&tc.Key, "key", "", "the client certificate's PEM key")
 	refs, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -49,6 +58,13 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError{err}
 	}
 	c := &fetch.Client{Base: *agentURL}
+	src, err := tlsconf.New(tc, "", nil)
+	if err != nil {
+		return usageError{fmt.Errorf("--cacert, --cert, --key: %w", err)}
+	}
+	if src != nil {
+		c.HTTP = &http.Client{Transport: src.Transport(http.DefaultTransport.(*http.Transport).Clone())}
+	}
 	prog := newGetProgress(stdout)
 	start := time.Now()
 	if *blob {

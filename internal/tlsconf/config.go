@@ -45,28 +45,38 @@ func (c *Config) ApplyDefaults() {
 // Enabled reports whether the component serves TLS (cert and key set).
 func (c Config) Enabled() bool { return c.Cert != "" && c.Key != "" }
 
-// Validate checks the combination of keys; prefix is the table ("tls").
-// The files themselves are read by New, when the component starts, so that
-// --print-config works where they are not mounted.
+// Validate checks the combination of keys; prefix is the table ("tls"; ""
+// for bare keys, as command-line flags). The files themselves are read by
+// New, when the component starts, so that --print-config works where they
+// are not mounted.
 func (c *Config) Validate(prefix string) error {
+	k := func(name string) string { return key(prefix, name) }
 	switch {
 	case c.Cert != "" && c.Key == "":
-		return config.Errorf(prefix+".key", "%s.cert is set (%s) but %s.key is not: a certificate needs its key", prefix, c.Cert, prefix)
+		return config.Errorf(k("key"), "%s is set (%s) but %s is not: a certificate needs its key", k("cert"), c.Cert, k("key"))
 	case c.Key != "" && c.Cert == "":
-		return config.Errorf(prefix+".cert", "%s.key is set (%s) but %s.cert is not", prefix, c.Key, prefix)
+		return config.Errorf(k("cert"), "%s is set (%s) but %s is not", k("key"), c.Key, k("cert"))
 	case c.MTLS && c.CA == "":
-		return config.Errorf(prefix+".ca", "%s.mtls = true needs %s.ca, the CA bundle that signs client certificates", prefix, prefix)
+		return config.Errorf(k("ca"), "%s = true needs %s, the CA bundle that signs client certificates", k("mtls"), k("ca"))
 	case c.MTLS && !c.Enabled():
-		return config.Errorf(prefix+".mtls", "%s.mtls = true needs %s.cert and %s.key: mutual TLS is a property of this component's TLS servers", prefix, prefix, prefix)
+		return config.Errorf(k("mtls"), "%s = true needs %s and %s: mutual TLS is a property of this component's TLS servers", k("mtls"), k("cert"), k("key"))
 	case len(c.AdminNames) > 0 && !c.MTLS:
-		return config.Errorf(prefix+".admin_names", "admin identities come from client certificates: set %s.mtls = true", prefix)
+		return config.Errorf(k("admin_names"), "admin identities come from client certificates: set %s = true", k("mtls"))
 	case c.ReloadInterval < 100*time.Millisecond:
-		return config.Errorf(prefix+".reload_interval", "want at least 100ms, got %s", c.ReloadInterval)
+		return config.Errorf(k("reload_interval"), "want at least 100ms, got %s", c.ReloadInterval)
 	}
 	for i, n := range c.AdminNames {
 		if n == "" {
-			return config.Errorf(prefix+".admin_names", "entry %d is empty", i)
+			return config.Errorf(k("admin_names"), "entry %d is empty", i)
 		}
 	}
 	return nil
+}
+
+// key is the name of key k of the table prefix.
+func key(prefix, k string) string {
+	if prefix == "" {
+		return k
+	}
+	return prefix + "." + k
 }

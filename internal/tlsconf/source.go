@@ -84,7 +84,7 @@ func (s *Source) read() ([3][]byte, error) {
 		}
 		b, err := os.ReadFile(f.path) // follows symlinks: Kubernetes swaps ..data
 		if err != nil {
-			return raw, config.Errorf(s.prefix+"."+f.key, "%v", err)
+			return raw, config.Errorf(key(s.prefix, f.key), "%v", err)
 		}
 		raw[i] = b
 	}
@@ -97,11 +97,11 @@ func (s *Source) build(raw [3][]byte) (*state, error) {
 	if raw[0] != nil {
 		cert, err := tls.X509KeyPair(raw[0], raw[1])
 		if err != nil {
-			return nil, config.Errorf(s.prefix+".cert", "%s with key %s: %v", s.cfg.Cert, s.cfg.Key, err)
+			return nil, config.Errorf(key(s.prefix, "cert"), "%s with key %s: %v", s.cfg.Cert, s.cfg.Key, err)
 		}
 		if cert.Leaf == nil {
 			if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-				return nil, config.Errorf(s.prefix+".cert", "%s: %v", s.cfg.Cert, err)
+				return nil, config.Errorf(key(s.prefix, "cert"), "%s: %v", s.cfg.Cert, err)
 			}
 		}
 		st.cert = &cert
@@ -109,7 +109,7 @@ func (s *Source) build(raw [3][]byte) (*state, error) {
 	if raw[2] != nil {
 		st.pool = x509.NewCertPool()
 		if !st.pool.AppendCertsFromPEM(raw[2]) {
-			return nil, config.Errorf(s.prefix+".ca", "%s: no PEM certificate in it", s.cfg.CA)
+			return nil, config.Errorf(key(s.prefix, "ca"), "%s: no PEM certificate in it", s.cfg.CA)
 		}
 	}
 	if st.cert != nil {
@@ -230,7 +230,7 @@ func (s *Source) caName() string {
 	if s == nil || s.cfg.CA == "" {
 		return "the system roots"
 	}
-	return s.prefix + ".ca " + s.cfg.CA
+	return key(s.prefix, "ca") + " " + s.cfg.CA
 }
 
 // Transport makes t's https connections use DialTLS (over t's DialContext),

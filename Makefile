@@ -11,7 +11,7 @@ export GOFLAGS += -tags=nosqlite,disable_libutp
 # Packages whose concurrency the race detector must see. The end-to-end
 # packages (whole clusters moving tens of MiB) run without it: under -race
 # they are 10x slower and their concurrency is the same code tested here.
-RACE_PKGS := ./config/... ./proto/... ./internal/inflight/... ./internal/store/... ./internal/p2p/... ./internal/httpx/... \
+RACE_PKGS := ./config/... ./proto/... ./internal/inflight/... ./internal/store/... ./internal/p2p/... ./internal/httpx/... ./internal/tlsconf/... \
              ./internal/hashring/... ./internal/upstream/... ./tracker/... ./origin/... ./agent/... \
              ./buildindex/...
 E2E_PKGS  := ./testbed/cluster/... ./testbed/demo/... ./testbed/bench/... ./testbed/localregistry/... ./cmd/... ./testbed/clienttest/... \

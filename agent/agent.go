@@ -5,9 +5,11 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -20,6 +22,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/inflight"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 	"github.com/shoal-dev/shoal/internal/upstream"
 	"github.com/shoal-dev/shoal/proto"
 )
@@ -31,6 +34,7 @@ type Agent struct {
 	store *store.Store
 	node  *p2p.Node
 	base  *httpx.Base
+	tls   *tlsconf.Source // nil without [tls]
 	api   *httpx.Server
 	admin *httpx.Server
 	meta  metainfoSource
@@ -64,11 +68,16 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, config.Errorf("root", "%v", err)
 	}
-	a := &Agent{cfg: cfg, log: log, store: st, base: httpx.NewBase()}
+	tlsSrc, err := tlsconf.New(cfg.TLS, "tls", log)
+	if err != nil {
+		return nil, err
+	}
+	cfg.P2P.TLS = tlsSrc // announces to https trackers
+	a := &Agent{cfg: cfg, log: log, store: st, base: httpx.NewBase(), tls: tlsSrc}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.pulls.Grace, a.pulls.Parent = cfg.PullGrace, a.ctx
-	a.meta = newMetainfoClient(cfg.Trackers, cfg.P2P.Listen)
-	a.cluster = newClusterClient(cfg.Origins, cfg.BuildIndex)
+	a.meta = newMetainfoClient(cfg.Trackers, cfg.P2P.Listen, tlsSrc)
+	a.cluster = newClusterClient(cfg.Origins, cfg.BuildIndex, tlsSrc)
 	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_blob_requests_total",
 		Help: "Blob requests on the registry API, by cache result (hit, miss, joined)."}, []string{"result"})
 	a.pullsRes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_pulls_total",
@@ -76,7 +85,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.served = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_served_bytes_total", Help: "Blob bytes sent to clients."})
 	a.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_fallbacks_total",
 		Help: "Downloads that left the swarm: for an origin's HTTP endpoint (reason tracker_unreachable, swarm_stalled), or for the upstream registry when every origin failed (origins_down)."}, []string{"reason"})
-	a.fallbackClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	a.fallbackClient = &http.Client{Transport: tlsSrc.Transport(&http.Transport{MaxIdleConnsPerHost: 4})}
 	if len(cfg.Upstreams) > 0 {
 		if a.up, err = upstream.New(cfg.Upstreams, cfg.DefaultUpstream, log); err != nil {
 			return nil, err
@@ -98,13 +107,19 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.base.Mount(api)
 	api.HandleFunc(proto.PatternV2, a.handleV2)
 	api.HandleFunc(proto.PatternV2Tree, a.handleV2)
-	if a.api, err = httpx.Listen(cfg.Listen, api, log, cfg.HTTP); err != nil {
+	// The registry API serves TLS only off loopback: the node's container
+	// runtime speaks plain HTTP to 127.0.0.1.
+	var apiTLS *tls.Config
+	if ap, err := netip.ParseAddrPort(cfg.Listen); err == nil && !ap.Addr().IsLoopback() {
+		apiTLS = tlsSrc.ServerConfig()
+	}
+	if a.api, err = httpx.ListenTLS(cfg.Listen, api, log, cfg.HTTP, apiTLS); err != nil {
 		a.node.Close()
 		return nil, err
 	}
 	admin := chi.NewRouter()
 	a.base.Mount(admin)
-	if a.admin, err = httpx.Listen(cfg.AdminListen, admin, log, cfg.HTTP); err != nil {
+	if a.admin, err = httpx.ListenTLS(cfg.AdminListen, admin, log, cfg.HTTP, tlsSrc.ServerConfig()); err != nil {
 		a.api.Close()
 		a.node.Close()
 		return nil, err

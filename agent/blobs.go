@@ -10,6 +10,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 )
 
 // emptyBlob needs no transfer at all.
@@ -121,5 +122,5 @@ func metaErr(err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return httpx.Wrap(err, http.StatusGatewayTimeout, httpx.CodeUnavailable, "timed out asking the tracker for the blob")
 	}
-	return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable, "no tracker could provide the blob")
+	return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable, "no tracker could provide the blob"+tlsconf.Cause(err))
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/hashring"
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 	"github.com/shoal-dev/shoal/proto"
 )
 
@@ -92,8 +93,8 @@ func codeForStatus(status int) string {
 	return httpx.CodeUnavailable
 }
 
-func newClusterClient(origins, buildIndex []string) *clusterClient {
-	hc := proto.Client{HTTP: &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}}
+func newClusterClient(origins, buildIndex []string, tc *tlsconf.Source) *clusterClient {
+	hc := proto.Client{HTTP: &http.Client{Timeout: 2 * time.Minute, Transport: tc.Transport(&http.Transport{MaxIdleConnsPerHost: 8})}}
 	return &clusterClient{
 		origins:    hashring.New(origins),
 		buildIndex: buildIndex,

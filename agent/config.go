@@ -8,6 +8,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 	"github.com/shoal-dev/shoal/internal/upstream"
 )
 
@@ -62,6 +63,9 @@ type Config struct {
 	LogLevel string     `toml:"log_level"`
 	// HTTP bounds what one client may cost: header and body sizes, timeouts.
 	HTTP httpx.Limits `toml:"http"`
+	// TLS is the [tls] table: the certificate this component serves and
+	// presents to the others, the CA that verifies them, mutual TLS.
+	TLS tlsconf.Config `toml:"tls"`
 }
 
 // Defaults.
@@ -112,6 +116,7 @@ func (c *Config) ApplyDefaults() {
 	config.SetDefault(&c.LogLevel, config.DefaultLogLevel)
 	c.P2P.ApplyDefaults(DefaultP2PListen, c.Trackers)
 	c.HTTP.ApplyDefaults()
+	c.TLS.ApplyDefaults()
 }
 
 func (c *Config) Validate() error {
@@ -136,5 +141,5 @@ func (c *Config) Validate() error {
 		return config.Errorf("stall_timeout", "want at least 1s, got %s", c.StallTimeout)
 	}
 	return config.FirstError(upstream.ValidateAll(c.Upstreams, c.DefaultUpstream), c.CacheConfig.Validate(),
-		config.CheckLogLevel(c.LogLevel), c.HTTP.Validate("http"), c.P2P.Validate("p2p"))
+		config.CheckLogLevel(c.LogLevel), c.HTTP.Validate("http"), c.P2P.Validate("p2p"), c.TLS.Validate("tls"))
 }

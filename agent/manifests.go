@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 	"github.com/shoal-dev/shoal/proto"
 )
 
@@ -141,5 +142,5 @@ func manifestErr(err error, what string) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return httpx.Wrap(err, http.StatusGatewayTimeout, httpx.CodeUnavailable, "timed out resolving "+what)
 	}
-	return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable, "no origin or build-index could provide "+what)
+	return httpx.Wrap(err, http.StatusBadGateway, httpx.CodeUnavailable, "no origin or build-index could provide "+what+tlsconf.Cause(err))
 }

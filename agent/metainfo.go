@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 	"github.com/shoal-dev/shoal/proto"
 )
 
@@ -24,12 +25,12 @@ type metainfoClient struct {
 	tracker  proto.TrackerClient
 }
 
-func newMetainfoClient(trackers []string, p2pListen string) *metainfoClient {
+func newMetainfoClient(trackers []string, p2pListen string, tc *tlsconf.Source) *metainfoClient {
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	if ap, err := netip.ParseAddrPort(p2pListen); err == nil && !ap.Addr().IsUnspecified() {
 		d.LocalAddr = &net.TCPAddr{IP: ap.Addr().AsSlice()}
 	}
-	hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 4}}
+	hc := &http.Client{Transport: tc.Transport(&http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 4})}
 	return &metainfoClient{trackers: trackers, tracker: proto.TrackerClient{Client: proto.Client{HTTP: hc}}}
 }
 

@@ -61,7 +61,7 @@ func (a *Agent) runHeartbeats(ctx context.Context) {
 
 func (a *Agent) heartbeatLoop(ctx context.Context, bi string) {
 	ph := &preheats{tasks: map[string]*taskRun{}}
-	c := proto.PreheatClient{Client: proto.Client{HTTP: &http.Client{Timeout: time.Minute}}}
+	c := proto.PreheatClient{Client: proto.Client{HTTP: &http.Client{Timeout: time.Minute, Transport: a.tls.Transport(&http.Transport{MaxIdleConnsPerHost: 2})}}}
 	addr, _, _ := net.SplitHostPort(a.cfg.P2P.Listen)
 	warned := false
 	for ctx.Err() == nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 )
 
 // Config is the build-index's TOML file.
@@ -43,6 +44,9 @@ type Config struct {
 	PreheatConcurrency int `toml:"preheat_concurrency"`
 	// HTTP bounds what one client may cost: header and body sizes, timeouts.
 	HTTP httpx.Limits `toml:"http"`
+	// TLS is the [tls] table: the certificate this component serves and
+	// presents to the others, the CA that verifies them, mutual TLS.
+	TLS tlsconf.Config `toml:"tls"`
 }
 
 // Defaults.
@@ -79,6 +83,7 @@ func (c *Config) ApplyDefaults() {
 	config.SetDefault(&c.AgentTTL, DefaultAgentTTL)
 	config.SetDefault(&c.PreheatConcurrency, DefaultPreheatConc)
 	c.HTTP.ApplyDefaults()
+	c.TLS.ApplyDefaults()
 }
 
 // Validate checks every key, naming the first bad one.
@@ -110,5 +115,5 @@ func (c *Config) Validate() error {
 	if c.PreheatConcurrency < 1 || c.PreheatConcurrency > 100000 {
 		return config.Errorf("preheat_concurrency", "want 1..100000, got %d", c.PreheatConcurrency)
 	}
-	return config.FirstError(config.CheckLogLevel(c.LogLevel), c.HTTP.Validate("http"))
+	return config.FirstError(config.CheckLogLevel(c.LogLevel), c.HTTP.Validate("http"), c.TLS.Validate("tls"))
 }

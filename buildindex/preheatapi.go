@@ -26,18 +26,19 @@ const maxPin = 366 * 24 * time.Hour
 // Bearer <token>", HTTP Basic with the token as password (any user), or
 // the header admin_token_header set to the token. An empty token leaves
 // them open.
-func adminAuth(token, header string) func(http.Handler) http.Handler {
+func adminAuth(token, header string, names []string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
-		if token == "" {
+		if token == "" && len(names) == 0 {
 			return next
 		}
 		want := []byte(token)
-		eq := func(got string) bool { return got != "" && subtle.ConstantTimeCompare([]byte(got), want) == 1 }
+		eq := func(got string) bool { return token != "" && got != "" && subtle.ConstantTimeCompare([]byte(got), want) == 1 }
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ok := false
-			if v, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); found {
+			// A verified client certificate (mtls) is an admin identity too.
+			ok := httpx.CertAdmin(r, names)
+			if v, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); found && !ok {
 				ok = eq(v)
-			} else if _, pass, found := r.BasicAuth(); found {
+			} else if _, pass, found := r.BasicAuth(); found && !ok {
 				ok = eq(pass)
 			}
 			if !ok && header != "" {
@@ -59,7 +60,7 @@ func (s *Server) mountPreheat(r chi.Router) {
 	if s.cfg.AdminToken == "" {
 		s.log.Warn("admin_token is empty: anyone who reaches the build-index can start preheat jobs")
 	}
-	admin := r.With(adminAuth(s.cfg.AdminToken, s.cfg.AdminTokenHeader))
+	admin := r.With(adminAuth(s.cfg.AdminToken, s.cfg.AdminTokenHeader, s.cfg.TLS.AdminNames))
 	admin.Post(proto.PatternPreheat, s.handleCreateJob)
 	admin.Get(proto.PatternPreheatJob, s.handleGetJob)
 	r.Post(proto.PatternHeartbeat, s.handleHeartbeat)

@@ -24,6 +24,7 @@ import (
 	"github.com/shoal-dev/shoal/buildindex/tagstore"
 	"github.com/shoal-dev/shoal/internal/hashring"
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 	"github.com/shoal-dev/shoal/proto"
 )
 
@@ -63,11 +64,15 @@ func WithTagStore(ts tagstore.TagStore) Option { return func(s *Server) { s.tags
 
 // New opens the tag store and binds the listener (port 0 allowed).
 func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
+	tlsSrc, err := tlsconf.New(cfg.TLS, "tls", log)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		cfg:     cfg,
 		log:     log,
 		origins: hashring.New(trimSlashes(cfg.Origins)),
-		hc:      &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}},
+		hc:      &http.Client{Transport: tlsSrc.Transport(&http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second})},
 		now:     time.Now,
 		base:    httpx.NewBase(),
 	}
@@ -81,7 +86,6 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		}
 		s.tags = fs
 	}
-	var err error
 	s.lookups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_buildindex_tag_lookups_total",
 		Help: "Tag lookups, by how they were answered (hit, resolved, stale, not_found, error)."}, []string{"result"})
 	s.resolves = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_buildindex_resolutions_total",
@@ -91,13 +95,13 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	r := s.base.Router(log)
 	r.Get(proto.PatternTags, s.handleList)
 	r.Get(proto.PatternTag, s.handleGet)
-	r.With(httpx.RequireToken(s.cfg.AdminToken)).Put(proto.PatternTag, s.handlePut)
+	r.With(httpx.RequireAdmin(s.cfg.AdminToken, s.cfg.TLS.AdminNames)).Put(proto.PatternTag, s.handlePut)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if s.preheat, err = newPreheater(s); err != nil {
 		return nil, err
 	}
 	s.mountPreheat(r)
-	srv, err := httpx.Listen(cfg.Listen, r, log, cfg.HTTP)
+	srv, err := httpx.ListenTLS(cfg.Listen, r, log, cfg.HTTP, tlsSrc.ServerConfig())
 	if err != nil {
 		return nil, err
 	}

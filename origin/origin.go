@@ -17,6 +17,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/inflight"
 	"github.com/shoal-dev/shoal/internal/p2p/superseed"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 	"github.com/shoal-dev/shoal/internal/upstream"
 	"github.com/shoal-dev/shoal/proto"
 )
@@ -50,6 +51,11 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	if err != nil {
 		return nil, config.Errorf("root", "%v", err)
 	}
+	tlsSrc, err := tlsconf.New(cfg.TLS, "tls", log)
+	if err != nil {
+		return nil, err
+	}
+	cfg.P2P.TLS = tlsSrc // announces to https trackers
 	up, err := upstream.New(cfg.Upstreams, cfg.DefaultUpstream, log, upstream.AllowAny(cfg.AllowAnyRegistry))
 	if err != nil {
 		return nil, err
@@ -77,7 +83,7 @@ func New(cfg Config, log *slog.Logger) (*Origin, error) {
 	r.Head(proto.PatternBlob, o.handleBlob)
 	r.Post(proto.PatternOriginPreheat, o.handlePreheat)
 	o.mountManifests(r)
-	o.srv, err = httpx.Listen(cfg.Listen, r, log, cfg.HTTP)
+	o.srv, err = httpx.ListenTLS(cfg.Listen, r, log, cfg.HTTP, tlsSrc.ServerConfig())
 	if err != nil {
 		o.seed.Close()
 		return nil, err

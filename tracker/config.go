@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 	"github.com/shoal-dev/shoal/tracker/peerstore"
 )
 
@@ -35,7 +36,8 @@ type Config struct {
 	MetainfoTimeout time.Duration `toml:"metainfo_timeout"`
 	// ExternalURL is the tracker's base URL as BitTorrent clients outside
 	// the cluster reach it: the standard torrents it hands out announce to
-	// ExternalURL + "/announce". Default: http:// and the listen address,
+	// ExternalURL + "/announce". Default: http:// (https:// with a [tls]
+	// certificate) and the listen address,
 	// with the machine's hostname when listen names no host.
 	ExternalURL string `toml:"external_url"`
 	// TrustIPParam makes the tracker list a peer at the address in its
@@ -50,6 +52,9 @@ type Config struct {
 	Redis RedisConfig `toml:"redis"`
 	// HTTP bounds what one client may cost: header and body sizes, timeouts.
 	HTTP httpx.Limits `toml:"http"`
+	// TLS is the [tls] table: the certificate this component serves and
+	// presents to the others, the CA that verifies them, mutual TLS.
+	TLS tlsconf.Config `toml:"tls"`
 }
 
 // Peer stores.
@@ -91,7 +96,7 @@ func (c Config) Redacted() any {
 func (c *Config) ApplyDefaults() {
 	config.SetDefault(&c.Listen, "0.0.0.0:7600")
 	if c.ExternalURL == "" {
-		c.ExternalURL = defaultExternalURL(c.Listen) // "" for port 0: New fills it in
+		c.ExternalURL = defaultExternalURL(c.scheme(), c.Listen) // "" for port 0: New fills it in
 	}
 	config.SetDefault(&c.AnnounceInterval, 30*time.Second)
 	config.SetDefault(&c.PeerTTL, 3*c.AnnounceInterval)
@@ -102,12 +107,21 @@ func (c *Config) ApplyDefaults() {
 	config.SetDefault(&c.PeerStore, PeerStoreMemory)
 	c.Redis.applyDefaults()
 	c.HTTP.ApplyDefaults()
+	c.TLS.ApplyDefaults()
 }
 
-// defaultExternalURL is http://listen, with the hostname in place of an
+// scheme is what the tracker serves: https with a [tls] certificate.
+func (c *Config) scheme() string {
+	if c.TLS.Enabled() {
+		return "https"
+	}
+	return "http"
+}
+
+// defaultExternalURL is scheme://listen, with the hostname in place of an
 // unspecified host (0.0.0.0, ::); "" for port 0 (not bound yet) or a
 // listen address that does not parse (Validate names it).
-func defaultExternalURL(listen string) string {
+func defaultExternalURL(scheme, listen string) string {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil || port == "0" {
 		return ""
@@ -118,7 +132,7 @@ func defaultExternalURL(listen string) string {
 			host = "localhost"
 		}
 	}
-	return "http://" + net.JoinHostPort(host, port)
+	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
 func (c *RedisConfig) applyDefaults() {
@@ -172,7 +186,7 @@ func (c *Config) Validate() error {
 	default:
 		return config.Errorf("peer_store", "want %q or %q, got %q", PeerStoreMemory, PeerStoreRedis, c.PeerStore)
 	}
-	if err := c.HTTP.Validate("http"); err != nil {
+	if err := config.FirstError(c.HTTP.Validate("http"), c.TLS.Validate("tls")); err != nil {
 		return err
 	}
 	return c.Redis.validate()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 	"github.com/shoal-dev/shoal/proto"
 )
 
@@ -184,6 +185,7 @@ func (s *Server) fetchFromOrigins(ctx context.Context, kind fileKind, ns string,
 		if e := (*httpx.Error)(nil); errors.As(err, &e) && e.Code != httpx.CodeUnknown && e.Code != httpx.CodeUnavailable {
 			code, msg = e.Code, e.Message
 		}
+		msg += tlsconf.Cause(err)
 	}
 	return nil, httpx.Wrap(err, http.StatusBadGateway, code, msg)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/hashring"
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 	"github.com/shoal-dev/shoal/proto"
 	"github.com/shoal-dev/shoal/tracker/peerstore"
 )
@@ -82,6 +83,10 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	tlsSrc, err := tlsconf.New(cfg.TLS, "tls", log)
+	if err != nil {
+		return nil, fmt.Errorf("tracker config: %w", err)
+	}
 	var closeStore func() error
 	storeName := fmt.Sprintf("%T", o.store)
 	if o.store == nil {
@@ -91,7 +96,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	if o.client == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = 16
-		o.client = &http.Client{Transport: t}
+		o.client = &http.Client{Transport: tlsSrc.Transport(t)}
 	}
 	cache, err := lru.New[string, []byte](cfg.MetainfoCacheSize)
 	if err != nil {
@@ -123,14 +128,14 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		}
 	}
 	s.handler = s.routes()
-	s.srv, err = httpx.Listen(cfg.Listen, s.handler, log, cfg.HTTP)
+	s.srv, err = httpx.ListenTLS(cfg.Listen, s.handler, log, cfg.HTTP, tlsSrc.ServerConfig())
 	if err != nil {
 		s.stop()
 		s.releaseStore()
 		return nil, fmt.Errorf("tracker: %w", err)
 	}
 	if s.cfg.ExternalURL == "" { // listen asked for port 0: the bound one
-		s.cfg.ExternalURL = defaultExternalURL(s.srv.Addr())
+		s.cfg.ExternalURL = defaultExternalURL(s.cfg.scheme(), s.srv.Addr())
 	}
 	s.announceURL = proto.AnnounceURL(s.cfg.ExternalURL)
 	return s, nil

@@ -20,6 +20,9 @@ const getUsage = `Usage:
   shoal get [--agent URL] --blob -o FILE REGISTRY/REPO@sha256:...
       download one blob
 
+An https agent (its registry API off loopback, with [tls]) is verified
+with --cacert; --cert and --key present a client certificate (mutual TLS).
+
 Downloads go through the node's agent; every blob is verified against its
 digest, and an interrupted download resumes where it stopped.
 `
@@ -34,6 +37,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	platform := fs.String("platform", "", "os/arch[/variant] to pick from an index (default: every platform)")
 	blob := fs.Bool("blob", false, "download the blob REF names (by digest) instead of a manifest")
 	parallel := fs.Int("parallel", 4, "blobs downloaded at once")
+	httpClient := clientTLSFlags(fs, "agent")
 	refs, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -49,6 +53,9 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError{err}
 	}
 	c := &fetch.Client{Base: *agentURL}
+	if c.HTTP, err = httpClient(); err != nil {
+		return err
+	}
 	prog := newGetProgress(stdout)
 	start := time.Now()
 	if *blob {

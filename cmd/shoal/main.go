@@ -170,6 +170,11 @@ func runRole(ctx context.Context, role string, args []string, cfg config.Validat
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})).With("role", role)
 	r, err := build(log)
 	if err != nil {
+		var ke *config.KeyError
+		if errors.As(err, &ke) && *path != "" {
+			// A key whose value failed at start ([tls] files, root).
+			return fmt.Errorf("config %s: %w", *path, err)
+		}
 		return err
 	}
 	log.Info("starting", "version", version)

@@ -40,6 +40,14 @@ func TestBadConfigNamesKeyAndFile(t *testing.T) {
 		{"tracker", "origins = [\"ftp://x\"]\n", []string{`key "origins"`}},
 		{"tracker", "[http]\nmax_header_bytes = \"1KiB\"\n", []string{`key "http.max_header_bytes"`}},
 		{"buildindex", "[http]\nwrite_idle_timeout = \"1ms\"\n", []string{`key "http.write_idle_timeout"`}},
+		{"agent", "[tls]\ncert = \"/etc/shoal/tls/tls.crt\"\n", []string{`key "tls.key"`, "/etc/shoal/tls/tls.crt"}},
+		{"tracker", "[tls]\ncert = \"/c\"\nkey = \"/k\"\nmtls = true\n", []string{`key "tls.ca"`}},
+		{"buildindex", "[tls]\ncert = \"/c\"\nkey = \"/k\"\nadmin_names = [\"ops\"]\n", []string{`key "tls.admin_names"`}},
+		// Files are read when the role starts.
+		{"origin", "listen = \"127.0.0.1:0\"\nroot = \"" + dir + "/o\"\n[p2p]\nlisten = \"127.0.0.1:0\"\n[tls]\nca = \"" + dir + "/missing-ca.crt\"\n",
+			[]string{`key "tls.ca"`, dir + "/missing-ca.crt"}},
+		{"tracker", "listen = \"127.0.0.1:0\"\n[tls]\ncert = \"" + dir + "/tracker.toml\"\nkey = \"" + dir + "/tracker.toml\"\n",
+			[]string{`key "tls.cert"`, dir + "/tracker.toml"}},
 	} {
 		path := filepath.Join(dir, tc.role+".toml")
 		if err := os.WriteFile(path, []byte(tc.text), 0o644); err != nil {
@@ -89,6 +97,20 @@ func TestPrintConfigHidesCredentials(t *testing.T) {
 		if strings.Contains(out, "hunter2-secret") || strings.Contains(out, "tok-secret") || !strings.Contains(out, "bob") {
 			t.Fatalf("%s: printed config leaks credentials or lost the username:\n%s", role, out)
 		}
+	}
+}
+
+// --print-config works where the [tls] files are not mounted (a chart's
+// rendered configs checked on a laptop): they are read when the role starts.
+func TestPrintConfigWithTLS(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.toml")
+	text := "[tls]\ncert = \"/nowhere/tls.crt\"\nkey = \"/nowhere/tls.key\"\nca = \"/nowhere/ca.crt\"\nmtls = true\n"
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := shoal(t, "agent", "--config", path, "--print-config")
+	if code != 0 || !strings.Contains(out, "[tls]") || !strings.Contains(out, `reload_interval = "10s"`) {
+		t.Fatalf("exit %d: %s\n%s", code, stderr, out)
 	}
 }
 

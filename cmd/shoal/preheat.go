@@ -23,7 +23,9 @@ const preheatUsage = `Usage:
 
 Creates a preheat job on the build-index and prints its id; with --wait,
 shows each node's progress until the job ends (exit status 1 on FAILURE).
-The token may also come from $SHOAL_ADMIN_TOKEN.
+The token may also come from $SHOAL_ADMIN_TOKEN. An https build-index is
+verified with --cacert; --cert and --key present a client certificate
+(mutual TLS, which the build-index also takes instead of the token).
 `
 
 // parseScope reads --scope.
@@ -71,6 +73,7 @@ func runPreheat(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	pin := fs.String("pin", "", "keep the blobs out of disk GC this long (e.g. 24h)")
 	conc := fs.Int("concurrency", 0, "agents pulling at once (0: the build-index's default)")
 	wait := fs.Bool("wait", false, "show progress until the job ends")
+	httpClient := clientTLSFlags(fs, "build-index")
 	refs, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -83,6 +86,9 @@ func runPreheat(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return usageError{err}
 	}
 	c := proto.PreheatClient{Token: *token}
+	if c.HTTP, err = httpClient(); err != nil {
+		return err
+	}
 	id, err := c.Create(ctx, *bi, proto.PreheatRequest{Image: refs[0], Platforms: platforms, Scope: sc, Pin: *pin, Concurrency: *conc})
 	if err != nil {
 		return fmt.Errorf("create job: %w", err)

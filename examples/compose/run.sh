@@ -7,6 +7,11 @@
 #   examples/compose/run.sh            up, load, pull, verify, report, down
 #   examples/compose/run.sh --keep     ... and leave the swarm running
 #   examples/compose/run.sh --down     only tear a kept swarm down
+#   TLS=1 examples/compose/run.sh      the same with mutual TLS between every
+#                                      component (docker-compose.tls.yml); the
+#                                      certificates are made in a temporary
+#                                      directory (or SHOAL_TLS_DIR), and a
+#                                      client without one must be refused
 #
 # Needs: docker with docker-compose (v1) or the compose plugin, the images
 # shoal:dev and shoal-registry:dev (`make images`), Go (builds imagetool),
@@ -33,10 +38,28 @@ case "${1:-}" in
 *) echo "usage: $0 [--keep|--down]" >&2; exit 2 ;;
 esac
 
+TLS=${TLS:-0}
+files=(-f "$here/docker-compose.yml")
+scheme=http
+curlc=(curl -fsS)
+pullflags=()
+tlsdir_made=false
+if [ "$TLS" = 1 ]; then
+	files+=(-f "$here/docker-compose.tls.yml")
+	if [ -z "${SHOAL_TLS_DIR:-}" ]; then
+		SHOAL_TLS_DIR=$(mktemp -d)
+		tlsdir_made=true
+	fi
+	export SHOAL_TLS_DIR
+	scheme=https
+	curlc=(curl -fsS --cacert "$SHOAL_TLS_DIR/ca.crt" --cert "$SHOAL_TLS_DIR/tls.crt" --key "$SHOAL_TLS_DIR/tls.key")
+	pullflags=(--cacert "$SHOAL_TLS_DIR/ca.crt" --cert "$SHOAL_TLS_DIR/tls.crt" --key "$SHOAL_TLS_DIR/tls.key")
+fi
+
 if docker compose version >/dev/null 2>&1; then
-	compose() { docker compose -p "$PROJECT" -f "$here/docker-compose.yml" "$@"; }
+	compose() { docker compose -p "$PROJECT" "${files[@]}" "$@"; }
 elif command -v docker-compose >/dev/null 2>&1; then
-	compose() { docker-compose -p "$PROJECT" -f "$here/docker-compose.yml" "$@"; }
+	compose() { docker-compose -p "$PROJECT" "${files[@]}" "$@"; }
 else
 	echo "run.sh: neither 'docker compose' nor 'docker-compose' is installed" >&2
 	exit 1
@@ -45,6 +68,7 @@ down() { compose down -v --remove-orphans >/dev/null 2>&1 || true; }
 
 if [ "${1:-}" = "--down" ]; then
 	down
+	if $tlsdir_made; then rm -rf "$SHOAL_TLS_DIR"; fi
 	echo "swarm $PROJECT removed"
 	exit 0
 fi
@@ -55,6 +79,12 @@ done
 
 tool="$root/bin/imagetool"
 (cd "$root" && GOFLAGS="${GOFLAGS:-} -tags=nosqlite,disable_libutp" CGO_ENABLED=0 go build -o "$tool" ./examples/compose/imagetool)
+if [ "$TLS" = 1 ] && [ ! -e "$SHOAL_TLS_DIR/tls.crt" ]; then
+	# One certificate for every service name, and 127.0.0.1 for the host's
+	# clients; readable by the containers' non-root user.
+	chmod 755 "$SHOAL_TLS_DIR"
+	"$tool" certs --dir "$SHOAL_TLS_DIR" --names tracker,origin1,origin2,buildindex,agent1,agent2,agent3,localhost,127.0.0.1
+fi
 
 status=0
 on_exit() {
@@ -63,9 +93,11 @@ on_exit() {
 		compose logs --no-color --tail 30 >&2 || true
 	fi
 	if $keep; then
-		echo "swarm left running: pull from 127.0.0.1:${AGENT_PORTS[0]}/$REPO:$TAG; stop with: $0 --down"
+		echo "swarm left running: pull from $scheme://127.0.0.1:${AGENT_PORTS[0]}/$REPO:$TAG; stop with: $0 --down"
+		[ "$TLS" = 1 ] && echo "certificates in $SHOAL_TLS_DIR (stop with: TLS=1 SHOAL_TLS_DIR=$SHOAL_TLS_DIR $0 --down)"
 	else
 		down
+		if $tlsdir_made; then rm -rf "$SHOAL_TLS_DIR"; fi
 	fi
 }
 trap 'status=$?; on_exit' EXIT
@@ -76,7 +108,7 @@ compose up -d --no-build
 # Wait for every agent's readiness on its published admin port.
 wait_ready() {
 	local url=$1 deadline=$((SECONDS + 60))
-	until curl -fsS "$url" >/dev/null 2>&1; do
+	until "${curlc[@]}" "$url" >/dev/null 2>&1; do
 		if [ $SECONDS -ge $deadline ]; then
 			echo "run.sh: $url not ready after 60s" >&2
 			return 1
@@ -84,7 +116,7 @@ wait_ready() {
 		sleep 0.5
 	done
 }
-for p in "${ADMIN_PORTS[@]}"; do wait_ready "http://127.0.0.1:$p/readiness"; done
+for p in "${ADMIN_PORTS[@]}"; do wait_ready "$scheme://127.0.0.1:$p/readiness"; done
 wait_ready "http://127.0.0.1:$REGISTRY_PORT/v2/"
 echo "swarm up: registry, tracker, origin1, origin2, buildindex, agent1-3"
 
@@ -97,7 +129,7 @@ t0=$(date +%s%N)
 for i in "${!AGENT_PORTS[@]}"; do
 	log=$(mktemp)
 	logs+=("$log")
-	"$tool" pull --ref "127.0.0.1:${AGENT_PORTS[$i]}/$REPO:$TAG" --layers "$LAYERS" --layer-size "$LAYER_SIZE" >"$log" 2>&1 &
+	"$tool" pull --ref "127.0.0.1:${AGENT_PORTS[$i]}/$REPO:$TAG" --layers "$LAYERS" --layer-size "$LAYER_SIZE" ${pullflags[@]+"${pullflags[@]}"} >"$log" 2>&1 &
 	pids+=($!)
 done
 failed=0
@@ -115,12 +147,12 @@ printf 'all pulls done in %d.%03ds\n' $((ms / 1000)) $((ms % 1000))
 
 # Where the bytes came from, per agent.
 metric() { # metric URL NAME LABELS -> value (0 if absent)
-	curl -fsS "$1" | awk -v m="$2$3" '$1 == m { printf "%d", $2; found=1 } END { if (!found) printf "0" }'
+	"${curlc[@]}" "$1" | awk -v m="$2$3" '$1 == m { printf "%d", $2; found=1 } END { if (!found) printf "0" }'
 }
 printf '\n%-8s %14s %14s %14s\n' agent from_origins from_peers served
 tot_o=0 tot_p=0
 for i in "${!ADMIN_PORTS[@]}"; do
-	u="http://127.0.0.1:${ADMIN_PORTS[$i]}/metrics"
+	u="$scheme://127.0.0.1:${ADMIN_PORTS[$i]}/metrics"
 	o=$(metric "$u" shoal_p2p_received_bytes_total '{source="origin"}')
 	p=$(metric "$u" shoal_p2p_received_bytes_total '{source="peer"}')
 	s=$(metric "$u" shoal_agent_served_bytes_total '')
@@ -134,9 +166,30 @@ if [ $failed -ne 0 ]; then
 	exit 1
 fi
 
+# With TLS, every published server (the agents' registry API and admin
+# port) refuses a client without a certificate, and one whose certificate
+# another CA signed; the in-process tests cover every role.
+if [ "$TLS" = 1 ]; then
+	refused=0 ports=("${AGENT_PORTS[@]}" "${ADMIN_PORTS[@]}")
+	for p in "${ports[@]}"; do
+		u="https://127.0.0.1:$p/v2/"
+		if curl -fsS --cacert "$SHOAL_TLS_DIR/ca.crt" "$u" >/dev/null 2>&1; then
+			echo "FAILED: $u served a client without a certificate" >&2
+			exit 1
+		fi
+		if curl -fsS --cacert "$SHOAL_TLS_DIR/ca.crt" --cert "$SHOAL_TLS_DIR/intruder.crt" --key "$SHOAL_TLS_DIR/intruder.key" "$u" >/dev/null 2>&1; then
+			echo "FAILED: $u served a client whose certificate another CA signed" >&2
+			exit 1
+		fi
+		refused=$((refused + 1))
+	done
+	echo "TLS: ${refused} of ${#ports[@]} servers refused clients without a certificate or with another CA's"
+fi
+
 # The host's Docker engine pulls the same image through agent 1 (plain HTTP
 # to 127.0.0.0/8 is allowed by default) and must store the same manifest.
-if [ "${DOCKER_PULL:-1}" = 1 ]; then
+# Not with TLS: the agent's registry API then wants a client certificate.
+if [ "${DOCKER_PULL:-1}" = 1 ] && [ "$TLS" != 1 ]; then
 	ref="127.0.0.1:${AGENT_PORTS[0]}/$REPO:$TAG"
 	docker rmi -f "$ref" >/dev/null 2>&1 || true
 	docker pull -q "$ref" >/dev/null

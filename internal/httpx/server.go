@@ -3,12 +3,14 @@ package httpx
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -70,24 +72,52 @@ func (b *Base) Mount(r chi.Router) {
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(b.Metrics, promhttp.HandlerOpts{}))
 }
 
-// RequireToken guards admin endpoints with a bearer token ("" = open).
-// A missing or wrong token gets 401 UNAUTHORIZED; the comparison takes the
-// same time whatever the guess.
-func RequireToken(token string) func(http.Handler) http.Handler {
+// RequireToken guards admin endpoints with a bearer token ("" = open), or
+// a client certificate the server verified (mutual TLS): RequireAdmin
+// without a list of identities.
+func RequireToken(token string) func(http.Handler) http.Handler { return RequireAdmin(token, nil) }
+
+// RequireAdmin guards admin and write endpoints: a request passes with the
+// bearer token, or with a client certificate the server verified (a TLS
+// server with mtls on) whose common name or a DNS name is in names (any
+// verified certificate when names is empty). With neither a token nor
+// names, the endpoint is open (as without mutual TLS before). A request
+// that passes neither way gets 401 UNAUTHORIZED; the token comparison
+// takes the same time whatever the guess.
+func RequireAdmin(token string, names []string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
-		if token == "" {
+		if token == "" && len(names) == 0 {
 			return next
 		}
 		want := []byte("Bearer " + token)
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="shoal-admin"`)
-				WriteError(w, r, Errorf(http.StatusUnauthorized, CodeUnauthorized, "this endpoint needs the admin bearer token"))
+			if CertAdmin(r, names) ||
+				token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) == 1 {
+				next.ServeHTTP(w, r)
 				return
 			}
-			next.ServeHTTP(w, r)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="shoal-admin"`)
+			WriteError(w, r, Errorf(http.StatusUnauthorized, CodeUnauthorized, "this endpoint needs the admin bearer token or an admin client certificate"))
 		})
 	}
+}
+
+// CertAdmin reports whether r came with a verified client certificate
+// naming one of names (any, when names is empty).
+func CertAdmin(r *http.Request, names []string) bool {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return false
+	}
+	if len(names) == 0 {
+		return true
+	}
+	leaf := r.TLS.VerifiedChains[0][0]
+	for _, n := range names {
+		if n == leaf.Subject.CommonName || slices.Contains(leaf.DNSNames, n) {
+			return true
+		}
+	}
+	return false
 }
 
 // LogRequests logs each request at debug level, and failures at info.
@@ -151,20 +181,31 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Server is an HTTP server bound to a listener, shut down when its context ends.
 type Server struct {
-	srv *http.Server
-	ln  net.Listener
+	srv    *http.Server
+	ln     net.Listener
+	scheme string
 }
 
 // Listen binds addr ("127.0.0.1:7650", port 0 for any) for handler h,
 // within lim (zero fields take the defaults).
 func Listen(addr string, h http.Handler, log *slog.Logger, lim Limits) (*Server, error) {
+	return ListenTLS(addr, h, log, lim, nil)
+}
+
+// ListenTLS is Listen serving TLS with tc (nil: plain HTTP).
+func ListenTLS(addr string, h http.Handler, log *slog.Logger, lim Limits, tc *tls.Config) (*Server, error) {
 	lim.ApplyDefaults()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
+	scheme := "http"
+	if tc != nil {
+		ln, scheme = tls.NewListener(ln, tc), "https"
+	}
 	return &Server{
-		ln: ln,
+		ln:     ln,
+		scheme: scheme,
 		srv: &http.Server{
 			Handler:           lim.limit(h),
 			ReadHeaderTimeout: lim.ReadHeaderTimeout,
@@ -178,8 +219,8 @@ func Listen(addr string, h http.Handler, log *slog.Logger, lim Limits) (*Server,
 // Addr is the bound address (with the real port when 0 was asked).
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// URL is "http://" + Addr.
-func (s *Server) URL() string { return "http://" + s.Addr() }
+// URL is "http://" (or "https://" with TLS) + Addr.
+func (s *Server) URL() string { return s.scheme + "://" + s.Addr() }
 
 // Serve runs until ctx ends, then shuts down gracefully (bounded).
 func (s *Server) Serve(ctx context.Context) error {

@@ -12,6 +12,8 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	httpTracker "github.com/anacrolix/torrent/tracker/http"
 	"github.com/anacrolix/torrent/tracker/shared"
+
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 )
 
 // TrackerClient announces over the standard HTTP tracker protocol, from the
@@ -27,8 +29,8 @@ type TrackerClient struct {
 }
 
 // NewTrackerClient announces to urls, tried in order, from ip; nil if there
-// are no urls.
-func NewTrackerClient(urls []string, ip netip.Addr) *TrackerClient {
+// are no urls. https trackers are verified with tc (nil: the system roots).
+func NewTrackerClient(urls []string, ip netip.Addr, tc *tlsconf.Source) *TrackerClient {
 	if len(urls) == 0 {
 		return nil
 	}
@@ -36,18 +38,27 @@ func NewTrackerClient(urls []string, ip netip.Addr) *TrackerClient {
 	if ip.IsValid() && !ip.IsUnspecified() {
 		d.LocalAddr = &net.TCPAddr{IP: ip.AsSlice()}
 	}
-	tc := &TrackerClient{urls: urls, ip: ip}
-	opts := httpTracker.NewClientOpts{DialContext: d.DialContext, AllowKeepAlive: true}
+	c := &TrackerClient{urls: urls, ip: ip}
 	for _, u := range urls {
 		pu, _ := url.Parse(u) // validated with the config
-		tc.clients = append(tc.clients, httpTracker.NewClient(pu, opts))
+		opts := httpTracker.NewClientOpts{DialContext: d.DialContext, AllowKeepAlive: true}
+		if pu.Scheme == "https" {
+			// The library's client verifies no server certificate and
+			// presents none: it gets an http:// URL and connections on
+			// which our own verified TLS handshake is already done.
+			u2 := *pu
+			u2.Scheme = "http"
+			pu = &u2
+			opts.DialContext = tc.DialTLS(d.DialContext)
+		}
+		c.clients = append(c.clients, httpTracker.NewClient(pu, opts))
 		qu := *pu
 		q := qu.Query()
 		q.Set("numwant", "0")
 		qu.RawQuery = q.Encode()
-		tc.quiet = append(tc.quiet, httpTracker.NewClient(&qu, opts))
+		c.quiet = append(c.quiet, httpTracker.NewClient(&qu, opts))
 	}
-	return tc
+	return c
 }
 
 // AnnounceArgs is what one announce tells the tracker.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 	"github.com/shoal-dev/shoal/proto"
 )
 
@@ -44,6 +45,10 @@ type Config struct {
 	// Trackers are announce URLs ("http://tracker:7600/announce"), tried in
 	// order; the role fills them from its own trackers key.
 	Trackers []string `toml:"-"`
+	// TLS verifies https trackers and presents the role's client
+	// certificate to them; the role sets it from its [tls] table (nil:
+	// system roots, no certificate). Peer wire traffic is not encrypted.
+	TLS *tlsconf.Source `toml:"-"`
 	// UploadRate and DownloadRate cap the node's BitTorrent traffic ("0" = no cap).
 	UploadRate   config.Rate `toml:"upload_rate"`
 	DownloadRate config.Rate `toml:"download_rate"`
@@ -198,7 +203,7 @@ func NewNode(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Node, er
 		cl.Close()
 		return nil, fmt.Errorf("p2p listen %s: no TCP listener", cfg.Listen)
 	}
-	n.tracker = NewTrackerClient(cfg.Trackers, ap.Addr())
+	n.tracker = NewTrackerClient(cfg.Trackers, ap.Addr(), cfg.TLS)
 	if reg != nil {
 		n.register(reg)
 	}

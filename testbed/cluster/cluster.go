@@ -23,6 +23,7 @@ import (
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/buildindex"
 	"github.com/shoal-dev/shoal/config"
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 	"github.com/shoal-dev/shoal/internal/upstream"
 	"github.com/shoal-dev/shoal/origin"
 	"github.com/shoal-dev/shoal/testbed/localregistry"
@@ -54,7 +55,12 @@ type Options struct {
 	OriginConfig func(i int, c *origin.Config)
 	// BuildIndexConfig, if set, adjusts the build-index's config.
 	BuildIndexConfig func(c *buildindex.Config)
-	Log              *slog.Logger
+	// TLS, if set, is the [tls] table of each component (role "tracker",
+	// "origin", "buildindex" or "agent", and its index), and every URL
+	// between components is https. The agents' registry APIs stay plain
+	// HTTP: they listen on loopback.
+	TLS func(role string, i int) tlsconf.Config
+	Log *slog.Logger
 }
 
 // Cluster is a running cluster.
@@ -150,7 +156,12 @@ func start(opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	trackerURL := "http://" + trackerAddr
+	scheme := "http://"
+	tlsFor := func(string, int) tlsconf.Config { return tlsconf.Config{} }
+	if opts.TLS != nil {
+		scheme, tlsFor = "https://", opts.TLS
+	}
+	trackerURL := scheme + trackerAddr
 	var ocfgs []origin.Config
 	var originURLs []string
 	for i := range opts.Origins {
@@ -173,6 +184,7 @@ func start(opts Options) (_ *Cluster, err error) {
 		}
 		oc.P2P.Listen = p2pAddr
 		oc.P2P.UploadRate = opts.OriginRate
+		oc.TLS = tlsFor("origin", i)
 		if opts.OriginConfig != nil {
 			opts.OriginConfig(i, &oc)
 		}
@@ -181,10 +193,10 @@ func start(opts Options) (_ *Cluster, err error) {
 			return nil, fmt.Errorf("origin %d: %w", i, err)
 		}
 		ocfgs = append(ocfgs, oc)
-		originURLs = append(originURLs, "http://"+httpAddr)
+		originURLs = append(originURLs, scheme+httpAddr)
 	}
 
-	tc := tracker.Config{Listen: trackerAddr, Origins: originURLs}
+	tc := tracker.Config{Listen: trackerAddr, Origins: originURLs, TLS: tlsFor("tracker", 0)}
 	tc.ApplyDefaults()
 	if c.Tracker, err = started[*tracker.Server](c, ctx)(tracker.New(tc, opts.Log.With("role", "tracker"))); err != nil {
 		return nil, err
@@ -203,7 +215,7 @@ func start(opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	bc := buildindex.Config{Listen: biAddr, Root: filepath.Join(opts.Dir, "buildindex"), Origins: originURLs}
+	bc := buildindex.Config{Listen: biAddr, Root: filepath.Join(opts.Dir, "buildindex"), Origins: originURLs, TLS: tlsFor("buildindex", 0)}
 	if opts.BuildIndexConfig != nil {
 		opts.BuildIndexConfig(&bc)
 	}
@@ -231,6 +243,7 @@ func start(opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 		ac.P2P.UploadRate, ac.P2P.DownloadRate = opts.AgentRate, opts.AgentRate
+		ac.TLS = tlsFor("agent", i)
 		if opts.AgentUpstream {
 			ac.Upstreams = []upstream.Config{up}
 		}

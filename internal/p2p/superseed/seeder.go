@@ -77,7 +77,7 @@ func NewSeeder(cfg p2p.Config, log *slog.Logger, reg prometheus.Registerer) (*Se
 	if cfg.UploadRate > 0 {
 		s.limiter = p2p.NewLimiter(cfg.UploadRate)
 	}
-	s.tracker = p2p.NewTrackerClient(cfg.Trackers, ap.Addr())
+	s.tracker = p2p.NewTrackerClient(cfg.Trackers, ap.Addr(), cfg.TLS)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if reg != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_sent_bytes_total",

@@ -32,7 +32,9 @@ func adminAuth(token, header string, names []string) func(http.Handler) http.Han
 			return next
 		}
 		want := []byte(token)
-		eq := func(got string) bool { return token != "" && got != "" && subtle.ConstantTimeCompare([]byte(got), want) == 1 }
+		eq := func(got string) bool {
+			return token != "" && got != "" && subtle.ConstantTimeCompare([]byte(got), want) == 1
+		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			// A verified client certificate (mtls) is an admin identity too.
 			ok := httpx.CertAdmin(r, names)

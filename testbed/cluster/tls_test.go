@@ -18,8 +18,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/buildindex"
 	"github.com/shoal-dev/shoal/internal/testutil"
 	"github.com/shoal-dev/shoal/internal/tlsconf"
+	"github.com/shoal-dev/shoal/proto"
 	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
@@ -118,8 +120,11 @@ func TestClusterOverMutualTLS(t *testing.T) {
 	ca, evil, next := testutil.NewCA(t, "shoal-ca"), testutil.NewCA(t, "evil-ca"), testutil.NewCA(t, "shoal-ca-2")
 	leaf := ca.Issue(append([]string{"shoal"}, clusterIPs(agents, origins)...)...)
 	files := newTLSFiles(t, leaf, ca)
+	// With an admin token set, a verified client certificate is the other
+	// way in (the cluster's components hold no token).
 	c := startCluster(t, Options{Agents: agents, Origins: origins, PieceLength: 1 << 20,
-		TLS: func(string, int) tlsconf.Config { return files.config() }})
+		TLS:              func(string, int) tlsconf.Config { return files.config() },
+		BuildIndexConfig: func(bc *buildindex.Config) { bc.AdminToken = "not-sent-by-anyone" }})
 	for _, u := range []string{c.Tracker.URL(), c.Origins[0].URL(), c.BuildIndex.URL(), c.Agents[0].AdminURL()} {
 		if !strings.HasPrefix(u, "https://") {
 			t.Fatalf("%s: want https", u)
@@ -195,6 +200,34 @@ func TestClusterOverMutualTLS(t *testing.T) {
 		t.Errorf("PUT a tag with the cluster's client certificate: %v %v", resp, err)
 	} else {
 		resp.Body.Close()
+	}
+
+	// A preheat job onto every agent, created with the client certificate
+	// alone: the agents' heartbeats reach the build-index over mTLS and
+	// every agent ends up holding the image's blobs.
+	img, err := localregistry.SampleImage(2, 1<<20, 83)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Registry.Push(ctx, "test/tls-preheat", "v1", img); err != nil {
+		t.Fatal(err)
+	}
+	pc := proto.PreheatClient{Client: proto.Client{HTTP: httpsClient(ca, leaf)}}
+	id, err := pc.Create(ctx, c.BuildIndex.URL(), proto.PreheatRequest{Image: c.UpstreamHost + "/test/tls-preheat:v1",
+		Scope: proto.Scope{Kind: proto.ScopeAllAgents}})
+	if err != nil {
+		t.Fatalf("create a preheat job with the client certificate: %v", err)
+	}
+	var job proto.PreheatJob
+	testutil.Eventually(t, time.Minute, func() bool {
+		job, err = pc.Job(ctx, c.BuildIndex.URL(), id)
+		return err == nil && job.Finished()
+	}, "preheat job %s did not finish within a minute", id)
+	if job.State != proto.JobSuccess || len(job.Nodes) < agents {
+		t.Errorf("preheat over mTLS: %s, %d nodes, %s", job.State, len(job.Nodes), job.Error)
+	}
+	if _, err := (proto.PreheatClient{Client: proto.Client{HTTP: httpsClient(ca, nil)}}).Job(ctx, c.BuildIndex.URL(), id); err == nil {
+		t.Error("a client without a certificate read a preheat job")
 	}
 
 	// Rotation: a bundle of both CAs, then a certificate from the new CA.

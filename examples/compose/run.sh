@@ -78,12 +78,13 @@ for img in "${SHOAL_IMAGE:-shoal:dev}" "${SHOAL_REGISTRY_IMAGE:-shoal-registry:d
 done
 
 tool="$root/bin/imagetool"
+TLS_NAMES=tracker,origin1,origin2,buildindex,agent1,agent2,agent3,localhost,127.0.0.1
 (cd "$root" && GOFLAGS="${GOFLAGS:-} -tags=nosqlite,disable_libutp" CGO_ENABLED=0 go build -o "$tool" ./examples/compose/imagetool)
 if [ "$TLS" = 1 ] && [ ! -e "$SHOAL_TLS_DIR/tls.crt" ]; then
 	# One certificate for every service name, and 127.0.0.1 for the host's
 	# clients; readable by the containers' non-root user.
 	chmod 755 "$SHOAL_TLS_DIR"
-	"$tool" certs --dir "$SHOAL_TLS_DIR" --names tracker,origin1,origin2,buildindex,agent1,agent2,agent3,localhost,127.0.0.1
+	"$tool" certs --dir "$SHOAL_TLS_DIR" --names "$TLS_NAMES"
 fi
 
 status=0
@@ -184,6 +185,34 @@ if [ "$TLS" = 1 ]; then
 		refused=$((refused + 1))
 	done
 	echo "TLS: ${refused} of ${#ports[@]} servers refused clients without a certificate or with another CA's"
+
+	# Rotation, as cert-manager does it: a new certificate from the same CA
+	# written over the mounted files. Every published server presents it
+	# within its reload interval (2s here), with no restart, and a new
+	# image still pulls and verifies through every agent (agents, origins,
+	# tracker and build-index then talk with the new certificates).
+	"$tool" certs --dir "$SHOAL_TLS_DIR" --names "$TLS_NAMES" --rotate >/dev/null
+	want=$("$tool" serial --file "$SHOAL_TLS_DIR/tls.crt")
+	rotated=0
+	for p in "${ports[@]}"; do
+		deadline=$((SECONDS + 30))
+		until [ "$("$tool" serial --addr "127.0.0.1:$p" ${pullflags[@]+"${pullflags[@]}"} 2>/dev/null)" = "$want" ]; do
+			if [ $SECONDS -ge $deadline ]; then
+				echo "FAILED: 127.0.0.1:$p still presents the old certificate 30s after the rotation" >&2
+				exit 1
+			fi
+			sleep 0.5
+		done
+		rotated=$((rotated + 1))
+	done
+	"$tool" push --registry "127.0.0.1:$REGISTRY_PORT" --repo "$REPO" --tag rotated --layers 2 --layer-size 4MiB --seed 7 >/dev/null
+	for p in "${AGENT_PORTS[@]}"; do
+		if ! out=$("$tool" pull --ref "127.0.0.1:$p/$REPO:rotated" --layers 2 --layer-size 4MiB --seed 7 "${pullflags[@]}" 2>&1); then
+			echo "FAILED: pull through 127.0.0.1:$p after the rotation: $out" >&2
+			exit 1
+		fi
+	done
+	echo "TLS: rotated certificate served by ${rotated} of ${#ports[@]} servers without a restart; a new image verified through every agent"
 fi
 
 # The host's Docker engine pulls the same image through agent 1 (plain HTTP

@@ -38,13 +38,18 @@ func TestComposeSwarm(t *testing.T) {
 // component (TLS=1 run.sh: docker-compose.tls.yml, config-tls/, certificates
 // made for the run and mounted into the containers; the upstream registry
 // stays plain HTTP): every agent's pull verifies over https with a client
-// certificate, and every published server refuses a client without a
-// certificate and one whose certificate another CA signed.
+// certificate, every published server refuses a client without a
+// certificate and one whose certificate another CA signed, and a
+// certificate rotated in place is served without a restart while a new
+// image still pulls through every agent.
 func TestComposeSwarmTLS(t *testing.T) {
 	root := composePrereqs(t)
 	out := runSwarm(t, root, "shoal-clienttest-tls", 18000, "TLS=1")
 	if !regexp.MustCompile(`(?m)^TLS: 6 of 6 servers refused clients without a certificate or with another CA's$`).MatchString(out) {
 		t.Fatalf("run.sh did not report that every server refused clients without a valid certificate:\n%s", out)
+	}
+	if !regexp.MustCompile(`(?m)^TLS: rotated certificate served by 6 of 6 servers without a restart; a new image verified through every agent$`).MatchString(out) {
+		t.Fatalf("run.sh did not report the certificate rotation:\n%s", out)
 	}
 }
 

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -16,6 +18,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/tlsconf"
 )
 
 // certs writes what the compose swarm's TLS variant mounts: a CA (ca.crt),
@@ -28,11 +32,34 @@ func certs(args []string) error {
 	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
 	dir := fs.String("dir", "", "output directory")
 	names := fs.String("names", "", "comma-separated DNS names and IP addresses of the certificate")
+	rotate := fs.Bool("rotate", false, "issue a new tls.crt and tls.key from the CA already in --dir (a rotation)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *dir == "" || *names == "" {
 		return errors.New("--dir and --names are required")
+	}
+	if *rotate {
+		ca, caKey, err := loadCA(*dir)
+		if err != nil {
+			return err
+		}
+		leaf, leafKey, err := newCert("shoal", strings.Split(*names, ","), ca, caKey)
+		if err != nil {
+			return err
+		}
+		// The key first: until the certificate follows, the pair does not
+		// match and the servers keep the old one (as during any rotation).
+		for _, f := range []struct {
+			name string
+			b    []byte
+		}{{"tls.key", keyPEM(leafKey)}, {"tls.crt", certPEM(leaf)}} {
+			if err := writeAtomic(filepath.Join(*dir, f.name), f.b, 0o644); err != nil {
+				return err
+			}
+		}
+		fmt.Printf("rotated: serial %s\n", leaf.SerialNumber)
+		return nil
 	}
 	ca, caKey, err := newCert("shoal-compose-ca", nil, nil, nil)
 	if err != nil {
@@ -57,7 +84,87 @@ func certs(args []string) error {
 			return err
 		}
 	}
+	// The CA's key stays beside it (owner-only) for --rotate.
+	if err := os.WriteFile(filepath.Join(*dir, "ca.key"), keyPEM(caKey), 0o600); err != nil {
+		return err
+	}
 	fmt.Printf("certificates for %s in %s\n", *names, *dir)
+	return nil
+}
+
+func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	cb, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		return nil, nil, err
+	}
+	kb, err := os.ReadFile(filepath.Join(dir, "ca.key"))
+	if err != nil {
+		return nil, nil, err
+	}
+	cp, _ := pem.Decode(cb)
+	kp, _ := pem.Decode(kb)
+	if cp == nil || kp == nil {
+		return nil, nil, fmt.Errorf("%s: ca.crt or ca.key is not PEM", dir)
+	}
+	ca, err := x509.ParseCertificate(cp.Bytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := x509.ParseECPrivateKey(kp.Bytes)
+	return ca, key, err
+}
+
+func writeAtomic(path string, b []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// serial prints the serial number of the certificate a TLS server presents
+// (--addr), or of a PEM certificate file (--file).
+func serial(args []string) error {
+	fs := flag.NewFlagSet("serial", flag.ContinueOnError)
+	addr := fs.String("addr", "", "host:port of a TLS server")
+	file := fs.String("file", "", "a PEM certificate file")
+	cacert := fs.String("cacert", "", "CA bundle that verifies the server")
+	cert := fs.String("cert", "", "client certificate (mutual TLS)")
+	key := fs.String("key", "", "client certificate's key")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *file != "" {
+		b, err := os.ReadFile(*file)
+		if err != nil {
+			return err
+		}
+		p, _ := pem.Decode(b)
+		if p == nil {
+			return fmt.Errorf("%s: not PEM", *file)
+		}
+		c, err := x509.ParseCertificate(p.Bytes)
+		if err != nil {
+			return err
+		}
+		fmt.Println(c.SerialNumber)
+		return nil
+	}
+	src, err := tlsconf.New(tlsconf.Config{CA: *cacert, Cert: *cert, Key: *key}, "", nil)
+	if err != nil {
+		return err
+	}
+	if src == nil {
+		return errors.New("--cacert is required with --addr")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := src.DialTLS((&net.Dialer{}).DialContext)(ctx, "tcp", *addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	fmt.Println(conn.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber)
 	return nil
 }
 

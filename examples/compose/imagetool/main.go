@@ -37,7 +37,8 @@ import (
 const usage = `usage:
   imagetool push --registry HOST:PORT [--repo R] [--tag T] [--layers N] [--layer-size S] [--seed N]
   imagetool pull --ref HOST:PORT/REPO:TAG [--layers N] [--layer-size S] [--seed N] [--cacert F --cert F --key F]
-  imagetool certs --dir DIR --names NAME,...
+  imagetool certs --dir DIR --names NAME,... [--rotate]
+  imagetool serial (--addr HOST:PORT [--cacert F --cert F --key F] | --file CERT.pem)
 `
 
 func main() {
@@ -55,6 +56,8 @@ func main() {
 		err = pull(ctx, os.Args[2:])
 	case "certs":
 		err = certs(os.Args[2:])
+	case "serial":
+		err = serial(os.Args[2:])
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)

@@ -22,7 +22,7 @@ const benchUsage = `Usage:
   shoal bench standard [--out DIR] [--scale K]   the standard set -> DIR/results.json, DIR/results.svg
   shoal bench swarm --agents N --size F --rate R [--origin-rate U] [--upstream-rate U]
                     [--origins K] [--piece-size P] [--warm-origins] [--baseline direct] [--json]
-                    [--slow 0.25 [--slow-divisor 4]] [--late 0.25] [--churn 0.1]
+                    [--slow 0.25 [--slow-divisor 4]] [--late 0.25] [--churn 0.1] [--conns C]
   shoal bench single [--size 256MiB] [--rate R] [--json]   cold pull through one agent vs direct
   shoal bench warm [--size 256MiB] [--reps 5] [--json]      cached blob: agent vs registry throughput
   shoal bench memory [--size 1GiB] [--json]                 agent process private memory while streaming
@@ -58,6 +58,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&o.SlowFraction, "slow", 0, "fraction of the agents on slow links (uneven links)")
 	fs.Float64Var(&o.SlowDivisor, "slow-divisor", 4, "slow agents' links are --rate divided by this")
 	fs.Float64Var(&o.LateFraction, "late", 0, "fraction of the agents that start when the others are half done")
+	fs.IntVar(&o.ConnsPerTorrent, "conns", 0, "every agent's p2p.conns_per_torrent (0: the default)")
 	fs.Float64Var(&o.ChurnFraction, "churn", 0, "fraction of the agents killed mid-pull and replaced by fresh ones")
 	fs.StringVar(&o.Baseline, "baseline", "", `"direct": also time every client pulling straight from the registry`)
 	asJSON := fs.Bool("json", false, "print one JSON object")

@@ -54,13 +54,16 @@ func TestSwarmScenarioRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	o := SwarmOptions{Agents: 8, Size: 8 << 20, PieceSize: 256 << 10, Rate: 8e6,
-		SlowFraction: 0.125, SlowDivisor: 2, LateFraction: 0.125, ChurnFraction: 0.125, Dir: t.TempDir()}
+		SlowFraction: 0.125, SlowDivisor: 2, LateFraction: 0.125, ChurnFraction: 0.125, ConnsPerTorrent: 4, Dir: t.TempDir()}
 	r, err := Swarm(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !r.AllVerified || len(r.Failures) > 0 {
 		t.Fatalf("failures: %v", r.Failures)
+	}
+	if r.ConnsPerTorrent != 4 {
+		t.Errorf("conns_per_torrent %d in the result, want 4", r.ConnsPerTorrent)
 	}
 	kinds := map[string]int{}
 	for _, c := range r.Clients {

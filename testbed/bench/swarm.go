@@ -45,6 +45,8 @@ type SwarmOptions struct {
 	// ChurnFraction are killed then (mid-pull) and replaced by fresh agents
 	// that pull from scratch. Each is a fraction in [0, 1).
 	SlowFraction, SlowDivisor, LateFraction, ChurnFraction float64
+	// ConnsPerTorrent, if set, is every agent's p2p.conns_per_torrent.
+	ConnsPerTorrent int
 	// Baseline "direct" also times the same clients pulling straight from
 	// the registry (capped at UpstreamRate), in the same run.
 	Baseline string
@@ -78,6 +80,7 @@ type SwarmResult struct {
 	SlowDivisor        float64        `json:"slow_divisor,omitempty"`
 	LateFraction       float64        `json:"late_fraction,omitempty"`
 	ChurnFraction      float64        `json:"churn_fraction,omitempty"`
+	ConnsPerTorrent    int            `json:"conns_per_torrent,omitempty"`
 	P50OverBound       float64        `json:"p50_over_bound"`
 	MaxOverBound       float64        `json:"max_over_bound"`
 	OnTimeP50OverBound float64        `json:"on_time_p50_over_bound"`
@@ -145,6 +148,9 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 		AgentRate: o.Rate, OriginRate: o.OriginRate, UpstreamRate: o.UpstreamRate, PieceLength: o.PieceSize, Log: o.Log,
 		AgentConfig: func(i int, ac *agent.Config) {
 			ac.P2P.UploadRate, ac.P2P.DownloadRate = o.agentRate(sc, i), o.agentRate(sc, i)
+			if o.ConnsPerTorrent > 0 {
+				ac.P2P.ConnsPerTorrent = o.ConnsPerTorrent
+			}
 		}})
 	if err != nil {
 		return nil, err
@@ -173,7 +179,7 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	r := &SwarmResult{Agents: o.Agents, Origins: o.Origins, BlobBytes: int64(o.Size), PieceBytes: int64(o.PieceSize),
 		RateBps: int64(o.Rate), OriginRateBps: int64(o.OriginRate), UpstreamRateBps: int64(o.UpstreamRate),
 		WarmOrigins: o.WarmOrigins, AllVerified: true, CPUCores: runtime.NumCPU(),
-		SlowFraction: o.SlowFraction, LateFraction: o.LateFraction, ChurnFraction: o.ChurnFraction}
+		SlowFraction: o.SlowFraction, LateFraction: o.LateFraction, ChurnFraction: o.ChurnFraction, ConnsPerTorrent: o.ConnsPerTorrent}
 	if o.SlowFraction > 0 {
 		r.SlowDivisor = o.SlowDivisor
 	}

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/fsutil"
 	"github.com/shoal-dev/shoal/internal/tlsconf"
 )
 
@@ -54,7 +55,7 @@ func certs(args []string) error {
 			name string
 			b    []byte
 		}{{"tls.key", keyPEM(leafKey)}, {"tls.crt", certPEM(leaf)}} {
-			if err := writeAtomic(filepath.Join(*dir, f.name), f.b, 0o644); err != nil {
+			if err := fsutil.WriteFileAtomicPerm(filepath.Join(*dir, f.name), f.b, 0o644); err != nil {
 				return err
 			}
 		}
@@ -112,14 +113,6 @@ func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	}
 	key, err := x509.ParseECPrivateKey(kp.Bytes)
 	return ca, key, err
-}
-
-func writeAtomic(path string, b []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // serial prints the serial number of the certificate a TLS server presents

@@ -20,13 +20,16 @@ const (
 
 // PieceLengthFor is the piece length an origin uses for a blob of size bytes
 // unless configured otherwise: the largest power of two that still gives the
-// blob 512 pieces, from 256 KiB to 4 MiB. A swarm trades nothing until peers
-// hold whole pieces, and at the end waits for the last ones to spread; both
-// cost about N pieces' worth of time, so pieces must be small next to the
-// blob (a 16-agent swarm on 256 MiB took 1.5x its bound with 4 MiB pieces,
-// 1.15x with 1 MiB, 1.10x with 512 KiB; 256 KiB made the bench CPU-bound).
+// blob 512 pieces, from 32 KiB to 4 MiB. A swarm trades nothing until peers
+// hold whole pieces, and at the end waits for the last ones to spread; a
+// piece crosses each hop at the uploader's rate split over its connections,
+// so both cost a few hops of piece * conns / R, and pieces must be small
+// next to the blob (a 16-agent swarm on 256 MiB took 1.5x its bound with
+// 4 MiB pieces, 1.15x with 1 MiB, 1.10x with 512 KiB; 128 agents on 16 MiB
+// at 0.5 MB/s 1.47x with 256 KiB, 1.20x with 64 KiB, 1.12-1.15x with
+// 32 KiB; 16 KiB made that bench CPU-bound, as 256 KiB did the 256 MiB one).
 func PieceLengthFor(size int64) int64 {
-	const lo, hi = 256 << 10, 4 << 20
+	const lo, hi = 32 << 10, 4 << 20
 	pl := int64(lo)
 	for pl < hi && 2*pl*512 <= size {
 		pl *= 2

@@ -136,6 +136,11 @@ var errSeedReadOnly = errors.New("storage: seeded blob is read-only")
 // library fetches it again without banning anyone itself (see blame.go).
 var errBadPiece = errors.New("storage: piece does not match its hash")
 
+// hashBufs are SelfHash's read buffers: a swarm of small pieces hashes
+// dozens a second, and a fresh 256 KiB buffer each was a measurable share
+// of the GC's work.
+var hashBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
 // SelfHash implements storage.SelfHashing: the client asks the storage for a
 // piece's hash instead of hashing it itself. Shoal checks the piece against
 // its real SHA-1 (waiting for it if the origin is still hashing the blob)
@@ -149,7 +154,10 @@ func (p *blobPiece) SelfHash() (metainfo.Hash, error) {
 		return sum, errSeedReadOnly // a seed: every piece is complete, never hashed
 	}
 	h := sha1.New()
-	if _, err := io.CopyBuffer(h, io.NewSectionReader(s, p.off, p.length), make([]byte, 256<<10)); err != nil {
+	buf := hashBufs.Get().(*[]byte)
+	_, err := io.CopyBuffer(h, io.NewSectionReader(s, p.off, p.length), *buf)
+	hashBufs.Put(buf)
+	if err != nil {
 		return sum, fmt.Errorf("storage: hash piece %d: %w", p.index, err)
 	}
 	copy(sum[:], h.Sum(nil))

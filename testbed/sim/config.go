@@ -146,9 +146,9 @@ func (c Config) Calibrated() Config {
 }
 
 // pieceLengthFor mirrors p2p.PieceLengthFor (a test checks they agree):
-// the largest power of two giving at least 512 pieces, 256 KiB to 4 MiB.
+// the largest power of two giving at least 512 pieces, 32 KiB to 4 MiB.
 func pieceLengthFor(size int64) int64 {
-	const lo, hi = 256 << 10, 4 << 20
+	const lo, hi = 32 << 10, 4 << 20
 	pl := int64(lo)
 	for pl < hi && 2*pl*512 <= size {
 		pl *= 2

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
+	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
@@ -60,6 +61,10 @@ type Config struct {
 	// BanTime is how long a peer that sent a bad piece is neither dialled
 	// nor accepted.
 	BanTime time.Duration `toml:"ban_time"`
+	// RequestsPerPeer caps the block requests (64 KiB each) a node keeps in
+	// flight to one peer; 0 picks one from DownloadRate (see
+	// requestsPerPeer).
+	RequestsPerPeer int `toml:"requests_per_peer"`
 	// MaxSwarms caps the blobs an agent is in the swarms of at once: past
 	// it, the swarms (live and standard) of the least recently used
 	// complete blob are left (the blob stays cached, and is seeded again
@@ -77,6 +82,24 @@ type Config struct {
 // 39-41 to 32-35 core-s, the origin still sending 1.00 F; 8 was as fast
 // but left the 32-agent run CPU-bound on 2 cores.
 const DefaultConnsPerTorrent = 6
+
+// requestsPerPeer is the request limit the node holds its peers to, 0 for
+// the library's own (it raises a peer's limit towards the 250-1024 the
+// peer allows as requests are answered). Requests past what the node's
+// capped link carries in about a round trip only queue behind each other,
+// and a queued request is what the library moves to a peer that became
+// free: the first peer's copy, already on its way, then arrives too, and
+// the node's link carries the block twice. With a download cap set and
+// requests_per_peer unset, the limit is 20 ms of that cap, at least one
+// block: a 128-agent swarm at 0.5 MB/s (one block per peer) received 3 %
+// of its bytes twice instead of 5.5 % and finished at 1.11x T_min instead
+// of 1.13x; 32 agents at 6.25 MB/s 1.09x instead of 1.11x.
+func (c *Config) requestsPerPeer() int {
+	if c.RequestsPerPeer > 0 || c.DownloadRate <= 0 {
+		return c.RequestsPerPeer
+	}
+	return max(1, int(float64(c.DownloadRate)*0.020)/chunkSize)
+}
 
 // DefaultMaxSwarms is the default of max_swarms.
 const DefaultMaxSwarms = 512
@@ -109,6 +132,9 @@ func (c *Config) Validate(prefix string) error {
 	}
 	if c.ConnsPerTorrent < 1 || c.ConnsPerTorrent > 1000 {
 		return config.Errorf(prefix+".conns_per_torrent", "want 1..1000, got %d", c.ConnsPerTorrent)
+	}
+	if c.RequestsPerPeer < 0 || c.RequestsPerPeer > 10000 {
+		return config.Errorf(prefix+".requests_per_peer", "want 0..10000 (0: from download_rate), got %d", c.RequestsPerPeer)
 	}
 	if c.AnnounceInterval < 100*time.Millisecond {
 		return config.Errorf(prefix+".announce_interval", "want at least 100ms, got %s", c.AnnounceInterval)
@@ -188,6 +214,11 @@ func NewNode(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Node, er
 	}
 	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, n.countReceived)
 	cc.IPBlocklist = n.bans
+	if q := cfg.requestsPerPeer(); q > 0 {
+		// The library takes a peer's request limit from its extended
+		// handshake, and this callback sees the message before it does.
+		cc.Callbacks.ReadExtendedHandshake = func(_ *torrent.PeerConn, d *pp.ExtendedHandshakeMessage) { d.Reqq = q }
+	}
 
 	cl, err := torrent.NewClient(cc)
 	if err != nil {

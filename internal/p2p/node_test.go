@@ -52,6 +52,16 @@ func testBlobMeta(t *testing.T, size, pieceLen int64) ([]byte, *MetaInfo) {
 // told of seeder directly (no tracker). The caller holds a reference to dl.
 func downloadFrom(t *testing.T, n, seeder *Node, blob []byte, mi *MetaInfo) (*Swarm, *store.Download) {
 	t.Helper()
+	sw, dl := startDownload(t, n, blob, mi)
+	a := seeder.Addr()
+	sw.t.AddPeers([]torrent.PeerInfo{{Addr: &net.TCPAddr{IP: a.Addr().AsSlice(), Port: int(a.Port())}, Source: torrent.PeerSourceDirect}})
+	return sw, dl
+}
+
+// startDownload has n start downloading blob into a fresh store, knowing
+// no peer yet.
+func startDownload(t *testing.T, n *Node, blob []byte, mi *MetaInfo) (*Swarm, *store.Download) {
+	t.Helper()
 	st, err := store.Open(t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -70,8 +80,6 @@ func downloadFrom(t *testing.T, n, seeder *Node, blob []byte, mi *MetaInfo) (*Sw
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := seeder.Addr()
-	sw.t.AddPeers([]torrent.PeerInfo{{Addr: &net.TCPAddr{IP: a.Addr().AsSlice(), Port: int(a.Port())}, Source: torrent.PeerSourceDirect}})
 	return sw, dl
 }
 

@@ -1,0 +1,214 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/bencode"
+	pp "github.com/anacrolix/torrent/peer_protocol"
+
+	"github.com/shoal-dev/shoal/internal/store"
+)
+
+func TestRequestsPerPeerFromDownloadRate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want int
+	}{
+		{Config{}, 0},                                             // uncapped: the library's own
+		{Config{DownloadRate: 500_000}, 1},                        // 10 KB in 20 ms: one block
+		{Config{DownloadRate: 25_000_000}, 7},                     // 500 KB
+		{Config{DownloadRate: 25_000_000, RequestsPerPeer: 3}, 3}, // set: as set
+		{Config{RequestsPerPeer: 2}, 2},
+	} {
+		if got := tc.cfg.requestsPerPeer(); got != tc.want {
+			t.Errorf("%+v: requestsPerPeer() = %d, want %d", tc.cfg, got, tc.want)
+		}
+	}
+	bad := Config{RequestsPerPeer: -1}
+	bad.ApplyDefaults("127.0.0.1:0", nil)
+	if err := bad.Validate("p2p"); err == nil {
+		t.Fatal("requests_per_peer -1 accepted")
+	}
+}
+
+// rawPeer is a seed on the wire protocol that claims to accept 1000
+// requests (reqq), answers each after a delay, and records the most
+// requests it ever had from the node at once.
+type rawPeer struct {
+	ln   net.Listener
+	blob []byte
+	mi   *MetaInfo
+
+	mu   sync.Mutex
+	most int
+	err  error
+}
+
+func startRawPeer(t *testing.T, blob []byte, mi *MetaInfo) *rawPeer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &rawPeer{ln: ln, blob: blob, mi: mi}
+	t.Cleanup(func() { ln.Close() })
+	go p.serve()
+	return p
+}
+
+func (p *rawPeer) serve() {
+	c, err := p.ln.Accept()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	if err := p.session(c); err != nil && err != io.EOF {
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+	}
+}
+
+func (p *rawPeer) session(c net.Conn) error {
+	var hs [68]byte
+	if _, err := io.ReadFull(c, hs[:]); err != nil {
+		return err
+	}
+	reserved := pp.NewPeerExtensionBytes(pp.ExtensionBitLtep)
+	out := append([]byte(pp.Protocol), reserved[:]...)
+	out = append(out, p.mi.InfoHash[:]...)
+	out = append(out, "-XX0001-rawpeer00000"...)
+	ext, err := bencode.Marshal(pp.ExtendedHandshakeMessage{M: map[pp.ExtensionName]pp.ExtensionNumber{}, Reqq: 1000})
+	if err != nil {
+		return err
+	}
+	have := make([]bool, p.mi.Info.NumPieces())
+	for i := range have {
+		have[i] = true
+	}
+	w := bufio.NewWriter(c)
+	var wmu sync.Mutex
+	send := func(msgs ...pp.Message) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		for _, m := range msgs {
+			if err := m.WriteTo(w); err != nil {
+				return err
+			}
+		}
+		return w.Flush()
+	}
+	if _, err := w.Write(out); err != nil {
+		return err
+	}
+	if err := send(pp.Message{Type: pp.Extended, ExtendedID: pp.HandshakeExtendedID, ExtendedPayload: ext},
+		pp.Message{Type: pp.Bitfield, Bitfield: have}, pp.Message{Type: pp.Unchoke}); err != nil {
+		return err
+	}
+	// Requests are answered one at a time, slowly, so that a node free to
+	// queue more would.
+	queue := make(chan pp.Message, 2000)
+	var pending sync.Map // [index, begin, length] -> struct{}: requested, not answered or cancelled
+	go func() {
+		for m := range queue {
+			time.Sleep(20 * time.Millisecond)
+			r := [3]pp.Integer{m.Index, m.Begin, m.Length}
+			if _, ok := pending.LoadAndDelete(r); !ok {
+				continue // cancelled
+			}
+			off := int64(m.Index)*p.mi.Info.PieceLength + int64(m.Begin)
+			if send(pp.Message{Type: pp.Piece, Index: m.Index, Begin: m.Begin, Piece: p.blob[off : off+int64(m.Length)]}) != nil {
+				return
+			}
+		}
+	}()
+	defer close(queue)
+	d := pp.Decoder{R: bufio.NewReader(c), MaxLength: 1 << 20,
+		Pool: &sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}}
+	for {
+		var m pp.Message
+		if err := d.Decode(&m); err != nil {
+			return err
+		}
+		r := [3]pp.Integer{m.Index, m.Begin, m.Length}
+		switch m.Type {
+		case pp.Request:
+			pending.Store(r, struct{}{})
+			n := 0
+			pending.Range(func(any, any) bool { n++; return true })
+			p.mu.Lock()
+			p.most = max(p.most, n)
+			p.mu.Unlock()
+			queue <- m
+		case pp.Cancel:
+			pending.Delete(r)
+		}
+	}
+}
+
+func (p *rawPeer) result() (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.most, p.err
+}
+
+// requests_per_peer caps the block requests a node has in flight to one
+// peer, whatever the peer says it accepts; unset and uncapped, the library
+// queues many.
+func TestRequestsPerPeerCapsRequestsInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		atMost  int
+		atLeast int
+	}{
+		{"requests_per_peer 1", Config{RequestsPerPeer: 1}, 1, 1},
+		{"requests_per_peer 3", Config{RequestsPerPeer: 3}, 3, 3},
+		{"from download_rate", Config{DownloadRate: 2_000_000}, 1, 1},
+		{"library default", Config{}, 1000, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const size = 2 << 20
+			blob, mi := testBlobMeta(t, size, 64<<10)
+			peer := startRawPeer(t, blob, mi)
+			cfg := tc.cfg
+			cfg.ApplyDefaults("127.0.0.1:0", nil)
+			n, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(n.Close)
+			sw, dl := downloadFromAddr(t, n, peer.ln.Addr().(*net.TCPAddr), blob, mi)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := dl.Wait(ctx); err != nil {
+				t.Fatalf("download: %v (%d of %d bytes)", err, sw.BytesCompleted(), size)
+			}
+			most, err := peer.result()
+			if err != nil {
+				t.Fatalf("raw peer: %v", err)
+			}
+			if most > tc.atMost || most < tc.atLeast {
+				t.Fatalf("the node had up to %d requests in flight to the peer, want %d..%d", most, tc.atLeast, tc.atMost)
+			}
+			t.Logf("%s: at most %d requests in flight", tc.name, most)
+		})
+	}
+}
+
+// downloadFromAddr is downloadFrom with the seed at a bare address.
+func downloadFromAddr(t *testing.T, n *Node, a *net.TCPAddr, blob []byte, mi *MetaInfo) (*Swarm, *store.Download) {
+	t.Helper()
+	sw, dl := startDownload(t, n, blob, mi)
+	sw.t.AddPeers([]torrent.PeerInfo{{Addr: a, Source: torrent.PeerSourceDirect}})
+	return sw, dl
+}

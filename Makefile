@@ -17,7 +17,7 @@ RACE_PKGS := ./config/... ./proto/... ./internal/inflight/... ./internal/store/.
 E2E_PKGS  := ./testbed/cluster/... ./testbed/demo/... ./testbed/bench/... ./testbed/localregistry/... ./cmd/... ./testbed/clienttest/... \
              ./testbed/sim/... ./testbed/chart/...
 
-.PHONY: all build demo test lint bench clean images compose-test compose-up compose-down
+.PHONY: all build demo test lint bench bench-scale clean images compose-test compose-up compose-down
 
 all: build
 
@@ -40,6 +40,12 @@ test: lint
 # bench/results.svg, shown by docs/benchmarks.md.
 bench: build
 	./$(BIN) bench standard --out bench
+
+# The scale set (issue 14; about 15 minutes on 2 cores): 64-256 agents,
+# cold and warm, U = R and U = 10 R, uneven links, late joiners, churn:
+# bench/scale/scale.json and bench/scale/scale.svg.
+bench-scale: build
+	./$(BIN) bench scale --out bench/scale
 
 clean:
 	rm -rf bin

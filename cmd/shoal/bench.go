@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
-	"slices"
 	"time"
 
 	"github.com/shoal-dev/shoal/config"
@@ -20,6 +19,8 @@ import (
 
 const benchUsage = `Usage:
   shoal bench standard [--out DIR] [--scale K]   the standard set -> DIR/results.json, DIR/results.svg
+  shoal bench scale [--out DIR] [--scale K] [--only N]   64-256 agents, warm, U=10R, scenarios
+                                                 -> DIR/scale.json, DIR/scale.svg
   shoal bench swarm --agents N --size F --rate R [--origin-rate U] [--upstream-rate U]
                     [--origins K] [--piece-size P] [--warm-origins] [--baseline direct] [--json]
                     [--slow 0.25 [--slow-divisor 4]] [--late 0.25] [--churn 0.1] [--conns C]
@@ -32,8 +33,8 @@ const benchUsage = `Usage:
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
-		case "standard":
-			return runBenchStandard(ctx, args[1:], stdout, stderr)
+		case "standard", "scale":
+			return runBenchStandard(ctx, args[0], args[1:], stdout, stderr)
 		case "single", "warm", "memory", "tracker":
 			return runBenchTarget(ctx, args[0], args[1:], stdout, stderr)
 		case "sim":
@@ -42,7 +43,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if len(args) == 0 || args[0] != "swarm" {
 		fmt.Fprint(stderr, benchUsage)
-		return usageError{errors.New("want a benchmark name: swarm, standard, single, warm, memory, tracker or sim")}
+		return usageError{errors.New("want a benchmark name: swarm, standard, scale, single, warm, memory, tracker or sim")}
 	}
 	fs := flag.NewFlagSet("bench swarm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -147,21 +148,33 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// runBenchStandard runs the standard set and writes results.json and a plot.
-func runBenchStandard(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench standard", flag.ContinueOnError)
+// runBenchStandard runs the standard set (name "standard": results.json)
+// or the scale set ("scale": scale.json) and writes the JSON and a plot.
+func runBenchStandard(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
+	set, base, outDef := bench.StandardSet, "results", "bench"
+	if name == "scale" {
+		set, base, outDef = bench.ScaleSet, "scale", "bench/scale"
+	}
+	fs := flag.NewFlagSet("bench "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	out := fs.String("out", "bench", "directory for results.json and results.svg")
+	out := fs.String("out", outDef, "directory for "+base+".json and "+base+".svg")
 	scale := fs.Int("scale", 1, "divide every blob size by this (a quick run; ratios then mean less)")
+	only := fs.Int("only", 0, "run only the rows with this many agents")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *scale < 1 {
 		return usageError{errors.New("--scale: want >= 1")}
 	}
-	rows := slices.Clone(bench.StandardSet)
-	for i := range rows {
-		rows[i].Size /= config.ByteSize(*scale)
+	var rows []bench.Row
+	for _, r := range set {
+		if *only == 0 || r.Agents == *only {
+			r.Size /= config.ByteSize(*scale)
+			rows = append(rows, r)
+		}
+	}
+	if len(rows) == 0 {
+		return usageError{fmt.Errorf("--only %d: no row of the %s set has that many agents", *only, name)}
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
@@ -179,10 +192,10 @@ func runBenchStandard(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(*out, "results.json"), append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(*out, base+".json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(*out, "results.svg"), []byte(bench.SVG(res)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(*out, base+".svg"), []byte(bench.SVG(res)), 0o644); err != nil {
 		return err
 	}
 	_, err = stdout.Write(append(b, '\n'))

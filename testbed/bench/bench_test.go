@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -99,5 +100,54 @@ func TestPullAllChecksEveryCopy(t *testing.T) {
 	_, _, fails := pullAll(context.Background(), len(paths), func(i int) string { return srv.URL + paths[i] }, want, 0)
 	if len(fails) != 2 || !strings.Contains(strings.Join(fails, " "), "client 1") || !strings.Contains(strings.Join(fails, " "), "client 2") {
 		t.Fatalf("fails = %q, want clients 1 (flipped byte) and 2 (short)", fails)
+	}
+}
+
+// The scale set keeps N x R where 2 cores carry it, runs every N cold and
+// warm at U = R and U = 10 R, and its rows become the runs they describe.
+func TestScaleSetRows(t *testing.T) {
+	seen := map[string]bool{}
+	for _, row := range ScaleSet {
+		if agg := float64(row.Agents) * float64(row.Rate); agg > 64e6 {
+			t.Errorf("row %+v: N x R = %.0f B/s, over the 64 MB/s 2 cores carry", row, agg)
+		}
+		o := row.options("", nil)
+		o.ApplyDefaults()
+		if err := o.validateScenario(); err != nil {
+			t.Errorf("row %+v: %v", row, err)
+		}
+		if want := float64(row.Rate) * max(row.OriginX, 1); float64(o.OriginRate) != want || o.UpstreamRate != o.OriginRate {
+			t.Errorf("row %+v: origin %v, upstream %v, want both %v", row, o.OriginRate, o.UpstreamRate, want)
+		}
+		if o.WarmOrigins != row.Warm || o.SlowFraction != row.Slow || o.LateFraction != row.Late || o.ChurnFraction != row.Churn {
+			t.Errorf("row %+v: options %+v", row, o)
+		}
+		seen[fmt.Sprintf("%d%s", row.Agents, row.describe())] = true
+	}
+	for _, want := range []string{"64", "64, warm", "64, U=10R", "64, warm, U=10R", "128", "256, warm, U=10R",
+		"64, 0.25 slow", "64, 0.25 late", "64, 0.1 churn"} {
+		if !seen[want] {
+			t.Errorf("the scale set has no row %q (has %v)", want, seen)
+		}
+	}
+}
+
+// Plots of many rows wrap into lines of four panels, each titled with
+// what sets its row apart.
+func TestSVGWrapsPanels(t *testing.T) {
+	var res Results
+	for i := range 6 {
+		res.Swarm = append(res.Swarm, &SwarmResult{Agents: 64, RateBps: 1e6, OriginRateBps: 10e6, BlobBytes: 16 << 20,
+			WarmOrigins: i%2 == 0, TMinSeconds: 16.8, AgentSeconds: []float64{17, 18}})
+	}
+	svg := SVG(&res)
+	if !strings.Contains(svg, `width="1440" height="500"`) {
+		t.Errorf("6 panels should make 2 lines of 4 (1440 x 500):\n%.300s", svg)
+	}
+	if got := strings.Count(svg, "warm, U=10R"); got != 3 {
+		t.Errorf("%d panels titled warm, U=10R, want 3", got)
+	}
+	if got := strings.Count(svg, `<g transform="translate(0 250)">`); got != 2 {
+		t.Errorf("%d panels on the second line, want 2", got)
 	}
 }

@@ -16,12 +16,18 @@ import (
 	"github.com/shoal-dev/shoal/config"
 )
 
-// Row is one configuration of the standard set.
+// Row is one configuration of a set: cold origins at U = R unless said.
 type Row struct {
 	Agents int
 	Rate   config.Rate
 	Size   config.ByteSize
 	Direct bool // also time the direct baseline (long: N*F/U)
+	// OriginX is the origin's (and the upstream's) upload as a multiple of
+	// Rate (0: 1); Warm preheats the origin first.
+	OriginX float64
+	Warm    bool
+	// Slow, Late and Churn are SwarmOptions' scenario fractions.
+	Slow, Late, Churn float64
 }
 
 // StandardSet keeps N x R = 200 MB/s, inside what 2 cores can hash and copy.
@@ -31,6 +37,28 @@ var StandardSet = []Row{
 	{Agents: 32, Rate: 6.25e6, Size: 256 << 20},
 	{Agents: 16, Rate: 12.5e6, Size: 1 << 30},
 }
+
+// ScaleSet is `make bench-scale` (issue 14): 64 to 256 agents, cold and
+// warm, U = R and U = 10 R, and the scenarios at N = 64. N x R stays at
+// 64 MB/s, what 2 cores carry for a swarm of many agents (the per-agent
+// work grows with N: N = 256 is CPU-bound here even so).
+var ScaleSet = func() []Row {
+	var rows []Row
+	for _, n := range []struct {
+		agents int
+		rate   config.Rate
+	}{{64, 1e6}, {128, 0.5e6}, {256, 0.25e6}} {
+		for _, ox := range []float64{1, 10} {
+			for _, warm := range []bool{false, true} {
+				rows = append(rows, Row{Agents: n.agents, Rate: n.rate, Size: 16 << 20, OriginX: ox, Warm: warm})
+			}
+		}
+	}
+	return append(rows,
+		Row{Agents: 64, Rate: 1e6, Size: 16 << 20, Slow: 0.25},
+		Row{Agents: 64, Rate: 1e6, Size: 16 << 20, Late: 0.25},
+		Row{Agents: 64, Rate: 1e6, Size: 16 << 20, Churn: 0.1})
+}()
 
 // Machine describes where a run happened.
 type Machine struct {
@@ -80,16 +108,12 @@ func RunStandard(ctx context.Context, rows []Row, dir string, progress io.Writer
 		fmt.Fprintf(progress, "warning: free page reporting is %s; every new page of the swarm's files then costs a host fault (CPU the swarm does not use on a normal machine). Off for this boot: echo 11 > %s\n", pr, PageReportingParam)
 	}
 	for i, row := range rows {
-		fmt.Fprintf(progress, "[%d/%d] %d agents at %s, %s blob...\n", i+1, len(rows), row.Agents, row.Rate, row.Size)
+		fmt.Fprintf(progress, "[%d/%d] %d agents at %s, %s blob%s...\n", i+1, len(rows), row.Agents, row.Rate, row.Size, row.describe())
 		rdir, err := os.MkdirTemp(dir, "row-")
 		if err != nil {
 			return nil, err
 		}
-		o := SwarmOptions{Agents: row.Agents, Size: row.Size, Rate: row.Rate, Dir: rdir, Log: log}
-		if row.Direct {
-			o.Baseline = "direct"
-		}
-		r, err := Swarm(ctx, o)
+		r, err := Swarm(ctx, row.options(rdir, log))
 		os.RemoveAll(rdir)
 		if err != nil {
 			return nil, fmt.Errorf("row %d: %w", i+1, err)
@@ -99,6 +123,52 @@ func RunStandard(ctx context.Context, rows []Row, dir string, progress io.Writer
 		res.Swarm = append(res.Swarm, r)
 	}
 	return res, nil
+}
+
+// options are the swarm run of row r.
+func (r Row) options(dir string, log *slog.Logger) SwarmOptions {
+	o := SwarmOptions{Agents: r.Agents, Size: r.Size, Rate: r.Rate, Dir: dir, Log: log,
+		WarmOrigins: r.Warm, SlowFraction: r.Slow, LateFraction: r.Late, ChurnFraction: r.Churn}
+	if r.OriginX > 0 {
+		o.OriginRate = config.Rate(float64(r.Rate) * r.OriginX)
+	}
+	if r.Direct {
+		o.Baseline = "direct"
+	}
+	return o
+}
+
+// describe names what sets a row apart from a cold U = R run.
+func (r Row) describe() string {
+	var parts []string
+	if r.Warm {
+		parts = append(parts, "warm")
+	}
+	if r.OriginX > 0 && r.OriginX != 1 {
+		parts = append(parts, fmt.Sprintf("U=%gR", r.OriginX))
+	}
+	if r.Slow > 0 {
+		parts = append(parts, fmt.Sprintf("%g slow", r.Slow))
+	}
+	if r.Late > 0 {
+		parts = append(parts, fmt.Sprintf("%g late", r.Late))
+	}
+	if r.Churn > 0 {
+		parts = append(parts, fmt.Sprintf("%g churn", r.Churn))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return ", " + strings.Join(parts, ", ")
+}
+
+// describe is Row.describe for a result.
+func (r *SwarmResult) describe() string {
+	row := Row{Warm: r.WarmOrigins, Slow: r.SlowFraction, Late: r.LateFraction, Churn: r.ChurnFraction}
+	if r.RateBps > 0 {
+		row.OriginX = float64(r.OriginRateBps) / float64(r.RateBps)
+	}
+	return row.describe()
 }
 
 func machine() Machine {
@@ -120,13 +190,15 @@ func machine() Machine {
 // has its own bound (uneven links, late joiners, churn), a red tick on its
 // bar marks that bound.
 func SVG(res *Results) string {
-	const pw, ph, pad = 360, 220, 40
+	const pw, ph, pad, perLine = 360, 220, 40, 4
 	n := len(res.Swarm)
+	cols, lines := min(n, perLine), (n+perLine-1)/perLine
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", n*pw, ph+30)
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", max(cols, 1)*pw, max(lines, 1)*(ph+30))
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
 	for i, r := range res.Swarm {
-		x0 := i * pw
+		x0 := (i % perLine) * pw
+		fmt.Fprintf(&b, `<g transform="translate(0 %d)">`+"\n", (i/perLine)*(ph+30))
 		var timed []ClientResult
 		for _, c := range r.Clients {
 			if c.Kind != KindKilled {
@@ -149,8 +221,8 @@ func SVG(res *Results) string {
 			ymax = 1
 		}
 		y := func(s float64) float64 { return float64(ph-pad) - s/ymax*float64(ph-2*pad) + 10 }
-		fmt.Fprintf(&b, `<text x="%d" y="16" font-weight="bold">N=%d, R=%s, F=%s</text>`+"\n", x0+pad, r.Agents,
-			html.EscapeString(config.Rate(r.RateBps).String()), html.EscapeString(config.ByteSize(r.BlobBytes).String()))
+		fmt.Fprintf(&b, `<text x="%d" y="16" font-weight="bold">N=%d, R=%s, F=%s%s</text>`+"\n", x0+pad, r.Agents,
+			html.EscapeString(config.Rate(r.RateBps).String()), html.EscapeString(config.ByteSize(r.BlobBytes).String()), html.EscapeString(r.describe()))
 		fmt.Fprintf(&b, `<line x1="%d" y1="%.0f" x2="%d" y2="%.0f" stroke="black"/>`+"\n", x0+pad, y(0), x0+pw-10, y(0))
 		fmt.Fprintf(&b, `<line x1="%d" y1="%.0f" x2="%d" y2="%.0f" stroke="black"/>`+"\n", x0+pad, y(0), x0+pad, y(ymax))
 		for _, tick := range []float64{0, ymax / 2 / 1.1, ymax / 1.1} {
@@ -181,6 +253,7 @@ func SVG(res *Results) string {
 		} else {
 			fmt.Fprintf(&b, `<text x="%d" y="%d">agents, sorted by completion (p50 %.2fx, max %.2fx T_min)</text>`+"\n", x0+pad, ph+20, r.P50OverTMin, r.MaxOverTMin)
 		}
+		b.WriteString("</g>\n")
 	}
 	b.WriteString("</svg>\n")
 	return b.String()

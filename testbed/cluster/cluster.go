@@ -87,8 +87,19 @@ type Cluster struct {
 	errs      []error
 }
 
-// AgentIP is the loopback address of agent i.
-func AgentIP(i int) string { return fmt.Sprintf("127.0.0.%d", 10+i) }
+// MaxAgents is how many agents a cluster can address on loopback.
+const MaxAgents = 240 + 254*254
+
+// AgentIP is the loopback address of agent i: 127.0.0.10 to 127.0.0.249
+// for the first 240, then 127.0.1.1 on (each agent its own address, as the
+// tracker and bans tell peers apart by address).
+func AgentIP(i int) string {
+	if i < 240 {
+		return fmt.Sprintf("127.0.0.%d", 10+i)
+	}
+	j := i - 240
+	return fmt.Sprintf("127.0.%d.%d", 1+j/254, 1+j%254)
+}
 
 // OriginIP is the loopback address of origin i.
 func OriginIP(i int) string { return fmt.Sprintf("127.0.0.%d", 2+i) }
@@ -110,8 +121,8 @@ func Start(opts Options) (*Cluster, error) {
 }
 
 func start(opts Options) (_ *Cluster, err error) {
-	if opts.Agents < 1 || opts.Agents > 240 {
-		return nil, fmt.Errorf("cluster: agents must be 1..240, got %d", opts.Agents)
+	if opts.Agents < 1 || opts.Agents > MaxAgents {
+		return nil, fmt.Errorf("cluster: agents must be 1..%d, got %d", MaxAgents, opts.Agents)
 	}
 	if opts.Origins < 1 || opts.Origins > 8 {
 		return nil, fmt.Errorf("cluster: origins must be 1..8, got %d", opts.Origins)

@@ -158,8 +158,9 @@ func swarmNetns(ctx context.Context, o SwarmOptions) (_ *SwarmResult, err error)
 	wall := time.Since(t0).Seconds()
 	r.CPUSeconds = procstat.CPUSeconds() - cpu0
 	for i, a := range agents {
-		r.CPUSeconds += procCPUSeconds(a.pid()) - agentCPU0[i]
+		r.AgentCPUSeconds += procCPUSeconds(a.pid()) - agentCPU0[i]
 	}
+	r.CPUSeconds += r.AgentCPUSeconds
 	r.HostCPUSeconds = hostCPUSeconds() - host0
 	r.CPUBound = max(r.CPUSeconds, r.HostCPUSeconds)/wall > 0.8*float64(r.CPUCores)
 

@@ -110,7 +110,7 @@ type SwarmResult struct {
 	Failures           []string       `json:"failures,omitempty"`
 	// --netns runs: the RTT asked for, the delay's mechanism, the connect
 	// RTT measured from agent 0 to the tracker and to agent 1 before the
-	// run, the packets delayed, the machine's busy CPU time (the kernel's
+	// run, the packets delayed, the agents' CPU time, the machine's busy CPU time (the kernel's
 	// softirq work included) and the agents' largest peak RSS.
 	Netns                  bool    `json:"netns,omitempty"`
 	RTTSeconds             float64 `json:"rtt_seconds,omitempty"`
@@ -119,6 +119,7 @@ type SwarmResult struct {
 	MeasuredPeerRTTSeconds float64 `json:"measured_peer_rtt_seconds,omitempty"`
 	DelayedPackets         int64   `json:"delayed_packets,omitempty"`
 	HostCPUSeconds         float64 `json:"host_cpu_seconds,omitempty"`
+	AgentCPUSeconds        float64 `json:"agent_cpu_seconds,omitempty"` // the agent processes' part of cpu_seconds
 	AgentPeakRSSBytes      int64   `json:"agent_peak_rss_bytes,omitempty"`
 }
 

@@ -1,10 +1,10 @@
 // Package netlab builds a small emulated network on one Linux machine: a
-// bridge in the root namespace, one network namespace per host joined to it
-// by a veth pair, each host's upload and download capped with tc (tbf on
-// both ends of its veth), and a one-way delay on every packet a host
-// receives, so that any two hosts, or a host and the root namespace, see
-// the same round-trip time. It needs root, iproute2 (ip, tc) and iptables (its
-// NFQUEUE target).
+// bridge in a namespace of its own, joined by veth pairs to the root
+// namespace and to one network namespace per host; each host's upload and
+// download capped with tc (tbf on both ends of its veth), and a one-way
+// delay on every packet a host receives, so that any two hosts, or a host
+// and the root namespace, see the same round-trip time. It needs root,
+// iproute2 (ip, tc) and iptables (its NFQUEUE target).
 package netlab
 
 import (
@@ -32,26 +32,29 @@ type Options struct {
 
 // Lab is a bridge with hosts on it. Close removes everything it made.
 type Lab struct {
-	Bridge string // also the prefix of every name the lab makes
+	// Bridge names the root namespace's link to the bridge; it is also the
+	// prefix of every name the lab makes.
+	Bridge string
 	// Subnet is the bridge's /16; the root namespace has Gateway on it.
 	Subnet  netip.Prefix
 	Gateway netip.Addr
 
-	opts   Options
-	log    *slog.Logger
-	mu     sync.Mutex
-	hosts  []*Host
-	extra  []netip.Addr // root-namespace addresses added to the bridge
-	lines  []*delayLine
-	rules  [][]string // the root namespace's iptables rules: table, chain, spec
-	closed bool
+	opts     Options
+	log      *slog.Logger
+	mu       sync.Mutex
+	hosts    []*Host
+	switchNS string       // holds the bridge
+	extra    []netip.Addr // root-namespace addresses added to the bridge
+	lines    []*delayLine
+	rules    [][]string // the root namespace's iptables rules: table, chain, spec
+	closed   bool
 }
 
 // Host is one namespace on the bridge.
 type Host struct {
 	NS   string     // network namespace name
 	IP   netip.Addr // its address on the bridge
-	Veth string     // the bridge end of its veth pair
+	Veth string     // the switch end of its veth pair (in the switch namespace)
 }
 
 // Check says what is missing to build a lab here (nil: nothing).
@@ -86,26 +89,34 @@ func New(ctx context.Context, o Options) (_ *Lab, err error) {
 		return nil, err
 	}
 	l.Gateway = l.Subnet.Addr().Next()
-	if err := run(ctx, "ip", "link", "add", l.Bridge, "type", "bridge"); err != nil {
-		return nil, err
+	// The bridge lives in a namespace of its own, where br_netfilter is
+	// off: bridged packets then skip iptables and conntrack (the root
+	// namespace has them on for Docker, and they cost as much CPU as the
+	// agents). The root namespace joins it by a veth pair whose root end,
+	// named like the lab, holds the gateway and core addresses.
+	l.switchNS = l.Bridge + "-sw"
+	steps := [][]string{
+		{"ip", "netns", "add", l.switchNS},
+		{"ip", "-n", l.switchNS, "link", "add", "br0", "type", "bridge"},
+		{"ip", "-n", l.switchNS, "link", "set", "br0", "up"},
+		{"ip", "link", "add", l.Bridge, "type", "veth", "peer", "name", "core", "netns", l.switchNS},
+		{"ip", "-n", l.switchNS, "link", "set", "core", "master", "br0"},
+		{"ip", "-n", l.switchNS, "link", "set", "core", "up"},
+		{"ip", "addr", "add", netip.PrefixFrom(l.Gateway, 16).String(), "dev", l.Bridge},
+		{"ip", "link", "set", l.Bridge, "up"},
 	}
-	if err := run(ctx, "ip", "addr", "add", netip.PrefixFrom(l.Gateway, 16).String(), "dev", l.Bridge); err != nil {
-		return nil, err
+	for _, s := range steps {
+		if err := run(ctx, s[0], s[1:]...); err != nil {
+			return nil, err
+		}
 	}
-	if err := run(ctx, "ip", "link", "set", l.Bridge, "up"); err != nil {
-		return nil, err
-	}
-	// With br_netfilter, bridged packets pass the root namespace's FORWARD
-	// chain, whose policy Docker sets to DROP.
-	if err := l.addRule(ctx, "filter", "FORWARD", "-i", l.Bridge, "-o", l.Bridge, "-j", "ACCEPT"); err != nil {
-		return nil, err
+	for _, key := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables"} {
+		// Absent without br_netfilter: then there is nothing to turn off.
+		_ = run(ctx, "ip", "netns", "exec", l.switchNS, "sh", "-c", "[ ! -e /proc/sys/net/bridge/"+key+" ] || echo 0 > /proc/sys/net/bridge/"+key)
 	}
 	if o.RTT > 0 {
-		// The root namespace's half: packets to its addresses on the bridge
-		// (10.x.0.0/24) wait RTT/2. Bridged packets between hosts may pass
-		// these hooks too (br_netfilter); the address keeps them out.
-		core := netip.PrefixFrom(l.Subnet.Addr(), 24)
-		if err := l.addRule(ctx, "mangle", "PREROUTING", "-s", l.Subnet.String(), "-d", core.String(),
+		// The root namespace's half: packets from the lab wait RTT/2.
+		if err := l.addRule(ctx, "mangle", "PREROUTING", "-i", l.Bridge, "-s", l.Subnet.String(),
 			"-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass"); err != nil {
 			return nil, err
 		}
@@ -184,9 +195,9 @@ func (l *Lab) AddHost(ctx context.Context, i int, up, down int64) (_ *Host, err 
 	const inner = "eth0"
 	steps := [][]string{
 		{"ip", "netns", "add", h.NS},
-		{"ip", "link", "add", h.Veth, "type", "veth", "peer", "name", inner, "netns", h.NS},
-		{"ip", "link", "set", h.Veth, "master", l.Bridge},
-		{"ip", "link", "set", h.Veth, "up"},
+		{"ip", "-n", l.switchNS, "link", "add", h.Veth, "type", "veth", "peer", "name", inner, "netns", h.NS},
+		{"ip", "-n", l.switchNS, "link", "set", h.Veth, "master", "br0"},
+		{"ip", "-n", l.switchNS, "link", "set", h.Veth, "up"},
 		{"ip", "-n", h.NS, "link", "set", "lo", "up"},
 		{"ip", "-n", h.NS, "addr", "add", netip.PrefixFrom(h.IP, 16).String(), "dev", inner},
 		{"ip", "-n", h.NS, "link", "set", inner, "up"},
@@ -196,7 +207,7 @@ func (l *Lab) AddHost(ctx context.Context, i int, up, down int64) (_ *Host, err 
 		steps = append(steps, append([]string{"ip", "netns", "exec", h.NS}, tbf(inner, up, l.opts.RTT)...))
 	}
 	if down > 0 {
-		steps = append(steps, tbf(h.Veth, down, l.opts.RTT))
+		steps = append(steps, append([]string{"ip", "netns", "exec", l.switchNS}, tbf(h.Veth, down, l.opts.RTT)...))
 	}
 	for _, s := range steps {
 		if err := run(ctx, s[0], s[1:]...); err != nil {
@@ -280,18 +291,18 @@ func (l *Lab) Close() error {
 	for _, d := range lines {
 		d.Close()
 	}
+	// Deleting a namespace deletes its ends of the veth pairs, and so the
+	// pairs (asynchronously: the root end may linger a moment).
 	for _, h := range hosts {
-		// Deleting the namespace deletes its veth end, and so the pair.
 		if exists("/var/run/netns/" + h.NS) {
 			errs = append(errs, run(ctx, "ip", "netns", "del", h.NS))
 		}
-		// (It goes asynchronously: a pair already gone is no error.)
-		if err := run(ctx, "ip", "link", "del", h.Veth); err != nil && linkExists(h.Veth) {
-			errs = append(errs, err)
-		}
 	}
-	if linkExists(l.Bridge) {
-		errs = append(errs, run(ctx, "ip", "link", "del", l.Bridge))
+	if l.switchNS != "" && exists("/var/run/netns/"+l.switchNS) {
+		errs = append(errs, run(ctx, "ip", "netns", "del", l.switchNS))
+	}
+	if err := run(ctx, "ip", "link", "del", l.Bridge); err != nil && linkExists(l.Bridge) {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -300,14 +311,11 @@ func (l *Lab) Close() error {
 func (l *Lab) Leftovers() []string {
 	var left []string
 	if linkExists(l.Bridge) {
-		left = append(left, "bridge "+l.Bridge)
+		left = append(left, "link "+l.Bridge)
 	}
-	for _, h := range l.hosts {
-		if exists("/var/run/netns/" + h.NS) {
-			left = append(left, "netns "+h.NS)
-		}
-		if linkExists(h.Veth) {
-			left = append(left, "link "+h.Veth)
+	for _, ns := range append([]string{l.switchNS}, hostNames(l.hosts)...) {
+		if ns != "" && exists("/var/run/netns/"+ns) {
+			left = append(left, "netns "+ns)
 		}
 	}
 	for _, r := range l.rules {
@@ -316,6 +324,14 @@ func (l *Lab) Leftovers() []string {
 		}
 	}
 	return left
+}
+
+func hostNames(hs []*Host) []string {
+	var ns []string
+	for _, h := range hs {
+		ns = append(ns, h.NS)
+	}
+	return ns
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }

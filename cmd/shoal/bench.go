@@ -23,7 +23,7 @@ const benchUsage = `Usage:
   shoal bench swarm --agents N --size F --rate R [--origin-rate U] [--upstream-rate U]
                     [--origins K] [--piece-size P] [--warm-origins] [--baseline direct] [--json]
                     [--slow 0.25 [--slow-divisor 4]] [--late 0.25] [--churn 0.1] [--conns C]
-                    [--netns [--rtt 20ms]]   agents as processes in network namespaces (root, iproute2, iptables)
+                    [--netns [--rtt 20ms] [--mtu 9000]]   agents as processes in network namespaces (root, iproute2, iptables)
   shoal bench single [--size 256MiB] [--rate R] [--json]   cold pull through one agent vs direct
   shoal bench warm [--size 256MiB] [--reps 5] [--json]      cached blob: agent vs registry throughput
   shoal bench memory [--size 1GiB] [--json]                 agent process private memory while streaming
@@ -63,6 +63,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&o.ChurnFraction, "churn", 0, "fraction of the agents killed mid-pull and replaced by fresh ones")
 	fs.StringVar(&o.Baseline, "baseline", "", `"direct": also time every client pulling straight from the registry`)
 	fs.BoolVar(&o.Netns, "netns", false, "run each agent as its own process in its own network namespace, links capped by tc (needs root, iproute2, iptables)")
+	fs.IntVar(&o.MTU, "mtu", 0, "with --netns: every link's MTU (0: 1500; 9000: jumbo frames, fewer packets to emulate)")
 	fs.DurationVar(&o.RTT, "rtt", 0, "with --netns: the round trip between any two nodes (each packet waits half of it where it is received)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	dir := fs.String("dir", "", "state directory (default: temporary)")
@@ -101,6 +102,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if o.RTT < 0 || (o.RTT > 0 && !o.Netns) {
 		return usageError{errors.New("--rtt: wants --netns and a duration >= 0")}
+	}
+	if o.MTU != 0 && !o.Netns {
+		return usageError{errors.New("--mtu: wants --netns")}
 	}
 	if o.Netns {
 		if o.LateFraction > 0 || o.ChurnFraction > 0 || o.Baseline != "" {

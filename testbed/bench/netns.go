@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,7 +58,7 @@ func swarmNetns(ctx context.Context, o SwarmOptions) (_ *SwarmResult, err error)
 		}
 	}
 	sc := newScenario(o)
-	lab, err := netlab.New(ctx, netlab.Options{RTT: o.RTT, Log: o.Log})
+	lab, err := netlab.New(ctx, netlab.Options{RTT: o.RTT, MTU: o.MTU, Log: o.Log})
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +128,7 @@ func swarmNetns(ctx context.Context, o SwarmOptions) (_ *SwarmResult, err error)
 	r := &SwarmResult{Agents: o.Agents, Origins: o.Origins, BlobBytes: int64(o.Size), PieceBytes: int64(o.PieceSize),
 		RateBps: int64(o.Rate), OriginRateBps: int64(o.OriginRate), UpstreamRateBps: int64(o.UpstreamRate),
 		WarmOrigins: o.WarmOrigins, CPUCores: runtime.NumCPU(), SlowFraction: o.SlowFraction, ConnsPerTorrent: o.ConnsPerTorrent,
-		Netns: true, RTTSeconds: o.RTT.Seconds()}
+		Netns: true, RTTSeconds: o.RTT.Seconds(), MTU: cmp.Or(o.MTU, 1500)}
 	if o.RTT > 0 {
 		r.Delay = "nfqueue"
 	}

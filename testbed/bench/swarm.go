@@ -56,6 +56,7 @@ type SwarmOptions struct {
 	// (default: this one).
 	Netns  bool
 	RTT    time.Duration
+	MTU    int // of every link with Netns (0: 1500)
 	Binary string
 	Dir    string
 	Log    *slog.Logger
@@ -114,6 +115,7 @@ type SwarmResult struct {
 	// softirq work included) and the agents' largest peak RSS.
 	Netns                  bool    `json:"netns,omitempty"`
 	RTTSeconds             float64 `json:"rtt_seconds,omitempty"`
+	MTU                    int     `json:"mtu,omitempty"`
 	Delay                  string  `json:"delay,omitempty"`
 	MeasuredRTTSeconds     float64 `json:"measured_rtt_seconds,omitempty"`
 	MeasuredPeerRTTSeconds float64 `json:"measured_peer_rtt_seconds,omitempty"`

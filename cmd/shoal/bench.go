@@ -24,6 +24,7 @@ const benchUsage = `Usage:
   shoal bench swarm --agents N --size F --rate R [--origin-rate U] [--upstream-rate U]
                     [--origins K] [--piece-size P] [--warm-origins] [--baseline direct] [--json]
                     [--slow 0.25 [--slow-divisor 4]] [--late 0.25] [--churn 0.1] [--conns C]
+                    [--netns [--rtt 20ms] [--mtu 9000]]   agents as processes in network namespaces (root, iproute2, iptables)
   shoal bench single [--size 256MiB] [--rate R] [--json]   cold pull through one agent vs direct
   shoal bench warm [--size 256MiB] [--reps 5] [--json]      cached blob: agent vs registry throughput
   shoal bench memory [--size 1GiB] [--json]                 agent process private memory while streaming
@@ -62,6 +63,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.ConnsPerTorrent, "conns", 0, "every agent's p2p.conns_per_torrent (0: the default)")
 	fs.Float64Var(&o.ChurnFraction, "churn", 0, "fraction of the agents killed mid-pull and replaced by fresh ones")
 	fs.StringVar(&o.Baseline, "baseline", "", `"direct": also time every client pulling straight from the registry`)
+	fs.BoolVar(&o.Netns, "netns", false, "run each agent as its own process in its own network namespace, links capped by tc (needs root, iproute2, iptables)")
+	fs.IntVar(&o.MTU, "mtu", 0, "with --netns: every link's MTU (0: 1500; 9000: jumbo frames, fewer packets to emulate)")
+	fs.DurationVar(&o.RTT, "rtt", 0, "with --netns: the round trip between any two nodes (each packet waits half of it where it is received)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	dir := fs.String("dir", "", "state directory (default: temporary)")
 	verbose := fs.Bool("v", false, "log every component to stderr")
@@ -96,6 +100,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if o.Rate <= 0 {
 		return usageError{errors.New("--rate: must be positive")}
+	}
+	if o.RTT < 0 || (o.RTT > 0 && !o.Netns) {
+		return usageError{errors.New("--rtt: wants --netns and a duration >= 0")}
+	}
+	if o.MTU != 0 && !o.Netns {
+		return usageError{errors.New("--mtu: wants --netns")}
+	}
+	if o.Netns {
+		if o.LateFraction > 0 || o.ChurnFraction > 0 || o.Baseline != "" {
+			return usageError{errors.New("--netns: runs on-time agents only (no --late, --churn or --baseline)")}
+		}
+		if err := bench.NetnsCheck(); err != nil {
+			return fmt.Errorf("--netns: %w", err)
+		}
 	}
 	o.ApplyDefaults()
 	o.Log = commandLog(*verbose, stderr)
@@ -134,6 +152,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			mib(r.BytesFromUpstream), r.UpstreamBlobGets, mib(r.OriginBytesSent), r.OriginSentOverF, mib(r.BytesFromOrigins), mib(r.BytesFromPeers), mib(r.BytesWasted))
 		fmt.Fprintf(stdout, "cpu %.1f core-seconds on %d cores (cpu_bound: %v), peak RSS %.0f MiB, verified: %v\n",
 			r.CPUSeconds, r.CPUCores, r.CPUBound, mib(r.PeakRSSBytes), r.AllVerified)
+		if r.Netns {
+			fmt.Fprintf(stdout, "netns: RTT %s asked, connect RTT %.1f ms to the tracker, %.1f ms to a peer; %d packets delayed; machine busy %.1f core-seconds; agent peak RSS %.0f MiB\n",
+				o.RTT, r.MeasuredRTTSeconds*1e3, r.MeasuredPeerRTTSeconds*1e3, r.DelayedPackets, r.HostCPUSeconds, mib(r.AgentPeakRSSBytes))
+		}
 		if o.SlowFraction > 0 || o.LateFraction > 0 || o.ChurnFraction > 0 {
 			fmt.Fprintf(stdout, "each client over its own bound: p50 %.2fx, max %.2fx; on-time clients p50 %.2fx (slow %.2f at /%g, late %.2f, churn %.2f)\n",
 				r.P50OverBound, r.MaxOverBound, r.OnTimeP50OverBound, o.SlowFraction, o.SlowDivisor, o.LateFraction, o.ChurnFraction)

@@ -50,8 +50,16 @@ type SwarmOptions struct {
 	// Baseline "direct" also times the same clients pulling straight from
 	// the registry (capped at UpstreamRate), in the same run.
 	Baseline string
-	Dir      string
-	Log      *slog.Logger
+	// Netns runs every agent as its own process in its own network
+	// namespace (netlab): tc caps its links at its rate, and every packet
+	// waits RTT/2 where it is received. Binary is the shoal executable
+	// (default: this one).
+	Netns  bool
+	RTT    time.Duration
+	MTU    int // of every link with Netns (0: 1500)
+	Binary string
+	Dir    string
+	Log    *slog.Logger
 }
 
 // SwarmResult is one run's measurements; JSON keys are shared with
@@ -101,6 +109,20 @@ type SwarmResult struct {
 	DirectSecondsMax   float64        `json:"direct_seconds_max,omitempty"`
 	SpeedupP50         float64        `json:"speedup_p50,omitempty"`
 	Failures           []string       `json:"failures,omitempty"`
+	// --netns runs: the RTT asked for, the delay's mechanism, the connect
+	// RTT measured from agent 0 to the tracker and to agent 1 before the
+	// run, the packets delayed, the agents' CPU time, the machine's busy CPU time (the kernel's
+	// softirq work included) and the agents' largest peak RSS.
+	Netns                  bool    `json:"netns,omitempty"`
+	RTTSeconds             float64 `json:"rtt_seconds,omitempty"`
+	MTU                    int     `json:"mtu,omitempty"`
+	Delay                  string  `json:"delay,omitempty"`
+	MeasuredRTTSeconds     float64 `json:"measured_rtt_seconds,omitempty"`
+	MeasuredPeerRTTSeconds float64 `json:"measured_peer_rtt_seconds,omitempty"`
+	DelayedPackets         int64   `json:"delayed_packets,omitempty"`
+	HostCPUSeconds         float64 `json:"host_cpu_seconds,omitempty"`
+	AgentCPUSeconds        float64 `json:"agent_cpu_seconds,omitempty"` // the agent processes' part of cpu_seconds
+	AgentPeakRSSBytes      int64   `json:"agent_peak_rss_bytes,omitempty"`
 }
 
 // TMin is the fluid lower bound (Kumar and Ross): the origins' total upload,
@@ -142,6 +164,9 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Netns {
+		return swarmNetns(ctx, o)
 	}
 	sc := newScenario(o)
 	c, err := cluster.Start(cluster.Options{Dir: o.Dir, Agents: o.Agents, Origins: o.Origins,
@@ -267,11 +292,15 @@ func preheat(ctx context.Context, c *cluster.Cluster, repo string, d digest.Dige
 }
 
 func httpGet(ctx context.Context, url string) (*http.Response, error) {
+	return httpGetWith(ctx, http.DefaultClient, url)
+}
+
+func httpGetWith(ctx context.Context, hc *http.Client, url string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	return http.DefaultClient.Do(req)
+	return hc.Do(req)
 }
 
 // copyCheck is what every pulled copy must match: the blob's length and
@@ -322,9 +351,15 @@ func pullAll(ctx context.Context, n int, url func(int) string, want copyCheck, c
 // pullOne GETs url and checks the body against want as it streams, adding
 // every byte received to progress (if set). clientRate > 0 caps it.
 func pullOne(ctx context.Context, url string, want copyCheck, clientRate config.Rate, progress *atomic.Int64) (secs, ttfb float64, err error) {
+	return pullOneWith(ctx, http.DefaultClient, url, want, clientRate, progress)
+}
+
+// pullOneWith is pullOne through hc (a client that dials from another
+// network namespace).
+func pullOneWith(ctx context.Context, hc *http.Client, url string, want copyCheck, clientRate config.Rate, progress *atomic.Int64) (secs, ttfb float64, err error) {
 	t0 := time.Now()
 	err = func() error {
-		resp, err := httpGet(ctx, url)
+		resp, err := httpGetWith(ctx, hc, url)
 		if err != nil {
 			return err
 		}

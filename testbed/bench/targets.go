@@ -344,6 +344,10 @@ func procMem(pid int) (anon, rss int64) {
 }
 
 func waitUp(ctx context.Context, url string, exited <-chan error) error {
+	return waitUpWith(ctx, http.DefaultClient, url, exited)
+}
+
+func waitUpWith(ctx context.Context, hc *http.Client, url string, exited <-chan error) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -353,7 +357,7 @@ func waitUp(ctx context.Context, url string, exited <-chan error) error {
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
-		if resp, err := httpGet(ctx, url); err == nil {
+		if resp, err := httpGetWith(ctx, hc, url); err == nil {
 			resp.Body.Close()
 			return nil
 		}

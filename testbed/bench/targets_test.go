@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -72,16 +73,7 @@ func TestMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the shoal binary")
 	}
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go tool to build the agent binary: the process-level test needs it")
-	}
-	bin := filepath.Join(t.TempDir(), "shoal")
-	build := exec.Command(goTool, "build", "-o", bin, "../../cmd/shoal")
-	build.Env = os.Environ()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Skipf("cannot build the agent binary, skipping the process-level test: %v\n%s", err, out)
-	}
+	bin := shoalBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r, err := Memory(ctx, MemoryOptions{Size: 8 << 20, Binary: bin, Dir: t.TempDir()})
@@ -92,6 +84,46 @@ func TestMemory(t *testing.T) {
 	if !r.Verified || r.AgentRSSPeakBytes < r.AgentPrivatePeakBytes {
 		t.Errorf("%+v", r)
 	}
+}
+
+var shoalBin struct {
+	sync.Mutex
+	path string
+}
+
+// shoalBinary builds ./cmd/shoal once per test binary run (in a directory
+// TestMain removes), or skips the test saying why it cannot.
+func shoalBinary(t *testing.T) string {
+	t.Helper()
+	shoalBin.Lock()
+	defer shoalBin.Unlock()
+	if shoalBin.path != "" {
+		return shoalBin.path
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go tool to build the agent binary: the process-level test needs it")
+	}
+	bin := filepath.Join(testBinDir, "shoal")
+	build := exec.Command(goTool, "build", "-o", bin, "../../cmd/shoal")
+	build.Env = os.Environ()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Skipf("cannot build the agent binary, skipping the process-level test: %v\n%s", err, out)
+	}
+	shoalBin.path = bin
+	return bin
+}
+
+var testBinDir string
+
+func TestMain(m *testing.M) {
+	var err error
+	if testBinDir, err = os.MkdirTemp("", "shoal-bench-bin-"); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(testBinDir)
+	os.Exit(code)
 }
 
 func TestPageReportingIsReportedWhenOn(t *testing.T) {

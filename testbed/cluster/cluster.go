@@ -40,6 +40,10 @@ type Options struct {
 	// agents on 127.0.0.(10+i));
 	// otherwise the kernel picks free ports, so clusters can coexist.
 	DefaultPorts bool
+	// IP, if set, is the address the tracker ("tracker", 0), build-index
+	// ("buildindex", 0) and origin i ("origin", i) bind instead of their
+	// loopback one (`bench swarm --netns`: addresses on a bridge).
+	IP func(role string, i int) string
 	// AgentRate caps each agent's upload and download; OriginRate each
 	// origin's upload; UpstreamRate the registry's upload. 0 = no cap.
 	AgentRate, OriginRate, UpstreamRate config.Rate
@@ -121,8 +125,8 @@ func Start(opts Options) (*Cluster, error) {
 }
 
 func start(opts Options) (_ *Cluster, err error) {
-	if opts.Agents < 1 || opts.Agents > MaxAgents {
-		return nil, fmt.Errorf("cluster: agents must be 1..%d, got %d", MaxAgents, opts.Agents)
+	if opts.Agents < 0 || opts.Agents > MaxAgents {
+		return nil, fmt.Errorf("cluster: agents must be 0..%d, got %d", MaxAgents, opts.Agents)
 	}
 	if opts.Origins < 1 || opts.Origins > 8 {
 		return nil, fmt.Errorf("cluster: origins must be 1..8, got %d", opts.Origins)
@@ -137,6 +141,12 @@ func start(opts Options) (_ *Cluster, err error) {
 			_ = c.Close()
 		}
 	}()
+	ipOf := func(role string, i int, loopback string) string {
+		if opts.IP != nil {
+			return opts.IP(role, i)
+		}
+		return loopback
+	}
 	addr := func(ip string, def int) (string, error) {
 		if opts.DefaultPorts {
 			return net.JoinHostPort(ip, strconv.Itoa(def)), nil
@@ -163,7 +173,7 @@ func start(opts Options) (_ *Cluster, err error) {
 
 	// Every address is fixed before anything starts: origins announce to the
 	// tracker, and the tracker asks the origins.
-	trackerAddr, err := addr("127.0.0.1", 7600)
+	trackerAddr, err := addr(ipOf("tracker", 0, "127.0.0.1"), 7600)
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +186,7 @@ func start(opts Options) (_ *Cluster, err error) {
 	var ocfgs []origin.Config
 	var originURLs []string
 	for i := range opts.Origins {
-		ip := OriginIP(i)
+		ip := ipOf("origin", i, OriginIP(i))
 		httpAddr, err := addr(ip, 7610)
 		if err != nil {
 			return nil, err
@@ -222,7 +232,7 @@ func start(opts Options) (_ *Cluster, err error) {
 		c.run(o, ctx, o.Run)
 	}
 
-	biAddr, err := addr("127.0.0.1", 7620)
+	biAddr, err := addr(ipOf("buildindex", 0, "127.0.0.1"), 7620)
 	if err != nil {
 		return nil, err
 	}

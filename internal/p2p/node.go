@@ -98,7 +98,12 @@ func (c *Config) requestsPerPeer() int {
 	if c.RequestsPerPeer > 0 || c.DownloadRate <= 0 {
 		return c.RequestsPerPeer
 	}
-	return max(1, int(float64(c.DownloadRate)*0.020)/chunkSize)
+	return RequestsPerPeerFor(c.DownloadRate)
+}
+
+// RequestsPerPeerFor is requests_per_peer's default for a download cap.
+func RequestsPerPeerFor(downloadRate config.Rate) int {
+	return max(1, int(float64(downloadRate)*0.020)/chunkSize)
 }
 
 // DefaultMaxSwarms is the default of max_swarms.

@@ -116,7 +116,7 @@ func swarmNetns(ctx context.Context, o SwarmOptions) (_ *SwarmResult, err error)
 		if err != nil {
 			return nil, err
 		}
-		if agents[i], err = startNsAgent(ctx, o, c, h, i); err != nil {
+		if agents[i], err = startNsAgent(ctx, o, c, h, i, o.agentRate(sc, i)); err != nil {
 			return nil, err
 		}
 	}
@@ -245,7 +245,7 @@ type nsAgent struct {
 	done   chan struct{} // closed when it has exited
 }
 
-func startNsAgent(ctx context.Context, o SwarmOptions, c *cluster.Cluster, h *netlab.Host, i int) (*nsAgent, error) {
+func startNsAgent(ctx context.Context, o SwarmOptions, c *cluster.Cluster, h *netlab.Host, i int, link config.Rate) (*nsAgent, error) {
 	ac := agent.Config{Root: filepath.Join(o.Dir, fmt.Sprintf("agent%d", i)), Trackers: []string{c.Tracker.URL()},
 		BuildIndex: []string{c.BuildIndex.URL()}, NodeID: fmt.Sprintf("agent%d", i), LogLevel: "warn",
 		Listen:      net.JoinHostPort("127.0.0.1", strconv.Itoa(nsRegistryPort)),
@@ -254,8 +254,14 @@ func startNsAgent(ctx context.Context, o SwarmOptions, c *cluster.Cluster, h *ne
 		ac.Origins = append(ac.Origins, org.URL())
 	}
 	ac.P2P.Listen = net.JoinHostPort(h.IP.String(), strconv.Itoa(nsP2PPort))
-	// tc is the only cap: the agents' token buckets stay off.
+	// tc is the only cap: the agents' token buckets stay off. They keep
+	// the requests per peer a download cap of the link's rate would give
+	// them (what an operator who set the cap gets).
 	ac.P2P.UploadRate, ac.P2P.DownloadRate = 0, 0
+	ac.P2P.RequestsPerPeer = p2p.RequestsPerPeerFor(link)
+	if o.RequestsPerPeer > 0 {
+		ac.P2P.RequestsPerPeer = o.RequestsPerPeer
+	}
 	if o.ConnsPerTorrent > 0 {
 		ac.P2P.ConnsPerTorrent = o.ConnsPerTorrent
 	}

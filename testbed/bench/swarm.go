@@ -45,8 +45,9 @@ type SwarmOptions struct {
 	// ChurnFraction are killed then (mid-pull) and replaced by fresh agents
 	// that pull from scratch. Each is a fraction in [0, 1).
 	SlowFraction, SlowDivisor, LateFraction, ChurnFraction float64
-	// ConnsPerTorrent, if set, is every agent's p2p.conns_per_torrent.
-	ConnsPerTorrent int
+	// ConnsPerTorrent, if set, is every agent's p2p.conns_per_torrent;
+	// RequestsPerPeer its p2p.requests_per_peer.
+	ConnsPerTorrent, RequestsPerPeer int
 	// Baseline "direct" also times the same clients pulling straight from
 	// the registry (capped at UpstreamRate), in the same run.
 	Baseline string
@@ -175,6 +176,9 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 			ac.P2P.UploadRate, ac.P2P.DownloadRate = o.agentRate(sc, i), o.agentRate(sc, i)
 			if o.ConnsPerTorrent > 0 {
 				ac.P2P.ConnsPerTorrent = o.ConnsPerTorrent
+			}
+			if o.RequestsPerPeer > 0 {
+				ac.P2P.RequestsPerPeer = o.RequestsPerPeer
 			}
 		}})
 	if err != nil {

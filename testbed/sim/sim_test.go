@@ -32,9 +32,12 @@ func TestConservation(t *testing.T) {
 		{Agents: 30, BlobBytes: 16 << 20, PieceBytes: 256 << 10, Rate: 10e6, Uneven: 0.25, Late: 0.25, ConnsPerTorrent: 3, QueueDepth: 4},
 	} {
 		s, r := run(t, c.Calibrated())
-		want := int64(c.Agents) * int64(s.nPieces)
-		if s.traded != want {
-			t.Errorf("%+v: %d piece transfers, want %d (each agent each piece once)", c, s.traded, want)
+		var chunks int64
+		for p := range s.nPieces {
+			chunks += int64(s.chunks(p))
+		}
+		if want := int64(c.Agents) * chunks; s.traded != want {
+			t.Errorf("%+v: %d block transfers, want %d (each agent each block once)", c, s.traded, want)
 		}
 		for i, n := range s.nodes[1:] {
 			if n.nHave != s.nPieces || !n.done {
@@ -165,14 +168,19 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// The calibration guard: the current real rows (bench/results.json, the
-// warm table) within +-0.05 of the model with its defaults.
+// The calibration guard: real rows of each kind (requests_per_peer at
+// N = 32-128, 64 KiB pieces at N = 128, bench/results.json at N = 8-32)
+// within +-0.05 of the model with its defaults, one seed each (the full
+// table is `shoal bench sim --calibrate`).
 func TestCalibration(t *testing.T) {
 	var rows []RealRow
-	for _, r := range RealRows[:7] {
-		if r.Current {
+	for _, r := range RealRows {
+		if r.Current && (r.Code == codeRPP || r.PieceBytes == 64<<10 || strings.HasPrefix(r.Source, "bench/results.json") && r.BlobBytes == 256<<20) {
 			rows = append(rows, r)
 		}
+	}
+	if len(rows) != 7 {
+		t.Fatalf("%d guard rows, want 7", len(rows))
 	}
 	cs, err := Calibrate(context.Background(), Config{}.Calibrated(), rows, 1)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -168,19 +169,25 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// The calibration guard: real rows of each kind (requests_per_peer at
-// N = 32-128, 64 KiB pieces at N = 128, bench/results.json at N = 8-32)
-// within +-0.05 of the model with its defaults, one seed each (the full
-// table is `shoal bench sim --calibrate`).
+// The calibration guard: real rows of each kind (bench/scale at N = 64,
+// 128, 256, cold and warm; 64 KiB pieces under the library's request
+// window; bench/results.json at N = 8-32 with 512 KiB pieces) within
+// +-0.05 of the model with its defaults, one seed each (the full table:
+// `shoal bench sim --calibrate`).
 func TestCalibration(t *testing.T) {
+	guard := []string{
+		"N=64 16MiB 1MB/s cold", "N=128 16MiB 0.5MB/s cold", "N=256 16MiB 0.25MB/s cold",
+		"N=64 16MiB 1MB/s, origin 10MB/s cold", "N=128 16MiB 0.5MB/s 64KiB",
+		"N=8 256MiB 25MB/s cold", "N=16 256MiB 12.5MB/s cold", "N=32 256MiB 6.25MB/s cold",
+	}
 	var rows []RealRow
 	for _, r := range RealRows {
-		if r.Current && (r.Code == codeRPP || r.PieceBytes == 64<<10 || strings.HasPrefix(r.Source, "bench/results.json") && r.BlobBytes == 256<<20) {
+		if slices.Contains(guard, r.Name) && r.Current {
 			rows = append(rows, r)
 		}
 	}
-	if len(rows) != 7 {
-		t.Fatalf("%d guard rows, want 7", len(rows))
+	if len(rows) != len(guard) {
+		t.Fatalf("%d guard rows found of %d", len(rows), len(guard))
 	}
 	cs, err := Calibrate(context.Background(), Config{}.Calibrated(), rows, 1)
 	if err != nil {

@@ -7,17 +7,19 @@
 // churn. It predicts what `shoal bench swarm` would measure past the agents
 // one machine can run (see docs/benchmarks.md, "Simulator").
 //
-// The model works at piece granularity, with fluid rates between events:
-// a transfer is one piece from one uploader to one downloader; between
-// events every transfer moves at a constant rate (its uploader's capacity
-// shared max-min fairly among its transfers, each capped at an even share
-// of its downloader's capacity; the origin serves its transfers in reveal
-// order, as the seeder's upload turns do). Pieces are the unit peers trade
-// (a Have is sent and a piece is verified only when whole), so modelling
-// 64 KiB blocks would multiply the events by 8 and change only what the
-// block-level effects cost, which the model takes as parameters measured on
-// the real swarm: duplicate blocks (Waste) and the time from a Have to the
-// first byte of the answer (RequestLatency).
+// The model works at block granularity, with fluid rates between events:
+// a transfer is one block (64 KiB, p2p's chunkSize, or the whole piece if
+// smaller) from one uploader to one downloader; a piece is traded on (a
+// Have, the seeder's count) only when all its blocks are in, and its blocks
+// may come from different peers. Between events every transfer moves at a
+// constant rate: an uploader's capacity is shared max-min fairly among its
+// connections, each capped by what its downloader's link leaves, and a
+// connection carries one block at a time in request order (the origin
+// serves its transfers in reveal order, as the seeder's upload turns do).
+// What the model does not simulate it takes as parameters measured on the
+// real swarm: duplicate blocks after the library moved a request (Waste)
+// and the time from a block becoming requestable to its first byte
+// (RequestLatency).
 package sim
 
 import (

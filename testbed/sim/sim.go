@@ -655,7 +655,7 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 		}
 	} else {
 		// Pairs (one per downloader), by cap, max-min fair; then each
-		// pair's rate split evenly among its flows.
+		// pair's rate to one block at a time (splitPair).
 		slices.SortFunc(flows, func(a, b flow) int {
 			if c := cmpF(a.cap, b.cap); c != 0 {
 				return c

@@ -7,17 +7,19 @@
 // churn. It predicts what `shoal bench swarm` would measure past the agents
 // one machine can run (see docs/benchmarks.md, "Simulator").
 //
-// The model works at piece granularity, with fluid rates between events:
-// a transfer is one piece from one uploader to one downloader; between
-// events every transfer moves at a constant rate (its uploader's capacity
-// shared max-min fairly among its transfers, each capped at an even share
-// of its downloader's capacity; the origin serves its transfers in reveal
-// order, as the seeder's upload turns do). Pieces are the unit peers trade
-// (a Have is sent and a piece is verified only when whole), so modelling
-// 64 KiB blocks would multiply the events by 8 and change only what the
-// block-level effects cost, which the model takes as parameters measured on
-// the real swarm: duplicate blocks (Waste) and the time from a Have to the
-// first byte of the answer (RequestLatency).
+// The model works at block granularity, with fluid rates between events:
+// a transfer is one block (64 KiB, p2p's chunkSize, or the whole piece if
+// smaller) from one uploader to one downloader; a piece is traded on (a
+// Have, the seeder's count) only when all its blocks are in, and its blocks
+// may come from different peers. Between events every transfer moves at a
+// constant rate: an uploader's capacity is shared max-min fairly among its
+// connections, each capped by what its downloader's link leaves, and a
+// connection carries one block at a time in request order (the origin
+// serves its transfers in reveal order, as the seeder's upload turns do).
+// What the model does not simulate it takes as parameters measured on the
+// real swarm: duplicate blocks after the library moved a request (Waste)
+// and the time from a block becoming requestable to its first byte
+// (RequestLatency).
 package sim
 
 import (
@@ -51,8 +53,13 @@ type Config struct {
 	// Reveal is how many revealed pieces a peer may be fetching from the
 	// origin at once (the seeder's reveal).
 	Reveal int
-	// QueueDepth is how many pieces an agent may have requested on one
-	// connection at once (the library's request queue, in pieces).
+	// ChunkBytes is the block an agent requests at a time (p2p's chunkSize;
+	// a piece smaller than that is one block). A piece's blocks may come
+	// from different peers; a connection carries one block at a time.
+	ChunkBytes int64
+	// QueueDepth is how many blocks an agent may have requested on one
+	// connection at once; 0: p2p's requests_per_peer rule from the
+	// agent's download cap (20 ms of it, at least one block).
 	QueueDepth int
 	// InOrder makes agents ask for the lowest-index piece a peer has
 	// instead of the library's rarest-first (availability, then index).
@@ -90,15 +97,15 @@ type Config struct {
 // Defaults are Shoal's settings (p2p, tracker, superseed) and the values
 // the calibration against the real bench chose (docs/benchmarks.md).
 const (
-	DefaultConnsPerTorrent  = 6    // p2p.DefaultConnsPerTorrent
-	DefaultHalfOpen         = 25   // anacrolix/torrent's HalfOpenConnsPerTorrent
-	DefaultMaxPeers         = 50   // tracker max_peers
-	DefaultAnnounceInterval = 3.0  // p2p announce_interval while downloading
-	DefaultReveal           = 2    // superseed.Seeder's reveal
-	DefaultQueueDepth       = 2    // pieces per connection (calibrated)
-	DefaultRTT              = 2e-4 // loopback
-	DefaultRequestLatency   = 0.02 // calibrated
-	DefaultWaste            = 0.02 // bytes_wasted / bytes delivered, bench/results.json
+	DefaultConnsPerTorrent  = 6        // p2p.DefaultConnsPerTorrent
+	DefaultHalfOpen         = 25       // anacrolix/torrent's HalfOpenConnsPerTorrent
+	DefaultMaxPeers         = 50       // tracker max_peers
+	DefaultAnnounceInterval = 3.0      // p2p announce_interval while downloading
+	DefaultReveal           = 2        // superseed.Seeder's reveal
+	DefaultChunkBytes       = 64 << 10 // p2p chunkSize
+	DefaultRTT              = 2e-4     // loopback
+	DefaultRequestLatency   = 0.005    // calibrated on the requests_per_peer rows
+	DefaultWaste            = 0.03     // bytes received twice / bytes received: 1.5-4 % measured at N = 32-128 (requests_per_peer)
 	DefaultJoinSpread       = 0.05
 )
 
@@ -124,7 +131,9 @@ func (c *Config) ApplyDefaults() {
 	set(&c.MaxPeers, DefaultMaxPeers)
 	setf(&c.AnnounceInterval, DefaultAnnounceInterval)
 	set(&c.Reveal, DefaultReveal)
-	set(&c.QueueDepth, DefaultQueueDepth)
+	if c.ChunkBytes == 0 {
+		c.ChunkBytes = DefaultChunkBytes
+	}
 }
 
 // Calibrated returns c with the latency, waste and join spread the
@@ -177,7 +186,12 @@ func (c *Config) Validate() error {
 	check(c.MaxPeers >= 1, "max peers: want >= 1, got %d", c.MaxPeers)
 	check(c.AnnounceInterval > 0, "announce interval: want > 0, got %g", c.AnnounceInterval)
 	check(c.Reveal >= 1, "reveal: want >= 1, got %d", c.Reveal)
-	check(c.QueueDepth >= 1 && c.QueueDepth <= 255, "queue depth: want 1..255 pieces, got %d", c.QueueDepth)
+	check(c.QueueDepth >= 0 && c.QueueDepth <= 255, "queue depth: want 0..255 blocks (0: from the rate), got %d", c.QueueDepth)
+	check(c.ChunkBytes >= 1, "chunk size: want >= 1 byte, got %d", c.ChunkBytes)
+	if c.ChunkBytes >= 1 && c.PieceBytes >= 1 {
+		k := (c.PieceBytes + c.ChunkBytes - 1) / c.ChunkBytes
+		check(k <= 255, "chunk size: %d chunks per piece, want at most 255", k)
+	}
 	check(c.RTT >= 0 && c.RequestLatency >= 0 && c.JoinSpread >= 0, "latencies: want >= 0")
 	check(c.Waste >= 0 && c.Waste < 1, "waste: want 0..1, got %g", c.Waste)
 	for _, f := range []struct {
@@ -187,4 +201,13 @@ func (c *Config) Validate() error {
 		check(f.v >= 0 && f.v <= 1, "%s: want a fraction 0..1, got %g", f.name, f.v)
 	}
 	return errors.Join(errs...)
+}
+
+// queueFor is the block requests an agent with download cap down keeps in
+// flight per connection: QueueDepth, or p2p's requestsPerPeer rule.
+func (c *Config) queueFor(down float64) int {
+	if c.QueueDepth > 0 {
+		return c.QueueDepth
+	}
+	return max(1, int(down*0.020)/int(c.ChunkBytes))
 }

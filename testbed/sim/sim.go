@@ -12,6 +12,7 @@ const origin = 0 // node index of the origin; agents follow
 // node is the origin or an agent.
 type node struct {
 	up, down float64
+	queue    int // block requests in flight per connection
 	start    float64
 	joined   bool
 	alive    bool
@@ -22,7 +23,12 @@ type node struct {
 	replaced bool // a churn replacement
 	killed   bool
 
+	// have: pieces verified; inflight: pieces with every chunk requested
+	// or received (nothing left to ask for); asked: chunks requested or
+	// received; got: chunks received per piece.
 	have, inflight bitset
+	asked          bitset
+	got            []uint8
 	nHave          int
 	avail          []uint8 // per piece: connected peers that hold (or revealed) it
 	conns          []int32
@@ -45,9 +51,10 @@ type node struct {
 	fromOrigin, fromPeers, wasted int64
 }
 
-// transfer is one piece on its way from one node to another.
+// transfer is one chunk of a piece on its way from one node to another.
 type transfer struct {
 	from, to, piece int32
+	chunk           int32
 	remaining, rate float64
 	last            float64 // when remaining was last brought up to date
 	active, live    bool
@@ -65,6 +72,7 @@ type Sim struct {
 	events eventHeap
 
 	nPieces int
+	cpp     int // chunks per piece (the last piece may have fewer)
 	nodes   []*node
 	xfers   []transfer
 	free    []int32
@@ -99,6 +107,7 @@ func New(cfg Config) (*Sim, error) {
 	}
 	s := &Sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5140a1)), revealSeq: map[int64]uint64{}}
 	s.nPieces = int((cfg.BlobBytes + cfg.PieceBytes - 1) / cfg.PieceBytes)
+	s.cpp = int((cfg.PieceBytes + cfg.ChunkBytes - 1) / cfg.ChunkBytes)
 	s.assigned = make([]int32, s.nPieces)
 	s.holders = make([]int32, s.nPieces)
 	s.revealedAt = make([]float64, s.nPieces)
@@ -164,10 +173,12 @@ func (s *Sim) pick(n int, frac float64) []bool {
 }
 
 func (s *Sim) newNode(up, down float64) *node {
-	a := &node{up: up, down: down, alive: true, known: map[int32]bool{},
+	a := &node{up: up, down: down, queue: s.cfg.queueFor(down), alive: true, known: map[int32]bool{},
 		have: newBitset(s.nPieces), inflight: newBitset(s.nPieces), revealed: newBitset(s.nPieces)}
 	if len(s.nodes) > 0 { // the origin keeps no per-piece availability
 		a.avail = make([]uint8, s.nPieces)
+		a.got = make([]uint8, s.nPieces)
+		a.asked = newBitset(s.nPieces * s.cpp)
 	} else {
 		for i := range s.nPieces {
 			a.have.set(i)
@@ -187,6 +198,15 @@ func (s *Sim) push(e event) {
 
 func (s *Sim) pieceLen(p int) int64 {
 	return min(s.cfg.PieceBytes, s.cfg.BlobBytes-int64(p)*s.cfg.PieceBytes)
+}
+
+// chunks is how many chunks piece p has; chunkLen the length of its k-th.
+func (s *Sim) chunks(p int) int {
+	return int((s.pieceLen(p) + s.cfg.ChunkBytes - 1) / s.cfg.ChunkBytes)
+}
+
+func (s *Sim) chunkLen(p, k int) int64 {
+	return min(s.cfg.ChunkBytes, s.pieceLen(p)-int64(k)*s.cfg.ChunkBytes)
 }
 
 // Run simulates until every agent measured has the blob.
@@ -418,6 +438,7 @@ func (s *Sim) dropConn(a, b int32) {
 			if tr := s.xfers[id]; tr.to == w {
 				s.unlink(id)
 				s.nodes[w].inflight.clear(int(tr.piece))
+				s.nodes[w].asked.clear(int(tr.piece)*s.cpp + int(tr.chunk))
 			}
 		}
 	}
@@ -472,7 +493,10 @@ func (s *Sim) dropConn(a, b int32) {
 	}
 }
 
-// schedule fills w's request slots on its connection to v.
+// schedule fills w's request slots on its connection to v: the first
+// chunk not yet asked for of the piece choose picks (the library orders
+// requests by piece, then chunk, so a piece's chunks go out together, to
+// as many peers as have free slots and hold it).
 func (s *Sim) schedule(w, v int32) {
 	n := s.nodes[w]
 	if n.done || !n.alive {
@@ -482,14 +506,27 @@ func (s *Sim) schedule(w, v int32) {
 	if ci < 0 {
 		return
 	}
-	for int(n.slots[ci]) < s.cfg.QueueDepth {
+	for int(n.slots[ci]) < n.queue {
 		p := s.choose(w, v)
 		if p < 0 {
 			return
 		}
+		k, c := -1, s.chunks(p)
+		for j := range c {
+			if !n.asked.has(p*s.cpp + j) {
+				if k < 0 {
+					k = j
+				} else {
+					break
+				}
+			}
+			if j == c-1 {
+				n.inflight.set(p) // k is the last chunk left to ask for
+			}
+		}
+		n.asked.set(p*s.cpp + k)
 		n.slots[ci]++
-		n.inflight.set(p)
-		s.request(v, w, p)
+		s.request(v, w, p, k)
 	}
 }
 
@@ -517,9 +554,9 @@ func (s *Sim) choose(w, v int32) int {
 	return best
 }
 
-// request starts a transfer of piece p from v to w after the request
-// latency.
-func (s *Sim) request(v, w int32, p int) {
+// request starts a transfer of chunk k of piece p from v to w after the
+// request latency.
+func (s *Sim) request(v, w int32, p, k int) {
 	var id int32
 	if k := len(s.free); k > 0 {
 		id = s.free[k-1]
@@ -528,11 +565,11 @@ func (s *Sim) request(v, w int32, p int) {
 		s.xfers = append(s.xfers, transfer{})
 		id = int32(len(s.xfers) - 1)
 	}
-	b := s.pieceLen(p)
+	b := s.chunkLen(p, k)
 	tr := &s.xfers[id]
-	*tr = transfer{from: v, to: w, piece: int32(p), live: true, ver: tr.ver + 1, bytes: b}
+	*tr = transfer{from: v, to: w, piece: int32(p), chunk: int32(k), live: true, ver: tr.ver + 1, bytes: b}
 	if v == origin {
-		tr.seq = s.revealSeq[int64(w)*int64(s.nPieces)+int64(p)]
+		tr.seq = s.revealSeq[int64(w)*int64(s.nPieces)+int64(p)]<<8 | uint64(k)
 	} else {
 		tr.waste = int64(float64(b) * s.cfg.Waste)
 		s.reqSeq++
@@ -618,7 +655,7 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 		}
 	} else {
 		// Pairs (one per downloader), by cap, max-min fair; then each
-		// pair's rate split evenly among its flows.
+		// pair's rate to one block at a time (splitPair).
 		slices.SortFunc(flows, func(a, b flow) int {
 			if c := cmpF(a.cap, b.cap); c != 0 {
 				return c
@@ -639,9 +676,7 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 			r := max(0, min(flows[i].cap, left/float64(pairs)))
 			left -= r
 			pairs--
-			for k := i; k < j; k++ {
-				flows[k].rate = r / float64(j-i)
-			}
+			splitPair(flows[i:j], r)
 			i = j
 		}
 	}
@@ -730,7 +765,7 @@ func (s *Sim) finishTransfer(id int32) {
 	if ci := slices.Index(nw.conns, v); ci >= 0 {
 		nw.slots[ci]--
 	}
-	nw.inflight.clear(p)
+	nw.got[p]++
 	if v == origin {
 		nw.fromOrigin += tr.bytes
 		s.originSent += tr.bytes
@@ -740,7 +775,7 @@ func (s *Sim) finishTransfer(id int32) {
 	}
 	s.reshare(v)
 	s.reshareInto(w)
-	if !nw.have.has(p) {
+	if int(nw.got[p]) == s.chunks(p) && !nw.have.has(p) {
 		s.gotPiece(w, p)
 	}
 	s.schedule(w, v)
@@ -794,4 +829,18 @@ func (s *Sim) kill(a int32) {
 	r.replaced, r.start = true, s.now
 	s.measured++
 	s.push(event{t: s.now, kind: evJoin, a: int32(len(s.nodes) - 1)})
+}
+
+// splitPair gives a pair's rate r to its flows: a connection carries one
+// chunk message at a time, so the chunks requested on it go one after the
+// other, in request order.
+func splitPair(fs []flow, r float64) {
+	first := 0
+	for k := range fs {
+		if fs[k].seq < fs[first].seq {
+			first = k
+		}
+		fs[k].rate = 0
+	}
+	fs[first].rate = r
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -32,9 +33,12 @@ func TestConservation(t *testing.T) {
 		{Agents: 30, BlobBytes: 16 << 20, PieceBytes: 256 << 10, Rate: 10e6, Uneven: 0.25, Late: 0.25, ConnsPerTorrent: 3, QueueDepth: 4},
 	} {
 		s, r := run(t, c.Calibrated())
-		want := int64(c.Agents) * int64(s.nPieces)
-		if s.traded != want {
-			t.Errorf("%+v: %d piece transfers, want %d (each agent each piece once)", c, s.traded, want)
+		var chunks int64
+		for p := range s.nPieces {
+			chunks += int64(s.chunks(p))
+		}
+		if want := int64(c.Agents) * chunks; s.traded != want {
+			t.Errorf("%+v: %d block transfers, want %d (each agent each block once)", c, s.traded, want)
 		}
 		for i, n := range s.nodes[1:] {
 			if n.nHave != s.nPieces || !n.done {
@@ -165,14 +169,25 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// The calibration guard: the current real rows (bench/results.json, the
-// warm table) within +-0.05 of the model with its defaults.
+// The calibration guard: real rows of each kind (bench/scale at N = 64,
+// 128, 256, cold and warm; 64 KiB pieces under the library's request
+// window; bench/results.json at N = 8-32 with 512 KiB pieces) within
+// +-0.05 of the model with its defaults, one seed each (the full table:
+// `shoal bench sim --calibrate`).
 func TestCalibration(t *testing.T) {
+	guard := []string{
+		"N=64 16MiB 1MB/s cold", "N=128 16MiB 0.5MB/s cold", "N=256 16MiB 0.25MB/s cold",
+		"N=64 16MiB 1MB/s, origin 10MB/s cold", "N=128 16MiB 0.5MB/s 64KiB",
+		"N=8 256MiB 25MB/s cold", "N=16 256MiB 12.5MB/s cold", "N=32 256MiB 6.25MB/s cold",
+	}
 	var rows []RealRow
-	for _, r := range RealRows[:7] {
-		if r.Current {
+	for _, r := range RealRows {
+		if slices.Contains(guard, r.Name) && r.Current {
 			rows = append(rows, r)
 		}
+	}
+	if len(rows) != len(guard) {
+		t.Fatalf("%d guard rows found of %d", len(rows), len(guard))
 	}
 	cs, err := Calibrate(context.Background(), Config{}.Calibrated(), rows, 1)
 	if err != nil {

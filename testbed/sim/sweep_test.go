@@ -20,14 +20,14 @@ func TestSweep(t *testing.T) {
 			rows = append(rows, r)
 		}
 	}
-	for _, lat := range []float64{0.005, 0.01, 0.02} {
-		for _, q := range []int{1, 2, 3} {
-			for _, w := range []float64{0.015, 0.02, 0.025} {
+	for _, lat := range []float64{0.0025, 0.005, 0.01, 0.02} {
+		for _, q := range []int{0, 1, 2} { // 0: requests_per_peer's rule
+			for _, w := range []float64{0.02, 0.03, 0.04} {
 				cs, err := Calibrate(context.Background(), Config{RequestLatency: lat, QueueDepth: q, Waste: w}.Calibrated(), rows, 2)
 				if err != nil {
 					t.Fatal(err)
 				}
-				line := fmt.Sprintf("lat %.3f q %d waste %.3f:", lat, q, w)
+				line := fmt.Sprintf("lat %.4f q %d waste %.3f:", lat, q, w)
 				var maxErr, sq float64
 				for _, c := range cs {
 					line += fmt.Sprintf(" %+.3f", c.Diff)

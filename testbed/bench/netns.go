@@ -77,6 +77,7 @@ func swarmNetns(ctx context.Context, o SwarmOptions) (_ *SwarmResult, err error)
 	}
 	c, err := cluster.Start(cluster.Options{Dir: o.Dir, Agents: 0, Origins: o.Origins,
 		OriginRate: o.OriginRate, UpstreamRate: o.UpstreamRate, PieceLength: o.PieceSize, Log: o.Log,
+		TrackerConfig: o.trackerConfig,
 		IP: func(role string, i int) string {
 			if role == "origin" {
 				return originIPs[i]
@@ -127,7 +128,7 @@ func swarmNetns(ctx context.Context, o SwarmOptions) (_ *SwarmResult, err error)
 	}
 	r := &SwarmResult{Agents: o.Agents, Origins: o.Origins, BlobBytes: int64(o.Size), PieceBytes: int64(o.PieceSize),
 		RateBps: int64(o.Rate), OriginRateBps: int64(o.OriginRate), UpstreamRateBps: int64(o.UpstreamRate),
-		WarmOrigins: o.WarmOrigins, CPUCores: runtime.NumCPU(), SlowFraction: o.SlowFraction, ConnsPerTorrent: o.ConnsPerTorrent,
+		WarmOrigins: o.WarmOrigins, CPUCores: runtime.NumCPU(), SlowFraction: o.SlowFraction, ConnsPerTorrent: o.ConnsPerTorrent, RequestsPerPeer: o.RequestsPerPeer, MaxPeers: o.MaxPeers,
 		Netns: true, RTTSeconds: o.RTT.Seconds(), MTU: cmp.Or(o.MTU, 1500)}
 	if o.RTT > 0 {
 		r.Delay = "nfqueue"

@@ -27,6 +27,7 @@ import (
 	"github.com/shoal-dev/shoal/proto"
 	"github.com/shoal-dev/shoal/testbed/cluster"
 	"github.com/shoal-dev/shoal/testbed/localregistry"
+	"github.com/shoal-dev/shoal/tracker"
 )
 
 // SwarmOptions describe one swarm run.
@@ -48,6 +49,8 @@ type SwarmOptions struct {
 	// ConnsPerTorrent, if set, is every agent's p2p.conns_per_torrent;
 	// RequestsPerPeer its p2p.requests_per_peer.
 	ConnsPerTorrent, RequestsPerPeer int
+	// MaxPeers, if set, is the tracker's max_peers (peers per announce).
+	MaxPeers int
 	// Baseline "direct" also times the same clients pulling straight from
 	// the registry (capped at UpstreamRate), in the same run.
 	Baseline string
@@ -90,6 +93,8 @@ type SwarmResult struct {
 	LateFraction       float64        `json:"late_fraction,omitempty"`
 	ChurnFraction      float64        `json:"churn_fraction,omitempty"`
 	ConnsPerTorrent    int            `json:"conns_per_torrent,omitempty"`
+	RequestsPerPeer    int            `json:"requests_per_peer,omitempty"`
+	MaxPeers           int            `json:"max_peers,omitempty"`
 	P50OverBound       float64        `json:"p50_over_bound"`
 	MaxOverBound       float64        `json:"max_over_bound"`
 	OnTimeP50OverBound float64        `json:"on_time_p50_over_bound"`
@@ -154,6 +159,13 @@ func (o *SwarmOptions) ApplyDefaults() {
 	}
 }
 
+// trackerConfig applies the options that are the tracker's.
+func (o *SwarmOptions) trackerConfig(tc *tracker.Config) {
+	if o.MaxPeers > 0 {
+		tc.MaxPeers = o.MaxPeers
+	}
+}
+
 // Swarm runs one measurement.
 func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	o.ApplyDefaults()
@@ -172,6 +184,7 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	sc := newScenario(o)
 	c, err := cluster.Start(cluster.Options{Dir: o.Dir, Agents: o.Agents, Origins: o.Origins,
 		AgentRate: o.Rate, OriginRate: o.OriginRate, UpstreamRate: o.UpstreamRate, PieceLength: o.PieceSize, Log: o.Log,
+		TrackerConfig: o.trackerConfig,
 		AgentConfig: func(i int, ac *agent.Config) {
 			ac.P2P.UploadRate, ac.P2P.DownloadRate = o.agentRate(sc, i), o.agentRate(sc, i)
 			if o.ConnsPerTorrent > 0 {
@@ -208,7 +221,8 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	r := &SwarmResult{Agents: o.Agents, Origins: o.Origins, BlobBytes: int64(o.Size), PieceBytes: int64(o.PieceSize),
 		RateBps: int64(o.Rate), OriginRateBps: int64(o.OriginRate), UpstreamRateBps: int64(o.UpstreamRate),
 		WarmOrigins: o.WarmOrigins, AllVerified: true, CPUCores: runtime.NumCPU(),
-		SlowFraction: o.SlowFraction, LateFraction: o.LateFraction, ChurnFraction: o.ChurnFraction, ConnsPerTorrent: o.ConnsPerTorrent}
+		SlowFraction: o.SlowFraction, LateFraction: o.LateFraction, ChurnFraction: o.ChurnFraction, ConnsPerTorrent: o.ConnsPerTorrent,
+		RequestsPerPeer: o.RequestsPerPeer, MaxPeers: o.MaxPeers}
 	if o.SlowFraction > 0 {
 		r.SlowDivisor = o.SlowDivisor
 	}

@@ -57,6 +57,8 @@ type Options struct {
 	AgentConfig func(i int, c *agent.Config)
 	// OriginConfig, if set, adjusts origin i's config before it starts.
 	OriginConfig func(i int, c *origin.Config)
+	// TrackerConfig, if set, adjusts the tracker's config.
+	TrackerConfig func(c *tracker.Config)
 	// BuildIndexConfig, if set, adjusts the build-index's config.
 	BuildIndexConfig func(c *buildindex.Config)
 	// TLS, if set, is the [tls] table of each component (role "tracker",
@@ -218,6 +220,9 @@ func start(opts Options) (_ *Cluster, err error) {
 	}
 
 	tc := tracker.Config{Listen: trackerAddr, Origins: originURLs, TLS: tlsFor("tracker", 0)}
+	if opts.TrackerConfig != nil {
+		opts.TrackerConfig(&tc)
+	}
 	tc.ApplyDefaults()
 	if c.Tracker, err = started[*tracker.Server](c, ctx)(tracker.New(tc, opts.Log.With("role", "tracker"))); err != nil {
 		return nil, err

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,19 +87,9 @@ func swarmNetns(ctx context.Context, o SwarmOptions) (_ *SwarmResult, err error)
 		return nil, err
 	}
 	defer c.Close()
-	const repo = "bench/blob"
-	d, err := c.Registry.PushRandomBlob(ctx, repo, int64(o.Size), 1)
+	d, want, err := pushBlob(ctx, c, o)
 	if err != nil {
 		return nil, err
-	}
-	want, err := randomBlobCheck(int64(o.Size), 1)
-	if err != nil {
-		return nil, err
-	}
-	if o.WarmOrigins {
-		if err := preheat(ctx, c, repo, d); err != nil {
-			return nil, err
-		}
 	}
 
 	agents := make([]*nsAgent, o.Agents)
@@ -126,20 +115,11 @@ func swarmNetns(ctx context.Context, o SwarmOptions) (_ *SwarmResult, err error)
 			return nil, fmt.Errorf("agent %d: %w (stderr: %s)", a.i, err, a.stderr.String())
 		}
 	}
-	r := &SwarmResult{Agents: o.Agents, Origins: o.Origins, BlobBytes: int64(o.Size), PieceBytes: int64(o.PieceSize),
-		RateBps: int64(o.Rate), OriginRateBps: int64(o.OriginRate), UpstreamRateBps: int64(o.UpstreamRate),
-		WarmOrigins: o.WarmOrigins, CPUCores: runtime.NumCPU(), SlowFraction: o.SlowFraction, ConnsPerTorrent: o.ConnsPerTorrent, RequestsPerPeer: o.RequestsPerPeer, MaxPeers: o.MaxPeers,
-		Netns: true, RTTSeconds: o.RTT.Seconds(), MTU: cmp.Or(o.MTU, 1500)}
+	r := newSwarmResult(o)
+	r.Netns, r.RTTSeconds, r.MTU = true, o.RTT.Seconds(), cmp.Or(o.MTU, 1500)
 	if o.RTT > 0 {
 		r.Delay = "nfqueue"
 	}
-	if o.SlowFraction > 0 {
-		r.SlowDivisor = o.SlowDivisor
-	}
-	if r.PieceBytes == 0 {
-		r.PieceBytes = p2p.PieceLengthFor(r.BlobBytes)
-	}
-	r.TMinSeconds = TMin(o.Agents, float64(o.Size), float64(o.Rate), float64(o.OriginRate), float64(o.UpstreamRate), !o.WarmOrigins)
 	// What the packets really see, before the run loads the links.
 	r.MeasuredRTTSeconds = connectRTT(agents[0].host.NS, net.JoinHostPort(lab.Gateway.String(), portOf(c.Tracker.URL())))
 	if len(agents) > 1 {
@@ -156,7 +136,7 @@ func swarmNetns(ctx context.Context, o SwarmOptions) (_ *SwarmResult, err error)
 	for i, a := range agents {
 		agentCPU0[i] = procCPUSeconds(a.pid())
 	}
-	r.Clients = runNsClients(ctx, o, sc, agents, repo, d, want)
+	r.Clients = runNsClients(ctx, o, sc, agents, benchRepo, d, want)
 	wall := time.Since(t0).Seconds()
 	r.CPUSeconds = procstat.CPUSeconds() - cpu0
 	for i, a := range agents {
@@ -166,18 +146,7 @@ func swarmNetns(ctx context.Context, o SwarmOptions) (_ *SwarmResult, err error)
 	r.HostCPUSeconds = hostCPUSeconds() - host0
 	r.CPUBound = max(r.CPUSeconds, r.HostCPUSeconds)/wall > 0.8*float64(r.CPUCores)
 
-	var times, ttfbs, over []float64
-	for _, cr := range r.Clients {
-		if cr.Error != "" {
-			r.Failures = append(r.Failures, fmt.Sprintf("agent %d: %s", cr.Agent, cr.Error))
-		}
-		times, ttfbs, over = append(times, cr.Seconds), append(ttfbs, cr.TTFBSeconds), append(over, cr.OverBound)
-	}
-	r.P50OverBound, r.MaxOverBound, r.OnTimeP50OverBound = quantile(over, 0.5), quantile(over, 1), quantile(over, 0.5)
-	r.AgentSeconds = times
-	r.AgentSecondsP50, r.AgentSecondsP90, r.AgentSecondsMax = quantile(times, 0.5), quantile(times, 0.9), quantile(times, 1)
-	r.TTFBSecondsP50 = quantile(ttfbs, 0.5)
-	r.P50OverTMin, r.MaxOverTMin = r.AgentSecondsP50/r.TMinSeconds, r.AgentSecondsMax/r.TMinSeconds
+	r.summarize()
 	for _, a := range agents {
 		m, err := a.metrics(ctx)
 		if err != nil {

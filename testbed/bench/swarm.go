@@ -198,19 +198,9 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 		return nil, err
 	}
 	defer c.Close()
-	const repo = "bench/blob"
-	d, err := c.Registry.PushRandomBlob(ctx, repo, int64(o.Size), 1)
+	d, want, err := pushBlob(ctx, c, o)
 	if err != nil {
 		return nil, err
-	}
-	want, err := randomBlobCheck(int64(o.Size), 1)
-	if err != nil {
-		return nil, err
-	}
-	if o.WarmOrigins {
-		if err := preheat(ctx, c, repo, d); err != nil {
-			return nil, err
-		}
 	}
 	c.Registry.ResetCounts()
 	var originSent0 int64
@@ -218,45 +208,15 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 		originSent0 += org.BytesSent()
 	}
 
-	r := &SwarmResult{Agents: o.Agents, Origins: o.Origins, BlobBytes: int64(o.Size), PieceBytes: int64(o.PieceSize),
-		RateBps: int64(o.Rate), OriginRateBps: int64(o.OriginRate), UpstreamRateBps: int64(o.UpstreamRate),
-		WarmOrigins: o.WarmOrigins, AllVerified: true, CPUCores: runtime.NumCPU(),
-		SlowFraction: o.SlowFraction, LateFraction: o.LateFraction, ChurnFraction: o.ChurnFraction, ConnsPerTorrent: o.ConnsPerTorrent,
-		RequestsPerPeer: o.RequestsPerPeer, MaxPeers: o.MaxPeers}
-	if o.SlowFraction > 0 {
-		r.SlowDivisor = o.SlowDivisor
-	}
-	if r.PieceBytes == 0 {
-		r.PieceBytes = p2p.PieceLengthFor(r.BlobBytes)
-	}
-	// With one blob only the origin that owns it uploads.
-	r.TMinSeconds = TMin(o.Agents, float64(o.Size), float64(o.Rate), float64(o.OriginRate), float64(o.UpstreamRate), !o.WarmOrigins)
+	r := newSwarmResult(o)
 
 	cpu0, t0 := procstat.CPUSeconds(), time.Now()
-	r.Clients = runClients(ctx, c, o, sc, repo, d, want)
+	r.Clients = runClients(ctx, c, o, sc, benchRepo, d, want)
 	wall := time.Since(t0).Seconds()
 	r.CPUSeconds = procstat.CPUSeconds() - cpu0
 	r.CPUBound = r.CPUSeconds/wall > 0.8*float64(r.CPUCores)
-	var times, ttfbs, over, onTime []float64
-	for _, cr := range r.Clients {
-		if cr.Error != "" {
-			r.Failures = append(r.Failures, fmt.Sprintf("agent %d (%s): %s", cr.Agent, cr.Kind, cr.Error))
-		}
-		if cr.Kind == KindKilled {
-			continue
-		}
-		times, ttfbs, over = append(times, cr.Seconds), append(ttfbs, cr.TTFBSeconds), append(over, cr.OverBound)
-		if cr.Kind == KindOnTime {
-			onTime = append(onTime, cr.OverBound)
-		}
-	}
+	r.summarize()
 	r.AllVerified = len(r.Failures) == 0
-	r.P50OverBound, r.MaxOverBound, r.OnTimeP50OverBound = quantile(over, 0.5), quantile(over, 1), quantile(onTime, 0.5)
-	r.AgentSeconds = times
-	r.AgentSecondsP50, r.AgentSecondsP90, r.AgentSecondsMax = quantile(times, 0.5), quantile(times, 0.9), quantile(times, 1)
-	r.TTFBSecondsP50 = quantile(ttfbs, 0.5)
-	r.P50OverTMin = r.AgentSecondsP50 / r.TMinSeconds
-	r.MaxOverTMin = r.AgentSecondsMax / r.TMinSeconds
 	for _, a := range c.Agents {
 		r.BytesFromOrigins += a.Node().BytesFromOrigins()
 		r.BytesFromPeers += a.Node().BytesFromPeers()
@@ -275,13 +235,78 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 		// The same clients, each capped at Rate, straight from the registry
 		// (capped at UpstreamRate in all).
 		dt, _, dfails := pullAll(ctx, len(c.Agents), func(int) string {
-			return proto.V2BlobURL(c.Registry.URL(), repo, d)
+			return proto.V2BlobURL(c.Registry.URL(), benchRepo, d)
 		}, want, o.Rate)
 		r.Failures = append(r.Failures, dfails...)
 		r.DirectSecondsP50, r.DirectSecondsMax = quantile(dt, 0.5), quantile(dt, 1)
 		r.SpeedupP50 = r.DirectSecondsP50 / r.AgentSecondsP50
 	}
 	return r, nil
+}
+
+// benchRepo is the repository the bench's blob is pushed to.
+const benchRepo = "bench/blob"
+
+// pushBlob pushes the bench's random blob to the cluster's registry (and,
+// with WarmOrigins, onto its origin); want checks a copy of it.
+func pushBlob(ctx context.Context, c *cluster.Cluster, o SwarmOptions) (digest.Digest, copyCheck, error) {
+	d, err := c.Registry.PushRandomBlob(ctx, benchRepo, int64(o.Size), 1)
+	if err != nil {
+		return "", copyCheck{}, err
+	}
+	want, err := randomBlobCheck(int64(o.Size), 1)
+	if err != nil {
+		return "", copyCheck{}, err
+	}
+	if o.WarmOrigins {
+		if err := preheat(ctx, c, benchRepo, d); err != nil {
+			return "", copyCheck{}, err
+		}
+	}
+	return d, want, nil
+}
+
+// newSwarmResult is the result of run o before it runs: what it is, and its
+// bound.
+func newSwarmResult(o SwarmOptions) *SwarmResult {
+	r := &SwarmResult{Agents: o.Agents, Origins: o.Origins, BlobBytes: int64(o.Size), PieceBytes: int64(o.PieceSize),
+		RateBps: int64(o.Rate), OriginRateBps: int64(o.OriginRate), UpstreamRateBps: int64(o.UpstreamRate),
+		WarmOrigins: o.WarmOrigins, AllVerified: true, CPUCores: runtime.NumCPU(),
+		SlowFraction: o.SlowFraction, LateFraction: o.LateFraction, ChurnFraction: o.ChurnFraction, ConnsPerTorrent: o.ConnsPerTorrent,
+		RequestsPerPeer: o.RequestsPerPeer, MaxPeers: o.MaxPeers}
+	if o.SlowFraction > 0 {
+		r.SlowDivisor = o.SlowDivisor
+	}
+	if r.PieceBytes == 0 {
+		r.PieceBytes = p2p.PieceLengthFor(r.BlobBytes)
+	}
+	// With one blob only the origin that owns it uploads.
+	r.TMinSeconds = TMin(o.Agents, float64(o.Size), float64(o.Rate), float64(o.OriginRate), float64(o.UpstreamRate), !o.WarmOrigins)
+	return r
+}
+
+// summarize fills the times and ratios from r.Clients (killed clients are
+// not timed) and adds the clients' errors to r.Failures.
+func (r *SwarmResult) summarize() {
+	var times, ttfbs, over, onTime []float64
+	for _, cr := range r.Clients {
+		if cr.Error != "" {
+			r.Failures = append(r.Failures, fmt.Sprintf("agent %d (%s): %s", cr.Agent, cr.Kind, cr.Error))
+		}
+		if cr.Kind == KindKilled {
+			continue
+		}
+		times, ttfbs, over = append(times, cr.Seconds), append(ttfbs, cr.TTFBSeconds), append(over, cr.OverBound)
+		if cr.Kind == KindOnTime {
+			onTime = append(onTime, cr.OverBound)
+		}
+	}
+	r.P50OverBound, r.MaxOverBound, r.OnTimeP50OverBound = quantile(over, 0.5), quantile(over, 1), quantile(onTime, 0.5)
+	r.AgentSeconds = times
+	r.AgentSecondsP50, r.AgentSecondsP90, r.AgentSecondsMax = quantile(times, 0.5), quantile(times, 0.9), quantile(times, 1)
+	r.TTFBSecondsP50 = quantile(ttfbs, 0.5)
+	r.P50OverTMin = r.AgentSecondsP50 / r.TMinSeconds
+	r.MaxOverTMin = r.AgentSecondsMax / r.TMinSeconds
 }
 
 func preheat(ctx context.Context, c *cluster.Cluster, repo string, d digest.Digest) error {

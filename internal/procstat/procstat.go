@@ -31,15 +31,19 @@ func PeakRSS() int64 {
 
 // AnonRSS is the process's current private (anonymous) resident memory in
 // bytes: heap and stacks, not the page cache of files it reads.
-func AnonRSS() int64 {
-	f, err := os.Open("/proc/self/status")
+func AnonRSS() int64 { return StatusBytes("self", "RssAnon") }
+
+// StatusBytes is a "kB" field (VmHWM, RssAnon, ...) of /proc/<pid>/status
+// in bytes; pid "self" is this process. 0 when there is none.
+func StatusBytes(pid, field string) int64 {
+	f, err := os.Open("/proc/" + pid + "/status")
 	if err != nil {
 		return 0
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "RssAnon:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return kb * 1024
 		}

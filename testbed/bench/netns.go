@@ -380,18 +380,4 @@ func hostCPUSeconds() float64 {
 }
 
 // procPeakRSS is pid's VmHWM in bytes.
-func procPeakRSS(pid int) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
-}
+func procPeakRSS(pid int) int64 { return procstat.StatusBytes(strconv.Itoa(pid), "VmHWM") }

@@ -126,11 +126,7 @@ func swarmNetns(ctx context.Context, o SwarmOptions) (_ *SwarmResult, err error)
 		r.MeasuredPeerRTTSeconds = connectRTT(agents[0].host.NS, net.JoinHostPort(agents[1].host.IP.String(), strconv.Itoa(nsAdminPort)))
 	}
 
-	c.Registry.ResetCounts()
-	var originSent0 int64
-	for _, org := range c.Origins {
-		originSent0 += org.BytesSent()
-	}
+	counted := countUpstream(c, d)
 	cpu0, host0, t0 := procstat.CPUSeconds(), hostCPUSeconds(), time.Now()
 	agentCPU0 := make([]float64, len(agents))
 	for i, a := range agents {
@@ -158,14 +154,7 @@ func swarmNetns(ctx context.Context, o SwarmOptions) (_ *SwarmResult, err error)
 		r.BytesWasted += int64(m["shoal_p2p_wasted_bytes_total"])
 		r.AgentPeakRSSBytes = max(r.AgentPeakRSSBytes, procPeakRSS(a.pid()))
 	}
-	for _, org := range c.Origins {
-		r.OriginBytesSent += org.BytesSent()
-	}
-	r.OriginBytesSent -= originSent0
-	r.OriginSentOverF = float64(r.OriginBytesSent) / float64(o.Size)
-	r.BytesFromUpstream = c.Registry.BytesSent()
-	r.UpstreamBlobGets = c.Registry.BlobGets(d.String())
-	r.PeakRSSBytes = procstat.PeakRSS()
+	counted(r)
 	r.DelayedPackets = lab.DelayedPackets()
 	if err := lab.DelayErr(); err != nil {
 		r.Failures = append(r.Failures, err.Error())

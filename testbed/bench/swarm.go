@@ -202,12 +202,7 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.Registry.ResetCounts()
-	var originSent0 int64
-	for _, org := range c.Origins {
-		originSent0 += org.BytesSent()
-	}
-
+	counted := countUpstream(c, d)
 	r := newSwarmResult(o)
 
 	cpu0, t0 := procstat.CPUSeconds(), time.Now()
@@ -222,14 +217,7 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 		r.BytesFromPeers += a.Node().BytesFromPeers()
 		r.BytesWasted += a.Node().BytesWasted()
 	}
-	for _, org := range c.Origins {
-		r.OriginBytesSent += org.BytesSent()
-	}
-	r.OriginBytesSent -= originSent0
-	r.OriginSentOverF = float64(r.OriginBytesSent) / float64(o.Size)
-	r.BytesFromUpstream = c.Registry.BytesSent()
-	r.UpstreamBlobGets = c.Registry.BlobGets(d.String())
-	r.PeakRSSBytes = procstat.PeakRSS()
+	counted(r)
 
 	if o.Baseline == "direct" {
 		// The same clients, each capped at Rate, straight from the registry
@@ -264,6 +252,27 @@ func pushBlob(ctx context.Context, c *cluster.Cluster, o SwarmOptions) (digest.D
 		}
 	}
 	return d, want, nil
+}
+
+// countUpstream zeroes the registry's counters and notes what the origins
+// have sent so far; the function it returns fills r with what the origins
+// and the upstream sent since (and the process's peak RSS).
+func countUpstream(c *cluster.Cluster, d digest.Digest) func(r *SwarmResult) {
+	originsSent := func() (n int64) {
+		for _, org := range c.Origins {
+			n += org.BytesSent()
+		}
+		return n
+	}
+	c.Registry.ResetCounts()
+	sent0 := originsSent()
+	return func(r *SwarmResult) {
+		r.OriginBytesSent = originsSent() - sent0
+		r.OriginSentOverF = float64(r.OriginBytesSent) / float64(r.BlobBytes)
+		r.BytesFromUpstream = c.Registry.BytesSent()
+		r.UpstreamBlobGets = c.Registry.BlobGets(d.String())
+		r.PeakRSSBytes = procstat.PeakRSS()
+	}
 }
 
 // newSwarmResult is the result of run o before it runs: what it is, and its

@@ -61,6 +61,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&o.SlowDivisor, "slow-divisor", 4, "slow agents' links are --rate divided by this")
 	fs.Float64Var(&o.LateFraction, "late", 0, "fraction of the agents that start when the others are half done")
 	fs.IntVar(&o.ConnsPerTorrent, "conns", 0, "every agent's p2p.conns_per_torrent (0: the default)")
+	fs.IntVar(&o.SlowConns, "slow-conns", 0, "the --slow agents' p2p.conns_per_torrent (0: as the others')")
 	fs.IntVar(&o.MaxPeers, "max-peers", 0, "the tracker's max_peers (0: the default)")
 	fs.IntVar(&o.RequestsPerPeer, "requests-per-peer", 0, "every agent's p2p.requests_per_peer (0: the default; with --netns, what a download cap of --rate gives)")
 	fs.Float64Var(&o.ChurnFraction, "churn", 0, "fraction of the agents killed mid-pull and replaced by fresh ones")

@@ -119,13 +119,13 @@ func TestScaleSetRows(t *testing.T) {
 		if want := float64(row.Rate) * max(row.OriginX, 1); float64(o.OriginRate) != want || o.UpstreamRate != o.OriginRate {
 			t.Errorf("row %+v: origin %v, upstream %v, want both %v", row, o.OriginRate, o.UpstreamRate, want)
 		}
-		if o.WarmOrigins != row.Warm || o.SlowFraction != row.Slow || o.LateFraction != row.Late || o.ChurnFraction != row.Churn {
+		if o.WarmOrigins != row.Warm || o.SlowFraction != row.Slow || o.LateFraction != row.Late || o.ChurnFraction != row.Churn || o.SlowConns != row.SlowConns {
 			t.Errorf("row %+v: options %+v", row, o)
 		}
 		seen[fmt.Sprintf("%d%s", row.Agents, row.describe())] = true
 	}
 	for _, want := range []string{"64", "64, warm", "64, U=10R", "64, warm, U=10R", "128", "256, warm, U=10R",
-		"64, 0.25 slow", "64, 0.25 late", "64, 0.1 churn"} {
+		"64, 0.25 slow", "64, 0.25 slow (3 conns)", "64, 0.25 late", "64, 0.1 churn"} {
 		if !seen[want] {
 			t.Errorf("the scale set has no row %q (has %v)", want, seen)
 		}

@@ -106,7 +106,7 @@ func swarmNetns(ctx context.Context, o SwarmOptions) (_ *SwarmResult, err error)
 		if err != nil {
 			return nil, err
 		}
-		if agents[i], err = startNsAgent(ctx, o, c, h, i, o.agentRate(sc, i)); err != nil {
+		if agents[i], err = startNsAgent(ctx, o, c, h, sc, i); err != nil {
 			return nil, err
 		}
 	}
@@ -204,7 +204,7 @@ type nsAgent struct {
 	done   chan struct{} // closed when it has exited
 }
 
-func startNsAgent(ctx context.Context, o SwarmOptions, c *cluster.Cluster, h *netlab.Host, i int, link config.Rate) (*nsAgent, error) {
+func startNsAgent(ctx context.Context, o SwarmOptions, c *cluster.Cluster, h *netlab.Host, sc scenario, i int) (*nsAgent, error) {
 	ac := agent.Config{Root: filepath.Join(o.Dir, fmt.Sprintf("agent%d", i)), Trackers: []string{c.Tracker.URL()},
 		BuildIndex: []string{c.BuildIndex.URL()}, NodeID: fmt.Sprintf("agent%d", i), LogLevel: "warn",
 		Listen:      net.JoinHostPort("127.0.0.1", strconv.Itoa(nsRegistryPort)),
@@ -217,12 +217,12 @@ func startNsAgent(ctx context.Context, o SwarmOptions, c *cluster.Cluster, h *ne
 	// the requests per peer a download cap of the link's rate would give
 	// them (what an operator who set the cap gets).
 	ac.P2P.UploadRate, ac.P2P.DownloadRate = 0, 0
-	ac.P2P.RequestsPerPeer = p2p.RequestsPerPeerFor(link)
+	ac.P2P.RequestsPerPeer = p2p.RequestsPerPeerFor(o.agentRate(sc, i))
 	if o.RequestsPerPeer > 0 {
 		ac.P2P.RequestsPerPeer = o.RequestsPerPeer
 	}
-	if o.ConnsPerTorrent > 0 {
-		ac.P2P.ConnsPerTorrent = o.ConnsPerTorrent
+	if n := o.agentConns(sc, i); n > 0 {
+		ac.P2P.ConnsPerTorrent = n
 	}
 	b, err := config.Encode(ac)
 	if err != nil {

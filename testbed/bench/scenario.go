@@ -102,10 +102,22 @@ func (o SwarmOptions) validateScenario() error {
 	if o.SlowFraction > 0 && o.SlowDivisor < 1 {
 		return fmt.Errorf("bench: slow divisor: want >= 1, got %g", o.SlowDivisor)
 	}
+	if o.SlowConns < 0 || o.SlowConns > 0 && o.SlowFraction == 0 {
+		return fmt.Errorf("bench: slow agents' connections: want >= 1 with a slow fraction, got %d", o.SlowConns)
+	}
 	if o.LateFraction+o.ChurnFraction >= 1 {
 		return errors.New("bench: late and churn fractions leave no on-time agent")
 	}
 	return nil
+}
+
+// agentConns is agent i's conns_per_torrent, 0 for the default (slow
+// agents get SlowConns if set, every agent ConnsPerTorrent if set).
+func (o SwarmOptions) agentConns(s scenario, i int) int {
+	if o.SlowConns > 0 && s.slow[i] {
+		return o.SlowConns
+	}
+	return o.ConnsPerTorrent
 }
 
 // agentRate is agent i's cap (slow agents get Rate / SlowDivisor).

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +44,25 @@ func TestScenarioPicksDisjointSets(t *testing.T) {
 	}
 	if err := (SwarmOptions{SlowFraction: 1}).validateScenario(); err == nil {
 		t.Error("slow fraction 1 accepted")
+	}
+	for _, o := range []SwarmOptions{{SlowConns: 3}, {SlowFraction: 0.25, SlowConns: -1}} {
+		if err := o.validateScenario(); err == nil {
+			t.Errorf("slow conns %d with slow fraction %g accepted", o.SlowConns, o.SlowFraction)
+		}
+	}
+	o := SwarmOptions{Agents: 8, SlowFraction: 0.25, SlowConns: 3}
+	s := newScenario(o)
+	for i := range o.Agents {
+		want := 0
+		if s.slow[i] {
+			want = 3
+		}
+		if got := o.agentConns(s, i); got != want {
+			t.Errorf("agent %d (slow %v): conns %d, want %d", i, s.slow[i], got, want)
+		}
+	}
+	if o.ConnsPerTorrent = 8; o.agentConns(s, slices.Index(s.slow, false)) != 8 {
+		t.Error("--conns not given to the fast agents")
 	}
 }
 

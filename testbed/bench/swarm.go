@@ -47,8 +47,10 @@ type SwarmOptions struct {
 	// that pull from scratch. Each is a fraction in [0, 1).
 	SlowFraction, SlowDivisor, LateFraction, ChurnFraction float64
 	// ConnsPerTorrent, if set, is every agent's p2p.conns_per_torrent;
-	// RequestsPerPeer its p2p.requests_per_peer.
-	ConnsPerTorrent, RequestsPerPeer int
+	// RequestsPerPeer its p2p.requests_per_peer. SlowConns, if set, is the
+	// slow agents' conns_per_torrent (docs/config.md: a node on a link a
+	// quarter of the others' does best with half the connections).
+	ConnsPerTorrent, RequestsPerPeer, SlowConns int
 	// MaxPeers, if set, is the tracker's max_peers (peers per announce).
 	MaxPeers int
 	// Baseline "direct" also times the same clients pulling straight from
@@ -93,6 +95,7 @@ type SwarmResult struct {
 	LateFraction       float64        `json:"late_fraction,omitempty"`
 	ChurnFraction      float64        `json:"churn_fraction,omitempty"`
 	ConnsPerTorrent    int            `json:"conns_per_torrent,omitempty"`
+	SlowConns          int            `json:"slow_conns_per_torrent,omitempty"`
 	RequestsPerPeer    int            `json:"requests_per_peer,omitempty"`
 	MaxPeers           int            `json:"max_peers,omitempty"`
 	P50OverBound       float64        `json:"p50_over_bound"`
@@ -187,8 +190,8 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 		TrackerConfig: o.trackerConfig,
 		AgentConfig: func(i int, ac *agent.Config) {
 			ac.P2P.UploadRate, ac.P2P.DownloadRate = o.agentRate(sc, i), o.agentRate(sc, i)
-			if o.ConnsPerTorrent > 0 {
-				ac.P2P.ConnsPerTorrent = o.ConnsPerTorrent
+			if n := o.agentConns(sc, i); n > 0 {
+				ac.P2P.ConnsPerTorrent = n
 			}
 			if o.RequestsPerPeer > 0 {
 				ac.P2P.RequestsPerPeer = o.RequestsPerPeer
@@ -284,7 +287,7 @@ func newSwarmResult(o SwarmOptions) *SwarmResult {
 		SlowFraction: o.SlowFraction, LateFraction: o.LateFraction, ChurnFraction: o.ChurnFraction, ConnsPerTorrent: o.ConnsPerTorrent,
 		RequestsPerPeer: o.RequestsPerPeer, MaxPeers: o.MaxPeers}
 	if o.SlowFraction > 0 {
-		r.SlowDivisor = o.SlowDivisor
+		r.SlowDivisor, r.SlowConns = o.SlowDivisor, o.SlowConns
 	}
 	if r.PieceBytes == 0 {
 		r.PieceBytes = p2p.PieceLengthFor(r.BlobBytes)

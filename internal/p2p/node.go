@@ -221,6 +221,8 @@ func NewNode(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Node, er
 		cc.DownloadRateLimiter = NewLimiter(cfg.DownloadRate)
 	}
 	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, n.countReceived)
+	cc.Callbacks.SentRequest = append(cc.Callbacks.SentRequest, func(ev torrent.PeerRequestEvent) { n.countRequest(ev, 1) })
+	cc.Callbacks.DeletedRequest = append(cc.Callbacks.DeletedRequest, func(ev torrent.PeerRequestEvent) { n.countRequest(ev, -1) })
 	cc.IPBlocklist = n.bans
 	if q := cfg.requestsPerPeer(); q > 0 {
 		// The library takes a peer's request limit from its extended
@@ -552,6 +554,10 @@ func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose fu
 
 	t.DownloadAll()
 	s.wg.Go(func() { s.announceLoop(ctx) })
+	if st.wake != nil {
+		st.kick()
+		s.wg.Go(func() { s.nudgeLoop(ctx) })
+	}
 	return s, nil
 }
 

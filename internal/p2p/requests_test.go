@@ -3,10 +3,12 @@ package p2p
 import (
 	"bufio"
 	"context"
+	"fmt"
 
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -42,24 +44,36 @@ func TestRequestsPerPeerFromDownloadRate(t *testing.T) {
 
 // rawPeer is a seed on the wire protocol that claims to accept 1000
 // requests (reqq), answers each after a delay, and records the most
-// requests it ever had from the node at once.
+// requests it ever had from the node at once and the pieces asked for, in
+// order. Options may make it hold only some pieces, choke the node for
+// good, or wait before it tells what it has.
 type rawPeer struct {
 	ln   net.Listener
 	blob []byte
 	mi   *MetaInfo
 
-	mu   sync.Mutex
-	most int
-	err  error
+	has        func(piece int) bool // nil: every piece
+	choke      bool                 // never unchoke the node
+	gate       <-chan struct{}      // closed: send the bitfield
+	interested chan struct{}        // closed when the node says it is interested
+
+	mu     sync.Mutex
+	most   int
+	asked  []int // pieces requested, in order
+	err    error
+	closed bool
 }
 
-func startRawPeer(t *testing.T, blob []byte, mi *MetaInfo) *rawPeer {
+func startRawPeer(t *testing.T, blob []byte, mi *MetaInfo, opts ...func(*rawPeer)) *rawPeer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &rawPeer{ln: ln, blob: blob, mi: mi}
+	p := &rawPeer{ln: ln, blob: blob, mi: mi, interested: make(chan struct{})}
+	for _, o := range opts {
+		o(p)
+	}
 	t.Cleanup(func() { ln.Close() })
 	go p.serve()
 	return p
@@ -86,14 +100,15 @@ func (p *rawPeer) session(c net.Conn) error {
 	reserved := pp.NewPeerExtensionBytes(pp.ExtensionBitLtep)
 	out := append([]byte(pp.Protocol), reserved[:]...)
 	out = append(out, p.mi.InfoHash[:]...)
-	out = append(out, "-XX0001-rawpeer00000"...)
+	// A peer ID of its own: the node drops a second connection from the same ID.
+	out = append(out, fmt.Sprintf("-XX0001-rawpeer%05d", p.ln.Addr().(*net.TCPAddr).Port)...)
 	ext, err := bencode.Marshal(pp.ExtendedHandshakeMessage{M: map[pp.ExtensionName]pp.ExtensionNumber{}, Reqq: 1000})
 	if err != nil {
 		return err
 	}
 	have := make([]bool, p.mi.Info.NumPieces())
 	for i := range have {
-		have[i] = true
+		have[i] = p.has == nil || p.has(i)
 	}
 	w := bufio.NewWriter(c)
 	var wmu sync.Mutex
@@ -110,8 +125,17 @@ func (p *rawPeer) session(c net.Conn) error {
 	if _, err := w.Write(out); err != nil {
 		return err
 	}
-	if err := send(pp.Message{Type: pp.Extended, ExtendedID: pp.HandshakeExtendedID, ExtendedPayload: ext},
-		pp.Message{Type: pp.Bitfield, Bitfield: have}, pp.Message{Type: pp.Unchoke}); err != nil {
+	if err := send(pp.Message{Type: pp.Extended, ExtendedID: pp.HandshakeExtendedID, ExtendedPayload: ext}); err != nil {
+		return err
+	}
+	if p.gate != nil {
+		<-p.gate
+	}
+	hello := []pp.Message{{Type: pp.Bitfield, Bitfield: have}}
+	if !p.choke {
+		hello = append(hello, pp.Message{Type: pp.Unchoke})
+	}
+	if err := send(hello...); err != nil {
 		return err
 	}
 	// Requests are answered one at a time, slowly, so that a node free to
@@ -147,10 +171,18 @@ func (p *rawPeer) session(c net.Conn) error {
 			pending.Range(func(any, any) bool { n++; return true })
 			p.mu.Lock()
 			p.most = max(p.most, n)
+			p.asked = append(p.asked, int(m.Index))
 			p.mu.Unlock()
 			queue <- m
 		case pp.Cancel:
 			pending.Delete(r)
+		case pp.Interested:
+			p.mu.Lock()
+			if !p.closed {
+				p.closed = true
+				close(p.interested)
+			}
+			p.mu.Unlock()
 		}
 	}
 }
@@ -211,4 +243,45 @@ func downloadFromAddr(t *testing.T, n *Node, a *net.TCPAddr, blob []byte, mi *Me
 	sw, dl := startDownload(t, n, blob, mi)
 	sw.t.AddPeers([]torrent.PeerInfo{{Addr: a, Source: torrent.PeerSourceDirect}})
 	return sw, dl
+}
+
+// The prefix's next piece is asked for first even when it is the most
+// common piece, which rarest-first would leave for last: a client
+// streaming the blob gets its first bytes at once. Here a peer that chokes
+// the node also holds piece 0, so piece 0 is the only piece two peers hold.
+func TestPrefixNextPieceIsAskedForFirst(t *testing.T) {
+	const size, pieceLen = 2 << 20, 64 << 10
+	blob, mi := testBlobMeta(t, size, pieceLen)
+	common := startRawPeer(t, blob, mi, func(p *rawPeer) {
+		p.has = func(i int) bool { return i == 0 }
+		p.choke = true
+	})
+	// The seed tells what it has only once the node has heard the choking
+	// peer (the node says it is interested then), so that the node sees
+	// piece 0 held twice before it asks for anything.
+	seed := startRawPeer(t, blob, mi, func(p *rawPeer) { p.gate = common.interested })
+	cfg := Config{RequestsPerPeer: 1}
+	cfg.ApplyDefaults("127.0.0.1:0", nil)
+	n, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	sw, dl := downloadFromAddr(t, n, common.ln.Addr().(*net.TCPAddr), blob, mi)
+	sw.t.AddPeers([]torrent.PeerInfo{{Addr: seed.ln.Addr().(*net.TCPAddr), Source: torrent.PeerSourceDirect}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := dl.Wait(ctx); err != nil {
+		t.Fatalf("download: %v (%d of %d bytes)", err, sw.BytesCompleted(), size)
+	}
+	seed.mu.Lock()
+	asked := slices.Clone(seed.asked)
+	seed.mu.Unlock()
+	if len(asked) == 0 {
+		t.Fatal("the seed was asked for nothing")
+	}
+	if first := slices.Index(asked, 0); first != 0 {
+		t.Fatalf("piece 0 was request %d of %d to the seed (order %v), want the first", first+1, len(asked), asked)
+	}
+	t.Logf("pieces asked for, in order: %v", asked)
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
@@ -40,6 +41,12 @@ type blobStorage struct {
 	onBad  func([]netip.Addr)
 	ctx    context.Context
 
+	// For a download: requests in flight per piece, the prefix's next
+	// piece, and the nudger's wake-up (see nudge.go).
+	pending []atomic.Int32
+	head    atomic.Int32
+	wake    chan struct{}
+
 	mu       sync.Mutex
 	complete []bool
 	prefix   int // pieces [0, prefix) complete
@@ -61,7 +68,8 @@ func newSeedStorage(r io.ReaderAt, closeR func(), info *metainfo.Info) *blobStor
 // swarm is joined (Node.add).
 func newDownloadStorage(dl *store.Download, r *os.File, info *metainfo.Info, hashes *PieceHashes, onBad func([]netip.Addr)) *blobStorage {
 	return &blobStorage{r: r, closeR: func() { r.Close() }, dl: dl, complete: make([]bool, info.NumPieces()), pieceLen: info.PieceLength, length: info.Length,
-		hashes: hashes, names: info.Pieces, blame: newBlame(), onBad: onBad}
+		hashes: hashes, names: info.Pieces, blame: newBlame(), onBad: onBad,
+		pending: make([]atomic.Int32, info.NumPieces()), wake: make(chan struct{}, 1)}
 }
 
 // readerLinger is how long the reader stays open after the swarm is left.
@@ -203,9 +211,13 @@ func (p *blobPiece) MarkComplete() error {
 		s.prefix++
 	}
 	upTo := min(int64(s.prefix)*s.pieceLen, s.length)
+	moved := s.head.Swap(int32(s.prefix)) != int32(s.prefix)
 	s.mu.Unlock()
 	if s.dl == nil {
 		return nil
+	}
+	if moved {
+		s.kick()
 	}
 	// Checked against its hash: a client reading this far ahead may have it.
 	s.dl.Reveal(p.off, p.length)
@@ -231,6 +243,9 @@ func (p *blobPiece) MarkNotComplete() error {
 		return fmt.Errorf("storage: piece %d already hashed into the blob", p.index)
 	}
 	p.s.complete[p.index] = false
+	if int32(p.index) == p.s.head.Load() {
+		p.s.kick() // fetched again: the nudger may raise it
+	}
 	return nil
 }
 

@@ -37,7 +37,7 @@ type node struct {
 	since          []float64
 	halfOpen       int
 	pool           []int32 // peers heard of, not dialled yet
-	known          map[int32]bool
+	known          bitset  // peers heard of from the tracker (allocated at the first announce)
 	upT, downT     []int32 // transfers from and to this node
 	nActiveDown    int
 	inRate         float64 // sum of the active incoming transfers' rates
@@ -71,11 +71,12 @@ type Sim struct {
 	seq    uint64
 	events eventHeap
 
-	nPieces int
-	cpp     int // chunks per piece (the last piece may have fewer)
-	nodes   []*node
-	xfers   []transfer
-	free    []int32
+	nPieces  int
+	cpp      int // chunks per piece (the last piece may have fewer)
+	nodes    []*node
+	maxNodes int // the origin, the agents and their churn replacements
+	xfers    []transfer
+	free     []int32
 
 	// The origin's seeder state.
 	availN      int       // pieces [0, availN) are at the origin
@@ -97,6 +98,9 @@ type Sim struct {
 	traded             int64
 	reqSeq             uint64
 	scratch            [2][]flow // reshare's buffers, one per cascade depth
+	sampled            []int32   // sample's buffer
+	drawn              []uint32  // sample: the call that last drew each node
+	stamp              uint32
 }
 
 // New prepares a run; Run runs it.
@@ -114,7 +118,8 @@ func New(cfg Config) (*Sim, error) {
 
 	n := cfg.Agents
 	nChurn := int(cfg.Churn*float64(n) + 0.5)
-	s.nodes = make([]*node, 0, 1+n+nChurn)
+	s.maxNodes = 1 + n + nChurn // churn replaces each killed agent once
+	s.nodes = make([]*node, 0, s.maxNodes)
 	s.trackPos = make([]int32, 0, 1+n+nChurn)
 	o := s.newNode(cfg.OriginRate, 0)
 	o.joined, o.done = true, true
@@ -173,7 +178,7 @@ func (s *Sim) pick(n int, frac float64) []bool {
 }
 
 func (s *Sim) newNode(up, down float64) *node {
-	a := &node{up: up, down: down, queue: s.cfg.queueFor(down), alive: true, known: map[int32]bool{},
+	a := &node{up: up, down: down, queue: s.cfg.queueFor(down), alive: true,
 		have: newBitset(s.nPieces), inflight: newBitset(s.nPieces), revealed: newBitset(s.nPieces)}
 	if len(s.nodes) > 0 { // the origin keeps no per-piece availability
 		a.avail = make([]uint8, s.nPieces)
@@ -213,7 +218,7 @@ func (s *Sim) chunkLen(p, k int) int64 {
 func (s *Sim) Run(ctx context.Context) (*Result, error) {
 	limit := 1000*s.tmin + 1000
 	for k := 0; s.finished < s.measured; k++ {
-		if len(s.events) == 0 {
+		if s.events.len() == 0 {
 			return nil, fmt.Errorf("sim: stalled at %.2f s with %d of %d agents done", s.now, s.finished, s.measured)
 		}
 		if k%65536 == 0 && ctx.Err() != nil {
@@ -234,9 +239,7 @@ func (s *Sim) Run(ctx context.Context) (*Result, error) {
 		case evStart:
 			s.startTransfer(e.a)
 		case evDone:
-			if tr := &s.xfers[e.a]; tr.live && tr.ver == e.ver {
-				s.finishTransfer(e.a)
-			}
+			s.finishTransfer(e.a)
 		case evAvail:
 			s.availN = max(s.availN, int(e.a)+1)
 			s.refill()
@@ -295,12 +298,15 @@ func (s *Sim) announce(a int32) {
 	if !n.alive || n.done {
 		return
 	}
+	if n.known == nil {
+		n.known = newBitset(s.maxNodes)
+	}
 	want := s.cfg.MaxPeers
 	for _, l := range [][]int32{s.complete, s.incomplete} {
 		got := s.sample(l, a, want)
 		for _, p := range got {
-			if !n.known[p] {
-				n.known[p] = true
+			if !n.known.has(int(p)) {
+				n.known.set(int(p))
 				n.pool = append(n.pool, p)
 			}
 		}
@@ -310,13 +316,15 @@ func (s *Sim) announce(a int32) {
 	s.push(event{t: s.now + s.cfg.AnnounceInterval, kind: evAnnounce, a: a})
 }
 
-// sample returns up to k members of l other than self, chosen at random.
+// sample returns up to k members of l other than self, chosen at random
+// (in a buffer the next call reuses).
 func (s *Sim) sample(l []int32, self int32, k int) []int32 {
 	if k <= 0 || len(l) == 0 {
 		return nil
 	}
+	out := s.sampled[:0]
+	defer func() { s.sampled = out[:0] }()
 	if len(l) <= k+1 {
-		out := make([]int32, 0, len(l))
 		for _, p := range l {
 			if p != self {
 				out = append(out, p)
@@ -324,10 +332,15 @@ func (s *Sim) sample(l []int32, self int32, k int) []int32 {
 		}
 		return out[:min(len(out), k)]
 	}
-	out := make([]int32, 0, k)
+	// Draw until k distinct; a stamp per node marks those drawn this call.
+	if s.drawn == nil {
+		s.drawn = make([]uint32, s.maxNodes)
+	}
+	s.stamp++
 	for len(out) < k {
 		p := l[s.rng.IntN(len(l))]
-		if p != self && !slices.Contains(out, p) {
+		if p != self && s.drawn[p] != s.stamp {
+			s.drawn[p] = s.stamp
 			out = append(out, p)
 		}
 	}
@@ -564,6 +577,7 @@ func (s *Sim) request(v, w int32, p, k int) {
 	} else {
 		s.xfers = append(s.xfers, transfer{})
 		id = int32(len(s.xfers) - 1)
+		s.events.addTransfer(id)
 	}
 	b := s.chunkLen(p, k)
 	tr := &s.xfers[id]
@@ -696,7 +710,10 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 		tr.rate = f.rate
 		tr.ver++
 		if f.rate > 0 {
-			s.push(event{t: s.now + max(tr.remaining, 0)/f.rate, kind: evDone, a: f.id, ver: tr.ver})
+			s.seq++
+			s.events.setDone(f.id, s.now+max(tr.remaining, 0)/f.rate, s.seq)
+		} else {
+			s.events.cancelDone(f.id)
 		}
 	}
 	if depth > 0 {
@@ -753,6 +770,7 @@ func (s *Sim) unlink(id int32) {
 	s.nodes[tr.to].inRate -= tr.rate
 	tr.live, tr.active, tr.rate = false, false, 0
 	tr.ver++
+	s.events.cancelDone(id)
 	s.free = append(s.free, id)
 }
 

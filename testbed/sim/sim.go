@@ -659,7 +659,7 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 	defer func() { s.scratch[depth] = flows }()
 	left := n.up
 	if u == origin || s.cfg.SerialUploads {
-		slices.SortFunc(flows, func(a, b flow) int { return cmpU64(a.seq, b.seq) })
+		sortFlows(flows, true)
 		used := map[int32]float64{}
 		for i := range flows {
 			f := &flows[i]
@@ -670,12 +670,7 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 	} else {
 		// Pairs (one per downloader), by cap, max-min fair; then each
 		// pair's rate to one block at a time (splitPair).
-		slices.SortFunc(flows, func(a, b flow) int {
-			if c := cmpF(a.cap, b.cap); c != 0 {
-				return c
-			}
-			return int(a.to - b.to)
-		})
+		sortFlows(flows, false)
 		pairs := 0
 		for i := range flows {
 			if i == 0 || flows[i].to != flows[i-1].to {
@@ -733,24 +728,21 @@ type flow struct {
 	old  float64
 }
 
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// sortFlows sorts fs stably by seq, or by cap then downloader: an
+// insertion sort, as an uploader has a handful of flows (the origin more,
+// mostly in order already).
+func sortFlows(fs []flow, bySeq bool) {
+	less := func(a, b *flow) bool {
+		if bySeq {
+			return a.seq < b.seq
+		}
+		return a.cap < b.cap || a.cap == b.cap && a.to < b.to
 	}
-	return 0
-}
-
-func cmpF(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+	for i := 1; i < len(fs); i++ {
+		for j := i; j > 0 && less(&fs[j], &fs[j-1]); j-- {
+			fs[j], fs[j-1] = fs[j-1], fs[j]
+		}
 	}
-	return 0
 }
 
 // unlink takes transfer id off both ends' lists.

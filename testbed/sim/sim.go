@@ -13,6 +13,7 @@ const origin = 0 // node index of the origin; agents follow
 type node struct {
 	up, down float64
 	queue    int // block requests in flight per connection
+	maxConns int // established connections at most (conns_per_torrent)
 	start    float64
 	joined   bool
 	alive    bool
@@ -136,9 +137,12 @@ func New(cfg Config) (*Sim, error) {
 			r /= 4
 		}
 		sumUp += r
-		s.newNode(r, r)
+		a := s.newNode(r, r)
+		if slow[i] && cfg.SlowConns > 0 {
+			a.maxConns = cfg.SlowConns
+		}
 	}
-	s.tmin = bound(n, float64(cfg.BlobBytes), cfg.Rate, cfg.Rate, sumUp, cfg.OriginRate, cfg.UpstreamRate, !cfg.Warm)
+	s.tmin = bound(n, float64(cfg.BlobBytes), cfg.Rate, sumUp, cfg.OriginRate, cfg.UpstreamRate, !cfg.Warm)
 	for i := range n {
 		a := s.nodes[1+i]
 		if late[i] {
@@ -178,7 +182,7 @@ func (s *Sim) pick(n int, frac float64) []bool {
 }
 
 func (s *Sim) newNode(up, down float64) *node {
-	a := &node{up: up, down: down, queue: s.cfg.queueFor(down), alive: true,
+	a := &node{up: up, down: down, queue: s.cfg.queueFor(down), maxConns: s.cfg.ConnsPerTorrent, alive: true,
 		have: newBitset(s.nPieces), inflight: newBitset(s.nPieces), revealed: newBitset(s.nPieces)}
 	if len(s.nodes) > 0 { // the origin keeps no per-piece availability
 		a.avail = make([]uint8, s.nPieces)
@@ -351,7 +355,7 @@ func (s *Sim) sample(l []int32, self int32, k int) []int32 {
 // half-open and established caps).
 func (s *Sim) dial(a int32) {
 	n := s.nodes[a]
-	for !n.done && n.alive && len(n.conns) < s.cfg.ConnsPerTorrent && n.halfOpen < s.cfg.HalfOpen && len(n.pool) > 0 {
+	for !n.done && n.alive && len(n.conns) < n.maxConns && n.halfOpen < s.cfg.HalfOpen && len(n.pool) > 0 {
 		i := s.rng.IntN(len(n.pool))
 		b := n.pool[i]
 		n.pool[i] = n.pool[len(n.pool)-1]
@@ -407,7 +411,7 @@ func (s *Sim) connect(a, b int32) {
 // dropping one of the other direction if the library would.
 func (s *Sim) room(a int32, outgoing bool) bool {
 	n := s.nodes[a]
-	if len(n.conns) < s.cfg.ConnsPerTorrent {
+	if len(n.conns) < n.maxConns {
 		return true
 	}
 	nOut := 0
@@ -836,7 +840,7 @@ func (s *Sim) kill(a int32) {
 	}
 	// The replacement: a fresh agent with the same link, starting now.
 	r := s.newNode(n.up, n.down)
-	r.replaced, r.start = true, s.now
+	r.replaced, r.start, r.maxConns = true, s.now, n.maxConns
 	s.measured++
 	s.push(event{t: s.now, kind: evJoin, a: int32(len(s.nodes) - 1)})
 }

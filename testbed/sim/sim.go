@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -42,6 +43,7 @@ type node struct {
 	upT, downT     []int32 // transfers from and to this node
 	nActiveDown    int
 	inRate         float64 // sum of the active incoming transfers' rates
+	acc            float64 // reshare's per-downloader sum
 	announcing     bool
 
 	// This agent's connection to the origin, as the seeder sees it.
@@ -649,26 +651,30 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 		flows = append(flows, flow{id: id, to: tr.to, seq: tr.seq, old: tr.rate})
 	}
 	// What each downloader's other senders leave: its incoming rate less
-	// this uploader's own flows to it.
+	// this uploader's own flows to it (summed per downloader in acc, in
+	// the flows' order).
+	for _, f := range flows {
+		s.nodes[f.to].acc = 0
+	}
+	for _, f := range flows {
+		s.nodes[f.to].acc += f.old
+	}
 	for i := range flows {
-		mine := 0.0
-		for _, g := range flows {
-			if g.to == flows[i].to {
-				mine += g.old
-			}
-		}
 		d := s.nodes[flows[i].to]
-		flows[i].cap = max(0, d.down-(d.inRate-mine))
+		flows[i].cap = max(0, d.down-(d.inRate-d.acc))
 	}
 	defer func() { s.scratch[depth] = flows }()
 	left := n.up
 	if u == origin || s.cfg.SerialUploads {
 		sortFlows(flows, true)
-		used := map[int32]float64{}
+		for _, f := range flows {
+			s.nodes[f.to].acc = 0 // what this uploader gave each downloader so far
+		}
 		for i := range flows {
 			f := &flows[i]
-			f.rate = max(0, min(f.cap-used[f.to], left))
-			used[f.to] += f.rate
+			d := s.nodes[f.to]
+			f.rate = max(0, min(f.cap-d.acc, left))
+			d.acc += f.rate
 			left -= f.rate
 		}
 	} else {
@@ -732,10 +738,23 @@ type flow struct {
 	old  float64
 }
 
-// sortFlows sorts fs stably by seq, or by cap then downloader: an
-// insertion sort, as an uploader has a handful of flows (the origin more,
-// mostly in order already).
+// sortFlows sorts fs by seq, or by cap then downloader: an insertion sort
+// for an agent's handful of flows, pdqsort for the origin's many. (Flows
+// that tie on cap and downloader go to one connection: reshare treats
+// them alike in any order.)
 func sortFlows(fs []flow, bySeq bool) {
+	if len(fs) > 16 {
+		slices.SortFunc(fs, func(a, b flow) int {
+			switch {
+			case bySeq:
+				return cmp.Compare(a.seq, b.seq)
+			case a.cap != b.cap:
+				return cmp.Compare(a.cap, b.cap)
+			}
+			return cmp.Compare(a.to, b.to)
+		})
+		return
+	}
 	less := func(a, b *flow) bool {
 		if bySeq {
 			return a.seq < b.seq

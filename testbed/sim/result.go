@@ -49,6 +49,10 @@ type Result struct {
 	SimSeconds    float64   `json:"sim_end_seconds"`
 	PiecesTraded  int64     `json:"sim_piece_transfers"`
 	ConnsPerAgent float64   `json:"sim_conns_per_agent_mean"`
+	// ConnsDropped counts connections closed (to make room for another,
+	// or by churn); BlocksCancelled the block requests closed with them.
+	ConnsDropped    int64 `json:"sim_conns_dropped"`
+	BlocksCancelled int64 `json:"sim_blocks_cancelled"`
 }
 
 // bound is the fluid lower bound of a swarm of n agents with download d
@@ -119,6 +123,7 @@ func (s *Sim) result() *Result {
 	r.OriginBytesSent = s.originSent
 	r.OriginSentOverF = float64(s.originSent) / float64(c.BlobBytes)
 	r.PiecesTraded = s.traded
+	r.ConnsDropped, r.BlocksCancelled = s.dropped, s.cancelled
 	r.ConnsPerAgent = float64(conns) / float64(len(s.nodes)-1)
 	return r
 }

@@ -98,6 +98,7 @@ type Sim struct {
 	measured, finished int
 	tmin               float64
 	originSent         int64
+	dropped, cancelled int64 // connections closed to make room; blocks cancelled with them
 	traded             int64
 	reqSeq             uint64
 	scratch            [2][]flow // reshare's buffers, one per cascade depth
@@ -449,12 +450,14 @@ func (s *Sim) room(a int32, outgoing bool) bool {
 // dropConn closes the connection between a and b: requests on it are
 // cancelled, availability and the seeder's counts forget it.
 func (s *Sim) dropConn(a, b int32) {
+	s.dropped++
 	var touched [2]int32
 	for k, x := range [2][2]int32{{a, b}, {b, a}} {
 		u, w := x[0], x[1] // uploads from u to w
 		touched[k] = u
 		for _, id := range slices.Clone(s.nodes[u].upT) {
 			if tr := s.xfers[id]; tr.to == w {
+				s.cancelled++
 				s.unlink(id)
 				s.nodes[w].inflight.clear(int(tr.piece))
 				s.nodes[w].asked.clear(int(tr.piece)*s.cpp + int(tr.chunk))

@@ -436,20 +436,18 @@ func (s *Sim) room(a int32, outgoing bool) bool {
 		return outgoing && !n.out[i] && nIn-nOut > 1 || !outgoing && n.out[i] && nOut-nIn > 1
 	}
 	var idx [256]uint8
-	var isBad, isUseful [256]bool
 	cand := idx[:0]
 	for i, v := range n.conns {
 		if v != origin {
 			cand = append(cand, uint8(i))
-			isBad[i], isUseful[i] = bad(uint8(i)), s.useful(a, v)
 		}
 	}
 	worse := func(i, j uint8) bool {
-		if isBad[i] != isBad[j] {
-			return isBad[i]
+		if bi, bj := bad(i), bad(j); bi != bj {
+			return bi
 		}
-		if isUseful[i] != isUseful[j] {
-			return !isUseful[i]
+		if ui, uj := s.useful(a, n.conns[i]), s.useful(a, n.conns[j]); ui != uj {
+			return !ui
 		}
 		if n.helpful[i] != n.helpful[j] {
 			return n.helpful[i] < n.helpful[j]
@@ -463,7 +461,7 @@ func (s *Sim) room(a int32, outgoing bool) bool {
 	}
 	half := len(n.conns) - (n.maxConns+1)/2
 	for k, i := range cand {
-		if isBad[i] || k < half && s.now-n.since[i] >= 60 {
+		if bad(i) || k < half && s.now-n.since[i] >= 60 {
 			s.dropConn(a, n.conns[i])
 			return true
 		}

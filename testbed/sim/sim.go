@@ -37,7 +37,6 @@ type node struct {
 	slots          []uint8 // requests in flight per connection
 	out            []bool  // this node dialled the connection
 	since          []float64
-	helpful        []float64 // per connection: its last block received or sent (-1: none)
 	halfOpen       int
 	pool           []int32 // peers heard of, not dialled yet
 	known          bitset  // peers heard of from the tracker (allocated at the first announce)
@@ -393,12 +392,10 @@ func (s *Sim) connect(a, b int32) {
 	na.slots = append(na.slots, 0)
 	na.out = append(na.out, true)
 	na.since = append(na.since, s.now)
-	na.helpful = append(na.helpful, -1)
 	nb.conns = append(nb.conns, a)
 	nb.slots = append(nb.slots, 0)
 	nb.out = append(nb.out, false)
 	nb.since = append(nb.since, s.now)
-	nb.helpful = append(nb.helpful, -1)
 	// Bitfields: each side learns what the other holds.
 	if b == origin {
 		na.originConn = true
@@ -427,57 +424,23 @@ func (s *Sim) room(a int32, outgoing bool) bool {
 		}
 	}
 	nIn := len(n.conns) - nOut
-	// As the library's worstBadConn: connections ranked worst first (of
-	// the direction this node has more than one too many of, if the new
-	// one is of the other; then not useful; then the least recently
-	// helpful; then the oldest), the first of the bad direction, else the
-	// first over a minute old in the worst half. Never the origin's.
-	bad := func(i uint8) bool {
-		return outgoing && !n.out[i] && nIn-nOut > 1 || !outgoing && n.out[i] && nOut-nIn > 1
+	if outgoing && nIn-nOut <= 1 || !outgoing && nOut-nIn <= 1 {
+		// Else a connection given a minute to prove itself that has not
+		// (the library's worst half): here one to a peer as complete as
+		// this node, or any over a minute old if this node still needs data.
+		for i, v := range n.conns {
+			if v != origin && s.now-n.since[i] >= 60 && (s.nodes[v].done == n.done || !n.done) {
+				s.dropConn(a, v)
+				return true
+			}
+		}
+		return false
 	}
-	var idx [256]uint8
-	cand := idx[:0]
-	for i, v := range n.conns {
-		if v != origin {
-			cand = append(cand, uint8(i))
-		}
-	}
-	worse := func(i, j uint8) bool {
-		if bi, bj := bad(i), bad(j); bi != bj {
-			return bi
-		}
-		if ui, uj := s.useful(a, n.conns[i]), s.useful(a, n.conns[j]); ui != uj {
-			return !ui
-		}
-		if n.helpful[i] != n.helpful[j] {
-			return n.helpful[i] < n.helpful[j]
-		}
-		return n.since[i] < n.since[j]
-	}
-	for k := 1; k < len(cand); k++ {
-		for j := k; j > 0 && worse(cand[j], cand[j-1]); j-- {
-			cand[j], cand[j-1] = cand[j-1], cand[j]
-		}
-	}
-	half := len(n.conns) - (n.maxConns+1)/2
-	for k, i := range cand {
-		if bad(i) || k < half && s.now-n.since[i] >= 60 {
+	// Drop the newest connection of the other direction (the library's
+	// worst: the fewest useful chunks so far), never the origin's.
+	for i := len(n.conns) - 1; i >= 0; i-- {
+		if n.out[i] != outgoing && n.conns[i] != origin {
 			s.dropConn(a, n.conns[i])
-			return true
-		}
-	}
-	return false
-}
-
-// useful reports whether a's peer v has something for a, or (a seeding)
-// wants something: the library's PeerConn.useful.
-func (s *Sim) useful(a, v int32) bool {
-	na, nv := s.nodes[a], s.nodes[v]
-	if na.done {
-		return !nv.done
-	}
-	for w := range na.have {
-		if nv.have[w]&^na.have[w] != 0 {
 			return true
 		}
 	}
@@ -512,7 +475,6 @@ func (s *Sim) dropConn(a, b int32) {
 		nu.slots = slices.Delete(nu.slots, ci, ci+1)
 		nu.out = slices.Delete(nu.out, ci, ci+1)
 		nu.since = slices.Delete(nu.since, ci, ci+1)
-		nu.helpful = slices.Delete(nu.helpful, ci, ci+1)
 		switch {
 		case u == origin:
 			nv.originConn = false
@@ -838,10 +800,6 @@ func (s *Sim) finishTransfer(id int32) {
 	nw := s.nodes[w]
 	if ci := slices.Index(nw.conns, v); ci >= 0 {
 		nw.slots[ci]--
-		nw.helpful[ci] = s.now
-	}
-	if ci := slices.Index(s.nodes[v].conns, w); ci >= 0 {
-		s.nodes[v].helpful[ci] = s.now
 	}
 	nw.got[p]++
 	if v == origin {

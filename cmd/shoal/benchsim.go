@@ -13,7 +13,7 @@ import (
 )
 
 const benchSimUsage = `  shoal bench sim --agents N --size F --rate R [--origin-rate U] [--upstream-rate U] [--piece-size P]
-                  [--warm-origins] [--uneven 0.25] [--late 0.25] [--churn 0.1] [--seed S] [--runs K]
+                  [--warm-origins] [--uneven 0.25 [--slow-conns C]] [--late 0.25] [--churn 0.1] [--seed S] [--runs K]
                   [--conns C] [--max-peers M] [--announce-interval D] [--reveal K] [--queue-depth Q] [--chunk-size B]
                   [--in-order] [--serial-uploads] [--rtt D] [--request-latency D] [--waste W] [--agent-times] [--json]
   shoal bench sim --calibrate [--runs K] [--json]   every real row against the model
@@ -33,6 +33,7 @@ func runBenchSim(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	upstreamRate := fs.String("upstream-rate", "", "the upstream registry's upload cap (default: --origin-rate)")
 	fs.BoolVar(&c.Warm, "warm-origins", false, "the origin holds the blob before the clock starts")
 	fs.Float64Var(&c.Uneven, "uneven", 0, "fraction of agents whose links run at rate/4")
+	fs.IntVar(&c.SlowConns, "slow-conns", 0, "the --uneven agents' p2p conns_per_torrent (0: as the others')")
 	fs.Float64Var(&c.Late, "late", 0, "fraction of agents that start when the others are half done")
 	fs.Float64Var(&c.Churn, "churn", 0, "fraction of agents killed mid-pull and replaced by fresh ones")
 	fs.Uint64Var(&c.Seed, "seed", 1, "random seed (the same seed gives the same run)")

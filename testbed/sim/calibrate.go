@@ -27,8 +27,10 @@ type RealRow struct {
 	Current bool
 	Source  string
 	// Uneven, Late and Churn as bench swarm's scenarios (then P50 and Max
-	// are over each agent's own bound).
+	// are over each agent's own bound); SlowConns the uneven agents'
+	// conns_per_torrent (--slow-conns; 0: as the others').
 	Uneven, Late, Churn float64
+	SlowConns           int
 }
 
 const (
@@ -42,49 +44,55 @@ const (
 // requests_per_peer), and the older rows of issue 14's table.
 var RealRows = []RealRow{
 	// make bench-scale on commit d1b5499 (32 KiB pieces, requests_per_peer): bench/scale/scale.json.
-	{"N=64 16MiB 1MB/s cold", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.089, 1.115, codeRPP, true, "bench/scale/scale.json", 0, 0, 0},
-	{"N=64 16MiB 1MB/s warm", 64, 16 << 20, 32 << 10, 1e6, 0, true, 1.074, 1.081, codeRPP, true, "bench/scale/scale.json", 0, 0, 0},
-	{"N=64 16MiB 1MB/s, origin 10MB/s cold", 64, 16 << 20, 32 << 10, 1e6, 10e6, false, 1.084, 1.092, codeRPP, true, "bench/scale/scale.json", 0, 0, 0},
-	{"N=64 16MiB 1MB/s, origin 10MB/s warm", 64, 16 << 20, 32 << 10, 1e6, 10e6, true, 1.081, 1.169, codeRPP, true, "bench/scale/scale.json", 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s cold", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.095, 1.107, codeRPP, true, "bench/scale/scale.json", 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s warm", 128, 16 << 20, 32 << 10, 0.5e6, 0, true, 1.096, 1.107, codeRPP, true, "bench/scale/scale.json", 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s, origin 5MB/s cold", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, false, 1.109, 1.138, codeRPP, false, "bench/scale/scale.json (CPU-bound)", 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s, origin 5MB/s warm", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, true, 1.100, 1.137, codeRPP, true, "bench/scale/scale.json", 0, 0, 0},
-	{"N=256 16MiB 0.25MB/s cold", 256, 16 << 20, 32 << 10, 0.25e6, 0, false, 1.125, 1.142, codeRPP, true, "bench/scale/scale.json", 0, 0, 0},
-	{"N=256 16MiB 0.25MB/s warm", 256, 16 << 20, 32 << 10, 0.25e6, 0, true, 1.129, 1.157, codeRPP, true, "bench/scale/scale.json", 0, 0, 0},
-	{"N=256 16MiB 0.25MB/s, origin 2.5MB/s cold", 256, 16 << 20, 32 << 10, 0.25e6, 2.5e6, false, 1.142, 1.183, codeRPP, false, "bench/scale/scale.json (CPU-bound)", 0, 0, 0},
-	{"N=256 16MiB 0.25MB/s, origin 2.5MB/s warm", 256, 16 << 20, 32 << 10, 0.25e6, 2.5e6, true, 1.146, 1.196, codeRPP, false, "bench/scale/scale.json (CPU-bound)", 0, 0, 0},
-	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.120, 1.236, codeRPP, true, "bench/scale/scale.json", 0.25, 0, 0},
-	{"N=64 16MiB 1MB/s, 1/4 late (over own bound)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.091, 1.125, codeRPP, true, "bench/scale/scale.json", 0, 0.25, 0},
-	{"N=64 16MiB 1MB/s, 10% churn (over own bound)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.099, 1.335, codeRPP, true, "bench/scale/scale.json", 0, 0, 0.1},
+	{"N=64 16MiB 1MB/s cold", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.089, 1.115, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s warm", 64, 16 << 20, 32 << 10, 1e6, 0, true, 1.074, 1.081, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s cold", 64, 16 << 20, 32 << 10, 1e6, 10e6, false, 1.084, 1.092, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s warm", 64, 16 << 20, 32 << 10, 1e6, 10e6, true, 1.081, 1.169, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s cold", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.095, 1.107, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s warm", 128, 16 << 20, 32 << 10, 0.5e6, 0, true, 1.096, 1.107, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s, origin 5MB/s cold", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, false, 1.109, 1.138, codeRPP, false, "bench/scale/scale.json (CPU-bound)", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s, origin 5MB/s warm", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, true, 1.100, 1.137, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=256 16MiB 0.25MB/s cold", 256, 16 << 20, 32 << 10, 0.25e6, 0, false, 1.125, 1.142, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=256 16MiB 0.25MB/s warm", 256, 16 << 20, 32 << 10, 0.25e6, 0, true, 1.129, 1.157, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=256 16MiB 0.25MB/s, origin 2.5MB/s cold", 256, 16 << 20, 32 << 10, 0.25e6, 2.5e6, false, 1.142, 1.183, codeRPP, false, "bench/scale/scale.json (CPU-bound)", 0, 0, 0, 0},
+	{"N=256 16MiB 0.25MB/s, origin 2.5MB/s warm", 256, 16 << 20, 32 << 10, 0.25e6, 2.5e6, true, 1.146, 1.196, codeRPP, false, "bench/scale/scale.json (CPU-bound)", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.120, 1.236, codeRPP, true, "bench/scale/scale.json", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 late (over own bound)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.091, 1.125, codeRPP, true, "bench/scale/scale.json", 0, 0.25, 0, 0},
+	{"N=64 16MiB 1MB/s, 10% churn (over own bound)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.099, 1.335, codeRPP, true, "bench/scale/scale.json", 0, 0, 0.1, 0},
 
-	{"N=128 16MiB 0.5MB/s 32KiB", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.099, 1.114, codeRPP, true, "2026-12-02, commit 16c4fca (requests_per_peer)", 0, 0, 0},
-	{"N=64 16MiB 1MB/s 32KiB", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.092, 1.099, codeRPP, true, "2026-12-02, commit 16c4fca (requests_per_peer)", 0, 0, 0},
-	{"N=32 64MiB 6.25MB/s 128KiB", 32, 64 << 20, 128 << 10, 6.25e6, 0, false, 1.091, 1.111, codeRPP, true, "2026-12-02, commit 16c4fca (CPU-bound: 1.78 cores)", 0, 0, 0},
+	// The lead's runs of 2026-12-03 (commit 461d6c5): bench/scale/levers.
+	{"N=256 16MiB 0.125MB/s cold", 256, 16 << 20, 32 << 10, 0.125e6, 0, false, 1.098, 1.107, codeRPP, true, "bench/scale/levers/n256-r0.125MBps.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4, conns 6 (over own bound)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.114, 1.332, codeRPP, true, "bench/scale/levers/uneven-n64-conns6-{a,b,c}.json, mean of 3 (1.113, 1.117, 1.112)", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4, slow conns 3 (over own bound)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.088, 1.192, codeRPP, true, "bench/scale/levers/uneven-n64-slowconns3-{a,b,c}.json, mean of 3 (1.088, 1.083, 1.093)", 0.25, 0, 0, 3},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4, slow conns 2 (over own bound)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.108, 1.256, codeRPP, true, "bench/scale/levers/uneven-n64-slowconns2.json", 0.25, 0, 0, 2},
 
-	{"N=128 16MiB 0.5MB/s 32KiB", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.126, 1.145, codeLib, true, "2026-12-02, commit f5542e3 (32 KiB pieces)", 0, 0, 0},
-	{"N=64 16MiB 1MB/s 32KiB", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.112, 1.120, codeLib, true, "2026-12-02, commit f5542e3 (32 KiB pieces)", 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s 32KiB (--piece-size)", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.135, 1.147, codeLib, true, "2026-12-02 before f5542e3, mean of 3 runs (1.121, 1.133, 1.152)", 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s 64KiB", 128, 16 << 20, 64 << 10, 0.5e6, 0, false, 1.197, 1.214, codeLib, true, "2026-12-02 before f5542e3 (--piece-size)", 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s 256KiB", 128, 16 << 20, 256 << 10, 0.5e6, 0, false, 1.474, 1.514, codeLib, true, "bench/scale/n128-f16MiB-r0.5MBps.json", 0, 0, 0},
-	{"N=64 16MiB 1MB/s 256KiB", 64, 16 << 20, 256 << 10, 1e6, 0, false, 1.414, 1.466, codeLib, true, "bench/scale/n64-f16MiB-r1MBps.json", 0, 0, 0},
-	{"N=32 64MiB 6.25MB/s 256KiB", 32, 64 << 20, 256 << 10, 6.25e6, 0, false, 1.162, 1.177, codeLib, true, "bench/scale/n32-f64MiB-r6.25MBps.json", 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s 16KiB", 128, 16 << 20, 16 << 10, 0.5e6, 0, false, 1.141, 1.176, codeLib, false, "2026-12-02 (--piece-size; CPU-bound: 1.92 cores)", 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s 32KiB", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.099, 1.114, codeRPP, true, "2026-12-02, commit 16c4fca (requests_per_peer)", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s 32KiB", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.092, 1.099, codeRPP, true, "2026-12-02, commit 16c4fca (requests_per_peer)", 0, 0, 0, 0},
+	{"N=32 64MiB 6.25MB/s 128KiB", 32, 64 << 20, 128 << 10, 6.25e6, 0, false, 1.091, 1.111, codeRPP, true, "2026-12-02, commit 16c4fca (CPU-bound: 1.78 cores)", 0, 0, 0, 0},
 
-	{"N=8 256MiB 25MB/s cold", 8, 256 << 20, 512 << 10, 25e6, 0, false, 1.053, 1.053, codeLib, true, "bench/results.json 2026-11-24", 0, 0, 0},
-	{"N=16 256MiB 12.5MB/s cold", 16, 256 << 20, 512 << 10, 12.5e6, 0, false, 1.090, 1.172, codeLib, true, "bench/results.json 2026-11-24", 0, 0, 0},
-	{"N=32 256MiB 6.25MB/s cold", 32, 256 << 20, 512 << 10, 6.25e6, 0, false, 1.101, 1.111, codeLib, true, "bench/results.json 2026-11-24", 0, 0, 0},
-	{"N=16 1GiB 12.5MB/s cold", 16, 1 << 30, 2 << 20, 12.5e6, 0, false, 1.092, 1.097, codeLib, true, "bench/results.json 2026-11-24", 0, 0, 0},
-	{"N=8 256MiB 25MB/s warm", 8, 256 << 20, 512 << 10, 25e6, 0, true, 1.04, 1.09, codeLib, true, "docs/benchmarks.md warm table", 0, 0, 0},
-	{"N=16 256MiB 12.5MB/s warm", 16, 256 << 20, 512 << 10, 12.5e6, 0, true, 1.06, 1.07, codeLib, true, "docs/benchmarks.md warm table", 0, 0, 0},
-	{"N=32 256MiB 6.25MB/s warm", 32, 256 << 20, 512 << 10, 6.25e6, 0, true, 1.10, 1.12, codeLib, true, "docs/benchmarks.md warm table", 0, 0, 0},
-	{"N=8 256MiB 25MB/s cold (2026-12-02)", 8, 256 << 20, 512 << 10, 25e6, 0, false, 1.048, 1.050, codeLib, true, "docs/benchmarks.md, after the architecture step", 0, 0, 0},
-	{"N=16 256MiB 12.5MB/s cold (2026-12-02)", 16, 256 << 20, 512 << 10, 12.5e6, 0, false, 1.065, 1.085, codeLib, true, "docs/benchmarks.md, after the architecture step (mean of 2)", 0, 0, 0},
-	{"N=32 256MiB 6.25MB/s cold (2026-12-02)", 32, 256 << 20, 512 << 10, 6.25e6, 0, false, 1.081, 1.093, codeLib, true, "docs/benchmarks.md, after the architecture step", 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s 32KiB", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.126, 1.145, codeLib, true, "2026-12-02, commit f5542e3 (32 KiB pieces)", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s 32KiB", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.112, 1.120, codeLib, true, "2026-12-02, commit f5542e3 (32 KiB pieces)", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s 32KiB (--piece-size)", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.135, 1.147, codeLib, true, "2026-12-02 before f5542e3, mean of 3 runs (1.121, 1.133, 1.152)", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s 64KiB", 128, 16 << 20, 64 << 10, 0.5e6, 0, false, 1.197, 1.214, codeLib, true, "2026-12-02 before f5542e3 (--piece-size)", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s 256KiB", 128, 16 << 20, 256 << 10, 0.5e6, 0, false, 1.474, 1.514, codeLib, true, "bench/scale/n128-f16MiB-r0.5MBps.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s 256KiB", 64, 16 << 20, 256 << 10, 1e6, 0, false, 1.414, 1.466, codeLib, true, "bench/scale/n64-f16MiB-r1MBps.json", 0, 0, 0, 0},
+	{"N=32 64MiB 6.25MB/s 256KiB", 32, 64 << 20, 256 << 10, 6.25e6, 0, false, 1.162, 1.177, codeLib, true, "bench/scale/n32-f64MiB-r6.25MBps.json", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s 16KiB", 128, 16 << 20, 16 << 10, 0.5e6, 0, false, 1.141, 1.176, codeLib, false, "2026-12-02 (--piece-size; CPU-bound: 1.92 cores)", 0, 0, 0, 0},
 
-	{"N=64 64MiB 3.125MB/s 256KiB (issue 14)", 64, 64 << 20, 256 << 10, 3.125e6, 0, false, 1.43, 1.45, codeLib, false, "issue 14 table, older code", 0, 0, 0},
-	{"N=128 64MiB 1.5625MB/s 256KiB (issue 14)", 128, 64 << 20, 256 << 10, 1.5625e6, 0, false, 1.63, 1.72, codeLib, false, "issue 14 table, older code", 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s, origin 5MB/s 256KiB (issue 14)", 128, 16 << 20, 256 << 10, 0.5e6, 5e6, false, 1.31, 1.46, codeLib, false, "issue 14 table, older code", 0, 0, 0},
+	{"N=8 256MiB 25MB/s cold", 8, 256 << 20, 512 << 10, 25e6, 0, false, 1.053, 1.053, codeLib, true, "bench/results.json 2026-11-24", 0, 0, 0, 0},
+	{"N=16 256MiB 12.5MB/s cold", 16, 256 << 20, 512 << 10, 12.5e6, 0, false, 1.090, 1.172, codeLib, true, "bench/results.json 2026-11-24", 0, 0, 0, 0},
+	{"N=32 256MiB 6.25MB/s cold", 32, 256 << 20, 512 << 10, 6.25e6, 0, false, 1.101, 1.111, codeLib, true, "bench/results.json 2026-11-24", 0, 0, 0, 0},
+	{"N=16 1GiB 12.5MB/s cold", 16, 1 << 30, 2 << 20, 12.5e6, 0, false, 1.092, 1.097, codeLib, true, "bench/results.json 2026-11-24", 0, 0, 0, 0},
+	{"N=8 256MiB 25MB/s warm", 8, 256 << 20, 512 << 10, 25e6, 0, true, 1.04, 1.09, codeLib, true, "docs/benchmarks.md warm table", 0, 0, 0, 0},
+	{"N=16 256MiB 12.5MB/s warm", 16, 256 << 20, 512 << 10, 12.5e6, 0, true, 1.06, 1.07, codeLib, true, "docs/benchmarks.md warm table", 0, 0, 0, 0},
+	{"N=32 256MiB 6.25MB/s warm", 32, 256 << 20, 512 << 10, 6.25e6, 0, true, 1.10, 1.12, codeLib, true, "docs/benchmarks.md warm table", 0, 0, 0, 0},
+	{"N=8 256MiB 25MB/s cold (2026-12-02)", 8, 256 << 20, 512 << 10, 25e6, 0, false, 1.048, 1.050, codeLib, true, "docs/benchmarks.md, after the architecture step", 0, 0, 0, 0},
+	{"N=16 256MiB 12.5MB/s cold (2026-12-02)", 16, 256 << 20, 512 << 10, 12.5e6, 0, false, 1.065, 1.085, codeLib, true, "docs/benchmarks.md, after the architecture step (mean of 2)", 0, 0, 0, 0},
+	{"N=32 256MiB 6.25MB/s cold (2026-12-02)", 32, 256 << 20, 512 << 10, 6.25e6, 0, false, 1.081, 1.093, codeLib, true, "docs/benchmarks.md, after the architecture step", 0, 0, 0, 0},
+
+	{"N=64 64MiB 3.125MB/s 256KiB (issue 14)", 64, 64 << 20, 256 << 10, 3.125e6, 0, false, 1.43, 1.45, codeLib, false, "issue 14 table, older code", 0, 0, 0, 0},
+	{"N=128 64MiB 1.5625MB/s 256KiB (issue 14)", 128, 64 << 20, 256 << 10, 1.5625e6, 0, false, 1.63, 1.72, codeLib, false, "issue 14 table, older code", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s, origin 5MB/s 256KiB (issue 14)", 128, 16 << 20, 256 << 10, 0.5e6, 5e6, false, 1.31, 1.46, codeLib, false, "issue 14 table, older code", 0, 0, 0, 0},
 }
 
 // Calibration is one real row against the model.
@@ -103,7 +111,7 @@ func Calibrate(ctx context.Context, base Config, rows []RealRow, seeds int) ([]C
 		c := base
 		c.Agents, c.BlobBytes, c.Rate, c.OriginRate, c.UpstreamRate, c.Warm = r.Agents, r.BlobBytes, r.Rate, r.OriginRate, 0, r.Warm
 		c.PieceBytes = r.PieceBytes
-		c.Uneven, c.Late, c.Churn = r.Uneven, r.Late, r.Churn
+		c.Uneven, c.Late, c.Churn, c.SlowConns = r.Uneven, r.Late, r.Churn, r.SlowConns
 		scenario := r.Uneven > 0 || r.Late > 0 || r.Churn > 0
 		var p50, mx float64
 		for k := range seeds {

@@ -82,8 +82,11 @@ type Config struct {
 	// (metainfo fetch, torrent set-up).
 	JoinSpread float64
 
-	// Uneven is the fraction of agents whose links run at Rate/4.
-	Uneven float64
+	// Uneven is the fraction of agents whose links run at Rate/4;
+	// SlowConns their conns_per_torrent (bench swarm --slow-conns; 0: as
+	// the others').
+	Uneven    float64
+	SlowConns int
 	// Late is the fraction of agents that start when the others are half
 	// done (at T_min/2).
 	Late float64
@@ -182,6 +185,7 @@ func (c *Config) Validate() error {
 	}
 	check(c.Rate > 0 && c.OriginRate > 0 && c.UpstreamRate > 0, "rates: want positive, got rate %g, origin %g, upstream %g", c.Rate, c.OriginRate, c.UpstreamRate)
 	check(c.ConnsPerTorrent >= 1 && c.ConnsPerTorrent <= 255, "conns per torrent: want 1..255, got %d", c.ConnsPerTorrent)
+	check(c.SlowConns >= 0 && c.SlowConns <= 255, "slow conns: want 0..255 (0: as the others'), got %d", c.SlowConns)
 	check(c.HalfOpen >= 1, "half open: want >= 1, got %d", c.HalfOpen)
 	check(c.MaxPeers >= 1, "max peers: want >= 1, got %d", c.MaxPeers)
 	check(c.AnnounceInterval > 0, "announce interval: want > 0, got %g", c.AnnounceInterval)

@@ -34,8 +34,10 @@ type Result struct {
 	OriginSentOverF  float64   `json:"origin_sent_over_blob"`
 	AllVerified      bool      `json:"all_verified"`
 
-	// Each agent's time over its own bound (its link, the origin's, the
-	// swarm's total upload): what uneven links and late joiners are judged by.
+	// Each agent's time over its own bound, as bench swarm takes it (its
+	// link; the origin's link for an agent that started with the run; a
+	// cold origin's upstream, from its start): what uneven links, late
+	// joiners and churn are judged by.
 	P50OverBound  float64   `json:"p50_over_bound"`
 	MaxOverBound  float64   `json:"max_over_bound"`
 	AgentBounds   []float64 `json:"agent_bound_seconds,omitempty"`
@@ -47,12 +49,16 @@ type Result struct {
 	SimSeconds    float64   `json:"sim_end_seconds"`
 	PiecesTraded  int64     `json:"sim_piece_transfers"`
 	ConnsPerAgent float64   `json:"sim_conns_per_agent_mean"`
+	// ConnsDropped counts connections closed (to make room for another,
+	// or by churn); BlocksCancelled the block requests closed with them.
+	ConnsDropped    int64 `json:"sim_conns_dropped"`
+	BlocksCancelled int64 `json:"sim_blocks_cancelled"`
 }
 
-// bound is the fluid lower bound of an agent with download d in a swarm
-// of n agents whose uploads add up to sumUp (Kumar and Ross; with equal
-// links it is bench.TMin).
-func bound(n int, f, d, _ float64, sumUp, uOrigin, uUpstream float64, cold bool) float64 {
+// bound is the fluid lower bound of a swarm of n agents with download d
+// whose uploads add up to sumUp (Kumar and Ross; with equal links it is
+// bench.TMin).
+func bound(n int, f, d float64, sumUp, uOrigin, uUpstream float64, cold bool) float64 {
 	t := max(f/uOrigin, f/d, float64(n)*f/(uOrigin+sumUp))
 	if cold {
 		t = max(t, f/uUpstream)
@@ -60,15 +66,29 @@ func bound(n int, f, d, _ float64, sumUp, uOrigin, uUpstream float64, cold bool)
 	return t
 }
 
+// ownBound is one agent's bound as bench swarm computes it: its download
+// link; the origin's upload if it started with the run (late joiners and
+// churn replacements find peers holding pieces); a cold origin's upstream
+// from the agent's start. The swarm's total upload is left out: it bounds
+// the last agent, not each (a fast agent may finish well before it).
+func (s *Sim) ownBound(n *node) float64 {
+	c := s.cfg
+	f := float64(c.BlobBytes)
+	b := f / n.down
+	if !n.late && !n.replaced {
+		b = max(b, f/c.OriginRate)
+	}
+	if !c.Warm {
+		b = max(b, f/c.UpstreamRate-n.start)
+	}
+	return b
+}
+
 func (s *Sim) result() *Result {
 	c := s.cfg
 	r := &Result{Simulated: true, Agents: c.Agents, Origins: 1, BlobBytes: c.BlobBytes, PieceBytes: c.PieceBytes,
 		RateBps: int64(c.Rate), OriginRateBps: int64(c.OriginRate), UpstreamRateBps: int64(c.UpstreamRate),
 		WarmOrigins: c.Warm, TMinSeconds: s.tmin, AllVerified: true, Config: c, Events: s.seq, SimSeconds: s.now}
-	var sumUp float64
-	for _, n := range s.nodes[1 : 1+c.Agents] {
-		sumUp += n.up
-	}
 	var times, ratios, ttfb []float64
 	var conns int
 	for _, n := range s.nodes[1:] {
@@ -89,7 +109,7 @@ func (s *Sim) result() *Result {
 			continue
 		}
 		t := n.doneAt - n.start
-		b := bound(c.Agents, float64(c.BlobBytes), n.down, n.up, sumUp, c.OriginRate, c.UpstreamRate, !c.Warm)
+		b := s.ownBound(n)
 		times = append(times, t)
 		ratios = append(ratios, t/b)
 		r.AgentBounds = append(r.AgentBounds, b)
@@ -103,6 +123,7 @@ func (s *Sim) result() *Result {
 	r.OriginBytesSent = s.originSent
 	r.OriginSentOverF = float64(s.originSent) / float64(c.BlobBytes)
 	r.PiecesTraded = s.traded
+	r.ConnsDropped, r.BlocksCancelled = s.dropped, s.cancelled
 	r.ConnsPerAgent = float64(conns) / float64(len(s.nodes)-1)
 	return r
 }

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -13,6 +14,7 @@ const origin = 0 // node index of the origin; agents follow
 type node struct {
 	up, down float64
 	queue    int // block requests in flight per connection
+	maxConns int // established connections at most (conns_per_torrent)
 	start    float64
 	joined   bool
 	alive    bool
@@ -37,10 +39,11 @@ type node struct {
 	since          []float64
 	halfOpen       int
 	pool           []int32 // peers heard of, not dialled yet
-	known          map[int32]bool
+	known          bitset  // peers heard of from the tracker (allocated at the first announce)
 	upT, downT     []int32 // transfers from and to this node
 	nActiveDown    int
 	inRate         float64 // sum of the active incoming transfers' rates
+	acc            float64 // reshare's per-downloader sum
 	announcing     bool
 
 	// This agent's connection to the origin, as the seeder sees it.
@@ -71,11 +74,12 @@ type Sim struct {
 	seq    uint64
 	events eventHeap
 
-	nPieces int
-	cpp     int // chunks per piece (the last piece may have fewer)
-	nodes   []*node
-	xfers   []transfer
-	free    []int32
+	nPieces  int
+	cpp      int // chunks per piece (the last piece may have fewer)
+	nodes    []*node
+	maxNodes int // the origin, the agents and their churn replacements
+	xfers    []transfer
+	free     []int32
 
 	// The origin's seeder state.
 	availN      int       // pieces [0, availN) are at the origin
@@ -94,9 +98,13 @@ type Sim struct {
 	measured, finished int
 	tmin               float64
 	originSent         int64
+	dropped, cancelled int64 // connections closed to make room; blocks cancelled with them
 	traded             int64
 	reqSeq             uint64
 	scratch            [2][]flow // reshare's buffers, one per cascade depth
+	sampled            []int32   // sample's buffer
+	drawn              []uint32  // sample: the call that last drew each node
+	stamp              uint32
 }
 
 // New prepares a run; Run runs it.
@@ -114,7 +122,8 @@ func New(cfg Config) (*Sim, error) {
 
 	n := cfg.Agents
 	nChurn := int(cfg.Churn*float64(n) + 0.5)
-	s.nodes = make([]*node, 0, 1+n+nChurn)
+	s.maxNodes = 1 + n + nChurn // churn replaces each killed agent once
+	s.nodes = make([]*node, 0, s.maxNodes)
 	s.trackPos = make([]int32, 0, 1+n+nChurn)
 	o := s.newNode(cfg.OriginRate, 0)
 	o.joined, o.done = true, true
@@ -131,9 +140,12 @@ func New(cfg Config) (*Sim, error) {
 			r /= 4
 		}
 		sumUp += r
-		s.newNode(r, r)
+		a := s.newNode(r, r)
+		if slow[i] && cfg.SlowConns > 0 {
+			a.maxConns = cfg.SlowConns
+		}
 	}
-	s.tmin = bound(n, float64(cfg.BlobBytes), cfg.Rate, cfg.Rate, sumUp, cfg.OriginRate, cfg.UpstreamRate, !cfg.Warm)
+	s.tmin = bound(n, float64(cfg.BlobBytes), cfg.Rate, sumUp, cfg.OriginRate, cfg.UpstreamRate, !cfg.Warm)
 	for i := range n {
 		a := s.nodes[1+i]
 		if late[i] {
@@ -173,7 +185,7 @@ func (s *Sim) pick(n int, frac float64) []bool {
 }
 
 func (s *Sim) newNode(up, down float64) *node {
-	a := &node{up: up, down: down, queue: s.cfg.queueFor(down), alive: true, known: map[int32]bool{},
+	a := &node{up: up, down: down, queue: s.cfg.queueFor(down), maxConns: s.cfg.ConnsPerTorrent, alive: true,
 		have: newBitset(s.nPieces), inflight: newBitset(s.nPieces), revealed: newBitset(s.nPieces)}
 	if len(s.nodes) > 0 { // the origin keeps no per-piece availability
 		a.avail = make([]uint8, s.nPieces)
@@ -213,7 +225,7 @@ func (s *Sim) chunkLen(p, k int) int64 {
 func (s *Sim) Run(ctx context.Context) (*Result, error) {
 	limit := 1000*s.tmin + 1000
 	for k := 0; s.finished < s.measured; k++ {
-		if len(s.events) == 0 {
+		if s.events.len() == 0 {
 			return nil, fmt.Errorf("sim: stalled at %.2f s with %d of %d agents done", s.now, s.finished, s.measured)
 		}
 		if k%65536 == 0 && ctx.Err() != nil {
@@ -234,9 +246,7 @@ func (s *Sim) Run(ctx context.Context) (*Result, error) {
 		case evStart:
 			s.startTransfer(e.a)
 		case evDone:
-			if tr := &s.xfers[e.a]; tr.live && tr.ver == e.ver {
-				s.finishTransfer(e.a)
-			}
+			s.finishTransfer(e.a)
 		case evAvail:
 			s.availN = max(s.availN, int(e.a)+1)
 			s.refill()
@@ -295,12 +305,15 @@ func (s *Sim) announce(a int32) {
 	if !n.alive || n.done {
 		return
 	}
+	if n.known == nil {
+		n.known = newBitset(s.maxNodes)
+	}
 	want := s.cfg.MaxPeers
 	for _, l := range [][]int32{s.complete, s.incomplete} {
 		got := s.sample(l, a, want)
 		for _, p := range got {
-			if !n.known[p] {
-				n.known[p] = true
+			if !n.known.has(int(p)) {
+				n.known.set(int(p))
 				n.pool = append(n.pool, p)
 			}
 		}
@@ -310,13 +323,15 @@ func (s *Sim) announce(a int32) {
 	s.push(event{t: s.now + s.cfg.AnnounceInterval, kind: evAnnounce, a: a})
 }
 
-// sample returns up to k members of l other than self, chosen at random.
+// sample returns up to k members of l other than self, chosen at random
+// (in a buffer the next call reuses).
 func (s *Sim) sample(l []int32, self int32, k int) []int32 {
 	if k <= 0 || len(l) == 0 {
 		return nil
 	}
+	out := s.sampled[:0]
+	defer func() { s.sampled = out[:0] }()
 	if len(l) <= k+1 {
-		out := make([]int32, 0, len(l))
 		for _, p := range l {
 			if p != self {
 				out = append(out, p)
@@ -324,10 +339,15 @@ func (s *Sim) sample(l []int32, self int32, k int) []int32 {
 		}
 		return out[:min(len(out), k)]
 	}
-	out := make([]int32, 0, k)
+	// Draw until k distinct; a stamp per node marks those drawn this call.
+	if s.drawn == nil {
+		s.drawn = make([]uint32, s.maxNodes)
+	}
+	s.stamp++
 	for len(out) < k {
 		p := l[s.rng.IntN(len(l))]
-		if p != self && !slices.Contains(out, p) {
+		if p != self && s.drawn[p] != s.stamp {
+			s.drawn[p] = s.stamp
 			out = append(out, p)
 		}
 	}
@@ -338,7 +358,7 @@ func (s *Sim) sample(l []int32, self int32, k int) []int32 {
 // half-open and established caps).
 func (s *Sim) dial(a int32) {
 	n := s.nodes[a]
-	for !n.done && n.alive && len(n.conns) < s.cfg.ConnsPerTorrent && n.halfOpen < s.cfg.HalfOpen && len(n.pool) > 0 {
+	for !n.done && n.alive && len(n.conns) < n.maxConns && n.halfOpen < s.cfg.HalfOpen && len(n.pool) > 0 {
 		i := s.rng.IntN(len(n.pool))
 		b := n.pool[i]
 		n.pool[i] = n.pool[len(n.pool)-1]
@@ -394,7 +414,7 @@ func (s *Sim) connect(a, b int32) {
 // dropping one of the other direction if the library would.
 func (s *Sim) room(a int32, outgoing bool) bool {
 	n := s.nodes[a]
-	if len(n.conns) < s.cfg.ConnsPerTorrent {
+	if len(n.conns) < n.maxConns {
 		return true
 	}
 	nOut := 0
@@ -430,12 +450,14 @@ func (s *Sim) room(a int32, outgoing bool) bool {
 // dropConn closes the connection between a and b: requests on it are
 // cancelled, availability and the seeder's counts forget it.
 func (s *Sim) dropConn(a, b int32) {
+	s.dropped++
 	var touched [2]int32
 	for k, x := range [2][2]int32{{a, b}, {b, a}} {
 		u, w := x[0], x[1] // uploads from u to w
 		touched[k] = u
 		for _, id := range slices.Clone(s.nodes[u].upT) {
 			if tr := s.xfers[id]; tr.to == w {
+				s.cancelled++
 				s.unlink(id)
 				s.nodes[w].inflight.clear(int(tr.piece))
 				s.nodes[w].asked.clear(int(tr.piece)*s.cpp + int(tr.chunk))
@@ -564,6 +586,7 @@ func (s *Sim) request(v, w int32, p, k int) {
 	} else {
 		s.xfers = append(s.xfers, transfer{})
 		id = int32(len(s.xfers) - 1)
+		s.events.addTransfer(id)
 	}
 	b := s.chunkLen(p, k)
 	tr := &s.xfers[id]
@@ -631,37 +654,36 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 		flows = append(flows, flow{id: id, to: tr.to, seq: tr.seq, old: tr.rate})
 	}
 	// What each downloader's other senders leave: its incoming rate less
-	// this uploader's own flows to it.
+	// this uploader's own flows to it (summed per downloader in acc, in
+	// the flows' order).
+	for _, f := range flows {
+		s.nodes[f.to].acc = 0
+	}
+	for _, f := range flows {
+		s.nodes[f.to].acc += f.old
+	}
 	for i := range flows {
-		mine := 0.0
-		for _, g := range flows {
-			if g.to == flows[i].to {
-				mine += g.old
-			}
-		}
 		d := s.nodes[flows[i].to]
-		flows[i].cap = max(0, d.down-(d.inRate-mine))
+		flows[i].cap = max(0, d.down-(d.inRate-d.acc))
 	}
 	defer func() { s.scratch[depth] = flows }()
 	left := n.up
 	if u == origin || s.cfg.SerialUploads {
-		slices.SortFunc(flows, func(a, b flow) int { return cmpU64(a.seq, b.seq) })
-		used := map[int32]float64{}
+		sortFlows(flows, true)
+		for _, f := range flows {
+			s.nodes[f.to].acc = 0 // what this uploader gave each downloader so far
+		}
 		for i := range flows {
 			f := &flows[i]
-			f.rate = max(0, min(f.cap-used[f.to], left))
-			used[f.to] += f.rate
+			d := s.nodes[f.to]
+			f.rate = max(0, min(f.cap-d.acc, left))
+			d.acc += f.rate
 			left -= f.rate
 		}
 	} else {
 		// Pairs (one per downloader), by cap, max-min fair; then each
 		// pair's rate to one block at a time (splitPair).
-		slices.SortFunc(flows, func(a, b flow) int {
-			if c := cmpF(a.cap, b.cap); c != 0 {
-				return c
-			}
-			return int(a.to - b.to)
-		})
+		sortFlows(flows, false)
 		pairs := 0
 		for i := range flows {
 			if i == 0 || flows[i].to != flows[i-1].to {
@@ -696,7 +718,10 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 		tr.rate = f.rate
 		tr.ver++
 		if f.rate > 0 {
-			s.push(event{t: s.now + max(tr.remaining, 0)/f.rate, kind: evDone, a: f.id, ver: tr.ver})
+			s.seq++
+			s.events.setDone(f.id, s.now+max(tr.remaining, 0)/f.rate, s.seq)
+		} else {
+			s.events.cancelDone(f.id)
 		}
 	}
 	if depth > 0 {
@@ -716,24 +741,34 @@ type flow struct {
 	old  float64
 }
 
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// sortFlows sorts fs by seq, or by cap then downloader: an insertion sort
+// for an agent's handful of flows, pdqsort for the origin's many. (Flows
+// that tie on cap and downloader go to one connection: reshare treats
+// them alike in any order.)
+func sortFlows(fs []flow, bySeq bool) {
+	if len(fs) > 16 {
+		slices.SortFunc(fs, func(a, b flow) int {
+			switch {
+			case bySeq:
+				return cmp.Compare(a.seq, b.seq)
+			case a.cap != b.cap:
+				return cmp.Compare(a.cap, b.cap)
+			}
+			return cmp.Compare(a.to, b.to)
+		})
+		return
 	}
-	return 0
-}
-
-func cmpF(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+	less := func(a, b *flow) bool {
+		if bySeq {
+			return a.seq < b.seq
+		}
+		return a.cap < b.cap || a.cap == b.cap && a.to < b.to
 	}
-	return 0
+	for i := 1; i < len(fs); i++ {
+		for j := i; j > 0 && less(&fs[j], &fs[j-1]); j-- {
+			fs[j], fs[j-1] = fs[j-1], fs[j]
+		}
+	}
 }
 
 // unlink takes transfer id off both ends' lists.
@@ -753,6 +788,7 @@ func (s *Sim) unlink(id int32) {
 	s.nodes[tr.to].inRate -= tr.rate
 	tr.live, tr.active, tr.rate = false, false, 0
 	tr.ver++
+	s.events.cancelDone(id)
 	s.free = append(s.free, id)
 }
 
@@ -826,7 +862,7 @@ func (s *Sim) kill(a int32) {
 	}
 	// The replacement: a fresh agent with the same link, starting now.
 	r := s.newNode(n.up, n.down)
-	r.replaced, r.start = true, s.now
+	r.replaced, r.start, r.maxConns = true, s.now, n.maxConns
 	s.measured++
 	s.push(event{t: s.now, kind: evJoin, a: int32(len(s.nodes) - 1)})
 }

@@ -39,26 +39,50 @@ const (
 )
 
 // RealRows are every real row available: bench/results.json and
-// docs/benchmarks.md (N = 8, 16, 32), bench/scale and the lead's runs of
-// 2026-12-02 (N = 32, 64, 128 at 256, 64 and 32 KiB pieces, and with
-// requests_per_peer), and the older rows of issue 14's table.
+// docs/benchmarks.md (N = 8, 16, 32), bench/scale (the scale set of
+// 2026-12-03 and of 2026-12-02) and the lead's runs of 2026-12-02 and 03
+// (N = 32, 64, 128 at 256, 64 and 32 KiB pieces, with requests_per_peer,
+// N = 256 at 0.125 MB/s, uneven links with fewer connections), and the
+// older rows of issue 14's table.
 var RealRows = []RealRow{
-	// make bench-scale on commit d1b5499 (32 KiB pieces, requests_per_peer): bench/scale/scale.json.
-	{"N=64 16MiB 1MB/s cold", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.089, 1.115, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
-	{"N=64 16MiB 1MB/s warm", 64, 16 << 20, 32 << 10, 1e6, 0, true, 1.074, 1.081, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
-	{"N=64 16MiB 1MB/s, origin 10MB/s cold", 64, 16 << 20, 32 << 10, 1e6, 10e6, false, 1.084, 1.092, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
-	{"N=64 16MiB 1MB/s, origin 10MB/s warm", 64, 16 << 20, 32 << 10, 1e6, 10e6, true, 1.081, 1.169, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s cold", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.095, 1.107, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s warm", 128, 16 << 20, 32 << 10, 0.5e6, 0, true, 1.096, 1.107, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s, origin 5MB/s cold", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, false, 1.109, 1.138, codeRPP, false, "bench/scale/scale.json (CPU-bound)", 0, 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s, origin 5MB/s warm", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, true, 1.100, 1.137, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
-	{"N=256 16MiB 0.25MB/s cold", 256, 16 << 20, 32 << 10, 0.25e6, 0, false, 1.125, 1.142, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
-	{"N=256 16MiB 0.25MB/s warm", 256, 16 << 20, 32 << 10, 0.25e6, 0, true, 1.129, 1.157, codeRPP, true, "bench/scale/scale.json", 0, 0, 0, 0},
-	{"N=256 16MiB 0.25MB/s, origin 2.5MB/s cold", 256, 16 << 20, 32 << 10, 0.25e6, 2.5e6, false, 1.142, 1.183, codeRPP, false, "bench/scale/scale.json (CPU-bound)", 0, 0, 0, 0},
-	{"N=256 16MiB 0.25MB/s, origin 2.5MB/s warm", 256, 16 << 20, 32 << 10, 0.25e6, 2.5e6, true, 1.146, 1.196, codeRPP, false, "bench/scale/scale.json (CPU-bound)", 0, 0, 0, 0},
-	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.120, 1.236, codeRPP, true, "bench/scale/scale.json", 0.25, 0, 0, 0},
-	{"N=64 16MiB 1MB/s, 1/4 late (over own bound)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.091, 1.125, codeRPP, true, "bench/scale/scale.json", 0, 0.25, 0, 0},
-	{"N=64 16MiB 1MB/s, 10% churn (over own bound)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.099, 1.335, codeRPP, true, "bench/scale/scale.json", 0, 0, 0.1, 0},
+	// make bench-scale on commit 9d0b113 (the nudge; N = 256 at 0.125 MB/s): bench/scale/scale.json.
+	// The model has no nudge and needs none: its agent is done with its
+	// last piece, and the nudge is what makes a real client's last byte
+	// come then too (before it, with U = 10 R, the in-order prefix and the
+	// client's stream caught up only at the end: 0.03-0.04 slower).
+	{"N=64 16MiB 1MB/s cold (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.084, 1.094, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s warm (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, true, 1.081, 1.089, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s cold (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 10e6, false, 1.044, 1.070, codeRPP, true, "bench/scale/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s warm (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 10e6, true, 1.056, 1.079, codeRPP, true, "bench/scale/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s cold (2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.099, 1.115, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s warm (2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, true, 1.094, 1.107, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s, origin 5MB/s cold (2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, false, 1.049, 1.071, codeRPP, true, "bench/scale/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s, origin 5MB/s warm (2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, true, 1.059, 1.077, codeRPP, true, "bench/scale/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s cold (2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 0, false, 1.101, 1.120, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s warm (2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 0, true, 1.102, 1.113, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s, origin 1.25MB/s cold (2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 1.25e6, false, 1.032, 1.040, codeRPP, true, "bench/scale/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s, origin 1.25MB/s warm (2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 1.25e6, true, 1.035, 1.053, codeRPP, true, "bench/scale/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.124, 1.533, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4, slow conns 3 (over own bound) (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.095, 1.193, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0.25, 0, 0, 3},
+	{"N=64 16MiB 1MB/s, 1/4 late (over own bound) (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.127, 1.221, codeRPP, true, "bench/scale/scale.json (2026-12-03; with the nudge)", 0, 0.25, 0, 0},
+	{"N=64 16MiB 1MB/s, 10% churn (over own bound) (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.121, 1.248, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0, 0, 0.1, 0},
+
+	// make bench-scale on commit d1b5499 (32 KiB pieces, requests_per_peer; bench/scale/scale.json in git at that commit).
+	{"N=64 16MiB 1MB/s cold", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.089, 1.115, codeRPP, true, "bench/scale/scale.json at d1b5499", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s warm", 64, 16 << 20, 32 << 10, 1e6, 0, true, 1.074, 1.081, codeRPP, true, "bench/scale/scale.json at d1b5499", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s cold", 64, 16 << 20, 32 << 10, 1e6, 10e6, false, 1.084, 1.092, codeRPP, true, "bench/scale/scale.json at d1b5499", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s warm", 64, 16 << 20, 32 << 10, 1e6, 10e6, true, 1.081, 1.169, codeRPP, true, "bench/scale/scale.json at d1b5499", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s cold", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.095, 1.107, codeRPP, true, "bench/scale/scale.json at d1b5499", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s warm", 128, 16 << 20, 32 << 10, 0.5e6, 0, true, 1.096, 1.107, codeRPP, true, "bench/scale/scale.json at d1b5499", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s, origin 5MB/s cold", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, false, 1.109, 1.138, codeRPP, false, "bench/scale/scale.json at d1b5499 (CPU-bound)", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s, origin 5MB/s warm", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, true, 1.100, 1.137, codeRPP, true, "bench/scale/scale.json at d1b5499", 0, 0, 0, 0},
+	{"N=256 16MiB 0.25MB/s cold", 256, 16 << 20, 32 << 10, 0.25e6, 0, false, 1.125, 1.142, codeRPP, true, "bench/scale/scale.json at d1b5499", 0, 0, 0, 0},
+	{"N=256 16MiB 0.25MB/s warm", 256, 16 << 20, 32 << 10, 0.25e6, 0, true, 1.129, 1.157, codeRPP, true, "bench/scale/scale.json at d1b5499", 0, 0, 0, 0},
+	{"N=256 16MiB 0.25MB/s, origin 2.5MB/s cold", 256, 16 << 20, 32 << 10, 0.25e6, 2.5e6, false, 1.142, 1.183, codeRPP, false, "bench/scale/scale.json at d1b5499 (CPU-bound)", 0, 0, 0, 0},
+	{"N=256 16MiB 0.25MB/s, origin 2.5MB/s warm", 256, 16 << 20, 32 << 10, 0.25e6, 2.5e6, true, 1.146, 1.196, codeRPP, false, "bench/scale/scale.json at d1b5499 (CPU-bound)", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.120, 1.236, codeRPP, true, "bench/scale/scale.json at d1b5499", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 late (over own bound)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.091, 1.125, codeRPP, true, "bench/scale/scale.json at d1b5499", 0, 0.25, 0, 0},
+	{"N=64 16MiB 1MB/s, 10% churn (over own bound)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.099, 1.335, codeRPP, true, "bench/scale/scale.json at d1b5499", 0, 0, 0.1, 0},
 
 	// The lead's runs of 2026-12-03 (commit 461d6c5): bench/scale/levers.
 	{"N=256 16MiB 0.125MB/s cold", 256, 16 << 20, 32 << 10, 0.125e6, 0, false, 1.098, 1.107, codeRPP, true, "bench/scale/levers/n256-r0.125MBps.json", 0, 0, 0, 0},

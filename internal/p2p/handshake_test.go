@@ -2,7 +2,6 @@ package p2p
 
 import (
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -48,13 +47,7 @@ func TestNodeDialsPlainHandshakesOnly(t *testing.T) {
 	}()
 
 	blob, mi := testBlobMeta(t, 1<<20, 64<<10)
-	cfg := Config{}
-	cfg.ApplyDefaults("127.0.0.1:0", nil)
-	n, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Close)
+	n := newTestNode(t, Config{})
 	downloadFromAddr(t, n, ln.Addr().(*net.TCPAddr), blob, mi)
 
 	select {

@@ -20,9 +20,10 @@ import (
 	"github.com/shoal-dev/shoal/internal/store"
 )
 
-func newTestNode(t *testing.T) *Node {
+// newTestNode starts a node on 127.0.0.1 with cfg (defaults applied),
+// closed when the test ends.
+func newTestNode(t *testing.T, cfg Config) *Node {
 	t.Helper()
-	cfg := Config{}
 	cfg.ApplyDefaults("127.0.0.1:0", nil)
 	n, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
@@ -124,7 +125,7 @@ func TestLeaveSwarmWhilePeerReads(t *testing.T) {
 	}
 	slow := &slowFile{f: f, delay: 50 * time.Millisecond}
 	var closed atomic.Bool
-	seeder, downloader := newTestNode(t), newTestNode(t)
+	seeder, downloader := newTestNode(t, Config{}), newTestNode(t, Config{})
 	sw, err := seeder.Seed(mi, slow, func() { closed.Store(true); f.Close() })
 	if err != nil {
 		t.Fatal(err)
@@ -165,13 +166,7 @@ func TestLeaveSwarmWhilePeerReads(t *testing.T) {
 // capped at rate bytes/s.
 func cappedSeeder(t *testing.T, rate config.Rate, blob []byte, mi *MetaInfo) *Node {
 	t.Helper()
-	cfg := Config{UploadRate: rate}
-	cfg.ApplyDefaults("127.0.0.1:0", nil)
-	seeder, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(seeder.Close)
+	seeder := newTestNode(t, Config{UploadRate: rate})
 	if _, err := seeder.Seed(mi, bytes.NewReader(blob), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +180,7 @@ func TestLowRateNodeServesWholeBlocks(t *testing.T) {
 	const size = 512 << 10
 	blob, mi := testBlobMeta(t, size, 128<<10)
 	seeder := cappedSeeder(t, 400_000, blob, mi)
-	sw, dl := downloadFrom(t, newTestNode(t), seeder, blob, mi)
+	sw, dl := downloadFrom(t, newTestNode(t, Config{}), seeder, blob, mi)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := dl.Wait(ctx); err != nil {
@@ -202,13 +197,7 @@ func TestLowRateNodeServesWholeBlocks(t *testing.T) {
 func TestConnsPerTorrentCapsConnections(t *testing.T) {
 	const size, leechers, maxConns = 2 << 20, 4, 2
 	blob, mi := testBlobMeta(t, size, 128<<10)
-	cfg := Config{UploadRate: 4_000_000, ConnsPerTorrent: maxConns}
-	cfg.ApplyDefaults("127.0.0.1:0", nil)
-	seeder, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(seeder.Close)
+	seeder := newTestNode(t, Config{UploadRate: 4_000_000, ConnsPerTorrent: maxConns})
 	ssw, err := seeder.Seed(mi, bytes.NewReader(blob), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +206,7 @@ func TestConnsPerTorrentCapsConnections(t *testing.T) {
 	var dls []*store.Download
 	var swarms []*Swarm
 	for range leechers {
-		n := newTestNode(t)
+		n := newTestNode(t, Config{})
 		sw, dl := downloadFrom(t, n, seeder, blob, mi)
 		nodes, dls, swarms = append(nodes, n), append(dls, dl), append(swarms, sw)
 	}
@@ -265,7 +254,7 @@ func TestReaderFarAheadGetsItsPiecesFirst(t *testing.T) {
 	const size, pl = 4 << 20, 256 << 10
 	blob, mi := testBlobMeta(t, size, pl)
 	seeder := cappedSeeder(t, 1_000_000, blob, mi) // the whole blob takes about 4 s
-	sw, dl := downloadFrom(t, newTestNode(t), seeder, blob, mi)
+	sw, dl := downloadFrom(t, newTestNode(t, Config{}), seeder, blob, mi)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	r := dl.NewReader(ctx)
@@ -292,7 +281,7 @@ func TestReaderFarAheadGetsItsPiecesFirst(t *testing.T) {
 // down may still ask it to seed).
 func TestClosedNodeJoinsNoSwarm(t *testing.T) {
 	blob, mi := testBlobMeta(t, 256<<10, 64<<10)
-	n := newTestNode(t)
+	n := newTestNode(t, Config{})
 	n.Close()
 	if _, err := n.Seed(mi, bytes.NewReader(blob), nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Seed after Close: %v, want ErrClosed", err)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 
 	"io"
-	"log/slog"
 	"net"
 	"slices"
 	"sync"
@@ -217,13 +216,7 @@ func TestRequestsPerPeerCapsRequestsInFlight(t *testing.T) {
 			const size = 2 << 20
 			blob, mi := testBlobMeta(t, size, 64<<10)
 			peer := startRawPeer(t, blob, mi)
-			cfg := tc.cfg
-			cfg.ApplyDefaults("127.0.0.1:0", nil)
-			n, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(n.Close)
+			n := newTestNode(t, tc.cfg)
 			sw, dl := downloadFromAddr(t, n, peer.ln.Addr().(*net.TCPAddr), blob, mi)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -265,13 +258,7 @@ func TestPrefixNextPieceIsAskedForFirst(t *testing.T) {
 	// peer (the node says it is interested then), so that the node sees
 	// piece 0 held twice before it asks for anything.
 	seed := startRawPeer(t, blob, mi, func(p *rawPeer) { p.gate = common.interested })
-	cfg := Config{RequestsPerPeer: 1}
-	cfg.ApplyDefaults("127.0.0.1:0", nil)
-	n, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Close)
+	n := newTestNode(t, Config{RequestsPerPeer: 1})
 	sw, dl := downloadFromAddr(t, n, common.ln.Addr().(*net.TCPAddr), blob, mi)
 	sw.t.AddPeers([]torrent.PeerInfo{{Addr: seed.ln.Addr().(*net.TCPAddr), Source: torrent.PeerSourceDirect}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -3,7 +3,6 @@ package p2p
 import (
 	"bytes"
 	"crypto/sha1"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -221,13 +220,7 @@ func TestStandardWithAnnounce(t *testing.T) {
 // joined, Touch sees both, Leave leaves both, and for max_swarms they
 // count as one blob.
 func TestNodeSeedsLiveAndStandardTorrentsOfOneBlob(t *testing.T) {
-	cfg := Config{MaxSwarms: 2}
-	cfg.ApplyDefaults("127.0.0.1:0", nil)
-	n, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Close)
+	n := newTestNode(t, Config{MaxSwarms: 2})
 	seedBoth := func(seed int) digest.Digest {
 		blob := sampleBlob(512<<10 + seed)
 		d := digest.FromBytes(blob)

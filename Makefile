@@ -41,7 +41,7 @@ test: lint
 bench: build
 	./$(BIN) bench standard --out bench
 
-# The scale set (issue 14; about 15 minutes on 2 cores): 64-256 agents,
+# The scale set (issue 14; about 45 minutes on 2 cores): 64-256 agents,
 # cold and warm, U = R and U = 10 R, uneven links, late joiners, churn:
 # bench/scale/scale.json and bench/scale/scale.svg.
 bench-scale: build

@@ -30,7 +30,7 @@ func (s *blobStorage) requested(piece int, d int32) {
 		return
 	}
 	s.pending[piece].Add(d)
-	if int32(piece) == s.head.Load() {
+	if int32(piece) == s.prefix.Load() {
 		s.kick()
 	}
 }
@@ -54,7 +54,7 @@ func (s *Swarm) nudgeLoop(ctx context.Context) {
 		case <-st.wake:
 		}
 		want := -1
-		if h := int(st.head.Load()); h < len(st.pending) && st.pending[h].Load() == 0 {
+		if h := st.prefixPieces(); h < len(st.pending) && st.pending[h].Load() == 0 {
 			if ps := s.t.Piece(h).State(); !ps.Complete && !ps.Partial && !ps.Checking {
 				want = h
 			}

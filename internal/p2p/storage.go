@@ -41,22 +41,24 @@ type blobStorage struct {
 	onBad  func([]netip.Addr)
 	ctx    context.Context
 
-	// For a download: requests in flight per piece, the prefix's next
-	// piece, and the nudger's wake-up (see nudge.go).
+	// For a download: requests in flight per piece and the nudger's
+	// wake-up (see nudge.go).
 	pending []atomic.Int32
-	head    atomic.Int32
 	wake    chan struct{}
+	// prefix: pieces [0, prefix) are complete. Written under mu; an atomic
+	// so that the library's request callbacks read it without a lock.
+	prefix atomic.Int32
 
 	mu       sync.Mutex
 	complete []bool
-	prefix   int // pieces [0, prefix) complete
 	pieceLen int64
 	length   int64
 }
 
 func newSeedStorage(r io.ReaderAt, closeR func(), info *metainfo.Info) *blobStorage {
 	n := info.NumPieces()
-	s := &blobStorage{r: r, closeR: closeR, complete: make([]bool, n), prefix: n, pieceLen: info.PieceLength, length: info.Length}
+	s := &blobStorage{r: r, closeR: closeR, complete: make([]bool, n), pieceLen: info.PieceLength, length: info.Length}
+	s.prefix.Store(int32(n))
 	for i := range s.complete {
 		s.complete[i] = true
 	}
@@ -207,11 +209,14 @@ func (p *blobPiece) MarkComplete() error {
 	s := p.s
 	s.mu.Lock()
 	s.complete[p.index] = true
-	for s.prefix < len(s.complete) && s.complete[s.prefix] {
-		s.prefix++
+	old := int(s.prefix.Load())
+	prefix := old
+	for prefix < len(s.complete) && s.complete[prefix] {
+		prefix++
 	}
-	upTo := min(int64(s.prefix)*s.pieceLen, s.length)
-	moved := s.head.Swap(int32(s.prefix)) != int32(s.prefix)
+	s.prefix.Store(int32(prefix))
+	upTo := min(int64(prefix)*s.pieceLen, s.length)
+	moved := prefix != old
 	s.mu.Unlock()
 	if s.dl == nil {
 		return nil
@@ -227,11 +232,7 @@ func (p *blobPiece) MarkComplete() error {
 }
 
 // prefixPieces is how many leading pieces are complete.
-func (s *blobStorage) prefixPieces() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.prefix
-}
+func (s *blobStorage) prefixPieces() int { return int(s.prefix.Load()) }
 
 func (p *blobPiece) MarkNotComplete() error {
 	p.s.mu.Lock()
@@ -239,11 +240,11 @@ func (p *blobPiece) MarkNotComplete() error {
 	if p.s.dl == nil {
 		return nil // a verified seed stays complete
 	}
-	if p.index < p.s.prefix {
+	if p.index < int(p.s.prefix.Load()) {
 		return fmt.Errorf("storage: piece %d already hashed into the blob", p.index)
 	}
 	p.s.complete[p.index] = false
-	if int32(p.index) == p.s.head.Load() {
+	if int32(p.index) == p.s.prefix.Load() {
 		p.s.kick() // fetched again: the nudger may raise it
 	}
 	return nil

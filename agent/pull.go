@@ -50,6 +50,11 @@ func (a *Agent) runPull(ctx context.Context, ns string, d digest.Digest, p *pull
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
+	if err != nil {
+		// A client that comes from now on (a retry) starts a new pull
+		// rather than joining this one and getting its error.
+		a.pulls.Stop(p)
+	}
 	p.SetReady(err) // a no-op if the download existed
 	switch {
 	case err == nil:

@@ -132,6 +132,16 @@ func (g *Group[K, V]) Leave(j *Job[V]) {
 	})
 }
 
+// Stop marks a joined job stopped before its run returns, so that a later
+// Join waits for its end and starts a new one rather than joining it: a
+// pull that has failed readies its error, and a client that comes after
+// that, a retry, must get a fresh pull, not the old error.
+func (g *Group[K, V]) Stop(j *Job[V]) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	j.stopped = true
+}
+
 // add puts a new job of k in the group; g.mu is held.
 func (g *Group[K, V]) add(k K) *Job[V] {
 	if g.jobs == nil {

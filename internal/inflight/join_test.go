@@ -226,3 +226,61 @@ func TestWaitForEveryJob(t *testing.T) {
 		t.Fatal("Wait did not return after the jobs ended")
 	}
 }
+
+// A job stopped by its run (it failed, and readied its error) is not
+// joined in the moment before its run returns: the next caller waits for
+// its end and starts a new job.
+func TestJoinAfterStopStartsANewJob(t *testing.T) {
+	g := Group[string, error]{Grace: time.Hour}
+	failed := errors.New("upstream down")
+	release := make(chan struct{})
+	first, _, err := g.Join(context.Background(), "k", func(_ context.Context, j *Job[error]) error {
+		g.Stop(j)
+		j.SetReady(failed)
+		<-release // the run's last steps (logging, metrics) after readying
+		return failed
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed(t, first.Ready(), "first job ready")
+	if first.Value() != failed {
+		t.Fatalf("first job's value %v, want %v", first.Value(), failed)
+	}
+	type joinResult struct {
+		j      *Job[error]
+		joined bool
+	}
+	second := make(chan joinResult, 1)
+	go func() {
+		j, joined, err := g.Join(context.Background(), "k", func(_ context.Context, j *Job[error]) error {
+			j.SetReady(nil)
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		second <- joinResult{j, joined}
+	}()
+	select {
+	case r := <-second:
+		t.Fatalf("joined a stopped job before it ended (joined %v, same job %v)", r.joined, r.j == first)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	var r joinResult
+	select {
+	case r = <-second:
+	case <-time.After(5 * time.Second):
+		t.Fatal("second Join: timed out")
+	}
+	if r.joined || r.j == first {
+		t.Fatalf("second Join joined the stopped job (joined %v)", r.joined)
+	}
+	closed(t, r.j.Ready(), "second job ready")
+	if r.j.Value() != nil {
+		t.Fatalf("second job's value %v, want nil", r.j.Value())
+	}
+	g.Leave(first)
+	g.Leave(r.j)
+}

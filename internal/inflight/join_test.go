@@ -138,37 +138,13 @@ func TestJoinDuringWindDownStartsAFreshRun(t *testing.T) {
 		t.Fatalf("a cancelled waiting Join returned %v, %v; want nil, %v", j, err, context.Canceled)
 	}
 
-	type result struct {
-		j      *Job[int]
-		joined bool
-		err    error
-	}
-	res := make(chan result, 1)
-	go func() {
-		j, joined, err := g.Join(context.Background(), "k", run)
-		res <- result{j, joined, err}
-	}()
-	select {
-	case r := <-res:
-		t.Fatalf("a Join returned %v, joined %v while the stopped job wound down", r.err, r.joined)
-	case <-time.After(20 * time.Millisecond):
-	}
-	close(release)
-	var r result
-	select {
-	case r = <-res:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the waiting Join never returned")
-	}
-	if r.err != nil || r.joined || r.j == old {
-		t.Fatalf("joined %v, same job %v, err %v; want a fresh job", r.joined, r.j == old, r.err)
-	}
+	r := joinAfterWindDown(t, &g, run, old, release)
 	closed(t, old.Done(), "the old job's end")
 	if !g.Running("k") {
 		t.Fatal("the fresh job is not in the group")
 	}
-	g.Leave(r.j)
-	closed(t, r.j.Done(), "the fresh job's stop")
+	g.Leave(r)
+	closed(t, r.Done(), "the fresh job's stop")
 	if overlapped.Load() != 0 {
 		t.Fatal("two runs of one key overlapped")
 	}
@@ -247,40 +223,47 @@ func TestJoinAfterStopStartsANewJob(t *testing.T) {
 	if first.Value() != failed {
 		t.Fatalf("first job's value %v, want %v", first.Value(), failed)
 	}
-	type joinResult struct {
-		j      *Job[error]
-		joined bool
-	}
-	second := make(chan joinResult, 1)
-	go func() {
-		j, joined, err := g.Join(context.Background(), "k", func(_ context.Context, j *Job[error]) error {
-			j.SetReady(nil)
-			return nil
-		})
-		if err != nil {
-			t.Error(err)
-		}
-		second <- joinResult{j, joined}
-	}()
-	select {
-	case r := <-second:
-		t.Fatalf("joined a stopped job before it ended (joined %v, same job %v)", r.joined, r.j == first)
-	case <-time.After(50 * time.Millisecond):
-	}
-	close(release)
-	var r joinResult
-	select {
-	case r = <-second:
-	case <-time.After(5 * time.Second):
-		t.Fatal("second Join: timed out")
-	}
-	if r.joined || r.j == first {
-		t.Fatalf("second Join joined the stopped job (joined %v)", r.joined)
-	}
-	closed(t, r.j.Ready(), "second job ready")
-	if r.j.Value() != nil {
-		t.Fatalf("second job's value %v, want nil", r.j.Value())
+	r := joinAfterWindDown(t, &g, func(_ context.Context, j *Job[error]) error {
+		j.SetReady(nil)
+		return nil
+	}, first, release)
+	closed(t, r.Ready(), "second job ready")
+	if r.Value() != nil {
+		t.Fatalf("second job's value %v, want nil", r.Value())
 	}
 	g.Leave(first)
-	g.Leave(r.j)
+	g.Leave(r)
+}
+
+// joinAfterWindDown joins k while old, stopped, winds down until release
+// is closed: the Join must not return before, and must then start a fresh
+// job, which it returns.
+func joinAfterWindDown[V any](t *testing.T, g *Group[string, V], run func(context.Context, *Job[V]) error, old *Job[V], release chan struct{}) *Job[V] {
+	t.Helper()
+	type result struct {
+		j      *Job[V]
+		joined bool
+		err    error
+	}
+	res := make(chan result, 1)
+	go func() {
+		j, joined, err := g.Join(context.Background(), "k", run)
+		res <- result{j, joined, err}
+	}()
+	select {
+	case r := <-res:
+		t.Fatalf("a Join returned %v, joined %v (same job %v) while the stopped job wound down", r.err, r.joined, r.j == old)
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(release)
+	var r result
+	select {
+	case r = <-res:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting Join never returned")
+	}
+	if r.err != nil || r.joined || r.j == old {
+		t.Fatalf("joined %v, same job %v, err %v; want a fresh job", r.joined, r.j == old, r.err)
+	}
+	return r.j
 }

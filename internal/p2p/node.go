@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
-	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
@@ -153,10 +152,12 @@ func (c *Config) Validate(prefix string) error {
 	return nil
 }
 
-// Node is one BitTorrent client with its swarms.
+// Node is one node's BitTorrent side: the engine for live swarms, the
+// library's client for standard torrents, and its swarms.
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
+	eng     *engine
 	cl      *torrent.Client
 	addr    netip.AddrPort
 	peerID  [20]byte
@@ -166,13 +167,8 @@ type Node struct {
 
 	bans      *banList
 	bansTotal atomic.Int64
-	// downloads maps an info-hash to its download storage, for the blame
-	// of received blocks. A sync.Map: the library calls back with its own
-	// lock held, and add holds mu while calling into the library.
-	downloads sync.Map
-
-	mu     sync.Mutex
-	swarms map[string]*Swarm // live torrents, by digest
+	mu        sync.Mutex
+	swarms    map[string]*Swarm // live torrents, by digest
 	// standard holds the standard torrents (standard.go), by digest: a
 	// blob held complete is in two swarms, under two info-hashes.
 	standard map[string]*Swarm
@@ -191,59 +187,48 @@ func NewNode(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Node, er
 		return nil, err
 	}
 
-	cc := torrent.NewDefaultClientConfig()
-	cc.SetListenAddr(cfg.Listen)
-	cc.PeerID = string(n.peerID[:])
-	cc.NoDHT, cc.DisableUTP, cc.DisablePEX = true, true, true
-	cc.DisableTrackers, cc.DisableWebtorrent, cc.DisableWebseeds = true, true, true
-	cc.NoDefaultPortForwarding = true
-	cc.DisableIPv6 = ap.Addr().Is4()
-	cc.Seed = true // keep uploading while downloading
-	cc.DropDuplicatePeerIds = true
-	// The library only considers the first MaxUnverifiedBytes of its piece
-	// order for requests, whoever holds them; an origin that reveals pieces
-	// one by one (superseed.Seeder) may reveal one outside that window, and the agent
-	// would never ask for it. Blobs are bounded, so consider every piece.
-	cc.MaxUnverifiedBytes = 0
-	// Plain handshakes only: origins' seeders speak no MSE, and obfuscation
-	// buys nothing inside a cluster. Required, not just preferred: otherwise
-	// the library redials every peer that closed a plain handshake (a full
-	// peer does) to retry it with MSE, a Diffie-Hellman exchange that fails
-	// the same way (6 % of a 256-agent swarm's CPU went to dials and MSE).
-	cc.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{RequirePreferred: true}
-	cc.EstablishedConnsPerTorrent = cfg.ConnsPerTorrent
-	cc.DefaultStorage = refuseStorage{}
-	cc.Slogger = slog.New(minLevel{log.Handler(), slog.LevelWarn}).With("component", "torrent")
-	if cfg.UploadRate > 0 {
-		cc.UploadRateLimiter = NewLimiter(cfg.UploadRate)
-	}
-	if cfg.DownloadRate > 0 {
-		cc.DownloadRateLimiter = NewLimiter(cfg.DownloadRate)
-	}
-	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, n.countReceived)
-	cc.Callbacks.SentRequest = append(cc.Callbacks.SentRequest, func(ev torrent.PeerRequestEvent) { n.countRequest(ev, 1) })
-	cc.Callbacks.DeletedRequest = append(cc.Callbacks.DeletedRequest, func(ev torrent.PeerRequestEvent) { n.countRequest(ev, -1) })
-	cc.IPBlocklist = n.bans
-	if q := cfg.requestsPerPeer(); q > 0 {
-		// The library takes a peer's request limit from its extended
-		// handshake, and this callback sees the message before it does.
-		cc.Callbacks.ReadExtendedHandshake = func(_ *torrent.PeerConn, d *pp.ExtendedHandshakeMessage) { d.Reqq = q }
-	}
-
-	cl, err := torrent.NewClient(cc)
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("p2p listen %s: %w", cfg.Listen, err)
 	}
+	n.addr = netip.AddrPortFrom(ap.Addr(), uint16(ln.Addr().(*net.TCPAddr).Port))
+	var up, down *rate.Limiter
+	if cfg.UploadRate > 0 {
+		up = NewLimiter(cfg.UploadRate)
+	}
+	if cfg.DownloadRate > 0 {
+		down = NewLimiter(cfg.DownloadRate)
+	}
+	n.eng = newEngine(n, ln, up, down)
+
+	// The library seeds standard torrents only, on connections the engine
+	// hands it (it listens on nothing and dials nobody).
+	cc := torrent.NewDefaultClientConfig()
+	cc.PeerID = string(n.peerID[:])
+	cc.DisableTCP, cc.DisableUTP = true, true
+	cc.NoDHT, cc.DisablePEX = true, true
+	cc.DisableTrackers, cc.DisableWebtorrent, cc.DisableWebseeds = true, true, true
+	cc.NoDefaultPortForwarding = true
+	cc.DisableIPv6 = ap.Addr().Is4()
+	cc.Seed = true
+	cc.DropDuplicatePeerIds = true
+	cc.EstablishedConnsPerTorrent = cfg.ConnsPerTorrent
+	cc.DefaultStorage = refuseStorage{}
+	cc.Slogger = slog.New(minLevel{log.Handler(), slog.LevelWarn}).With("component", "torrent")
+	if up != nil {
+		cc.UploadRateLimiter = up
+	}
+	if down != nil {
+		cc.DownloadRateLimiter = down
+	}
+	cc.IPBlocklist = n.bans
+	cl, err := torrent.NewClient(cc)
+	if err != nil {
+		n.eng.close()
+		return nil, fmt.Errorf("p2p client: %w", err)
+	}
 	n.cl = cl
-	for _, a := range cl.ListenAddrs() {
-		if tcp, ok := a.(*net.TCPAddr); ok {
-			n.addr = netip.AddrPortFrom(ap.Addr(), uint16(tcp.Port))
-		}
-	}
-	if !n.addr.IsValid() {
-		cl.Close()
-		return nil, fmt.Errorf("p2p listen %s: no TCP listener", cfg.Listen)
-	}
+	cl.AddListener(n.eng.lib)
 	n.tracker = NewTrackerClient(cfg.Trackers, ap.Addr(), cfg.TLS)
 	if reg != nil {
 		n.register(reg)
@@ -307,11 +292,7 @@ func (n *Node) ban(peers []netip.Addr) {
 	// Not from here: the library is hashing and may hold its locks.
 	go func() {
 		for _, s := range n.allSwarms() {
-			for _, pc := range s.t.PeerConns() {
-				if a, ok := peerAddr(pc.RemoteAddr); ok && n.bans.banned(a) {
-					pc.Close()
-				}
-			}
+			s.m.closeBanned(n.bans.banned)
 		}
 	}()
 }
@@ -327,20 +308,6 @@ func peerAddr(ra interface{ String() string }) (netip.Addr, bool) {
 	return ap.Addr().Unmap(), true
 }
 
-func (n *Node) countReceived(ev torrent.ReceivedUsefulDataEvent) {
-	if st, ok := n.downloads.Load(ev.Peer.Torrent().InfoHash()); ok {
-		if a, ok := peerAddr(ev.Peer.RemoteAddr); ok {
-			st.(*blobStorage).blame.received(int(ev.Message.Index), int64(ev.Message.Begin), a, ev.Message.Piece)
-		}
-	}
-	size := int64(len(ev.Message.Piece))
-	if pc, ok := ev.Peer.TryAsPeerConn(); ok && isOriginPeerID(pc.PeerID) {
-		n.fromOrigins.Add(size)
-		return
-	}
-	n.fromPeers.Add(size)
-}
-
 // Addr is the address peers reach this node at.
 func (n *Node) Addr() netip.AddrPort { return n.addr }
 
@@ -350,15 +317,12 @@ func (n *Node) BytesFromPeers() int64   { return n.fromPeers.Load() }
 
 // BytesWasted counts piece data received that was not needed: a chunk that
 // came twice (requested from two peers), or part of a piece that failed.
-func (n *Node) BytesWasted() int64 {
-	s := n.cl.Stats()
-	return s.BytesReadData.Int64() - s.BytesReadUsefulData.Int64()
-}
+func (n *Node) BytesWasted() int64 { return n.eng.wasted.Load() }
 
 // BytesSent counts piece data this node uploaded.
 func (n *Node) BytesSent() int64 {
 	s := n.cl.Stats()
-	return s.BytesWrittenData.Int64()
+	return n.eng.sent.Load() + s.BytesWrittenData.Int64()
 }
 
 // SwarmsHelp describes the shoal_p2p_swarms gauge of nodes and seeders.
@@ -393,6 +357,7 @@ func (n *Node) Close() {
 	for _, s := range n.allSwarms() {
 		s.Close()
 	}
+	n.eng.close()
 	n.cl.Close()
 }
 
@@ -533,31 +498,35 @@ func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose fu
 		cancel()
 		return nil, ErrInSwarm
 	}
-	t, isNew := n.cl.AddTorrentOpt(torrent.AddTorrentOpts{InfoHash: mi.InfoHash, InfoBytes: mi.InfoBytes, Storage: st, ChunkSize: chunkSize})
-	if !isNew {
-		n.mu.Unlock()
-		cancel()
-		return nil, ErrInSwarm
+	var m member
+	if mi.Standard {
+		t, isNew := n.cl.AddTorrentOpt(torrent.AddTorrentOpts{InfoHash: mi.InfoHash, InfoBytes: mi.InfoBytes, Storage: st, ChunkSize: chunkSize})
+		if !isNew {
+			n.mu.Unlock()
+			cancel()
+			return nil, ErrInSwarm
+		}
+		t.DownloadAll()
+		m = libTorrent{t}
+	} else {
+		t, err := n.eng.add(mi, st)
+		if err != nil {
+			n.mu.Unlock()
+			cancel()
+			return nil, err
+		}
+		m = t
 	}
-	s := &Swarm{n: n, mi: mi, t: t, st: st, dl: dl, onClose: onClose, cancel: cancel, announced: make(chan struct{})}
+	s := &Swarm{n: n, mi: mi, m: m, st: st, dl: dl, onClose: onClose, cancel: cancel, announced: make(chan struct{})}
 	s.lastUse = time.Now()
 	evict := n.evictLocked(key)
 	n.byDigest(mi)[key] = s
-	if dl != nil {
-		n.downloads.Store(mi.InfoHash, st)
-	}
 	n.mu.Unlock()
 	for _, e := range evict {
 		n.log.Debug("left a swarm of the least recently used blob (max_swarms)", "digest", e.mi.Digest, "standard", e.mi.Standard, "max_swarms", n.cfg.MaxSwarms)
 		go e.Close()
 	}
-
-	t.DownloadAll()
 	s.wg.Go(func() { s.announceLoop(ctx) })
-	if st.wake != nil {
-		st.kick()
-		s.wg.Go(func() { s.nudgeLoop(ctx) })
-	}
 	return s, nil
 }
 

@@ -6,14 +6,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/anacrolix/torrent"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/config"
@@ -55,7 +54,7 @@ func downloadFrom(t *testing.T, n, seeder *Node, blob []byte, mi *MetaInfo) (*Sw
 	t.Helper()
 	sw, dl := startDownload(t, n, blob, mi)
 	a := seeder.Addr()
-	sw.t.AddPeers([]torrent.PeerInfo{{Addr: &net.TCPAddr{IP: a.Addr().AsSlice(), Port: int(a.Port())}, Source: torrent.PeerSourceDirect}})
+	sw.m.addPeers([]netip.AddrPort{a}, nil)
 	return sw, dl
 }
 
@@ -214,7 +213,7 @@ func TestConnsPerTorrentCapsConnections(t *testing.T) {
 		for j, n := range nodes {
 			if i != j {
 				a := n.Addr()
-				sw.t.AddPeers([]torrent.PeerInfo{{Addr: &net.TCPAddr{IP: a.Addr().AsSlice(), Port: int(a.Port())}, Source: torrent.PeerSourceDirect}})
+				sw.m.addPeers([]netip.AddrPort{a}, nil)
 			}
 		}
 	}
@@ -234,7 +233,7 @@ func TestConnsPerTorrentCapsConnections(t *testing.T) {
 			finished++
 		case <-time.After(5 * time.Millisecond):
 		}
-		most = max(most, len(ssw.t.PeerConns()))
+		most = max(most, ssw.m.(*transfer).numConns())
 	}
 	if most > maxConns {
 		t.Fatalf("the seeder had %d connections for the blob at once, conns_per_torrent is %d", most, maxConns)

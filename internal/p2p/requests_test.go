@@ -8,13 +8,13 @@ import (
 
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/bencode"
 	pp "github.com/anacrolix/torrent/peer_protocol"
 
@@ -26,7 +26,7 @@ func TestRequestsPerPeerFromDownloadRate(t *testing.T) {
 		cfg  Config
 		want int
 	}{
-		{Config{}, 0},                                             // uncapped: the library's own
+		{Config{}, 0},                                             // uncapped: the engine's default
 		{Config{DownloadRate: 500_000}, 1},                        // 10 KB in 20 ms: one block
 		{Config{DownloadRate: 25_000_000}, 7},                     // 500 KB
 		{Config{DownloadRate: 25_000_000, RequestsPerPeer: 3}, 3}, // set: as set
@@ -198,8 +198,8 @@ func (p *rawPeer) result() (int, error) {
 }
 
 // requests_per_peer caps the block requests a node has in flight to one
-// peer, whatever the peer says it accepts; unset and uncapped, the library
-// queues many.
+// peer, whatever the peer says it accepts; unset and uncapped, the engine
+// keeps defaultQueueDepth.
 func TestRequestsPerPeerCapsRequestsInFlight(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -210,7 +210,7 @@ func TestRequestsPerPeerCapsRequestsInFlight(t *testing.T) {
 		{"requests_per_peer 1", Config{RequestsPerPeer: 1}, 1, 1},
 		{"requests_per_peer 3", Config{RequestsPerPeer: 3}, 3, 3},
 		{"from download_rate", Config{DownloadRate: 2_000_000}, 1, 1},
-		{"library default", Config{}, 1000, 4},
+		{"default", Config{}, defaultQueueDepth, defaultQueueDepth},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const size = 2 << 20
@@ -239,7 +239,7 @@ func TestRequestsPerPeerCapsRequestsInFlight(t *testing.T) {
 func downloadFromAddr(t *testing.T, n *Node, a *net.TCPAddr, blob []byte, mi *MetaInfo) (*Swarm, *store.Download) {
 	t.Helper()
 	sw, dl := startDownload(t, n, blob, mi)
-	sw.t.AddPeers([]torrent.PeerInfo{{Addr: a, Source: torrent.PeerSourceDirect}})
+	sw.m.addPeers([]netip.AddrPort{a.AddrPort()}, nil)
 	return sw, dl
 }
 
@@ -260,7 +260,7 @@ func TestPrefixNextPieceIsAskedForFirst(t *testing.T) {
 	seed := startRawPeer(t, blob, mi, func(p *rawPeer) { p.gate = common.interested })
 	n := newTestNode(t, Config{RequestsPerPeer: 1})
 	sw, dl := downloadFromAddr(t, n, common.ln.Addr().(*net.TCPAddr), blob, mi)
-	sw.t.AddPeers([]torrent.PeerInfo{{Addr: seed.ln.Addr().(*net.TCPAddr), Source: torrent.PeerSourceDirect}})
+	sw.m.addPeers([]netip.AddrPort{seed.ln.Addr().(*net.TCPAddr).AddrPort()}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := dl.Wait(ctx); err != nil {

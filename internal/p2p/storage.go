@@ -41,12 +41,8 @@ type blobStorage struct {
 	onBad  func([]netip.Addr)
 	ctx    context.Context
 
-	// For a download: requests in flight per piece and the nudger's
-	// wake-up (see nudge.go).
-	pending []atomic.Int32
-	wake    chan struct{}
 	// prefix: pieces [0, prefix) are complete. Written under mu; an atomic
-	// so that the library's request callbacks read it without a lock.
+	// so that the engine's request picking reads it without this lock.
 	prefix atomic.Int32
 
 	mu       sync.Mutex
@@ -70,8 +66,7 @@ func newSeedStorage(r io.ReaderAt, closeR func(), info *metainfo.Info) *blobStor
 // swarm is joined (Node.add).
 func newDownloadStorage(dl *store.Download, r *os.File, info *metainfo.Info, hashes *PieceHashes, onBad func([]netip.Addr)) *blobStorage {
 	return &blobStorage{r: r, closeR: func() { r.Close() }, dl: dl, complete: make([]bool, info.NumPieces()), pieceLen: info.PieceLength, length: info.Length,
-		hashes: hashes, names: info.Pieces, blame: newBlame(), onBad: onBad,
-		pending: make([]atomic.Int32, info.NumPieces()), wake: make(chan struct{}, 1)}
+		hashes: hashes, names: info.Pieces, blame: newBlame(), onBad: onBad}
 }
 
 // readerLinger is how long the reader stays open after the swarm is left.
@@ -205,27 +200,27 @@ func (p *blobPiece) WriteAt(b []byte, off int64) (int, error) {
 }
 
 // MarkComplete is called by the client after the piece passed its hash check.
-func (p *blobPiece) MarkComplete() error {
-	s := p.s
+func (p *blobPiece) MarkComplete() error { return p.s.markComplete(p.index) }
+
+// markComplete records that piece i passed its hash check: it extends the
+// in-order prefix, which the store download sha256s and, at the end,
+// commits.
+func (s *blobStorage) markComplete(i int) error {
 	s.mu.Lock()
-	s.complete[p.index] = true
-	old := int(s.prefix.Load())
-	prefix := old
+	s.complete[i] = true
+	prefix := int(s.prefix.Load())
 	for prefix < len(s.complete) && s.complete[prefix] {
 		prefix++
 	}
 	s.prefix.Store(int32(prefix))
 	upTo := min(int64(prefix)*s.pieceLen, s.length)
-	moved := prefix != old
 	s.mu.Unlock()
 	if s.dl == nil {
 		return nil
 	}
-	if moved {
-		s.kick()
-	}
 	// Checked against its hash: a client reading this far ahead may have it.
-	s.dl.Reveal(p.off, p.length)
+	off := int64(i) * s.pieceLen
+	s.dl.Reveal(off, min(s.pieceLen, s.length-off))
 	// Hash the newly contiguous bytes into the blob's sha256 (and publish them
 	// to readers); reaching the end commits the blob or fails the download.
 	return s.dl.Advance(upTo)
@@ -244,9 +239,6 @@ func (p *blobPiece) MarkNotComplete() error {
 		return fmt.Errorf("storage: piece %d already hashed into the blob", p.index)
 	}
 	p.s.complete[p.index] = false
-	if int32(p.index) == p.s.prefix.Load() {
-		p.s.kick() // fetched again: the nudger may raise it
-	}
 	return nil
 }
 

@@ -3,12 +3,12 @@ package p2p
 import (
 	"context"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/tracker/shared"
-	"github.com/anacrolix/torrent/types"
 
 	"github.com/shoal-dev/shoal/internal/store"
 )
@@ -17,7 +17,7 @@ import (
 type Swarm struct {
 	n       *Node
 	mi      *MetaInfo
-	t       *torrent.Torrent
+	m       member
 	st      *blobStorage
 	dl      *store.Download
 	onClose func()
@@ -33,10 +33,10 @@ type Swarm struct {
 func (s *Swarm) MetaInfo() *MetaInfo { return s.mi }
 
 // Complete reports whether every piece is here and verified.
-func (s *Swarm) Complete() bool { return s.t.Complete().Bool() }
+func (s *Swarm) Complete() bool { return s.m.complete() }
 
 // BytesCompleted counts verified bytes held.
-func (s *Swarm) BytesCompleted() int64 { return s.t.BytesCompleted() }
+func (s *Swarm) BytesCompleted() int64 { return s.m.bytesCompleted() }
 
 // Announced is closed once the tracker has heard of this node for the blob.
 func (s *Swarm) Announced() <-chan struct{} { return s.announced }
@@ -50,8 +50,7 @@ func (s *Swarm) Close() {
 		}
 		s.cancel()
 		s.wg.Wait()
-		s.t.Drop()
-		s.n.downloads.Delete(s.mi.InfoHash)
+		s.m.drop()
 		s.n.mu.Lock()
 		if m := s.n.byDigest(s.mi); m[s.mi.Digest.String()] == s {
 			delete(m, s.mi.Digest.String())
@@ -66,17 +65,17 @@ func (s *Swarm) Close() {
 
 // Readahead past a reader's offset that want raises, and how far ahead of
 // the in-order prefix a reader must be for it to: near the prefix, the
-// library's own order (partial pieces, then rarest, then lowest index)
-// already serves readers, and agents that all raised the same pieces
-// would all ask the origin for them.
+// engine's own order (the prefix's next piece first) already serves
+// readers, and agents that all raised the same pieces would all ask the
+// origin for them.
 const (
 	wantReadahead = 4 << 20
 	wantAhead     = 2 // pieces
 )
 
-// want raises the priority of the pieces from byte off on (wantReadahead
-// of them) when a client waits for bytes far ahead of the in-order prefix,
-// as a client fetching the blob in parallel ranges does.
+// want raises the pieces from byte off on (wantReadahead of them) when a
+// client waits for bytes far ahead of the in-order prefix, as a client
+// fetching the blob in parallel ranges does.
 func (s *Swarm) want(off int64) {
 	pl := s.mi.Info.PieceLength
 	first := int(off / pl)
@@ -84,8 +83,66 @@ func (s *Swarm) want(off int64) {
 		return
 	}
 	last := min(int((off+wantReadahead-1)/pl), s.mi.Info.NumPieces()-1)
-	for i := first; i <= last; i++ {
-		s.t.Piece(i).SetPriority(types.PiecePriorityHigh)
+	s.m.raise(first, last)
+}
+
+// member is a swarm's transfer: the engine's for live swarms, the
+// library's torrent for standard ones.
+type member interface {
+	complete() bool
+	completed() <-chan struct{} // closed once complete
+	bytesCompleted() int64
+	traffic() (up, down int64)
+	addPeers([]netip.AddrPort, [][20]byte)
+	raise(first, last int)
+	closeBanned(banned func(netip.Addr) bool)
+	drop()
+}
+
+func (t *transfer) completed() <-chan struct{} { return t.done }
+func (t *transfer) traffic() (up, down int64)  { return t.up.Load(), t.down.Load() }
+func (t *transfer) drop()                      { t.e.remove(t) }
+
+func (t *transfer) closeBanned(banned func(netip.Addr) bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.conns {
+		if banned(c.addr.Addr()) {
+			c.conn.Close()
+		}
+	}
+}
+
+// libTorrent is a standard torrent, seeded by the library.
+type libTorrent struct{ t *torrent.Torrent }
+
+func (l libTorrent) complete() bool             { return l.t.Complete().Bool() }
+func (l libTorrent) completed() <-chan struct{} { return l.t.Complete().On() }
+func (l libTorrent) bytesCompleted() int64      { return l.t.BytesCompleted() }
+func (l libTorrent) raise(int, int)             {}
+func (l libTorrent) drop()                      { l.t.Drop() }
+
+func (l libTorrent) traffic() (up, down int64) {
+	st := l.t.Stats()
+	return st.BytesWrittenData.Int64(), st.BytesReadUsefulData.Int64()
+}
+
+func (l libTorrent) addPeers(peers []netip.AddrPort, ids [][20]byte) {
+	pis := make([]torrent.PeerInfo, len(peers))
+	for k, ap := range peers {
+		pis[k] = torrent.PeerInfo{Addr: net.TCPAddrFromAddrPort(ap), Source: torrent.PeerSourceTracker}
+		if k < len(ids) {
+			copy(pis[k].Id[:], ids[k][:])
+		}
+	}
+	l.t.AddPeers(pis)
+}
+
+func (l libTorrent) closeBanned(banned func(netip.Addr) bool) {
+	for _, pc := range l.t.PeerConns() {
+		if a, ok := peerAddr(pc.RemoteAddr); ok && banned(a) {
+			pc.Close()
+		}
 	}
 }
 
@@ -97,8 +154,7 @@ func (s *Swarm) announceLoop(ctx context.Context) {
 		return
 	}
 	event := shared.Started
-	complete := s.t.Complete()
-	wasComplete := complete.Bool()
+	wasComplete := s.m.complete()
 	if wasComplete {
 		event = shared.Completed
 	}
@@ -117,13 +173,13 @@ func (s *Swarm) announceLoop(ctx context.Context) {
 			backoff = s.n.cfg.AnnounceInterval
 			s.markAnnounced()
 		}
-		if !complete.Bool() {
+		if !s.m.complete() {
 			interval = min(interval, s.n.cfg.AnnounceInterval)
 		}
 		timer := time.NewTimer(interval)
 		var done <-chan struct{}
 		if !wasComplete {
-			done = complete.On()
+			done = s.m.completed()
 		}
 		select {
 		case <-ctx.Done():
@@ -155,15 +211,15 @@ func (s *Swarm) stop() {
 }
 
 func (s *Swarm) announce(ctx context.Context, event shared.AnnounceEvent) (time.Duration, error) {
-	left := s.mi.Info.Length - s.t.BytesCompleted()
-	st := s.t.Stats()
+	left := s.mi.Info.Length - s.m.bytesCompleted()
+	up, down := s.m.traffic()
 	resp, err := s.n.tracker.Announce(ctx, AnnounceArgs{
 		InfoHash:   s.mi.InfoHash,
 		PeerID:     s.n.peerID,
 		Port:       s.n.addr.Port(),
 		Left:       left,
-		Uploaded:   st.BytesWrittenData.Int64(),
-		Downloaded: st.BytesReadUsefulData.Int64(),
+		Uploaded:   up,
+		Downloaded: down,
 		Event:      event,
 		// Only holders of the whole blob seed a standard torrent: the
 		// peers worth meeting are the clients that download it, and they
@@ -182,15 +238,22 @@ func (s *Swarm) announce(ctx context.Context, event shared.AnnounceEvent) (time.
 	if s.mi.Standard {
 		return interval, nil
 	}
-	peers := make([]torrent.PeerInfo, 0, len(resp.Peers))
+	peers := make([]netip.AddrPort, 0, len(resp.Peers))
+	ids := make([][20]byte, 0, len(resp.Peers))
 	for _, p := range resp.Peers {
-		if p.Port == int(s.n.addr.Port()) && net.IP(p.IP).Equal(s.n.addr.Addr().AsSlice()) {
+		ip, ok := netip.AddrFromSlice(p.IP)
+		if !ok || p.Port <= 0 || p.Port > 65535 {
+			continue
+		}
+		ap := netip.AddrPortFrom(ip.Unmap(), uint16(p.Port))
+		if ap == s.n.addr {
 			continue // ourselves
 		}
-		pi := torrent.PeerInfo{Addr: &net.TCPAddr{IP: p.IP, Port: p.Port}, Source: torrent.PeerSourceTracker}
-		copy(pi.Id[:], p.ID)
-		peers = append(peers, pi)
+		var id [20]byte
+		copy(id[:], p.ID)
+		peers = append(peers, ap)
+		ids = append(ids, id)
 	}
-	s.t.AddPeers(peers)
+	s.m.addPeers(peers, ids)
 	return interval, nil
 }

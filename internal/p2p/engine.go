@@ -1,0 +1,508 @@
+package p2p
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/bits"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/anacrolix/torrent/metainfo"
+	pp "github.com/anacrolix/torrent/peer_protocol"
+	"golang.org/x/time/rate"
+)
+
+// The engine moves the blocks of live swarms (Shoal's own torrents, whose
+// peers are all Shoal agents and origins). It replaced anacrolix/torrent
+// there: the library spends its CPU on work that grows with connections x
+// pieces (a Have to every peer for every piece, each making the receiver
+// recompute its requests from a scan of the whole piece order; connection
+// turnover), 18-40 core-seconds per GiB delivered in Shoal's scale set.
+// The library still seeds standard torrents (standard.go), for any
+// BitTorrent client: the engine owns the node's listening port and hands
+// it the connections for info-hashes it does not know.
+type engine struct {
+	n        *Node
+	cfg      Config
+	log      *slog.Logger
+	ln       net.Listener
+	lib      *handoff
+	up, down *rate.Limiter
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+
+	sent, wasted atomic.Int64
+
+	mu        sync.Mutex
+	transfers map[metainfo.Hash]*transfer
+}
+
+func newEngine(n *Node, ln net.Listener, up, down *rate.Limiter) *engine {
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &engine{n: n, cfg: n.cfg, log: n.log, ln: ln, up: up, down: down, ctx: ctx, cancel: cancel,
+		lib: &handoff{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}, transfers: map[metainfo.Hash]*transfer{}}
+	e.wg.Go(e.acceptLoop)
+	e.wg.Go(e.tickLoop)
+	return e
+}
+
+func (e *engine) close() {
+	e.cancel()
+	e.ln.Close()
+	e.lib.Close()
+	e.mu.Lock()
+	ts := make([]*transfer, 0, len(e.transfers))
+	for _, t := range e.transfers {
+		ts = append(ts, t)
+	}
+	e.mu.Unlock()
+	for _, t := range ts {
+		e.remove(t)
+	}
+	e.wg.Wait()
+}
+
+// add starts a transfer of mi on st.
+func (e *engine) add(mi *MetaInfo, st *blobStorage) (*transfer, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.transfers[mi.InfoHash]; ok {
+		return nil, ErrInSwarm
+	}
+	t := newTransfer(e, mi, st)
+	e.transfers[mi.InfoHash] = t
+	return t, nil
+}
+
+// remove ends t: its connections close, and once remove returns no
+// goroutine of t reads or writes its storage.
+func (e *engine) remove(t *transfer) {
+	e.mu.Lock()
+	if e.transfers[t.mi.InfoHash] == t {
+		delete(e.transfers, t.mi.InfoHash)
+	}
+	e.mu.Unlock()
+	t.mu.Lock()
+	t.closed = true
+	for c := range t.conns {
+		c.conn.Close()
+	}
+	t.mu.Unlock()
+	t.cancel()
+	t.wg.Wait()
+}
+
+func (e *engine) transfer(ih metainfo.Hash) *transfer {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.transfers[ih]
+}
+
+func (e *engine) acceptLoop() {
+	for {
+		c, err := e.ln.Accept()
+		if err != nil {
+			if e.ctx.Err() == nil {
+				e.log.Warn("p2p accept", "err", err)
+				time.Sleep(100 * time.Millisecond) // out of descriptors, say
+				continue
+			}
+			return
+		}
+		e.wg.Go(func() { e.incoming(c) })
+	}
+}
+
+// handshakeTimeout bounds a handshake either way.
+const handshakeTimeout = 10 * time.Second
+
+// incoming reads a peer's handshake and joins it to the transfer it names,
+// or hands the connection to the library (a standard torrent).
+func (e *engine) incoming(c net.Conn) {
+	ap, ok := peerAddrPort(c.RemoteAddr())
+	if !ok || e.n.bans.banned(ap.Addr()) {
+		c.Close()
+		return
+	}
+	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
+	var hs [68]byte
+	if _, err := io.ReadFull(c, hs[:]); err != nil || string(hs[:20]) != pp.Protocol {
+		c.Close()
+		return
+	}
+	var ih metainfo.Hash
+	copy(ih[:], hs[28:48])
+	t := e.transfer(ih)
+	if t == nil {
+		_ = c.SetDeadline(time.Time{})
+		e.lib.offer(e.ctx, &replayConn{Conn: c, r: io.MultiReader(bytes.NewReader(hs[:]), c)})
+		return
+	}
+	if err := writeHandshake(c, ih, e.n.peerID); err != nil {
+		c.Close()
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	var id [20]byte
+	copy(id[:], hs[48:])
+	t.attach(c, ap, id, false)
+}
+
+func writeHandshake(w io.Writer, ih metainfo.Hash, id [20]byte) error {
+	b := make([]byte, 0, 68)
+	b = append(b, pp.Protocol...)
+	b = append(b, make([]byte, 8)...) // no extensions
+	b = append(b, ih[:]...)
+	b = append(b, id[:]...)
+	_, err := w.Write(b)
+	return err
+}
+
+// dial connects to a peer the tracker listed and joins it to t.
+func (t *transfer) dial(ap netip.AddrPort) {
+	e := t.e
+	d := net.Dialer{Timeout: handshakeTimeout}
+	if a := e.n.addr.Addr(); !a.IsUnspecified() {
+		d.LocalAddr = &net.TCPAddr{IP: a.AsSlice()}
+	}
+	c, err := d.DialContext(t.ctx, "tcp", ap.String())
+	if err == nil {
+		err = func() error {
+			_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
+			if err := writeHandshake(c, t.mi.InfoHash, e.n.peerID); err != nil {
+				return err
+			}
+			var hs [68]byte
+			if _, err := io.ReadFull(c, hs[:]); err != nil {
+				return err
+			}
+			if string(hs[:20]) != pp.Protocol || !bytes.Equal(hs[28:48], t.mi.InfoHash[:]) {
+				return errors.New("handshake for another torrent")
+			}
+			_ = c.SetDeadline(time.Time{})
+			var id [20]byte
+			copy(id[:], hs[48:])
+			t.attach(c, ap, id, true)
+			return nil
+		}()
+		if err != nil {
+			c.Close()
+		}
+	}
+	t.mu.Lock()
+	t.dialing--
+	if cd := t.peers[ap]; cd != nil {
+		if err != nil {
+			cd.fails++
+			cd.nextTry = time.Now().Add(min(time.Duration(1<<min(cd.fails, 6))*2*time.Second, 2*time.Minute))
+		} else {
+			cd.fails = 0
+		}
+	}
+	t.mu.Unlock()
+}
+
+// attach runs connection c to a peer whose handshake is done.
+func (t *transfer) attach(conn net.Conn, ap netip.AddrPort, id [20]byte, outgoing bool) {
+	e := t.e
+	t.mu.Lock()
+	refuse := t.closed || id == e.n.peerID || e.n.bans.banned(ap.Addr())
+	if !refuse && len(t.conns) >= e.cfg.ConnsPerTorrent {
+		// Full: a peer that came to us (one joining late, say) takes the
+		// place of a connection neither side wants anything from.
+		refuse = true
+		if !outgoing {
+			for old := range t.conns {
+				if !old.interested && !old.peerInterested && !old.closed {
+					old.closed = true // taken: by nobody else
+					old.conn.Close()
+					refuse = false
+					break
+				}
+			}
+		}
+	}
+	if id == e.n.peerID {
+		if cd := t.peers[ap]; cd != nil {
+			cd.nextTry = time.Now().Add(24 * time.Hour) // ourselves
+		}
+	}
+	// Two peers that dialled each other keep the connection dialled by the
+	// one with the smaller peer ID.
+	dialer := func(c *peerConn) [20]byte {
+		if c.outgoing {
+			return e.n.peerID
+		}
+		return c.id
+	}
+	c := newPeerConn(t, conn, ap, id, outgoing)
+	for old := range t.conns {
+		if refuse || old.id != id {
+			continue
+		}
+		od, nd := dialer(old), dialer(c)
+		if bytes.Compare(od[:], nd[:]) <= 0 {
+			refuse = true
+		} else {
+			old.conn.Close()
+		}
+	}
+	if refuse {
+		t.mu.Unlock()
+		conn.Close()
+		return
+	}
+	t.conns[c] = struct{}{}
+	if t.haveN > 0 {
+		bf := make([]bool, t.n)
+		for i := range t.n {
+			bf[i] = t.have.get(i)
+		}
+		c.queue(pp.Message{Type: pp.Bitfield, Bitfield: bf})
+	}
+	c.queue(pp.Message{Type: pp.Unchoke}) // agents upload to every peer they keep
+	// Started under mu: once remove has marked t closed, no goroutine of t
+	// starts (its wait has begun).
+	t.wg.Go(func() {
+		if err := c.writeLoop(); err != nil {
+			conn.Close()
+		}
+	})
+	t.wg.Go(func() {
+		err := c.readLoop()
+		t.detach(c)
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && t.ctx.Err() == nil {
+			e.log.Debug("peer connection ended", "digest", t.mi.Digest, "peer", ap, "err", err)
+		}
+	})
+	t.mu.Unlock()
+}
+
+// detach forgets a connection that ended.
+func (t *transfer) detach(c *peerConn) {
+	c.conn.Close()
+	close(c.gone)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c.closed = true
+	delete(t.conns, c)
+	for w, word := range c.has {
+		for word != 0 {
+			j := bits.TrailingZeros64(word)
+			word &^= 1 << j
+			t.avail[w*64+j]--
+		}
+	}
+	t.returnRequestsLocked(c)
+	t.fillAllLocked()
+	t.maintainLocked(time.Now())
+}
+
+func (t *transfer) fillAllLocked() {
+	for c := range t.conns {
+		t.fillLocked(c)
+	}
+}
+
+// addPeers adds peers the tracker listed (and dials some if short).
+func (t *transfer) addPeers(peers []netip.AddrPort, ids [][20]byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, ap := range peers {
+		if ap == t.e.n.addr || t.peers[ap] != nil {
+			continue
+		}
+		if len(t.peers) >= maxCandidates {
+			t.forgetOneLocked()
+			if len(t.peers) >= maxCandidates {
+				break
+			}
+		}
+		cd := &candidate{}
+		if k < len(ids) {
+			cd.id = ids[k]
+		}
+		t.peers[ap] = cd
+	}
+	t.maintainLocked(time.Now())
+}
+
+// maxCandidates bounds the tracker's peers a transfer remembers.
+const maxCandidates = 256
+
+// forgetOneLocked drops a candidate that failed to connect.
+func (t *transfer) forgetOneLocked() {
+	for ap, cd := range t.peers {
+		if cd.fails > 0 {
+			delete(t.peers, ap)
+			return
+		}
+	}
+}
+
+// maintainLocked dials peers while the transfer is short of connections
+// and downloading.
+func (t *transfer) maintainLocked(now time.Time) {
+	if t.closed || t.haveN == t.n {
+		return
+	}
+	want := t.e.cfg.ConnsPerTorrent - len(t.conns) - t.dialing
+	if want <= 0 {
+		return
+	}
+	connected := make(map[[20]byte]bool, len(t.conns))
+	addrs := make(map[netip.AddrPort]bool, len(t.conns))
+	for c := range t.conns {
+		connected[c.id] = true
+		addrs[c.addr] = true
+	}
+	for ap, cd := range t.peers { // a map: a random order
+		if want == 0 {
+			break
+		}
+		if addrs[ap] || (cd.id != [20]byte{} && connected[cd.id]) || now.Before(cd.nextTry) || t.e.n.bans.banned(ap.Addr()) {
+			continue
+		}
+		cd.nextTry = now.Add(5 * time.Second) // not again while this dial runs
+		t.dialing++
+		want--
+		t.wg.Go(func() { t.dial(ap) })
+	}
+}
+
+// Timings of the tick: keepalives, dead and useless connections.
+const (
+	keepaliveEvery = time.Minute
+	idleTimeout    = 3 * time.Minute
+	uselessAfter   = 10 * time.Second
+	snubTimeout    = 30 * time.Second
+)
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func (e *engine) tickLoop() {
+	tk := time.NewTicker(time.Second)
+	defer tk.Stop()
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case now := <-tk.C:
+			e.mu.Lock()
+			ts := make([]*transfer, 0, len(e.transfers))
+			for _, t := range e.transfers {
+				ts = append(ts, t)
+			}
+			e.mu.Unlock()
+			for _, t := range ts {
+				t.tick(now)
+			}
+		}
+	}
+}
+
+// kick runs t's tick now (it completed: drop the connections it no longer
+// needs).
+func (e *engine) kick(t *transfer) { t.tick(time.Now()) }
+
+func (t *transfer) tick(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
+	sec := now.Unix()
+	complete := t.haveN == t.n
+	excess := len(t.conns) - t.e.cfg.ConnsPerTorrent
+	for c := range t.conns {
+		switch {
+		case sec-c.lastRead.Load() > int64(idleTimeout/time.Second):
+			c.conn.Close()
+			continue
+		case complete && (c.origin || c.hasN == t.n):
+			c.conn.Close() // two seeds have nothing to trade
+			continue
+		case excess > 0 && !c.interested && !c.peerInterested && now.Sub(c.since) > uselessAfter:
+			c.conn.Close()
+			excess--
+			continue
+		}
+		if sec-c.lastWrite.Load() >= int64(keepaliveEvery/time.Second) {
+			c.queue(pp.Message{Keepalive: true})
+		}
+		// A peer that sits on our requests is passed over for a while; what
+		// it owes is asked of others.
+		if len(c.reqs) > 0 && now.Sub(latest(c.lastBlock, c.reqs[0].at)) > c.stallAfter() {
+			c.snubbedUntil = now.Add(snubTimeout)
+			t.returnRequestsLocked(c)
+			t.fillAllLocked()
+		}
+	}
+	t.maintainLocked(now)
+}
+
+// handoff is the library's listener: the connections the engine accepted
+// for torrents it does not run.
+type handoff struct {
+	addr  net.Addr
+	conns chan net.Conn
+	once  sync.Once
+	done  chan struct{}
+}
+
+func (h *handoff) offer(ctx context.Context, c net.Conn) {
+	select {
+	case h.conns <- c:
+	case <-h.done:
+		c.Close()
+	case <-ctx.Done():
+		c.Close()
+	}
+}
+
+func (h *handoff) Accept() (net.Conn, error) {
+	select {
+	case c := <-h.conns:
+		return c, nil
+	case <-h.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (h *handoff) Addr() net.Addr { return h.addr }
+
+func (h *handoff) Close() error {
+	h.once.Do(func() { close(h.done) })
+	return nil
+}
+
+// replayConn gives back the handshake the engine read.
+type replayConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+func peerAddrPort(a net.Addr) (netip.AddrPort, bool) {
+	if a == nil {
+		return netip.AddrPort{}, false
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+}

@@ -1,0 +1,377 @@
+package p2p
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pp "github.com/anacrolix/torrent/peer_protocol"
+)
+
+// peerConn is one connection of a transfer, on the BitTorrent wire protocol
+// (BEP 3, no extensions). A reader goroutine handles what the peer sends; a
+// writer goroutine writes what is queued for it (control messages batched
+// into one write, then the blocks it asked for, within the upload cap).
+type peerConn struct {
+	t        *transfer
+	conn     net.Conn
+	addr     netip.AddrPort
+	id       [20]byte
+	outgoing bool
+	agent    bool // a Shoal agent: told of a piece only if it lacks it
+	origin   bool // an origin's seeder: its bytes count as from origins
+	since    time.Time
+	gone     chan struct{} // closed when the connection ends
+
+	// Guarded by t.mu.
+	has            bitset
+	hasN           int
+	choked         bool // it chokes us (it discards our requests)
+	interested     bool // we told it we are
+	peerInterested bool
+	reqs           []blockReq // ours in flight to it, oldest first
+	snubbedUntil   time.Time
+	lastBlock      time.Time     // when its last block we asked for came
+	blockGap       time.Duration // moving average of the time between blocks
+	closed         bool
+
+	lastRead, lastWrite atomic.Int64 // unix seconds
+
+	wmu   sync.Mutex
+	out   []byte           // encoded messages to write
+	serve []pp.RequestSpec // its requests to answer, in order
+	wake  chan struct{}
+}
+
+// Limits on what a peer may ask: a block at most maxBlock (superseed's),
+// and maxServeQueue requests waiting.
+const (
+	maxBlock      = 128 << 10
+	maxServeQueue = 1024
+)
+
+var blockBufs = sync.Pool{New: func() any { b := make([]byte, maxBlock); return &b }}
+
+func newPeerConn(t *transfer, conn net.Conn, addr netip.AddrPort, id [20]byte, outgoing bool) *peerConn {
+	now := time.Now()
+	c := &peerConn{t: t, conn: conn, addr: addr, id: id, outgoing: outgoing, since: now, gone: make(chan struct{}),
+		agent: string(id[:3]) == agentPeerIDPrefix[:3], origin: isOriginPeerID(id),
+		has: newBitset(t.n), choked: true, wake: make(chan struct{}, 1)}
+	c.lastRead.Store(now.Unix())
+	c.lastWrite.Store(now.Unix())
+	return c
+}
+
+// queue appends m to what the writer sends next.
+func (c *peerConn) queue(m pp.Message) {
+	c.wmu.Lock()
+	c.out = appendMessage(c.out, m)
+	c.wmu.Unlock()
+	c.signal()
+}
+
+func (c *peerConn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stallAfter is how long c may sit on our requests without a block before
+// they are asked of others: four of its usual gaps between blocks, at
+// least minStall. t.mu is held.
+func (c *peerConn) stallAfter() time.Duration {
+	return min(max(minStall, 4*c.blockGap), maxStall)
+}
+
+const (
+	minStall = 1500 * time.Millisecond
+	maxStall = 30 * time.Second
+)
+
+// gotBlock updates the gap average. t.mu is held.
+func (c *peerConn) gotBlock(now time.Time, asked time.Time) {
+	since := c.lastBlock
+	if asked.After(since) {
+		since = asked
+	}
+	gap := now.Sub(since)
+	if c.blockGap == 0 {
+		c.blockGap = gap
+	} else {
+		c.blockGap = (4*c.blockGap + gap) / 5
+	}
+	c.lastBlock = now
+}
+
+// requested reports whether a request for the block is in flight to c.
+// t.mu is held.
+func (c *peerConn) requested(piece, block int) bool {
+	return slices.ContainsFunc(c.reqs, func(r blockReq) bool { return r.piece == piece && r.block == block })
+}
+
+// dropRequest forgets c's request for the block, if any. t.mu is held.
+func (c *peerConn) dropRequest(piece, block int) bool {
+	k := slices.IndexFunc(c.reqs, func(r blockReq) bool { return r.piece == piece && r.block == block })
+	if k < 0 {
+		return false
+	}
+	c.reqs = slices.Delete(c.reqs, k, k+1)
+	return true
+}
+
+// appendMessage encodes the messages a transfer sends (Piece is written by
+// the writer straight from its buffer).
+func appendMessage(b []byte, m pp.Message) []byte {
+	u32 := func(b []byte, v uint32) []byte { return binary.BigEndian.AppendUint32(b, v) }
+	if m.Keepalive {
+		return u32(b, 0)
+	}
+	switch m.Type {
+	case pp.Choke, pp.Unchoke, pp.Interested, pp.NotInterested:
+		return append(u32(b, 1), byte(m.Type))
+	case pp.Have:
+		return u32(append(u32(b, 5), byte(pp.Have)), uint32(m.Index))
+	case pp.Request, pp.Cancel:
+		b = append(u32(b, 13), byte(m.Type))
+		return u32(u32(u32(b, uint32(m.Index)), uint32(m.Begin)), uint32(m.Length))
+	case pp.Bitfield:
+		n := (len(m.Bitfield) + 7) / 8
+		b = append(u32(b, uint32(1+n)), byte(pp.Bitfield))
+		start := len(b)
+		b = append(b, make([]byte, n)...)
+		for i, ok := range m.Bitfield {
+			if ok {
+				b[start+i/8] |= 0x80 >> (i % 8)
+			}
+		}
+		return b
+	}
+	panic(fmt.Sprintf("p2p: appendMessage: %v", m.Type))
+}
+
+// writeLoop sends queued messages and the blocks the peer asked for.
+func (c *peerConn) writeLoop() error {
+	var spare []byte
+	var hdr [13]byte
+	up := c.t.e.up
+	for {
+		c.wmu.Lock()
+		for len(c.out) == 0 && len(c.serve) == 0 {
+			c.wmu.Unlock()
+			select {
+			case <-c.wake:
+			case <-c.gone:
+				return nil
+			}
+			c.wmu.Lock()
+		}
+		out := c.out
+		c.out = spare[:0]
+		var rs pp.RequestSpec
+		serving := len(c.serve) > 0
+		if serving {
+			rs = c.serve[0]
+			c.serve = c.serve[1:]
+		}
+		c.wmu.Unlock()
+		if serving && up != nil {
+			r := up.ReserveN(time.Now(), int(rs.Length))
+			if d := r.Delay(); d > 0 {
+				// Our own requests and Haves go out while the block waits
+				// for the upload cap.
+				if err := c.write(out); err != nil {
+					return err
+				}
+				out = out[:0]
+				if err := c.waitFlushing(d); err != nil {
+					r.Cancel()
+					return err
+				}
+			}
+		}
+		if !serving {
+			if err := c.write(out); err != nil {
+				return err
+			}
+			spare = out
+			continue
+		}
+		bp := blockBufs.Get().(*[]byte)
+		data := (*bp)[:rs.Length]
+		if _, err := c.t.st.ReadAt(data, int64(rs.Index)*c.t.plen+int64(rs.Begin)); err != nil {
+			blockBufs.Put(bp)
+			return fmt.Errorf("read piece %d: %w", rs.Index, err)
+		}
+		binary.BigEndian.PutUint32(hdr[0:], uint32(9+rs.Length))
+		hdr[4] = byte(pp.Piece)
+		binary.BigEndian.PutUint32(hdr[5:], uint32(rs.Index))
+		binary.BigEndian.PutUint32(hdr[9:], uint32(rs.Begin))
+		bufs := net.Buffers{out, hdr[:], data}
+		_, err := bufs.WriteTo(c.conn)
+		blockBufs.Put(bp)
+		if err != nil {
+			return err
+		}
+		c.lastWrite.Store(time.Now().Unix())
+		c.t.up.Add(int64(rs.Length))
+		c.t.e.sent.Add(int64(rs.Length))
+		spare = out
+	}
+}
+
+// waitFlushing waits d, writing control messages queued meanwhile.
+func (c *peerConn) waitFlushing(d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	var buf []byte
+	for {
+		select {
+		case <-timer.C:
+			return nil
+		case <-c.gone:
+			return errConnGone
+		case <-c.wake:
+			c.wmu.Lock()
+			buf, c.out = c.out, buf[:0]
+			more := len(c.serve) > 0
+			c.wmu.Unlock()
+			if err := c.write(buf); err != nil {
+				return err
+			}
+			if more {
+				c.signal() // the outer loop serves it after this block
+			}
+		}
+	}
+}
+
+var errConnGone = errors.New("p2p: connection closed")
+
+func (c *peerConn) write(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if _, err := c.conn.Write(b); err != nil {
+		return err
+	}
+	c.lastWrite.Store(time.Now().Unix())
+	return nil
+}
+
+// readLoop handles the peer's messages until the connection fails.
+func (c *peerConn) readLoop() error {
+	t := c.t
+	dec := pp.Decoder{R: bufio.NewReaderSize(c.conn, 32<<10), MaxLength: 1<<20 + maxBlock, Pool: &blockBufs}
+	for {
+		var m pp.Message
+		if err := dec.Decode(&m); err != nil {
+			return err
+		}
+		c.lastRead.Store(time.Now().Unix())
+		if m.Keepalive {
+			continue
+		}
+		if m.Type == pp.Piece {
+			err := c.piece(m)
+			b := m.Piece[:cap(m.Piece)]
+			blockBufs.Put(&b)
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		if err := c.handle(m, t); err != nil {
+			return err
+		}
+	}
+}
+
+func (c *peerConn) piece(m pp.Message) error {
+	t := c.t
+	if int(m.Index) >= t.n || t.st.dl == nil {
+		return fmt.Errorf("block of piece %d: not asked for", m.Index)
+	}
+	if down := t.e.down; down != nil {
+		if err := down.WaitN(t.ctx, len(m.Piece)); err != nil {
+			return err
+		}
+	}
+	t.received(c, int(m.Index), int64(m.Begin), m.Piece)
+	return nil
+}
+
+func (c *peerConn) handle(m pp.Message, t *transfer) error {
+	switch m.Type {
+	case pp.Request:
+		rs := m.RequestSpec()
+		t.mu.Lock()
+		ok := int(rs.Index) < t.n && t.have.get(int(rs.Index)) && rs.Length > 0 && rs.Length <= maxBlock &&
+			int64(rs.Begin)+int64(rs.Length) <= t.pieceLen(int(rs.Index))
+		t.mu.Unlock()
+		if !ok {
+			return fmt.Errorf("bad request %v", rs)
+		}
+		c.wmu.Lock()
+		full := len(c.serve) >= maxServeQueue
+		if !full {
+			c.serve = append(c.serve, rs)
+		}
+		c.wmu.Unlock()
+		if full {
+			return fmt.Errorf("more than %d requests queued", maxServeQueue)
+		}
+		c.signal()
+		return nil
+	case pp.Cancel:
+		rs := m.RequestSpec()
+		c.wmu.Lock()
+		if k := slices.Index(c.serve, rs); k >= 0 {
+			c.serve = slices.Delete(c.serve, k, k+1)
+		}
+		c.wmu.Unlock()
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c.closed {
+		return errConnGone
+	}
+	switch m.Type {
+	case pp.Choke:
+		c.choked = true
+		t.returnRequestsLocked(c)
+		t.fillAllLocked()
+	case pp.Unchoke:
+		c.choked = false
+		t.fillLocked(c)
+	case pp.Interested:
+		c.peerInterested = true
+	case pp.NotInterested:
+		c.peerInterested = false
+	case pp.Have:
+		if int(m.Index) >= t.n {
+			return fmt.Errorf("have %d of %d pieces", m.Index, t.n)
+		}
+		t.peerHasLocked(c, int(m.Index))
+		t.fillLocked(c)
+	case pp.Bitfield:
+		if len(m.Bitfield) < t.n {
+			return fmt.Errorf("bitfield of %d pieces, want %d", len(m.Bitfield), t.n)
+		}
+		for i := range t.n {
+			if m.Bitfield[i] {
+				t.peerHasLocked(c, i)
+			}
+		}
+		t.fillLocked(c)
+	}
+	return nil // others (extensions) are not spoken here
+}

@@ -9,6 +9,7 @@ import (
 	"math/bits"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -442,15 +443,37 @@ func (t *transfer) tick(now time.Time) {
 		if sec-c.lastWrite.Load() >= int64(keepaliveEvery/time.Second) {
 			c.queue(pp.Message{Keepalive: true})
 		}
-		// A peer that sits on our requests is passed over for a while; what
-		// it owes is asked of others.
-		if len(c.reqs) > 0 && now.Sub(latest(c.lastBlock, c.reqs[0].at)) > c.stallAfter() {
+		// An agent that sits on our requests loses those that another peer
+		// could send (cancelled, so that it does not send them too late),
+		// and gets no more until it sends a block. Not an origin: its
+		// super-seeder queues uploads in reveal order on purpose, and its
+		// pieces are rarely held elsewhere.
+		if !c.origin && len(c.reqs) > 0 && now.Sub(latest(c.lastBlock, c.reqs[0].at)) > c.stallAfter() && t.moveStalledLocked(c) {
 			c.snubbedUntil = now.Add(snubTimeout)
-			t.returnRequestsLocked(c)
 			t.fillAllLocked()
 		}
 	}
 	t.maintainLocked(now)
+}
+
+// moveStalledLocked cancels c's requests for pieces another connection
+// holds, and reports whether there were any.
+func (t *transfer) moveStalledLocked(c *peerConn) bool {
+	moved := false
+	c.reqs = slices.DeleteFunc(c.reqs, func(r blockReq) bool {
+		for d := range t.conns {
+			if d != c && !d.choked && d.has.get(r.piece) {
+				if p := t.pieces[r.piece]; p != nil {
+					p.reqs[r.block]--
+				}
+				c.queue(pp.Message{Type: pp.Cancel, Index: pp.Integer(r.piece), Begin: pp.Integer(int64(r.block) * blockSize), Length: pp.Integer(t.blockLen(r.piece, r.block))})
+				moved = true
+				return true
+			}
+		}
+		return false
+	})
+	return moved
 }
 
 // handoff is the library's listener: the connections the engine accepted

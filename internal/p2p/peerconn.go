@@ -109,6 +109,7 @@ func (c *peerConn) gotBlock(now time.Time, asked time.Time) {
 		c.blockGap = (4*c.blockGap + gap) / 5
 	}
 	c.lastBlock = now
+	c.snubbedUntil = time.Time{}
 }
 
 // requested reports whether a request for the block is in flight to c.

@@ -13,10 +13,10 @@ import (
 // Shoal bans peers that send bad pieces itself, for p2p.ban_time, instead of
 // leaving it to anacrolix/torrent, whose bans are private and last for the
 // life of the process (a peer with one flipped RAM bit would be shunned by
-// every agent until each restarts). The storage hashes pieces itself
-// (storage.SelfHashing), which turns the library's own banning off, and
-// reports a failed piece as an error so it is simply fetched again; blame
-// decides whom to ban, and banList enforces it as the client's IP blocklist.
+// every agent until each restarts). The engine hashes pieces itself
+// (transfer.check) and fetches a failed piece again; blame decides whom to
+// ban, and banList enforces it (the engine's dials and accepts, and the
+// library's IP blocklist).
 
 // blame attributes the blocks of unverified pieces to the peers that sent
 // them. A failed piece with a single contributor bans it at once; with

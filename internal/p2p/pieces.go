@@ -25,7 +25,7 @@ import (
 // from the digest (pieceName), which bind the info-hash to the blob, and the
 // real hashes travel beside it as a growing list (PieceHashes) that the
 // origin serves while it hashes (GET .../pieces). Agents check every piece
-// against that list (blobPiece.SelfHash) and the whole blob against its
+// against that list (transfer.check) and the whole blob against its
 // digest, as before.
 
 // pieceName is the stand-in for piece i's hash in the info dictionary of

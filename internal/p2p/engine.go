@@ -221,9 +221,8 @@ func (t *transfer) attach(conn net.Conn, ap netip.AddrPort, id [20]byte, outgoin
 		refuse = true
 		if !outgoing {
 			for old := range t.conns {
-				if !old.interested && !old.peerInterested && !old.closed {
-					old.closed = true // taken: by nobody else
-					old.conn.Close()
+				if !old.interested && !old.peerInterested {
+					t.dropLocked(old)
 					refuse = false
 					break
 				}
@@ -252,7 +251,7 @@ func (t *transfer) attach(conn net.Conn, ap netip.AddrPort, id [20]byte, outgoin
 		if bytes.Compare(od[:], nd[:]) <= 0 {
 			refuse = true
 		} else {
-			old.conn.Close()
+			t.dropLocked(old)
 		}
 	}
 	if refuse {
@@ -292,7 +291,21 @@ func (t *transfer) detach(c *peerConn) {
 	close(c.gone)
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.dropLocked(c) {
+		t.fillAllLocked()
+		t.maintainLocked(time.Now())
+	}
+}
+
+// dropLocked closes c and forgets it at once (its reader ends a moment
+// later), so that a connection being replaced never counts against
+// conns_per_torrent; it reports whether c was still counted.
+func (t *transfer) dropLocked(c *peerConn) bool {
 	c.closed = true
+	c.conn.Close()
+	if _, ok := t.conns[c]; !ok {
+		return false
+	}
 	delete(t.conns, c)
 	for w, word := range c.has {
 		for word != 0 {
@@ -302,8 +315,7 @@ func (t *transfer) detach(c *peerConn) {
 		}
 	}
 	t.returnRequestsLocked(c)
-	t.fillAllLocked()
-	t.maintainLocked(time.Now())
+	return true
 }
 
 func (t *transfer) fillAllLocked() {
@@ -427,16 +439,17 @@ func (t *transfer) tick(now time.Time) {
 	sec := now.Unix()
 	complete := t.haveN == t.n
 	excess := len(t.conns) - t.e.cfg.ConnsPerTorrent
+	dropped := false
 	for c := range t.conns {
 		switch {
 		case sec-c.lastRead.Load() > int64(idleTimeout/time.Second):
-			c.conn.Close()
+			dropped = t.dropLocked(c) || dropped
 			continue
 		case complete && (c.origin || c.hasN == t.n):
-			c.conn.Close() // two seeds have nothing to trade
+			dropped = t.dropLocked(c) || dropped // two seeds have nothing to trade
 			continue
 		case excess > 0 && !c.interested && !c.peerInterested && now.Sub(c.since) > uselessAfter:
-			c.conn.Close()
+			dropped = t.dropLocked(c) || dropped
 			excess--
 			continue
 		}
@@ -452,6 +465,9 @@ func (t *transfer) tick(now time.Time) {
 			c.snubbedUntil = now.Add(snubTimeout)
 			t.fillAllLocked()
 		}
+	}
+	if dropped {
+		t.fillAllLocked()
 	}
 	t.maintainLocked(now)
 }

@@ -108,9 +108,10 @@ func (t *transfer) closeBanned(banned func(netip.Addr) bool) {
 	defer t.mu.Unlock()
 	for c := range t.conns {
 		if banned(c.addr.Addr()) {
-			c.conn.Close()
+			t.dropLocked(c)
 		}
 	}
+	t.fillAllLocked()
 }
 
 // libTorrent is a standard torrent, seeded by the library.

@@ -357,8 +357,10 @@ func (n *Node) Close() {
 	for _, s := range n.allSwarms() {
 		s.Close()
 	}
-	n.eng.close()
+	// The library first: its accept loop spins on a closed listener until
+	// it sees itself closed.
 	n.cl.Close()
+	n.eng.close()
 }
 
 // Swarm returns the live swarm of blob d, if this node is in it.

@@ -240,15 +240,13 @@ func (c *peerConn) waitFlushing(d time.Duration) error {
 		case <-c.gone:
 			return errConnGone
 		case <-c.wake:
+			// Requests the peer queued meanwhile need no signal: the
+			// outer loop looks at the queue before it waits.
 			c.wmu.Lock()
 			buf, c.out = c.out, buf[:0]
-			more := len(c.serve) > 0
 			c.wmu.Unlock()
 			if err := c.write(buf); err != nil {
 				return err
-			}
-			if more {
-				c.signal() // the outer loop serves it after this block
 			}
 		}
 	}

@@ -63,6 +63,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.ConnsPerTorrent, "conns", 0, "every agent's p2p.conns_per_torrent (0: the default)")
 	fs.IntVar(&o.SlowConns, "slow-conns", 0, "the --slow agents' p2p.conns_per_torrent (0: as the others')")
 	fs.IntVar(&o.MaxPeers, "max-peers", 0, "the tracker's max_peers (0: the default)")
+	fs.StringVar(&o.Engine, "engine", "", `every agent's p2p.engine ("library" or "shoal"; empty: the default)`)
 	fs.IntVar(&o.RequestsPerPeer, "requests-per-peer", 0, "every agent's p2p.requests_per_peer (0: the default; with --netns, what a download cap of --rate gives)")
 	fs.Float64Var(&o.ChurnFraction, "churn", 0, "fraction of the agents killed mid-pull and replaced by fresh ones")
 	fs.StringVar(&o.Baseline, "baseline", "", `"direct": also time every client pulling straight from the registry`)

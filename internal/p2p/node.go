@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
+	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
@@ -64,6 +65,10 @@ type Config struct {
 	// flight to one peer; 0 picks one from DownloadRate (see
 	// requestsPerPeer).
 	RequestsPerPeer int `toml:"requests_per_peer"`
+	// Engine moves the blocks of live swarms: "library" (anacrolix/torrent)
+	// or "shoal" (engine.go: a third of the CPU; see docs/benchmarks.md for
+	// the rows where it is not yet as fast).
+	Engine string `toml:"engine"`
 	// MaxSwarms caps the blobs an agent is in the swarms of at once: past
 	// it, the swarms (live and standard) of the least recently used
 	// complete blob are left (the blob stays cached, and is seeded again
@@ -123,7 +128,14 @@ func (c *Config) ApplyDefaults(listen string, trackers []string) {
 	config.SetDefault(&c.AnnounceInterval, 3*time.Second)
 	config.SetDefault(&c.BanTime, DefaultBanTime)
 	config.SetDefault(&c.MaxSwarms, DefaultMaxSwarms)
+	config.SetDefault(&c.Engine, EngineLibrary)
 }
+
+// Engines of live swarms (the engine key).
+const (
+	EngineLibrary = "library"
+	EngineShoal   = "shoal"
+)
 
 // Validate checks the section; prefix is the TOML table name ("p2p").
 func (c *Config) Validate(prefix string) error {
@@ -146,18 +158,22 @@ func (c *Config) Validate(prefix string) error {
 	if c.BanTime < time.Second {
 		return config.Errorf(prefix+".ban_time", "want at least 1s, got %s", c.BanTime)
 	}
+	if c.Engine != EngineLibrary && c.Engine != EngineShoal {
+		return config.Errorf(prefix+".engine", "want %q or %q, got %q", EngineLibrary, EngineShoal, c.Engine)
+	}
 	if c.MaxSwarms < 1 || c.MaxSwarms > 1_000_000 {
 		return config.Errorf(prefix+".max_swarms", "want 1..1000000, got %d", c.MaxSwarms)
 	}
 	return nil
 }
 
-// Node is one node's BitTorrent side: the engine for live swarms, the
-// library's client for standard torrents, and its swarms.
+// Node is one node's BitTorrent side: the library's client, the engine
+// (when p2p.engine is "shoal": it then runs the live swarms and the library
+// only seeds standard torrents), and its swarms.
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
-	eng     *engine
+	eng     *engine // nil: the library runs every swarm
 	cl      *torrent.Client
 	addr    netip.AddrPort
 	peerID  [20]byte
@@ -167,6 +183,11 @@ type Node struct {
 
 	bans      *banList
 	bansTotal atomic.Int64
+	// downloads maps an info-hash to its download storage, for the blame
+	// of blocks the library received. A sync.Map: the library calls back
+	// with its own lock held, and add holds mu while calling into the
+	// library.
+	downloads sync.Map
 	mu        sync.Mutex
 	swarms    map[string]*Swarm // live torrents, by digest
 	// standard holds the standard torrents (standard.go), by digest: a
@@ -187,11 +208,6 @@ func NewNode(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Node, er
 		return nil, err
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("p2p listen %s: %w", cfg.Listen, err)
-	}
-	n.addr = netip.AddrPortFrom(ap.Addr(), uint16(ln.Addr().(*net.TCPAddr).Port))
 	var up, down *rate.Limiter
 	if cfg.UploadRate > 0 {
 		up = NewLimiter(cfg.UploadRate)
@@ -199,18 +215,13 @@ func NewNode(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Node, er
 	if cfg.DownloadRate > 0 {
 		down = NewLimiter(cfg.DownloadRate)
 	}
-	n.eng = newEngine(n, ln, up, down)
-
-	// The library seeds standard torrents only, on connections the engine
-	// hands it (it listens on nothing and dials nobody).
 	cc := torrent.NewDefaultClientConfig()
 	cc.PeerID = string(n.peerID[:])
-	cc.DisableTCP, cc.DisableUTP = true, true
-	cc.NoDHT, cc.DisablePEX = true, true
+	cc.NoDHT, cc.DisableUTP, cc.DisablePEX = true, true, true
 	cc.DisableTrackers, cc.DisableWebtorrent, cc.DisableWebseeds = true, true, true
 	cc.NoDefaultPortForwarding = true
 	cc.DisableIPv6 = ap.Addr().Is4()
-	cc.Seed = true
+	cc.Seed = true // keep uploading while downloading
 	cc.DropDuplicatePeerIds = true
 	cc.EstablishedConnsPerTorrent = cfg.ConnsPerTorrent
 	cc.DefaultStorage = refuseStorage{}
@@ -222,13 +233,41 @@ func NewNode(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Node, er
 		cc.DownloadRateLimiter = down
 	}
 	cc.IPBlocklist = n.bans
+	if cfg.Engine == EngineShoal {
+		// The engine owns the port; the library seeds standard torrents on
+		// the connections it hands over, and dials nobody.
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("p2p listen %s: %w", cfg.Listen, err)
+		}
+		n.addr = netip.AddrPortFrom(ap.Addr(), uint16(ln.Addr().(*net.TCPAddr).Port))
+		n.eng = newEngine(n, ln, up, down)
+		cc.DisableTCP = true
+	} else {
+		cc.SetListenAddr(cfg.Listen)
+		n.libraryLiveSwarms(cc)
+	}
 	cl, err := torrent.NewClient(cc)
 	if err != nil {
-		n.eng.close()
-		return nil, fmt.Errorf("p2p client: %w", err)
+		if n.eng != nil {
+			n.eng.close()
+		}
+		return nil, fmt.Errorf("p2p listen %s: %w", cfg.Listen, err)
 	}
 	n.cl = cl
-	cl.AddListener(n.eng.lib)
+	if n.eng != nil {
+		cl.AddListener(n.eng.lib)
+	} else {
+		for _, a := range cl.ListenAddrs() {
+			if tcp, ok := a.(*net.TCPAddr); ok {
+				n.addr = netip.AddrPortFrom(ap.Addr(), uint16(tcp.Port))
+			}
+		}
+		if !n.addr.IsValid() {
+			cl.Close()
+			return nil, fmt.Errorf("p2p listen %s: no TCP listener", cfg.Listen)
+		}
+	}
 	n.tracker = NewTrackerClient(cfg.Trackers, ap.Addr(), cfg.TLS)
 	if reg != nil {
 		n.register(reg)
@@ -308,6 +347,45 @@ func peerAddr(ra interface{ String() string }) (netip.Addr, bool) {
 	return ap.Addr().Unmap(), true
 }
 
+// libraryLiveSwarms sets the library up to run live swarms (p2p.engine
+// "library").
+func (n *Node) libraryLiveSwarms(cc *torrent.ClientConfig) {
+	// The library only considers the first MaxUnverifiedBytes of its piece
+	// order for requests, whoever holds them; an origin that reveals pieces
+	// one by one (superseed.Seeder) may reveal one outside that window, and
+	// the agent would never ask for it. Blobs are bounded: consider every
+	// piece.
+	cc.MaxUnverifiedBytes = 0
+	// Plain handshakes only: origins' seeders speak no MSE, and obfuscation
+	// buys nothing inside a cluster. Required, not just preferred: otherwise
+	// the library redials every peer that closed a plain handshake (a full
+	// peer does) to retry it with MSE, a Diffie-Hellman exchange that fails
+	// the same way (6 % of a 256-agent swarm's CPU went to dials and MSE).
+	cc.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{RequirePreferred: true}
+	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, n.countReceived)
+	cc.Callbacks.SentRequest = append(cc.Callbacks.SentRequest, func(ev torrent.PeerRequestEvent) { n.countRequest(ev, 1) })
+	cc.Callbacks.DeletedRequest = append(cc.Callbacks.DeletedRequest, func(ev torrent.PeerRequestEvent) { n.countRequest(ev, -1) })
+	if q := n.cfg.requestsPerPeer(); q > 0 {
+		// The library takes a peer's request limit from its extended
+		// handshake, and this callback sees the message before it does.
+		cc.Callbacks.ReadExtendedHandshake = func(_ *torrent.PeerConn, d *pp.ExtendedHandshakeMessage) { d.Reqq = q }
+	}
+}
+
+func (n *Node) countReceived(ev torrent.ReceivedUsefulDataEvent) {
+	if st, ok := n.downloads.Load(ev.Peer.Torrent().InfoHash()); ok {
+		if a, ok := peerAddr(ev.Peer.RemoteAddr); ok {
+			st.(*blobStorage).blame.received(int(ev.Message.Index), int64(ev.Message.Begin), a, ev.Message.Piece)
+		}
+	}
+	size := int64(len(ev.Message.Piece))
+	if pc, ok := ev.Peer.TryAsPeerConn(); ok && isOriginPeerID(pc.PeerID) {
+		n.fromOrigins.Add(size)
+		return
+	}
+	n.fromPeers.Add(size)
+}
+
 // Addr is the address peers reach this node at.
 func (n *Node) Addr() netip.AddrPort { return n.addr }
 
@@ -317,12 +395,23 @@ func (n *Node) BytesFromPeers() int64   { return n.fromPeers.Load() }
 
 // BytesWasted counts piece data received that was not needed: a chunk that
 // came twice (requested from two peers), or part of a piece that failed.
-func (n *Node) BytesWasted() int64 { return n.eng.wasted.Load() }
+func (n *Node) BytesWasted() int64 {
+	s := n.cl.Stats()
+	w := s.BytesReadData.Int64() - s.BytesReadUsefulData.Int64()
+	if n.eng != nil {
+		w += n.eng.wasted.Load()
+	}
+	return w
+}
 
 // BytesSent counts piece data this node uploaded.
 func (n *Node) BytesSent() int64 {
 	s := n.cl.Stats()
-	return n.eng.sent.Load() + s.BytesWrittenData.Int64()
+	sent := s.BytesWrittenData.Int64()
+	if n.eng != nil {
+		sent += n.eng.sent.Load()
+	}
+	return sent
 }
 
 // SwarmsHelp describes the shoal_p2p_swarms gauge of nodes and seeders.
@@ -357,10 +446,12 @@ func (n *Node) Close() {
 	for _, s := range n.allSwarms() {
 		s.Close()
 	}
-	// The library first: its accept loop spins on a closed listener until
-	// it sees itself closed.
+	// The library first: its accept loop spins on a closed handoff
+	// listener until it sees itself closed.
 	n.cl.Close()
-	n.eng.close()
+	if n.eng != nil {
+		n.eng.close()
+	}
 }
 
 // Swarm returns the live swarm of blob d, if this node is in it.
@@ -501,15 +592,18 @@ func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose fu
 		return nil, ErrInSwarm
 	}
 	var m member
-	if mi.Standard {
+	var lt *torrent.Torrent
+	if mi.Standard || n.eng == nil {
 		t, isNew := n.cl.AddTorrentOpt(torrent.AddTorrentOpts{InfoHash: mi.InfoHash, InfoBytes: mi.InfoBytes, Storage: st, ChunkSize: chunkSize})
 		if !isNew {
 			n.mu.Unlock()
 			cancel()
 			return nil, ErrInSwarm
 		}
-		t.DownloadAll()
-		m = libTorrent{t}
+		lt, m = t, libTorrent{t}
+		if dl != nil {
+			n.downloads.Store(mi.InfoHash, st)
+		}
 	} else {
 		t, err := n.eng.add(mi, st)
 		if err != nil {
@@ -527,6 +621,13 @@ func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose fu
 	for _, e := range evict {
 		n.log.Debug("left a swarm of the least recently used blob (max_swarms)", "digest", e.mi.Digest, "standard", e.mi.Standard, "max_swarms", n.cfg.MaxSwarms)
 		go e.Close()
+	}
+	if lt != nil {
+		lt.DownloadAll()
+		if dl != nil {
+			st.kick()
+			s.wg.Go(func() { s.nudgeLoop(ctx, lt) })
+		}
 	}
 	s.wg.Go(func() { s.announceLoop(ctx) })
 	return s, nil

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +24,9 @@ import (
 // closed when the test ends.
 func newTestNode(t *testing.T, cfg Config) *Node {
 	t.Helper()
+	if cfg.Engine == "" {
+		cfg.Engine = testEngine
+	}
 	cfg.ApplyDefaults("127.0.0.1:0", nil)
 	n, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
@@ -31,6 +35,11 @@ func newTestNode(t *testing.T, cfg Config) *Node {
 	t.Cleanup(n.Close)
 	return n
 }
+
+// testEngine runs the package's node tests on either engine of live swarms
+// (make test runs them on both): SHOAL_TEST_P2P_ENGINE=shoal, or the
+// default.
+var testEngine = os.Getenv("SHOAL_TEST_P2P_ENGINE")
 
 // testBlobMeta returns a sample blob of size bytes and its metainfo.
 func testBlobMeta(t *testing.T, size, pieceLen int64) ([]byte, *MetaInfo) {
@@ -233,7 +242,7 @@ func TestConnsPerTorrentCapsConnections(t *testing.T) {
 			finished++
 		case <-time.After(5 * time.Millisecond):
 		}
-		most = max(most, ssw.m.(*transfer).numConns())
+		most = max(most, ssw.m.numConns())
 	}
 	if most > maxConns {
 		t.Fatalf("the seeder had %d connections for the blob at once, conns_per_torrent is %d", most, maxConns)
@@ -287,5 +296,24 @@ func TestClosedNodeJoinsNoSwarm(t *testing.T) {
 	}
 	if n.Swarm(mi.Digest.String()) != nil {
 		t.Fatal("a closed node lists a swarm")
+	}
+}
+
+// p2p.engine takes "library" (the default) or "shoal"; anything else is an
+// error naming the key.
+func TestEngineKey(t *testing.T) {
+	var c Config
+	c.ApplyDefaults("127.0.0.1:0", nil)
+	if c.Engine != EngineLibrary {
+		t.Fatalf("default engine %q, want %q", c.Engine, EngineLibrary)
+	}
+	c.Engine = "libtorrent"
+	err := c.Validate("p2p")
+	if err == nil || !strings.Contains(err.Error(), "p2p.engine") {
+		t.Fatalf("engine %q: error %v, want one naming p2p.engine", c.Engine, err)
+	}
+	c.Engine = EngineShoal
+	if err := c.Validate("p2p"); err != nil {
+		t.Fatalf("engine %q: %v", c.Engine, err)
 	}
 }

@@ -26,7 +26,7 @@ func TestRequestsPerPeerFromDownloadRate(t *testing.T) {
 		cfg  Config
 		want int
 	}{
-		{Config{}, 0},                                             // uncapped: the engine's default
+		{Config{}, 0},                                             // uncapped: the engine's default, or the library's own
 		{Config{DownloadRate: 500_000}, 1},                        // 10 KB in 20 ms: one block
 		{Config{DownloadRate: 25_000_000}, 7},                     // 500 KB
 		{Config{DownloadRate: 25_000_000, RequestsPerPeer: 3}, 3}, // set: as set
@@ -198,8 +198,8 @@ func (p *rawPeer) result() (int, error) {
 }
 
 // requests_per_peer caps the block requests a node has in flight to one
-// peer, whatever the peer says it accepts; unset and uncapped, the engine
-// keeps defaultQueueDepth.
+// peer, whatever the peer says it accepts; unset and uncapped, the library
+// queues many, the engine defaultQueueDepth.
 func TestRequestsPerPeerCapsRequestsInFlight(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -210,7 +210,7 @@ func TestRequestsPerPeerCapsRequestsInFlight(t *testing.T) {
 		{"requests_per_peer 1", Config{RequestsPerPeer: 1}, 1, 1},
 		{"requests_per_peer 3", Config{RequestsPerPeer: 3}, 3, 3},
 		{"from download_rate", Config{DownloadRate: 2_000_000}, 1, 1},
-		{"default", Config{}, defaultQueueDepth, defaultQueueDepth},
+		{"default", Config{}, 1000, 4}, // the library: towards what the peer allows; the engine: defaultQueueDepth
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const size = 2 << 20

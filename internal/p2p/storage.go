@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"context"
+	"crypto/sha1"
 	"errors"
 	"fmt"
 	"io"
@@ -30,17 +31,24 @@ type blobStorage struct {
 	rmu    sync.RWMutex
 	rgone  bool
 	dl     *store.Download // nil for a seed
-	// For a download: the piece hashes (perhaps still arriving), who sent
-	// which block, and whom to ban when a piece turns out bad. ctx ends
-	// when the swarm is left, so that no hasher waits for a hash beyond
-	// that.
+	// For a download: the piece hashes (perhaps still arriving), the piece
+	// names the library compares SelfHash's answer with (engine
+	// "library"), who sent which block, and whom to ban when a piece turns
+	// out bad. ctx ends when the swarm is left, so that no hasher waits for
+	// a hash beyond that.
 	hashes *PieceHashes
+	names  []byte
 	blame  *blame
 	onBad  func([]netip.Addr)
 	ctx    context.Context
 
+	// For a download on the library: requests in flight per piece and the
+	// nudger's wake-up (see nudge.go).
+	pending []atomic.Int32
+	wake    chan struct{}
 	// prefix: pieces [0, prefix) are complete. Written under mu; an atomic
-	// so that the engine's request picking reads it without this lock.
+	// so that request picking (the engine's, the library's callbacks) reads
+	// it without this lock.
 	prefix atomic.Int32
 
 	mu       sync.Mutex
@@ -64,7 +72,8 @@ func newSeedStorage(r io.ReaderAt, closeR func(), info *metainfo.Info) *blobStor
 // swarm is joined (Node.add).
 func newDownloadStorage(dl *store.Download, r *os.File, info *metainfo.Info, hashes *PieceHashes, onBad func([]netip.Addr)) *blobStorage {
 	return &blobStorage{r: r, closeR: func() { r.Close() }, dl: dl, complete: make([]bool, info.NumPieces()), pieceLen: info.PieceLength, length: info.Length,
-		hashes: hashes, blame: newBlame(), onBad: onBad}
+		hashes: hashes, names: info.Pieces, blame: newBlame(), onBad: onBad,
+		pending: make([]atomic.Int32, info.NumPieces()), wake: make(chan struct{}, 1)}
 }
 
 // readerLinger is how long the reader stays open after the swarm is left.
@@ -135,10 +144,57 @@ func (p *blobPiece) ReadAt(b []byte, off int64) (int, error) {
 
 var errSeedReadOnly = errors.New("storage: seeded blob is read-only")
 
+// errBadPiece reports a piece that failed its hash as an error, so that the
+// library fetches it again without banning anyone itself (see blame.go).
+var errBadPiece = errors.New("storage: piece does not match its hash")
+
 // hashBufs are the read buffers of pieces hashed from disk: a swarm of
 // small pieces hashes dozens a second, and a fresh 256 KiB buffer each was
 // a measurable share of the GC's work.
 var hashBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// SelfHash implements storage.SelfHashing: the client asks the storage for a
+// piece's hash instead of hashing it itself. Shoal checks the piece against
+// its real SHA-1 (waiting for it if the origin is still hashing the blob)
+// and answers with the piece's name from the info dictionary when it
+// matches (see pieces.go). Doing it here also lets Shoal see each verdict,
+// to blame and ban the peers that sent bad blocks.
+func (p *blobPiece) SelfHash() (metainfo.Hash, error) {
+	var sum metainfo.Hash
+	s := p.s
+	if s.hashes == nil {
+		return sum, errSeedReadOnly // a seed: every piece is complete, never hashed
+	}
+	h := sha1.New()
+	buf := hashBufs.Get().(*[]byte)
+	_, err := io.CopyBuffer(h, io.NewSectionReader(s, p.off, p.length), *buf)
+	hashBufs.Put(buf)
+	if err != nil {
+		return sum, fmt.Errorf("storage: hash piece %d: %w", p.index, err)
+	}
+	copy(sum[:], h.Sum(nil))
+	want, err := s.hashes.Wait(s.ctx, p.index)
+	if err != nil {
+		// Nobody is to blame: the piece is fetched again, and a swarm that
+		// cannot verify anything stalls into the HTTP fallback.
+		return sum, err
+	}
+	if sum != want {
+		if bad := s.blame.hashFailed(p.index); len(bad) > 0 {
+			s.onBad(bad)
+		}
+		return sum, fmt.Errorf("%w: piece %d", errBadPiece, p.index)
+	}
+	bad := s.blame.verified(p.index, func(b []byte, off int64) error {
+		_, err := s.ReadAt(b, p.off+off)
+		return err
+	})
+	if len(bad) > 0 {
+		s.onBad(bad)
+	}
+	copy(sum[:], s.names[p.index*sha1.Size:])
+	return sum, nil
+}
 
 func (p *blobPiece) WriteAt(b []byte, off int64) (int, error) {
 	if p.s.dl == nil {
@@ -159,7 +215,8 @@ func (p *blobPiece) MarkComplete() error { return p.s.markComplete(p.index) }
 func (s *blobStorage) markComplete(i int) error {
 	s.mu.Lock()
 	s.complete[i] = true
-	prefix := int(s.prefix.Load())
+	old := int(s.prefix.Load())
+	prefix := old
 	for prefix < len(s.complete) && s.complete[prefix] {
 		prefix++
 	}
@@ -168,6 +225,9 @@ func (s *blobStorage) markComplete(i int) error {
 	s.mu.Unlock()
 	if s.dl == nil {
 		return nil
+	}
+	if prefix != old {
+		s.kick()
 	}
 	// Checked against its hash: a client reading this far ahead may have it.
 	off := int64(i) * s.pieceLen
@@ -190,6 +250,9 @@ func (p *blobPiece) MarkNotComplete() error {
 		return fmt.Errorf("storage: piece %d already hashed into the blob", p.index)
 	}
 	p.s.complete[p.index] = false
+	if int32(p.index) == p.s.prefix.Load() {
+		p.s.kick() // fetched again: the nudger may raise it
+	}
 	return nil
 }
 

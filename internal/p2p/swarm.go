@@ -9,6 +9,7 @@ import (
 
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/tracker/shared"
+	"github.com/anacrolix/torrent/types"
 
 	"github.com/shoal-dev/shoal/internal/store"
 )
@@ -51,6 +52,7 @@ func (s *Swarm) Close() {
 		s.cancel()
 		s.wg.Wait()
 		s.m.drop()
+		s.n.downloads.Delete(s.mi.InfoHash)
 		s.n.mu.Lock()
 		if m := s.n.byDigest(s.mi); m[s.mi.Digest.String()] == s {
 			delete(m, s.mi.Digest.String())
@@ -96,6 +98,7 @@ type member interface {
 	addPeers([]netip.AddrPort, [][20]byte)
 	raise(first, last int)
 	closeBanned(banned func(netip.Addr) bool)
+	numConns() int
 	drop()
 }
 
@@ -114,14 +117,20 @@ func (t *transfer) closeBanned(banned func(netip.Addr) bool) {
 	t.fillAllLocked()
 }
 
-// libTorrent is a standard torrent, seeded by the library.
+// libTorrent is a torrent on the library: a standard torrent, or a live
+// one with p2p.engine = "library".
 type libTorrent struct{ t *torrent.Torrent }
 
 func (l libTorrent) complete() bool             { return l.t.Complete().Bool() }
 func (l libTorrent) completed() <-chan struct{} { return l.t.Complete().On() }
 func (l libTorrent) bytesCompleted() int64      { return l.t.BytesCompleted() }
-func (l libTorrent) raise(int, int)             {}
-func (l libTorrent) drop()                      { l.t.Drop() }
+func (l libTorrent) raise(first, last int) {
+	for i := first; i <= last; i++ {
+		l.t.Piece(i).SetPriority(types.PiecePriorityHigh)
+	}
+}
+func (l libTorrent) numConns() int { return len(l.t.PeerConns()) }
+func (l libTorrent) drop()         { l.t.Drop() }
 
 func (l libTorrent) traffic() (up, down int64) {
 	st := l.t.Stats()

@@ -165,9 +165,10 @@ func (t *transfer) raise(first, last int) {
 	}
 }
 
-// fillLocked sends c requests up to its queue depth.
+// fillLocked sends c requests up to its queue depth. A connection already
+// dropped gets none: nobody would ever take them back.
 func (t *transfer) fillLocked(c *peerConn) {
-	if c.choked || t.closed || t.haveN == t.n || (!c.snubbedUntil.IsZero() && time.Now().Before(c.snubbedUntil)) {
+	if c.closed || c.choked || t.closed || t.haveN == t.n || (!c.snubbedUntil.IsZero() && time.Now().Before(c.snubbedUntil)) {
 		return
 	}
 	q := t.queueDepth()

@@ -221,6 +221,9 @@ func startNsAgent(ctx context.Context, o SwarmOptions, c *cluster.Cluster, h *ne
 	if o.RequestsPerPeer > 0 {
 		ac.P2P.RequestsPerPeer = o.RequestsPerPeer
 	}
+	if o.Engine != "" {
+		ac.P2P.Engine = o.Engine
+	}
 	if n := o.agentConns(sc, i); n > 0 {
 		ac.P2P.ConnsPerTorrent = n
 	}

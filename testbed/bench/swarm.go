@@ -53,6 +53,8 @@ type SwarmOptions struct {
 	ConnsPerTorrent, RequestsPerPeer, SlowConns int
 	// MaxPeers, if set, is the tracker's max_peers (peers per announce).
 	MaxPeers int
+	// Engine, if set, is every agent's p2p.engine.
+	Engine string
 	// Baseline "direct" also times the same clients pulling straight from
 	// the registry (capped at UpstreamRate), in the same run.
 	Baseline string
@@ -98,6 +100,7 @@ type SwarmResult struct {
 	SlowConns          int            `json:"slow_conns_per_torrent,omitempty"`
 	RequestsPerPeer    int            `json:"requests_per_peer,omitempty"`
 	MaxPeers           int            `json:"max_peers,omitempty"`
+	Engine             string         `json:"engine,omitempty"`
 	P50OverBound       float64        `json:"p50_over_bound"`
 	MaxOverBound       float64        `json:"max_over_bound"`
 	OnTimeP50OverBound float64        `json:"on_time_p50_over_bound"`
@@ -196,6 +199,9 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 			if o.RequestsPerPeer > 0 {
 				ac.P2P.RequestsPerPeer = o.RequestsPerPeer
 			}
+			if o.Engine != "" {
+				ac.P2P.Engine = o.Engine
+			}
 		}})
 	if err != nil {
 		return nil, err
@@ -285,7 +291,7 @@ func newSwarmResult(o SwarmOptions) *SwarmResult {
 		RateBps: int64(o.Rate), OriginRateBps: int64(o.OriginRate), UpstreamRateBps: int64(o.UpstreamRate),
 		WarmOrigins: o.WarmOrigins, AllVerified: true, CPUCores: runtime.NumCPU(),
 		SlowFraction: o.SlowFraction, LateFraction: o.LateFraction, ChurnFraction: o.ChurnFraction, ConnsPerTorrent: o.ConnsPerTorrent,
-		RequestsPerPeer: o.RequestsPerPeer, MaxPeers: o.MaxPeers}
+		RequestsPerPeer: o.RequestsPerPeer, MaxPeers: o.MaxPeers, Engine: o.Engine}
 	if o.SlowFraction > 0 {
 		r.SlowDivisor, r.SlowConns = o.SlowDivisor, o.SlowConns
 	}

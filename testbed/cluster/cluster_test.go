@@ -330,11 +330,18 @@ func (c corrupt) ReadAt(p []byte, off int64) (int, error) {
 //
 // The agent bans the peer for p2p.ban_time (here 3 s), then lets it back:
 // a second blob, also served corrupt by it, gets it banned again.
-func TestBadPeerCannotCorruptAPull(t *testing.T) {
+func TestBadPeerCannotCorruptAPull(t *testing.T) { testBadPeerCannotCorruptAPull(t, p2p.EngineLibrary) }
+
+// The same on Shoal's own engine (p2p.engine = "shoal").
+func TestBadPeerCannotCorruptAPullEngine(t *testing.T) {
+	testBadPeerCannotCorruptAPull(t, p2p.EngineShoal)
+}
+
+func testBadPeerCannotCorruptAPull(t *testing.T, engine string) {
 	const size = 8 << 20
 	const banTime = 3 * time.Second
 	c := startCluster(t, Options{Agents: 1, Origins: 1, OriginRate: 4e6, PieceLength: 1 << 20,
-		AgentConfig: func(_ int, ac *agent.Config) { ac.P2P.BanTime = banTime }})
+		AgentConfig: func(_ int, ac *agent.Config) { ac.P2P.BanTime, ac.P2P.Engine = banTime, engine }})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	bad := c.sidePeer(t, "127.0.0.50")
@@ -402,9 +409,18 @@ func (s *stalling) ReadAt(p []byte, off int64) (int, error) {
 // keeps the connection open) cannot hold a pull up: the blocks it owes are
 // fetched elsewhere and the pull completes with the right digest.
 func TestStallingPeerCannotHoldUpAPull(t *testing.T) {
+	testStallingPeerCannotHoldUpAPull(t, p2p.EngineLibrary)
+}
+
+// The same on Shoal's own engine (p2p.engine = "shoal").
+func TestStallingPeerCannotHoldUpAPullEngine(t *testing.T) {
+	testStallingPeerCannotHoldUpAPull(t, p2p.EngineShoal)
+}
+
+func testStallingPeerCannotHoldUpAPull(t *testing.T, engine string) {
 	const size = 8 << 20
 	c := startCluster(t, Options{Agents: 1, Origins: 1, OriginRate: 4e6, PieceLength: 1 << 20,
-		AgentConfig: func(_ int, cfg *agent.Config) { cfg.StallTimeout = 3 * time.Second }})
+		AgentConfig: func(_ int, cfg *agent.Config) { cfg.StallTimeout, cfg.P2P.Engine = 3*time.Second, engine }})
 	data := localregistry.RandomBytes(size, 11)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

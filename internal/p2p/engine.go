@@ -343,6 +343,7 @@ func (t *transfer) addPeers(peers []netip.AddrPort, ids [][20]byte) {
 			cd.id = ids[k]
 		}
 		t.peers[ap] = cd
+		t.order = append(t.order, ap)
 	}
 	t.maintainLocked(time.Now())
 }
@@ -352,9 +353,10 @@ const maxCandidates = 256
 
 // forgetOneLocked drops a candidate that failed to connect.
 func (t *transfer) forgetOneLocked() {
-	for ap, cd := range t.peers {
-		if cd.fails > 0 {
+	for k, ap := range t.order {
+		if t.peers[ap].fails > 0 {
 			delete(t.peers, ap)
+			t.order = slices.Delete(t.order, k, k+1)
 			return
 		}
 	}
@@ -376,10 +378,12 @@ func (t *transfer) maintainLocked(now time.Time) {
 		connected[c.id] = true
 		addrs[c.addr] = true
 	}
-	for ap, cd := range t.peers { // a map: a random order
+	// In the tracker's order: it lists seeds (origins among them) first.
+	for _, ap := range t.order {
 		if want == 0 {
 			break
 		}
+		cd := t.peers[ap]
 		if addrs[ap] || (cd.id != [20]byte{} && connected[cd.id]) || now.Before(cd.nextTry) || t.e.n.bans.banned(ap.Addr()) {
 			continue
 		}

@@ -47,6 +47,7 @@ type transfer struct {
 	raised  []int            // pieces a reader waits for (want), first asked
 	conns   map[*peerConn]struct{}
 	peers   map[netip.AddrPort]*candidate
+	order   []netip.AddrPort // peers' keys, in the order the tracker listed them
 	dialing int
 	closed  bool
 	rnd     *rand.Rand

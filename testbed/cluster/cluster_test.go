@@ -330,11 +330,11 @@ func (c corrupt) ReadAt(p []byte, off int64) (int, error) {
 //
 // The agent bans the peer for p2p.ban_time (here 3 s), then lets it back:
 // a second blob, also served corrupt by it, gets it banned again.
-func TestBadPeerCannotCorruptAPull(t *testing.T) { testBadPeerCannotCorruptAPull(t, p2p.EngineLibrary) }
+func TestBadPeerCannotCorruptAPull(t *testing.T) { testBadPeerCannotCorruptAPull(t, p2p.EngineShoal) }
 
-// The same on Shoal's own engine (p2p.engine = "shoal").
-func TestBadPeerCannotCorruptAPullEngine(t *testing.T) {
-	testBadPeerCannotCorruptAPull(t, p2p.EngineShoal)
+// The same on the library (p2p.engine = "library").
+func TestBadPeerCannotCorruptAPullLibrary(t *testing.T) {
+	testBadPeerCannotCorruptAPull(t, p2p.EngineLibrary)
 }
 
 func testBadPeerCannotCorruptAPull(t *testing.T, engine string) {
@@ -409,12 +409,12 @@ func (s *stalling) ReadAt(p []byte, off int64) (int, error) {
 // keeps the connection open) cannot hold a pull up: the blocks it owes are
 // fetched elsewhere and the pull completes with the right digest.
 func TestStallingPeerCannotHoldUpAPull(t *testing.T) {
-	testStallingPeerCannotHoldUpAPull(t, p2p.EngineLibrary)
+	testStallingPeerCannotHoldUpAPull(t, p2p.EngineShoal)
 }
 
-// The same on Shoal's own engine (p2p.engine = "shoal").
-func TestStallingPeerCannotHoldUpAPullEngine(t *testing.T) {
-	testStallingPeerCannotHoldUpAPull(t, p2p.EngineShoal)
+// The same on the library (p2p.engine = "library").
+func TestStallingPeerCannotHoldUpAPullLibrary(t *testing.T) {
+	testStallingPeerCannotHoldUpAPull(t, p2p.EngineLibrary)
 }
 
 func testStallingPeerCannotHoldUpAPull(t *testing.T, engine string) {

@@ -58,13 +58,7 @@ func (e *engine) close() {
 	e.cancel()
 	e.ln.Close()
 	e.lib.Close()
-	e.mu.Lock()
-	ts := make([]*transfer, 0, len(e.transfers))
-	for _, t := range e.transfers {
-		ts = append(ts, t)
-	}
-	e.mu.Unlock()
-	for _, t := range ts {
+	for _, t := range e.all() {
 		e.remove(t)
 	}
 	e.wg.Wait()
@@ -98,6 +92,17 @@ func (e *engine) remove(t *transfer) {
 	t.mu.Unlock()
 	t.cancel()
 	t.wg.Wait()
+}
+
+// all returns the transfers running now.
+func (e *engine) all() []*transfer {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ts := make([]*transfer, 0, len(e.transfers))
+	for _, t := range e.transfers {
+		ts = append(ts, t)
+	}
+	return ts
 }
 
 func (e *engine) transfer(ih metainfo.Hash) *transfer {
@@ -417,13 +422,7 @@ func (e *engine) tickLoop() {
 		case <-e.ctx.Done():
 			return
 		case now := <-tk.C:
-			e.mu.Lock()
-			ts := make([]*transfer, 0, len(e.transfers))
-			for _, t := range e.transfers {
-				ts = append(ts, t)
-			}
-			e.mu.Unlock()
-			for _, t := range ts {
+			for _, t := range e.all() {
 				t.tick(now)
 			}
 		}

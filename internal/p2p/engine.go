@@ -151,7 +151,7 @@ func (e *engine) incoming(c net.Conn) {
 		e.lib.offer(e.ctx, &replayConn{Conn: c, r: io.MultiReader(bytes.NewReader(hs[:]), c)})
 		return
 	}
-	if err := writeHandshake(c, ih, e.n.peerID); err != nil {
+	if err := WriteHandshake(c, ih, e.n.peerID); err != nil {
 		c.Close()
 		return
 	}
@@ -161,7 +161,10 @@ func (e *engine) incoming(c net.Conn) {
 	t.attach(c, ap, id, false)
 }
 
-func writeHandshake(w io.Writer, ih metainfo.Hash, id [20]byte) error {
+// WriteHandshake writes the BitTorrent handshake for torrent ih from peer
+// id, with no extension bits (the engine and the origins' seeders speak
+// none).
+func WriteHandshake(w io.Writer, ih metainfo.Hash, id [20]byte) error {
 	b := make([]byte, 0, 68)
 	b = append(b, pp.Protocol...)
 	b = append(b, make([]byte, 8)...) // no extensions
@@ -182,7 +185,7 @@ func (t *transfer) dial(ap netip.AddrPort) {
 	if err == nil {
 		err = func() error {
 			_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
-			if err := writeHandshake(c, t.mi.InfoHash, e.n.peerID); err != nil {
+			if err := WriteHandshake(c, t.mi.InfoHash, e.n.peerID); err != nil {
 				return err
 			}
 			var hs [68]byte

@@ -411,13 +411,7 @@ func (s *Seeder) handshake(c net.Conn) (*seedTorrent, error) {
 	if t == nil {
 		return nil, fmt.Errorf("unknown info-hash %s", ih)
 	}
-	// Our answer: protocol, no extensions, the info-hash, our peer id.
-	out := make([]byte, 0, 68)
-	out = append(out, pp.Protocol...)
-	out = append(out, make([]byte, 8)...)
-	out = append(out, ih[:]...)
-	out = append(out, s.peerID[:]...)
-	if _, err := c.Write(out); err != nil {
+	if err := p2p.WriteHandshake(c, ih, s.peerID); err != nil {
 		return nil, err
 	}
 	return t, nil

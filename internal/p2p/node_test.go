@@ -25,7 +25,7 @@ import (
 func newTestNode(t *testing.T, cfg Config) *Node {
 	t.Helper()
 	if cfg.Engine == "" {
-		cfg.Engine = testEngine
+		cfg.Engine = testEngine()
 	}
 	cfg.ApplyDefaults("127.0.0.1:0", nil)
 	n, err := NewNode(cfg, slog.New(slog.DiscardHandler), nil)
@@ -38,8 +38,9 @@ func newTestNode(t *testing.T, cfg Config) *Node {
 
 // testEngine runs the package's node tests on either engine of live swarms
 // (make test runs them on both): SHOAL_TEST_P2P_ENGINE=library, or the
-// default.
-var testEngine = os.Getenv("SHOAL_TEST_P2P_ENGINE")
+// default. Read while the tests run, not at package init, so that go
+// test's result cache keys on it.
+func testEngine() string { return os.Getenv("SHOAL_TEST_P2P_ENGINE") }
 
 // testBlobMeta returns a sample blob of size bytes and its metainfo.
 func testBlobMeta(t *testing.T, size, pieceLen int64) ([]byte, *MetaInfo) {

@@ -37,7 +37,7 @@ func newTestNode(t *testing.T, cfg Config) *Node {
 }
 
 // testEngine runs the package's node tests on either engine of live swarms
-// (make test runs them on both): SHOAL_TEST_P2P_ENGINE=library, or the
+// (make test runs them on both): SHOAL_TEST_P2P_ENGINE=shoal, or the
 // default. Read while the tests run, not at package init, so that go
 // test's result cache keys on it.
 func testEngine() string { return os.Getenv("SHOAL_TEST_P2P_ENGINE") }
@@ -300,20 +300,20 @@ func TestClosedNodeJoinsNoSwarm(t *testing.T) {
 	}
 }
 
-// p2p.engine takes "shoal" (the default) or "library"; anything else is an
+// p2p.engine takes "library" (the default) or "shoal"; anything else is an
 // error naming the key.
 func TestEngineKey(t *testing.T) {
 	var c Config
 	c.ApplyDefaults("127.0.0.1:0", nil)
-	if c.Engine != EngineShoal {
-		t.Fatalf("default engine %q, want %q", c.Engine, EngineShoal)
+	if c.Engine != EngineLibrary {
+		t.Fatalf("default engine %q, want %q", c.Engine, EngineLibrary)
 	}
 	c.Engine = "libtorrent"
 	err := c.Validate("p2p")
 	if err == nil || !strings.Contains(err.Error(), "p2p.engine") {
 		t.Fatalf("engine %q: error %v, want one naming p2p.engine", c.Engine, err)
 	}
-	c.Engine = EngineLibrary
+	c.Engine = EngineShoal
 	if err := c.Validate("p2p"); err != nil {
 		t.Fatalf("engine %q: %v", c.Engine, err)
 	}

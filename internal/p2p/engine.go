@@ -133,7 +133,7 @@ const handshakeTimeout = 10 * time.Second
 // or hands the connection to the library (a standard torrent).
 func (e *engine) incoming(c net.Conn) {
 	ap, ok := peerAddrPort(c.RemoteAddr())
-	if !ok || e.n.bans.banned(ap.Addr()) {
+	if !ok || e.n.bans.blocked(ap.Addr()) {
 		c.Close()
 		return
 	}
@@ -222,7 +222,7 @@ func (t *transfer) dial(ap netip.AddrPort) {
 func (t *transfer) attach(conn net.Conn, ap netip.AddrPort, id [20]byte, outgoing bool) {
 	e := t.e
 	t.mu.Lock()
-	refuse := t.closed || id == e.n.peerID || e.n.bans.banned(ap.Addr())
+	refuse := t.closed || id == e.n.peerID || e.n.bans.blocked(ap.Addr())
 	if !refuse && len(t.conns) >= e.cfg.ConnsPerTorrent {
 		// Full: a peer that came to us (one joining late, say) takes the
 		// place of a connection neither side wants anything from.
@@ -392,7 +392,7 @@ func (t *transfer) maintainLocked(now time.Time) {
 			break
 		}
 		cd := t.peers[ap]
-		if addrs[ap] || (cd.id != [20]byte{} && connected[cd.id]) || now.Before(cd.nextTry) || t.e.n.bans.banned(ap.Addr()) {
+		if addrs[ap] || (cd.id != [20]byte{} && connected[cd.id]) || now.Before(cd.nextTry) || t.e.n.bans.blocked(ap.Addr()) {
 			continue
 		}
 		cd.nextTry = now.Add(5 * time.Second) // not again while this dial runs

@@ -314,7 +314,7 @@ func (n *Node) register(reg prometheus.Registerer) {
 			Help: "Peers banned for p2p.ban_time after sending a bad piece."},
 			func() float64 { return float64(n.bansTotal.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_p2p_banned_peers", Help: "Peers banned now."},
-			func() float64 { return float64(n.bans.NumRanges()) }),
+			func() float64 { return float64(n.bans.numBans()) }),
 	)
 }
 
@@ -329,10 +329,28 @@ func (n *Node) ban(peers []netip.Addr) {
 			n.log.Warn("banned a peer that sent a bad piece", "peer", a, "ban_time", n.cfg.BanTime)
 		}
 	}
+	n.closeBlocked()
+}
+
+// suspendTime is how long a suspect is held off: long enough for the piece
+// it may have spoiled to be fetched again from the others.
+const suspendTime = 5 * time.Second
+
+// suspect holds peer a off for suspendTime, min p2p.ban_time, without
+// banning it: it contributed to a piece that failed along with others
+// (see blame).
+func (n *Node) suspect(a netip.Addr) {
+	n.bans.hold(a, min(suspendTime, n.cfg.BanTime))
+	n.log.Info("held off a peer that sent part of a bad piece", "peer", a, "for", min(suspendTime, n.cfg.BanTime))
+	n.closeBlocked()
+}
+
+// closeBlocked drops the connections of banned and held peers.
+func (n *Node) closeBlocked() {
 	// Not from here: the library is hashing and may hold its locks.
 	go func() {
 		for _, s := range n.allSwarms() {
-			s.m.closeBanned(n.bans.banned)
+			s.m.closeBanned(n.bans.blocked)
 		}
 	}()
 }
@@ -568,7 +586,7 @@ func (n *Node) Download(mi *MetaInfo, dl *store.Download, hashes *PieceHashes) (
 	if err != nil {
 		return nil, fmt.Errorf("p2p %s: %w", mi.Digest, err)
 	}
-	s, err := n.add(mi, newDownloadStorage(dl, rf, &mi.Info, hashes, n.ban), dl, dl.Release)
+	s, err := n.add(mi, newDownloadStorage(dl, rf, &mi.Info, hashes, n.ban, n.suspect, n.bans.blocked), dl, dl.Release)
 	if err != nil {
 		rf.Close()
 		return nil, err

@@ -36,11 +36,13 @@ type blobStorage struct {
 	// "library"), who sent which block, and whom to ban when a piece turns
 	// out bad. ctx ends when the swarm is left, so that no hasher waits for
 	// a hash beyond that.
-	hashes *PieceHashes
-	names  []byte
-	blame  *blame
-	onBad  func([]netip.Addr)
-	ctx    context.Context
+	hashes    *PieceHashes
+	names     []byte
+	blame     *blame
+	onBad     func([]netip.Addr)
+	onSuspect func(netip.Addr) // library path: hold a suspect off (see blame)
+	blocked   func(netip.Addr) bool
+	ctx       context.Context
 
 	// For a download on the library: requests in flight per piece and the
 	// nudger's wake-up (see nudge.go).
@@ -70,9 +72,9 @@ func newSeedStorage(r io.ReaderAt, closeR func(), info *metainfo.Info) *blobStor
 // newDownloadStorage writes into dl and reads through r, a read-only
 // descriptor of dl's file that the storage owns. Its ctx is set when the
 // swarm is joined (Node.add).
-func newDownloadStorage(dl *store.Download, r *os.File, info *metainfo.Info, hashes *PieceHashes, onBad func([]netip.Addr)) *blobStorage {
+func newDownloadStorage(dl *store.Download, r *os.File, info *metainfo.Info, hashes *PieceHashes, onBad func([]netip.Addr), onSuspect func(netip.Addr), blocked func(netip.Addr) bool) *blobStorage {
 	return &blobStorage{r: r, closeR: func() { r.Close() }, dl: dl, complete: make([]bool, info.NumPieces()), pieceLen: info.PieceLength, length: info.Length,
-		hashes: hashes, names: info.Pieces, blame: newBlame(), onBad: onBad,
+		hashes: hashes, names: info.Pieces, blame: newBlame(), onBad: onBad, onSuspect: onSuspect, blocked: blocked,
 		pending: make([]atomic.Int32, info.NumPieces()), wake: make(chan struct{}, 1)}
 }
 
@@ -180,8 +182,13 @@ func (p *blobPiece) SelfHash() (metainfo.Hash, error) {
 		return sum, err
 	}
 	if sum != want {
-		if bad := s.blame.hashFailed(p.index); len(bad) > 0 {
+		// The library refetches from every peer it has: a suspect is held
+		// off so that the next attempt comes from the others.
+		bad, suspect := s.blame.hashFailed(p.index, s.blocked)
+		if len(bad) > 0 {
 			s.onBad(bad)
+		} else if suspect.IsValid() {
+			s.onSuspect(suspect)
 		}
 		return sum, fmt.Errorf("%w: piece %d", errBadPiece, p.index)
 	}

@@ -404,11 +404,13 @@ func (t *transfer) check(i int, sum [sha1.Size]byte, p *partial) {
 func (t *transfer) checked(i int, ok bool, p *partial) {
 	st := t.st
 	if !ok {
-		bad := st.blame.hashFailed(i)
+		// No suspect here: the engine refetches a failed piece from one
+		// peer alone, which finds a liar by itself.
+		bad, _ := st.blame.hashFailed(i, nil)
 		t.mu.Lock()
 		if len(bad) == 0 && len(p.from) == 1 {
-			// This attempt came from one peer alone (a solo refetch):
-			// blame's records also hold the earlier attempts' senders.
+			// This attempt came from one peer alone (a solo refetch), but a
+			// late block of the earlier attempt made blame count two.
 			for a := range p.from {
 				bad = append(bad, a)
 			}

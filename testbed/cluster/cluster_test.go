@@ -334,13 +334,10 @@ func TestBadPeerCannotCorruptAPull(t *testing.T) { testBadPeerCannotCorruptAPull
 
 // The same on the library (p2p.engine = "library").
 func TestBadPeerCannotCorruptAPullLibrary(t *testing.T) {
-	// Known flaw, seen in CI on 2026-12-03 (and once before, per the
-	// comment in the test): on the library, a piece refetched from the bad
-	// peer and a good one fails again, and blame, which keeps every
-	// attempt's senders, never finds the liar alone, so the pull can loop
-	// until it times out. The engine refetches a failed piece from one peer
-	// (transfer.go, solo) and passes this test.
-	t.Skip("known flaw on p2p.engine = library: a liar mixed with good peers is never alone to blame (see comment)")
+	// The library refetches a failed piece from every peer it has, so the
+	// liar (unthrottled, beside a 4 MB/s origin) sends a block of every
+	// attempt. blame holds a suspect off per failed attempt; without that,
+	// the pull looped until it timed out (CI, 2026-12-03).
 	testBadPeerCannotCorruptAPull(t, p2p.EngineLibrary)
 }
 

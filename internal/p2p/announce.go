@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
@@ -71,6 +73,14 @@ type AnnounceArgs struct {
 	NoPeers                    bool // numwant=0: the announcing node dials nobody
 }
 
+// nonCompact asks for the peer list with peer IDs (BEP 3) instead of the
+// compact form (BEP 23) the library always asks for: the IDs tell the
+// engine which peers are origins, dialled whatever else it is connected to.
+func nonCompact(r *http.Request) error {
+	r.URL.RawQuery = strings.Replace(r.URL.RawQuery, "compact=1", "compact=0", 1)
+	return nil
+}
+
 // Announce tries each tracker in order and returns the first answer.
 func (tc *TrackerClient) Announce(ctx context.Context, a AnnounceArgs) (httpTracker.AnnounceResponse, error) {
 	var errs []error
@@ -80,7 +90,7 @@ func (tc *TrackerClient) Announce(ctx context.Context, a AnnounceArgs) (httpTrac
 	}
 	for i, c := range clients {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		opt := httpTracker.AnnounceOpt{UserAgent: "shoal"}
+		opt := httpTracker.AnnounceOpt{UserAgent: "shoal", HttpRequestDirector: nonCompact}
 		if tc.ip.Is4() && !tc.ip.IsUnspecified() {
 			opt.ClientIp4 = tc.ip.AsSlice()
 		}

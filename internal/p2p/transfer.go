@@ -37,20 +37,20 @@ type transfer struct {
 
 	up, down atomic.Int64 // piece bytes sent, and useful bytes received
 
-	mu      sync.Mutex
-	have    bitset
-	haveN   int
-	avail   []int32          // connected peers holding each piece
-	touched bitset           // pieces in pieces
-	failed  bitset           // pieces that failed their hash (fetched solo)
-	pieces  map[int]*partial // pieces with blocks requested or in
-	raised  []int            // pieces a reader waits for (want), first asked
-	conns   map[*peerConn]struct{}
-	peers   map[netip.AddrPort]*candidate
-	order   []netip.AddrPort // peers' keys, in the order the tracker listed them
-	dialing int
-	closed  bool
-	rnd     *rand.Rand
+	mu                      sync.Mutex
+	have                    bitset
+	haveN                   int
+	avail                   []int32          // connected peers holding each piece
+	touched                 bitset           // pieces in pieces
+	failed                  bitset           // pieces that failed their hash (fetched solo)
+	pieces                  map[int]*partial // pieces with blocks requested or in
+	raised                  []int            // pieces a reader waits for (want), first asked
+	conns                   map[*peerConn]struct{}
+	peers                   map[netip.AddrPort]*candidate
+	order                   []netip.AddrPort // peers' keys, in the order the tracker listed them
+	dialing, dialingOrigins int
+	closed                  bool
+	rnd                     *rand.Rand
 }
 
 // partial is a piece being fetched.

@@ -186,6 +186,7 @@ func runBenchStandard(ctx context.Context, name string, args []string, stdout, s
 	out := fs.String("out", outDef, "directory for "+base+".json and "+base+".svg")
 	scale := fs.Int("scale", 1, "divide every blob size by this (a quick run; ratios then mean less)")
 	only := fs.Int("only", 0, "run only the rows with this many agents")
+	engine := fs.String("engine", "", `every agent's p2p.engine ("library" or "shoal"; empty: the default)`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -196,6 +197,7 @@ func runBenchStandard(ctx context.Context, name string, args []string, stdout, s
 	for _, r := range set {
 		if *only == 0 || r.Agents == *only {
 			r.Size /= config.ByteSize(*scale)
+			r.Engine = *engine
 			rows = append(rows, r)
 		}
 	}

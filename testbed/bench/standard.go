@@ -31,6 +31,7 @@ type Row struct {
 	// the slow agents' conns_per_torrent (0: the default).
 	Slow, Late, Churn float64
 	SlowConns         int
+	Engine            string // every agent's p2p.engine ("": the default)
 }
 
 // StandardSet keeps N x R = 200 MB/s, inside what 2 cores can hash and copy.
@@ -133,7 +134,7 @@ func RunStandard(ctx context.Context, rows []Row, dir string, progress io.Writer
 // options are the swarm run of row r.
 func (r Row) options(dir string, log *slog.Logger) SwarmOptions {
 	o := SwarmOptions{Agents: r.Agents, Size: r.Size, Rate: r.Rate, Dir: dir, Log: log,
-		WarmOrigins: r.Warm, SlowFraction: r.Slow, LateFraction: r.Late, ChurnFraction: r.Churn, SlowConns: r.SlowConns}
+		WarmOrigins: r.Warm, SlowFraction: r.Slow, LateFraction: r.Late, ChurnFraction: r.Churn, SlowConns: r.SlowConns, Engine: r.Engine}
 	if r.OriginX > 0 {
 		o.OriginRate = config.Rate(float64(r.Rate) * r.OriginX)
 	}

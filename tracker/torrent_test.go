@@ -2,11 +2,14 @@ package tracker_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -183,5 +186,33 @@ func TestConfigExternalURL(t *testing.T) {
 		if _, err := loadConfig(t, bad); err == nil || !strings.Contains(err.Error(), "external_url") {
 			t.Errorf("%s: err %v, want one naming external_url", bad, err)
 		}
+	}
+}
+
+// Shoal's announce client asks for the peer list with peer IDs (BEP 3),
+// not the compact form the library asks for by default: the engine knows
+// origins by their IDs and keeps them outside conns_per_torrent.
+func TestShoalAnnounceGetsPeerIDs(t *testing.T) {
+	srv := startTracker(t, tracker.Config{})
+	tc := p2p.NewTrackerClient([]string{srv.URL() + "/announce"}, netip.MustParseAddr("127.0.0.1"), nil)
+	var ih metainfo.Hash
+	copy(ih[:], "shoal-peer-id-test!!")
+	var origin, agent [20]byte
+	copy(origin[:], p2p.OriginPeerIDPrefix+"000000000001")
+	copy(agent[:], "-SA0001-000000000002")
+	ctx := context.Background()
+	if _, err := tc.Announce(ctx, p2p.AnnounceArgs{InfoHash: ih, PeerID: origin, Port: 7001, Left: 0}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := tc.Announce(ctx, p2p.AnnounceArgs{InfoHash: ih, PeerID: agent, Port: 7002, Left: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, p := range resp.Peers {
+		ids = append(ids, string(p.ID))
+	}
+	if !slices.Contains(ids, string(origin[:])) {
+		t.Fatalf("the announce listed peers %v without the origin's peer ID %q", resp.Peers, origin)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/internal/testutil"
 )
 
 // newTestNode starts a node on 127.0.0.1 with cfg (defaults applied),
@@ -317,4 +318,39 @@ func TestEngineKey(t *testing.T) {
 	if err := c.Validate("p2p"); err != nil {
 		t.Fatalf("engine %q: %v", c.Engine, err)
 	}
+}
+
+// On the engine, connections to origins are outside conns_per_torrent: a
+// transfer full of agents still dials the origin the tracker lists (known
+// by its peer ID). An origin's super-seeder hands each agent pieces nobody
+// else has yet; an agent that lost its place at the origin to other agents
+// had nothing new to trade (8 agents at 25 MB/s took up to 1.46x T_min).
+func TestEngineDialsOriginsWhenFull(t *testing.T) {
+	blob, mi := testBlobMeta(t, 1<<20, 128<<10)
+	// Slow seeds: the download lasts while the test looks.
+	agentSeed := cappedSeederOn(t, EngineShoal, 100_000, blob, mi, agentPeerIDPrefix)
+	origin := cappedSeederOn(t, EngineShoal, 100_000, blob, mi, OriginPeerIDPrefix)
+	leech := newTestNode(t, Config{Engine: EngineShoal, ConnsPerTorrent: 1})
+	sw, dl := startDownload(t, leech, blob, mi)
+	sw.m.addPeers([]netip.AddrPort{agentSeed.Addr()}, [][20]byte{agentSeed.peerID})
+	testutil.Eventually(t, 5*time.Second, func() bool { return sw.m.numConns() == 1 }, "the agent seed never connected")
+	sw.m.addPeers([]netip.AddrPort{origin.Addr()}, [][20]byte{origin.peerID})
+	testutil.Eventually(t, 5*time.Second, func() bool { return sw.m.numConns() == 2 },
+		"a transfer at conns_per_torrent = 1 did not dial the origin: %d connections", sw.m.numConns())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := dl.Wait(ctx); err != nil {
+		t.Fatalf("download: %v", err)
+	}
+}
+
+// cappedSeederOn is cappedSeeder on engine, with a peer ID of prefix.
+func cappedSeederOn(t *testing.T, engine string, rate config.Rate, blob []byte, mi *MetaInfo, prefix string) *Node {
+	t.Helper()
+	n := newTestNode(t, Config{Engine: engine, UploadRate: rate})
+	copy(n.peerID[:], prefix)
+	if _, err := n.Seed(mi, bytes.NewReader(blob), nil); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -354,3 +354,27 @@ func cappedSeederOn(t *testing.T, engine string, rate config.Rate, blob []byte, 
 	}
 	return n
 }
+
+// On the engine, a downloading transfer takes a peer that dials it even
+// when full, up to a third over conns_per_torrent (at least one): full
+// peers dial nobody, so a dialler is short of connections, and refused by
+// every full peer it would stay short.
+func TestEngineTakesADiallerWhenFull(t *testing.T) {
+	blob, mi := testBlobMeta(t, 512<<10, 64<<10)
+	seed := cappedSeederOn(t, EngineShoal, 100_000, blob, mi, agentPeerIDPrefix)
+	full := newTestNode(t, Config{Engine: EngineShoal, ConnsPerTorrent: 1})
+	fsw, fdl := downloadFrom(t, full, seed, blob, mi)
+	testutil.Eventually(t, 5*time.Second, func() bool { return fsw.m.numConns() == 1 }, "the seed never connected")
+	short := newTestNode(t, Config{Engine: EngineShoal, ConnsPerTorrent: 1})
+	ssw, sdl := startDownload(t, short, blob, mi)
+	ssw.m.addPeers([]netip.AddrPort{full.Addr()}, [][20]byte{full.peerID})
+	testutil.Eventually(t, 5*time.Second, func() bool { return fsw.m.numConns() == 2 && ssw.m.numConns() == 1 },
+		"a full downloading transfer refused a peer that dialled it: %d and %d connections", fsw.m.numConns(), ssw.m.numConns())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, dl := range []*store.Download{fdl, sdl} {
+		if err := dl.Wait(ctx); err != nil {
+			t.Fatalf("download: %v", err)
+		}
+	}
+}

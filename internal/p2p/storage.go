@@ -155,6 +155,16 @@ var errBadPiece = errors.New("storage: piece does not match its hash")
 // a measurable share of the GC's work.
 var hashBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
+// pieceSum is the SHA-1 of the piece of length bytes at off, read from disk.
+func (s *blobStorage) pieceSum(off, length int64) (sum [sha1.Size]byte, err error) {
+	h := sha1.New()
+	buf := hashBufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(h, io.NewSectionReader(s, off, length), *buf)
+	hashBufs.Put(buf)
+	h.Sum(sum[:0])
+	return sum, err
+}
+
 // SelfHash implements storage.SelfHashing: the client asks the storage for a
 // piece's hash instead of hashing it itself. Shoal checks the piece against
 // its real SHA-1 (waiting for it if the origin is still hashing the blob)
@@ -167,14 +177,10 @@ func (p *blobPiece) SelfHash() (metainfo.Hash, error) {
 	if s.hashes == nil {
 		return sum, errSeedReadOnly // a seed: every piece is complete, never hashed
 	}
-	h := sha1.New()
-	buf := hashBufs.Get().(*[]byte)
-	_, err := io.CopyBuffer(h, io.NewSectionReader(s, p.off, p.length), *buf)
-	hashBufs.Put(buf)
+	sum, err := s.pieceSum(p.off, p.length)
 	if err != nil {
 		return sum, fmt.Errorf("storage: hash piece %d: %w", p.index, err)
 	}
-	copy(sum[:], h.Sum(nil))
 	want, err := s.hashes.Wait(s.ctx, p.index)
 	if err != nil {
 		// Nobody is to blame: the piece is fetched again, and a swarm that

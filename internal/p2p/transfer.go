@@ -3,7 +3,6 @@ package p2p
 import (
 	"context"
 	"crypto/sha1"
-	"io"
 	"math/bits"
 	"math/rand/v2"
 	"net/netip"
@@ -368,16 +367,12 @@ func (t *transfer) received(c *peerConn, i int, begin int64, data []byte) {
 
 // readBackSum hashes piece i from disk.
 func (t *transfer) readBackSum(i int, sum *[sha1.Size]byte) bool {
-	h := sha1.New()
-	buf := hashBufs.Get().(*[]byte)
-	_, err := io.CopyBuffer(h, io.NewSectionReader(t.st, int64(i)*t.plen, t.pieceLen(i)), *buf)
-	hashBufs.Put(buf)
-	if err != nil {
+	var err error
+	if *sum, err = t.st.pieceSum(int64(i)*t.plen, t.pieceLen(i)); err != nil {
 		t.e.log.Warn("read piece back", "digest", t.mi.Digest, "piece", i, "err", err)
 		t.failPiece(i, nil)
 		return false
 	}
-	h.Sum(sum[:0])
 	return true
 }
 

@@ -29,3 +29,14 @@ func (b bitset) count() int {
 	}
 	return n
 }
+
+// countNotIn counts b's indexes that o does not hold, stopping at limit.
+func (b bitset) countNotIn(o bitset, limit int) int {
+	n := 0
+	for k, w := range b {
+		if n += bits.OnesCount64(w &^ o[k]); n >= limit {
+			return n
+		}
+	}
+	return n
+}

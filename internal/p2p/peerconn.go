@@ -44,10 +44,13 @@ type peerConn struct {
 
 	lastRead, lastWrite atomic.Int64 // unix seconds
 
-	wmu   sync.Mutex
-	out   []byte           // encoded messages to write
-	serve []pp.RequestSpec // its requests to answer, in order
-	wake  chan struct{}
+	wmu       sync.Mutex
+	out       []byte           // encoded messages to write
+	lazy      []byte           // encoded Haves that may wait for the next write (queueLazy)
+	lazyDue   bool             // lazy waited long enough: write it
+	lazyTimer *time.Timer      // makes lazy due; armed while lazy is not empty
+	serve     []pp.RequestSpec // its requests to answer, in order
+	wake      chan struct{}
 }
 
 // Limits on what a peer may ask: a block at most maxBlock (superseed's),
@@ -75,6 +78,47 @@ func (c *peerConn) queue(m pp.Message) {
 	c.out = appendMessage(c.out, m)
 	c.wmu.Unlock()
 	c.signal()
+}
+
+// queueLazy appends m to what the writer sends with its next write, or
+// after haveDelay at the latest. At 32 KiB pieces a Have per piece to each
+// connection was two thirds of an agent's socket writes (and as many
+// wakeups and reads at the other end); most can ride with a request or a
+// block a little later without the peer missing anything it would ask for.
+func (c *peerConn) queueLazy(m pp.Message) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if len(c.lazy) == 0 {
+		if c.lazyTimer == nil {
+			c.lazyTimer = time.AfterFunc(haveDelay, c.lazyExpired)
+		} else {
+			c.lazyTimer.Reset(haveDelay)
+		}
+	}
+	c.lazy = appendMessage(c.lazy, m)
+}
+
+// haveDelay is how long a lazy Have may wait for another write. N = 64 at
+// 1 MB/s (32 KiB pieces): 30 ms saved 5 % of the writes, 100 ms 13 %,
+// 300 ms 34 %, 1 s 36 % (and 0.02x of the median time).
+const haveDelay = 300 * time.Millisecond
+
+func (c *peerConn) lazyExpired() {
+	c.wmu.Lock()
+	c.lazyDue = len(c.lazy) > 0
+	c.wmu.Unlock()
+	c.signal()
+}
+
+// takeLazyLocked appends the lazy messages to b. c.wmu is held.
+func (c *peerConn) takeLazyLocked(b []byte) []byte {
+	if len(c.lazy) > 0 {
+		b = append(b, c.lazy...)
+		c.lazy = c.lazy[:0]
+		c.lazyTimer.Stop()
+	}
+	c.lazyDue = false
+	return b
 }
 
 func (c *peerConn) signal() {
@@ -165,7 +209,7 @@ func (c *peerConn) writeLoop() error {
 	up := c.t.e.up
 	for {
 		c.wmu.Lock()
-		for len(c.out) == 0 && len(c.serve) == 0 {
+		for len(c.out) == 0 && len(c.serve) == 0 && !c.lazyDue {
 			c.wmu.Unlock()
 			select {
 			case <-c.wake:
@@ -174,7 +218,7 @@ func (c *peerConn) writeLoop() error {
 			}
 			c.wmu.Lock()
 		}
-		out := c.out
+		out := c.takeLazyLocked(c.out)
 		c.out = spare[:0]
 		var rs pp.RequestSpec
 		serving := len(c.serve) > 0
@@ -243,7 +287,7 @@ func (c *peerConn) waitFlushing(d time.Duration) error {
 			// Requests the peer queued meanwhile need no signal: the
 			// outer loop looks at the queue before it waits.
 			c.wmu.Lock()
-			buf, c.out = c.out, buf[:0]
+			buf, c.out = c.takeLazyLocked(c.out), buf[:0]
 			c.wmu.Unlock()
 			if err := c.write(buf); err != nil {
 				return err

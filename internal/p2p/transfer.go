@@ -437,11 +437,21 @@ func (t *transfer) checked(i int, ok bool, p *partial) {
 	t.failed.clear(i)
 	t.have.set(i)
 	t.haveN++
+	holders := 0
+	for c := range t.conns {
+		if c.agent && c.has.get(i) {
+			holders++
+		}
+	}
 	for c := range t.conns {
 		// Haves are suppressed to agents that hold the piece (they only
 		// tell a peer what it could ask for), never to origins, whose
 		// super-seeding counts the copies that arrived.
-		if !c.has.get(i) || !c.agent {
+		switch {
+		case c.agent && c.has.get(i):
+		case t.haveMayWaitLocked(c, p, holders <= 1):
+			c.queueLazy(pp.Message{Type: pp.Have, Index: pp.Integer(i)})
+		default:
 			c.queue(pp.Message{Type: pp.Have, Index: pp.Integer(i)})
 		}
 		if c.interested && !c.has.anyNotIn(t.have) {
@@ -459,6 +469,29 @@ func (t *transfer) checked(i int, ok bool, p *partial) {
 		t.e.kick(t) // drop connections to other complete peers
 	}
 }
+
+// haveMayWaitLocked reports whether the Have of p, just verified (and in
+// t.have), may wait for c's next write (queueLazy). A fresh piece (held by
+// at most one of our agents, the one that sent it) is news at once: the
+// swarm's spread of new pieces waits on it (N = 64 at 1 MB/s: 1.104x and
+// 1.125x when it waited too, 1.060-1.070x when not). Otherwise an agent
+// with other pieces of ours to ask for meanwhile misses nothing. An origin
+// only counts the copy, unless it sent the piece: its next reveal to us
+// waits on that Have. Anyone else (a plain client) is told at once. t.mu
+// is held.
+func (t *transfer) haveMayWaitLocked(c *peerConn, p *partial, fresh bool) bool {
+	switch {
+	case c.agent:
+		return !fresh && t.have.countNotIn(c.has, lazyHaveSpare+1) > lazyHaveSpare
+	case c.origin:
+		return !p.from[c.addr.Addr()]
+	}
+	return false
+}
+
+// lazyHaveSpare is how many other pieces of ours an agent must lack for a
+// Have to it to wait.
+const lazyHaveSpare = 4
 
 // failPiece forgets piece i's blocks and requests so that it is fetched
 // anew (a block still on its way is taken if the new fetch lacks it).

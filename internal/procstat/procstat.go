@@ -50,3 +50,29 @@ func StatusBytes(pid, field string) int64 {
 	}
 	return 0
 }
+
+// Syscalls is how many read-like and write-like system calls (read, pread,
+// readv, recvmsg; write, pwrite, writev, sendfile, ...) the process has made
+// so far (/proc/self/io's syscr and syscw): a count that, unlike CPU time,
+// does not move with the machine's load. Zeros when the kernel does not keep
+// it.
+func Syscalls() (reads, writes int64) {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "syscr":
+			reads = n
+		case "syscw":
+			writes = n
+		}
+	}
+	return reads, writes
+}

@@ -116,11 +116,16 @@ type SwarmResult struct {
 	CPUSeconds         float64        `json:"cpu_seconds"`
 	CPUCores           int            `json:"cpu_cores"`
 	CPUBound           bool           `json:"cpu_bound"`
-	PeakRSSBytes       int64          `json:"peak_rss_bytes"`
-	DirectSecondsP50   float64        `json:"direct_seconds_p50,omitempty"`
-	DirectSecondsMax   float64        `json:"direct_seconds_max,omitempty"`
-	SpeedupP50         float64        `json:"speedup_p50,omitempty"`
-	Failures           []string       `json:"failures,omitempty"`
+	// Read-like and write-like system calls the process made during the
+	// run (in-process runs): a measure of per-message work that does not
+	// move with the machine's load the way CPU time does.
+	ReadSyscalls     int64    `json:"read_syscalls,omitempty"`
+	WriteSyscalls    int64    `json:"write_syscalls,omitempty"`
+	PeakRSSBytes     int64    `json:"peak_rss_bytes"`
+	DirectSecondsP50 float64  `json:"direct_seconds_p50,omitempty"`
+	DirectSecondsMax float64  `json:"direct_seconds_max,omitempty"`
+	SpeedupP50       float64  `json:"speedup_p50,omitempty"`
+	Failures         []string `json:"failures,omitempty"`
 	// --netns runs: the RTT asked for, the delay's mechanism, the connect
 	// RTT measured from agent 0 to the tracker and to agent 1 before the
 	// run, the packets delayed, the agents' CPU time, the machine's busy CPU time (the kernel's
@@ -215,9 +220,12 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	r := newSwarmResult(o)
 
 	cpu0, t0 := procstat.CPUSeconds(), time.Now()
+	sr0, sw0 := procstat.Syscalls()
 	r.Clients = runClients(ctx, c, o, sc, benchRepo, d, want)
 	wall := time.Since(t0).Seconds()
 	r.CPUSeconds = procstat.CPUSeconds() - cpu0
+	sr1, sw1 := procstat.Syscalls()
+	r.ReadSyscalls, r.WriteSyscalls = sr1-sr0, sw1-sw0
 	r.CPUBound = r.CPUSeconds/wall > 0.8*float64(r.CPUCores)
 	r.summarize()
 	r.AllVerified = len(r.Failures) == 0

@@ -1,0 +1,148 @@
+package p2p
+
+import (
+	"bufio"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	pp "github.com/anacrolix/torrent/peer_protocol"
+)
+
+// lazyPair is a peerConn whose writer runs on one end of a loopback TCP
+// connection, and a decoder on the other end.
+func lazyPair(t *testing.T) (*peerConn, *pp.Decoder, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	far, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	near, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id [20]byte
+	copy(id[:], agentPeerIDPrefix)
+	c := newPeerConn(&transfer{e: &engine{}, n: 16}, near, netip.MustParseAddrPort("127.0.0.1:1"), id, false)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.writeLoop() }()
+	t.Cleanup(func() {
+		close(c.gone)
+		near.Close()
+		far.Close()
+		<-done
+	})
+	return c, &pp.Decoder{R: bufio.NewReader(far), MaxLength: 1 << 20}, far
+}
+
+// TestLazyHavesRideWithTheNextWrite: Haves queued lazily go out with the
+// next message that is written at once, in the same write.
+func TestLazyHavesRideWithTheNextWrite(t *testing.T) {
+	c, dec, far := lazyPair(t)
+	c.queueLazy(pp.Message{Type: pp.Have, Index: 1})
+	c.queueLazy(pp.Message{Type: pp.Have, Index: 2})
+
+	// The timer cannot fire early: before haveDelay, nothing is written.
+	far.SetReadDeadline(time.Now().Add(haveDelay / 3))
+	var m pp.Message
+	if err := dec.Decode(&m); err == nil {
+		t.Fatalf("got %v before haveDelay; want the Haves held", m)
+	}
+	// A failed read poisons the bufio.Reader's error state only for that
+	// call; the connection itself is still good.
+	far.SetReadDeadline(time.Now().Add(10 * time.Second))
+	sent := time.Now()
+	c.queue(pp.Message{Type: pp.Request, Index: 3, Begin: 0, Length: 16})
+	var got []pp.Message
+	for len(got) < 3 {
+		var m pp.Message
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("after %d messages: %v", len(got), err)
+		}
+		got = append(got, m)
+	}
+	if waited := time.Since(sent); waited >= haveDelay {
+		t.Errorf("the request and the Haves took %v; want them written with the request, not after haveDelay", waited)
+	}
+	kinds := map[pp.MessageType]int{}
+	for _, m := range got {
+		kinds[m.Type]++
+	}
+	if kinds[pp.Have] != 2 || kinds[pp.Request] != 1 {
+		t.Fatalf("got %v; want two Haves and the request", got)
+	}
+}
+
+// TestLazyHaveGoesOutAlone: with nothing else to write, a lazy Have is
+// written after haveDelay, not never.
+func TestLazyHaveGoesOutAlone(t *testing.T) {
+	c, dec, far := lazyPair(t)
+	start := time.Now()
+	c.queueLazy(pp.Message{Type: pp.Have, Index: 5})
+	far.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var m pp.Message
+	if err := dec.Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Type != pp.Have || m.Index != 5 {
+		t.Fatalf("got %v; want Have 5", m)
+	}
+	if waited := time.Since(start); waited < haveDelay {
+		t.Fatalf("written after %v; want it held for haveDelay (%v)", waited, haveDelay)
+	}
+	// The next lazy Have is held again (the timer is rearmed).
+	start = time.Now()
+	c.queueLazy(pp.Message{Type: pp.Have, Index: 6})
+	if err := dec.Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); m.Index != 6 || waited < haveDelay {
+		t.Fatalf("got %v after %v; want Have 6 after haveDelay", m, waited)
+	}
+}
+
+// TestHaveMayWait is the rule for who is told of a new piece at once.
+func TestHaveMayWait(t *testing.T) {
+	const n = 16
+	tr := &transfer{n: n, have: newBitset(n)}
+	for i := range 8 {
+		tr.have.set(i) // we hold 0-7; piece 7 just verified
+	}
+	peer := func(prefix string, ip string, has ...int) *peerConn {
+		var id [20]byte
+		copy(id[:], prefix)
+		c := newPeerConn(&transfer{n: n}, nil, netip.MustParseAddrPort(ip+":6881"), id, false)
+		for _, i := range has {
+			c.has.set(i)
+		}
+		return c
+	}
+	origin := peer(OriginPeerIDPrefix, "127.0.0.2")
+	p := &partial{from: map[netip.Addr]bool{netip.MustParseAddr("127.0.0.2"): true}}
+	other := &partial{from: map[netip.Addr]bool{netip.MustParseAddr("127.0.0.9"): true}}
+	for _, tc := range []struct {
+		name  string
+		c     *peerConn
+		p     *partial
+		fresh bool
+		want  bool
+	}{
+		{"agent lacking 5 of ours, this one too", peer(agentPeerIDPrefix, "127.0.0.3", 0, 1, 2), p, false, true},
+		{"the same, but the piece is fresh", peer(agentPeerIDPrefix, "127.0.0.3", 0, 1, 2), p, true, false},
+		{"agent lacking only 4 of ours", peer(agentPeerIDPrefix, "127.0.0.3", 0, 1, 2, 3), p, false, false},
+		{"agent lacking nothing else", peer(agentPeerIDPrefix, "127.0.0.3", 0, 1, 2, 3, 4, 5, 6), p, false, false},
+		{"the origin that sent the piece", origin, p, true, false},
+		{"an origin that did not send it", origin, other, false, true},
+		{"a plain client", peer("-qB4650-", "127.0.0.4"), other, false, false},
+	} {
+		if got := tr.haveMayWaitLocked(tc.c, tc.p, tc.fresh); got != tc.want {
+			t.Errorf("%s: haveMayWait = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -29,6 +29,7 @@ const benchUsage = `Usage:
   shoal bench warm [--size 256MiB] [--reps 5] [--json]      cached blob: agent vs registry throughput
   shoal bench memory [--size 1GiB] [--json]                 agent process private memory while streaming
   shoal bench tracker [--duration 3s] [--json]              announces/s on one core, p99 latency
+  shoal bench floor [--size 1GiB] [--json]                  this machine's CPU per GiB for the steps every delivered byte takes
 ` + benchSimUsage
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -36,7 +37,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		switch args[0] {
 		case "standard", "scale":
 			return runBenchStandard(ctx, args[0], args[1:], stdout, stderr)
-		case "single", "warm", "memory", "tracker":
+		case "single", "warm", "memory", "tracker", "floor":
 			return runBenchTarget(ctx, args[0], args[1:], stdout, stderr)
 		case "sim":
 			return runBenchSim(ctx, args[1:], stdout, stderr)
@@ -44,7 +45,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if len(args) == 0 || args[0] != "swarm" {
 		fmt.Fprint(stderr, benchUsage)
-		return usageError{errors.New("want a benchmark name: swarm, standard, scale, single, warm, memory, tracker or sim")}
+		return usageError{errors.New("want a benchmark name: swarm, standard, scale, single, warm, memory, tracker, floor or sim")}
 	}
 	fs := flag.NewFlagSet("bench swarm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -235,7 +236,7 @@ func runBenchStandard(ctx context.Context, name string, args []string, stdout, s
 func runBenchTarget(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	defSize := map[string]string{"single": "256MiB", "warm": "256MiB", "memory": "1GiB", "tracker": ""}[name]
+	defSize := map[string]string{"single": "256MiB", "warm": "256MiB", "memory": "1GiB", "tracker": "", "floor": "1GiB"}[name]
 	var size, rateFlag *string
 	var reps *int
 	var duration *time.Duration
@@ -325,6 +326,14 @@ func runBenchTarget(ctx context.Context, name string, args []string, stdout, std
 		res = r
 		text = fmt.Sprintf("agent process streaming %.0f MiB (cold, %.1f s): private (RssAnon) peak %.1f MiB (target < 64), idle %.1f MiB; RSS peak %.1f MiB; %d samples\n",
 			mib(r.BlobBytes), r.PullSeconds, mib(r.AgentPrivatePeakBytes), mib(r.AgentPrivateIdleBytes), mib(r.AgentRSSPeakBytes), r.Samples)
+	case "floor":
+		r, err := bench.MeasureFloor(ctx, dir, int64(sz))
+		if err != nil {
+			return err
+		}
+		res = r
+		text = fmt.Sprintf("moving %.0f MiB once through each step, core-s per GiB: pread %.2f, TCP %.2f, pwrite %.2f, SHA-1 %.2f, sha256 %.2f, sendfile %.2f; in all %.2f\n",
+			mib(r.Bytes), r.PreadSecondsPerGiB, r.TCPSecondsPerGiB, r.PwriteSecondsPerGiB, r.SHA1SecondsPerGiB, r.SHA256SecondsPerGiB, r.SendfileSecondsPerGiB, r.SecondsPerGiB)
 	case "tracker":
 		r, err := bench.Tracker(ctx, *duration)
 		if err != nil {

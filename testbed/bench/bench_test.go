@@ -66,9 +66,28 @@ func TestSmallSwarmRun(t *testing.T) {
 	if r.CPUSeconds <= 0 || r.PeakRSSBytes <= 0 {
 		t.Errorf("cpu %v, rss %v", r.CPUSeconds, r.PeakRSSBytes)
 	}
+	// Every byte came over a socket: at least one read per 64 KiB block.
+	if r.ReadSyscalls < 3*6<<20/(64<<10) || r.WriteSyscalls <= 0 {
+		t.Errorf("syscalls: %d reads, %d writes", r.ReadSyscalls, r.WriteSyscalls)
+	}
 	svg := SVG(&Results{Swarm: []*SwarmResult{r, r}})
 	if strings.Count(svg, `font-weight="bold"`) != 2 || !strings.Contains(svg, ">T_min ") || !strings.HasPrefix(svg, "<svg") {
 		t.Errorf("plot lacks its panels:\n%s", svg)
+	}
+}
+
+func TestMeasureFloor(t *testing.T) {
+	f, err := MeasureFloor(context.Background(), t.TempDir(), 32<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := f.PreadSecondsPerGiB + f.TCPSecondsPerGiB + f.PwriteSecondsPerGiB + f.SHA1SecondsPerGiB + f.SHA256SecondsPerGiB + f.SendfileSecondsPerGiB
+	if f.Bytes != 32<<20 || f.SecondsPerGiB <= 0 || math.Abs(sum-f.SecondsPerGiB) > 1e-9 {
+		t.Fatalf("floor %+v: want 32 MiB moved, a positive total that is the sum of its steps (%v)", f, sum)
+	}
+	// Hashing 32 MiB twice cannot be free.
+	if f.SHA1SecondsPerGiB+f.SHA256SecondsPerGiB <= 0 {
+		t.Errorf("hashes measured no CPU: %+v", f)
 	}
 }
 

@@ -103,8 +103,10 @@ func pageReporting(path string) string {
 
 // Results is bench/results.json.
 type Results struct {
-	Machine Machine        `json:"machine"`
-	Swarm   []*SwarmResult `json:"swarm"`
+	Machine Machine `json:"machine"`
+	// Floor, measured before the rows: the machine's part of their CPU.
+	Floor *Floor         `json:"floor,omitempty"`
+	Swarm []*SwarmResult `json:"swarm"`
 }
 
 // RunStandard runs rows one after another (cold origins, U = R, one origin).
@@ -113,6 +115,12 @@ func RunStandard(ctx context.Context, rows []Row, dir string, progress io.Writer
 	if pr := res.Machine.PageReporting; pr != "" {
 		fmt.Fprintf(progress, "warning: free page reporting is %s; every new page of the swarm's files then costs a host fault (CPU the swarm does not use on a normal machine). Off for this boot: echo 11 > %s\n", pr, PageReportingParam)
 	}
+	floor, err := MeasureFloor(ctx, dir, floorBytes)
+	if err != nil {
+		return nil, err
+	}
+	res.Floor = floor
+	fmt.Fprintf(progress, "floor: the steps every delivered byte takes cost this machine %.1f core-s per GiB\n", floor.SecondsPerGiB)
 	for i, row := range rows {
 		fmt.Fprintf(progress, "[%d/%d] %d agents at %s, %s blob%s...\n", i+1, len(rows), row.Agents, row.Rate, row.Size, row.describe())
 		rdir, err := os.MkdirTemp(dir, "row-")
@@ -130,6 +138,9 @@ func RunStandard(ctx context.Context, rows []Row, dir string, progress io.Writer
 	}
 	return res, nil
 }
+
+// floorBytes is what RunStandard moves to measure the Floor (a second or two).
+const floorBytes = 256 << 20
 
 // options are the swarm run of row r.
 func (r Row) options(dir string, log *slog.Logger) SwarmOptions {

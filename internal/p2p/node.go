@@ -336,6 +336,9 @@ func (n *Node) ban(peers []netip.Addr) {
 // it may have spoiled to be fetched again from the others.
 const suspendTime = 5 * time.Second
 
+// blocked reports whether a is banned or held off.
+func (n *Node) blocked(a netip.Addr) bool { return n.bans.blocked(a) }
+
 // suspect holds peer a off for suspendTime, min p2p.ban_time, without
 // banning it: it contributed to a piece that failed along with others
 // (see blame).
@@ -586,7 +589,7 @@ func (n *Node) Download(mi *MetaInfo, dl *store.Download, hashes *PieceHashes) (
 	if err != nil {
 		return nil, fmt.Errorf("p2p %s: %w", mi.Digest, err)
 	}
-	s, err := n.add(mi, newDownloadStorage(dl, rf, &mi.Info, hashes, n.ban, n.suspect, n.bans.blocked), dl, dl.Release)
+	s, err := n.add(mi, newDownloadStorage(dl, rf, &mi.Info, hashes, n), dl, dl.Release)
 	if err != nil {
 		rf.Close()
 		return nil, err

@@ -36,13 +36,11 @@ type blobStorage struct {
 	// "library"), who sent which block, and whom to ban when a piece turns
 	// out bad. ctx ends when the swarm is left, so that no hasher waits for
 	// a hash beyond that.
-	hashes    *PieceHashes
-	names     []byte
-	blame     *blame
-	onBad     func([]netip.Addr)
-	onSuspect func(netip.Addr) // library path: hold a suspect off (see blame)
-	blocked   func(netip.Addr) bool
-	ctx       context.Context
+	hashes *PieceHashes
+	names  []byte
+	blame  *blame
+	judge  peerJudge
+	ctx    context.Context
 
 	// For a download on the library: requests in flight per piece and the
 	// nudger's wake-up (see nudge.go).
@@ -59,6 +57,15 @@ type blobStorage struct {
 	length   int64
 }
 
+// peerJudge acts on what a download's blame finds (the Node): it bans
+// the senders of bad pieces, holds a suspect off for a while (the library
+// path, see blame) and says who is banned or held.
+type peerJudge interface {
+	ban(peers []netip.Addr)
+	suspect(a netip.Addr)
+	blocked(a netip.Addr) bool
+}
+
 func newSeedStorage(r io.ReaderAt, closeR func(), info *metainfo.Info) *blobStorage {
 	n := info.NumPieces()
 	s := &blobStorage{r: r, closeR: closeR, complete: make([]bool, n), pieceLen: info.PieceLength, length: info.Length}
@@ -72,9 +79,9 @@ func newSeedStorage(r io.ReaderAt, closeR func(), info *metainfo.Info) *blobStor
 // newDownloadStorage writes into dl and reads through r, a read-only
 // descriptor of dl's file that the storage owns. Its ctx is set when the
 // swarm is joined (Node.add).
-func newDownloadStorage(dl *store.Download, r *os.File, info *metainfo.Info, hashes *PieceHashes, onBad func([]netip.Addr), onSuspect func(netip.Addr), blocked func(netip.Addr) bool) *blobStorage {
+func newDownloadStorage(dl *store.Download, r *os.File, info *metainfo.Info, hashes *PieceHashes, judge peerJudge) *blobStorage {
 	return &blobStorage{r: r, closeR: func() { r.Close() }, dl: dl, complete: make([]bool, info.NumPieces()), pieceLen: info.PieceLength, length: info.Length,
-		hashes: hashes, names: info.Pieces, blame: newBlame(), onBad: onBad, onSuspect: onSuspect, blocked: blocked,
+		hashes: hashes, names: info.Pieces, blame: newBlame(), judge: judge,
 		pending: make([]atomic.Int32, info.NumPieces()), wake: make(chan struct{}, 1)}
 }
 
@@ -190,11 +197,11 @@ func (p *blobPiece) SelfHash() (metainfo.Hash, error) {
 	if sum != want {
 		// The library refetches from every peer it has: a suspect is held
 		// off so that the next attempt comes from the others.
-		bad, suspect := s.blame.hashFailed(p.index, s.blocked)
+		bad, suspect := s.blame.hashFailed(p.index, s.judge.blocked)
 		if len(bad) > 0 {
-			s.onBad(bad)
+			s.judge.ban(bad)
 		} else if suspect.IsValid() {
-			s.onSuspect(suspect)
+			s.judge.suspect(suspect)
 		}
 		return sum, fmt.Errorf("%w: piece %d", errBadPiece, p.index)
 	}
@@ -203,7 +210,7 @@ func (p *blobPiece) SelfHash() (metainfo.Hash, error) {
 		return err
 	})
 	if len(bad) > 0 {
-		s.onBad(bad)
+		s.judge.ban(bad)
 	}
 	copy(sum[:], s.names[p.index*sha1.Size:])
 	return sum, nil

@@ -412,7 +412,7 @@ func (t *transfer) checked(i int, ok bool, p *partial) {
 		}
 		t.mu.Unlock()
 		if len(bad) > 0 {
-			st.onBad(bad)
+			st.judge.ban(bad)
 		}
 		t.e.log.Warn("piece failed its hash", "digest", t.mi.Digest, "piece", i)
 		t.mu.Lock()
@@ -425,7 +425,7 @@ func (t *transfer) checked(i int, ok bool, p *partial) {
 		_, err := st.ReadAt(b, int64(i)*t.plen+off)
 		return err
 	}); len(bad) > 0 {
-		st.onBad(bad)
+		st.judge.ban(bad)
 	}
 	t.mu.Lock()
 	if t.closed || t.pieces[i] != p {

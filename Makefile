@@ -34,7 +34,7 @@ lint:
 
 test: lint
 	$(GO) test -race -timeout 15m $(RACE_PKGS)
-	SHOAL_TEST_P2P_ENGINE=shoal $(GO) test -race -timeout 15m ./internal/p2p/
+	SHOAL_TEST_P2P_ENGINE=library $(GO) test -race -timeout 15m ./internal/p2p/
 	$(GO) test -timeout 15m $(E2E_PKGS)
 
 # The standard set (about 15 minutes on 2 cores): bench/results.json and

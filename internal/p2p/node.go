@@ -65,10 +65,11 @@ type Config struct {
 	// flight to one peer; 0 picks one from DownloadRate (see
 	// requestsPerPeer).
 	RequestsPerPeer int `toml:"requests_per_peer"`
-	// Engine moves the blocks of live swarms: "library" (anacrolix/torrent)
-	// or "shoal" (engine.go: faster in the scale set at a third of the CPU,
-	// but 1.33-1.64x in the standard set, 256 MiB at 12.5-25 MB/s, where
-	// the library takes 1.04-1.07x; see docs/benchmarks.md).
+	// Engine moves the blocks of live swarms: "shoal" (engine.go, the
+	// default: in the scale set as fast or faster at a third to a half of
+	// the CPU, and within 1.10x in the standard set) or "library"
+	// (anacrolix/torrent, the default until 2026-12-03; see
+	// docs/benchmarks.md "CPU per GiB"). The two trade with each other.
 	Engine string `toml:"engine"`
 	// MaxSwarms caps the blobs an agent is in the swarms of at once: past
 	// it, the swarms (live and standard) of the least recently used
@@ -129,7 +130,7 @@ func (c *Config) ApplyDefaults(listen string, trackers []string) {
 	config.SetDefault(&c.AnnounceInterval, 3*time.Second)
 	config.SetDefault(&c.BanTime, DefaultBanTime)
 	config.SetDefault(&c.MaxSwarms, DefaultMaxSwarms)
-	config.SetDefault(&c.Engine, EngineLibrary)
+	config.SetDefault(&c.Engine, EngineShoal)
 }
 
 // Engines of live swarms (the engine key).

@@ -38,7 +38,7 @@ func newTestNode(t *testing.T, cfg Config) *Node {
 }
 
 // testEngine runs the package's node tests on either engine of live swarms
-// (make test runs them on both): SHOAL_TEST_P2P_ENGINE=shoal, or the
+// (make test runs them on both): SHOAL_TEST_P2P_ENGINE=library, or the
 // default. Read while the tests run, not at package init, so that go
 // test's result cache keys on it.
 func testEngine() string { return os.Getenv("SHOAL_TEST_P2P_ENGINE") }
@@ -301,20 +301,20 @@ func TestClosedNodeJoinsNoSwarm(t *testing.T) {
 	}
 }
 
-// p2p.engine takes "library" (the default) or "shoal"; anything else is an
+// p2p.engine takes "shoal" (the default) or "library"; anything else is an
 // error naming the key.
 func TestEngineKey(t *testing.T) {
 	var c Config
 	c.ApplyDefaults("127.0.0.1:0", nil)
-	if c.Engine != EngineLibrary {
-		t.Fatalf("default engine %q, want %q", c.Engine, EngineLibrary)
+	if c.Engine != EngineShoal {
+		t.Fatalf("default engine %q, want %q", c.Engine, EngineShoal)
 	}
 	c.Engine = "libtorrent"
 	err := c.Validate("p2p")
 	if err == nil || !strings.Contains(err.Error(), "p2p.engine") {
 		t.Fatalf("engine %q: error %v, want one naming p2p.engine", c.Engine, err)
 	}
-	c.Engine = EngineShoal
+	c.Engine = EngineLibrary
 	if err := c.Validate("p2p"); err != nil {
 		t.Fatalf("engine %q: %v", c.Engine, err)
 	}
@@ -376,5 +376,26 @@ func TestEngineTakesADiallerWhenFull(t *testing.T) {
 		if err := dl.Wait(ctx); err != nil {
 			t.Fatalf("download: %v", err)
 		}
+	}
+}
+
+// A cluster mid-upgrade runs both engines: an agent on either must fetch
+// a live swarm's pieces from one on the other, each way round.
+func TestEnginesTradeWithEachOther(t *testing.T) {
+	blob, mi := testBlobMeta(t, 1<<20, 64<<10)
+	for _, c := range []struct{ seed, leech string }{
+		{EngineLibrary, EngineShoal},
+		{EngineShoal, EngineLibrary},
+	} {
+		t.Run(c.seed+"-to-"+c.leech, func(t *testing.T) {
+			seed := cappedSeederOn(t, c.seed, 0, blob, mi, agentPeerIDPrefix)
+			leech := newTestNode(t, Config{Engine: c.leech})
+			_, dl := downloadFrom(t, leech, seed, blob, mi)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := dl.Wait(ctx); err != nil {
+				t.Fatalf("%s agent from a %s seed: %v", c.leech, c.seed, err)
+			}
+		})
 	}
 }

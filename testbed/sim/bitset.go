@@ -35,3 +35,24 @@ func eachSet(a bitset, f func(i int)) {
 		}
 	}
 }
+
+// anyNotIn reports whether a has a bit b lacks.
+func anyNotIn(a, b bitset) bool {
+	for w := range a {
+		if a[w]&^b[w] != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// moreNotIn reports whether a has more than k bits b lacks.
+func moreNotIn(a, b bitset, k int) bool {
+	n := 0
+	for w := range a {
+		if n += bits.OnesCount64(a[w] &^ b[w]); n > k {
+			return true
+		}
+	}
+	return false
+}

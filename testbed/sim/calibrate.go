@@ -16,11 +16,14 @@ type RealRow struct {
 	OriginRate float64 // 0: Rate
 	Warm       bool
 	P50, Max   float64 // measured, over T_min
-	// Code is the agents' request window when the row was measured:
-	// "requests_per_peer" (the current rule: 20 ms of the download cap,
-	// at least one 64 KiB block) or "library" (anacrolix's own, ramping
-	// to 250+ blocks per peer; duplicate blocks 5 % at N = 64-128). The
-	// model simulates every row with the current rule.
+	// Code is the agents' engine and request window when the row was
+	// measured: "engine" (Shoal's own engine, p2p.engine = "shoal", the
+	// default since 2026-12-03), "requests_per_peer" (anacrolix/torrent
+	// with the current rule: 20 ms of the download cap, at least one
+	// 64 KiB block) or "library" (anacrolix/torrent with its own window,
+	// ramping to 250+ blocks per peer; duplicate blocks 5 % at N =
+	// 64-128). The model runs "engine" rows on its shoal engine, the
+	// others on its library, with the current request window.
 	Code string
 	// Current rows are held to +-0.05 (the guard test and the table);
 	// the others are reported only: older code, or a CPU-bound run.
@@ -34,17 +37,43 @@ type RealRow struct {
 }
 
 const (
-	codeRPP = "requests_per_peer"
-	codeLib = "library"
+	codeEngine = "engine"
+	codeRPP    = "requests_per_peer"
+	codeLib    = "library"
 )
 
-// RealRows are every real row available: bench/results.json and
+// RealRows are every real row available: the engine's rows of 2026-12-03,
+// bench/results.json and
 // docs/benchmarks.md (N = 8, 16, 32), bench/scale (the scale set of
 // 2026-12-03 and of 2026-12-02) and the lead's runs of 2026-12-02 and 03
 // (N = 32, 64, 128 at 256, 64 and 32 KiB pieces, with requests_per_peer,
 // N = 256 at 0.125 MB/s, uneven links with fewer connections), and the
 // older rows of issue 14's table.
 var RealRows = []RealRow{
+	// Shoal's own engine (p2p.engine = "shoal"), after lazy Haves (commit
+	// cfa1baa): the scale set's rows and the standard set, one run each
+	// (bench/scale/levers/engine/*-engine-lazyhaves.json).
+	{"N=64 16MiB 1MB/s cold (engine, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.082, 1.162, codeEngine, true, "bench/scale/levers/engine/scale-n64-engine-lazyhaves.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s warm (engine, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, true, 1.059, 1.124, codeEngine, true, "bench/scale/levers/engine/scale-n64-engine-lazyhaves.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s cold (engine, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 10e6, false, 1.023, 1.053, codeEngine, true, "bench/scale/levers/engine/scale-n64-engine-lazyhaves.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s warm (engine, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 10e6, true, 1.018, 1.040, codeEngine, true, "bench/scale/levers/engine/scale-n64-engine-lazyhaves.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (engine, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.099, 1.449, codeEngine, false, "bench/scale/levers/engine/scale-n64-engine-lazyhaves.json; the model of the engine is not fitted to this kind of row yet", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4, slow conns 3 (over own bound) (engine, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.089, 1.330, codeEngine, true, "bench/scale/levers/engine/scale-n64-engine-lazyhaves.json", 0.25, 0, 0, 3},
+	{"N=64 16MiB 1MB/s, 1/4 late (over own bound) (engine, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.063, 1.121, codeEngine, false, "bench/scale/levers/engine/scale-n64-engine-lazyhaves.json; the model of the engine is not fitted to this kind of row yet", 0, 0.25, 0, 0},
+	{"N=64 16MiB 1MB/s, 10% churn (over own bound) (engine, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.081, 1.121, codeEngine, false, "bench/scale/levers/engine/scale-n64-engine-lazyhaves.json; the model of the engine is not fitted to this kind of row yet", 0, 0, 0.1, 0},
+	{"N=128 16MiB 0.5MB/s cold (engine, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.074, 1.086, codeEngine, true, "bench/scale/levers/engine/scale-n128-engine-lazyhaves.json", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s warm (engine, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, true, 1.077, 1.083, codeEngine, true, "bench/scale/levers/engine/scale-n128-engine-lazyhaves.json", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s, origin 5MB/s cold (engine, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, false, 1.017, 1.057, codeEngine, true, "bench/scale/levers/engine/scale-n128-engine-lazyhaves.json", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s, origin 5MB/s warm (engine, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, true, 1.020, 1.151, codeEngine, true, "bench/scale/levers/engine/scale-n128-engine-lazyhaves.json", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s cold (engine, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 0, false, 1.066, 1.113, codeEngine, true, "bench/scale/levers/engine/scale-n256-engine-lazyhaves.json", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s warm (engine, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 0, true, 1.072, 1.116, codeEngine, true, "bench/scale/levers/engine/scale-n256-engine-lazyhaves.json", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s, origin 1.25MB/s cold (engine, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 1.25e6, false, 1.008, 1.110, codeEngine, true, "bench/scale/levers/engine/scale-n256-engine-lazyhaves.json", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s, origin 1.25MB/s warm (engine, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 1.25e6, true, 1.010, 1.093, codeEngine, true, "bench/scale/levers/engine/scale-n256-engine-lazyhaves.json", 0, 0, 0, 0},
+	{"N=8 256MiB 25MB/s cold (engine, 2026-12-03)", 8, 256 << 20, 512 << 10, 25e6, 0, false, 1.057, 1.057, codeEngine, true, "bench/scale/levers/engine/standard-engine-lazyhaves.json", 0, 0, 0, 0},
+	{"N=16 256MiB 12.5MB/s cold (engine, 2026-12-03)", 16, 256 << 20, 512 << 10, 12.5e6, 0, false, 1.074, 1.089, codeEngine, true, "bench/scale/levers/engine/standard-engine-lazyhaves.json", 0, 0, 0, 0},
+	{"N=32 256MiB 6.25MB/s cold (engine, 2026-12-03)", 32, 256 << 20, 512 << 10, 6.25e6, 0, false, 1.090, 1.092, codeEngine, false, "bench/scale/levers/engine/standard-engine-lazyhaves.json; the model of the engine is not fitted to this kind of row yet", 0, 0, 0, 0},
+	{"N=16 1GiB 12.5MB/s cold (engine, 2026-12-03)", 16, 1024 << 20, 2048 << 10, 12.5e6, 0, false, 1.078, 1.097, codeEngine, false, "bench/scale/levers/engine/standard-engine-lazyhaves.json; the model of the engine is not fitted to this kind of row yet", 0, 0, 0, 0},
+
 	// make bench-scale on commit 9d0b113 (the nudge; N = 256 at 0.125 MB/s): bench/scale/scale.json.
 	// The model has no nudge and needs none: its agent is done with its
 	// last piece, and the nudge is what makes a real client's last byte
@@ -127,8 +156,9 @@ type Calibration struct {
 }
 
 // Calibrate runs every real row with the policies of base (its Agents,
-// BlobBytes, PieceBytes and rates are replaced by the row's), averaging
-// seeds runs.
+// BlobBytes, PieceBytes, rates and Engine are replaced by the row's; the
+// fields base leaves at zero are then calibrated for that engine),
+// averaging seeds runs.
 func Calibrate(ctx context.Context, base Config, rows []RealRow, seeds int) ([]Calibration, error) {
 	out := make([]Calibration, 0, len(rows))
 	for _, r := range rows {
@@ -136,6 +166,11 @@ func Calibrate(ctx context.Context, base Config, rows []RealRow, seeds int) ([]C
 		c.Agents, c.BlobBytes, c.Rate, c.OriginRate, c.UpstreamRate, c.Warm = r.Agents, r.BlobBytes, r.Rate, r.OriginRate, 0, r.Warm
 		c.PieceBytes = r.PieceBytes
 		c.Uneven, c.Late, c.Churn, c.SlowConns = r.Uneven, r.Late, r.Churn, r.SlowConns
+		c.Engine = EngineLibrary
+		if r.Code == codeEngine {
+			c.Engine = EngineShoal
+		}
+		c = c.Calibrated()
 		scenario := r.Uneven > 0 || r.Late > 0 || r.Churn > 0
 		var p50, mx float64
 		for k := range seeds {

@@ -61,6 +61,18 @@ type Config struct {
 	// connection at once; 0: p2p's requests_per_peer rule from the
 	// agent's download cap (20 ms of it, at least one block).
 	QueueDepth int
+	// Engine is the agents' engine of live swarms (p2p.engine): "library"
+	// (anacrolix/torrent; the model's default, calibrated on every kind of
+	// row) or "shoal" (Shoal's own engine, p2p's default since 2026-12-03;
+	// its model fits the scale set's rows with even links within +-0.05,
+	// but not yet 512 KiB pieces, late joiners or uneven links: see
+	// docs/benchmarks.md). They differ in how connections are made and
+	// kept, which piece is asked for next, and when a Have goes out
+	// (engine.go).
+	Engine string
+	// HaveDelay is how long the shoal engine lets a Have wait for the
+	// connection's next write (p2p's haveDelay).
+	HaveDelay float64
 	// InOrder makes agents ask for the lowest-index piece a peer has
 	// instead of the library's rarest-first (availability, then index).
 	InOrder bool
@@ -110,6 +122,17 @@ const (
 	DefaultRequestLatency   = 0.005    // calibrated on the requests_per_peer rows
 	DefaultWaste            = 0.03     // bytes received twice / bytes received: 1.5-4 % measured at N = 32-128 (requests_per_peer)
 	DefaultJoinSpread       = 0.05
+	DefaultHaveDelay        = 0.3 // p2p haveDelay
+
+	// The shoal engine's own measured and fitted values (docs/benchmarks.md).
+	DefaultEngineWaste          = 0.005 // bytes received twice: 0.2-0.9 % in the engine's scale rows
+	DefaultEngineRequestLatency = 0.005
+)
+
+// Engines of live swarms (p2p.EngineShoal, p2p.EngineLibrary).
+const (
+	EngineShoal   = "shoal"
+	EngineLibrary = "library"
 )
 
 // ApplyDefaults fills the fields left at zero.
@@ -137,6 +160,10 @@ func (c *Config) ApplyDefaults() {
 	if c.ChunkBytes == 0 {
 		c.ChunkBytes = DefaultChunkBytes
 	}
+	if c.Engine == "" {
+		c.Engine = EngineLibrary
+	}
+	setf(&c.HaveDelay, DefaultHaveDelay)
 }
 
 // Calibrated returns c with the latency, waste and join spread the
@@ -145,11 +172,18 @@ func (c Config) Calibrated() Config {
 	if c.RTT == 0 {
 		c.RTT = DefaultRTT
 	}
+	lib := c.Engine != EngineShoal
 	if c.RequestLatency == 0 {
 		c.RequestLatency = DefaultRequestLatency
+		if !lib {
+			c.RequestLatency = DefaultEngineRequestLatency
+		}
 	}
 	if c.Waste == 0 {
 		c.Waste = DefaultWaste
+		if !lib {
+			c.Waste = DefaultEngineWaste
+		}
 	}
 	if c.JoinSpread == 0 {
 		c.JoinSpread = DefaultJoinSpread
@@ -196,6 +230,8 @@ func (c *Config) Validate() error {
 		k := (c.PieceBytes + c.ChunkBytes - 1) / c.ChunkBytes
 		check(k <= 255, "chunk size: %d chunks per piece, want at most 255", k)
 	}
+	check(c.Engine == EngineShoal || c.Engine == EngineLibrary, "engine: want %q or %q, got %q", EngineShoal, EngineLibrary, c.Engine)
+	check(c.HaveDelay >= 0, "have delay: want >= 0, got %g", c.HaveDelay)
 	check(c.RTT >= 0 && c.RequestLatency >= 0 && c.JoinSpread >= 0, "latencies: want >= 0")
 	check(c.Waste >= 0 && c.Waste < 1, "waste: want 0..1, got %g", c.Waste)
 	for _, f := range []struct {

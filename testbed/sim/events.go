@@ -10,6 +10,9 @@ const (
 	evAvail           // a: piece a arrived at a cold origin
 	evRefill          // the origin's retry timer (second copies)
 	evKill            // a: agent killed (churn)
+	evHaves           // a's lazy Haves to b are due (the shoal engine)
+	evRedial          // a may dial b again (the shoal engine retries a refused dial)
+	evTick            // a's once-a-second tick (the shoal engine)
 )
 
 type event struct {

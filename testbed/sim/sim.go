@@ -46,6 +46,18 @@ type node struct {
 	acc            float64 // reshare's per-downloader sum
 	announcing     bool
 
+	// The shoal engine: per connection, the pieces this node holds that
+	// the peer was not told of yet (lazy Haves) and when they go out at
+	// the latest; pieces a block of which came from the origin; the
+	// in-order prefix; pieces with some block asked for.
+	untold        []bitset
+	lazyAt        []float64
+	idleSince     []float64 // per connection: idle both ways since (-1: not idle), seen at each tick
+	viaOrigin     bitset
+	prefix        int
+	begun         bitset
+	dialingOrigin bool
+
 	// This agent's connection to the origin, as the seeder sees it.
 	originConn bool
 	revealed   bitset
@@ -101,6 +113,7 @@ type Sim struct {
 	dropped, cancelled int64 // connections closed to make room; blocks cancelled with them
 	traded             int64
 	reqSeq             uint64
+	engine             bool      // cfg.Engine is the shoal engine
 	scratch            [2][]flow // reshare's buffers, one per cascade depth
 	sampled            []int32   // sample's buffer
 	drawn              []uint32  // sample: the call that last drew each node
@@ -113,7 +126,7 @@ func New(cfg Config) (*Sim, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("sim: %w", err)
 	}
-	s := &Sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5140a1)), revealSeq: map[int64]uint64{}}
+	s := &Sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5140a1)), revealSeq: map[int64]uint64{}, engine: cfg.Engine == EngineShoal}
 	s.nPieces = int((cfg.BlobBytes + cfg.PieceBytes - 1) / cfg.PieceBytes)
 	s.cpp = int((cfg.PieceBytes + cfg.ChunkBytes - 1) / cfg.ChunkBytes)
 	s.assigned = make([]int32, s.nPieces)
@@ -191,6 +204,10 @@ func (s *Sim) newNode(up, down float64) *node {
 		a.avail = make([]uint8, s.nPieces)
 		a.got = make([]uint8, s.nPieces)
 		a.asked = newBitset(s.nPieces * s.cpp)
+		if s.engine {
+			a.viaOrigin = newBitset(s.nPieces)
+			a.begun = newBitset(s.nPieces)
+		}
 	} else {
 		for i := range s.nPieces {
 			a.have.set(i)
@@ -255,6 +272,12 @@ func (s *Sim) Run(ctx context.Context) (*Result, error) {
 			s.refill()
 		case evKill:
 			s.kill(e.a)
+		case evHaves:
+			s.lazyDue(e.a, e.b)
+		case evRedial:
+			s.redial(e.a, e.b)
+		case evTick:
+			s.tick(e.a)
 		}
 	}
 	return s.result(), nil
@@ -269,6 +292,9 @@ func (s *Sim) join(a int32) {
 	n.joined = true
 	s.track(a)
 	s.announce(a)
+	if s.engine {
+		s.push(event{t: s.now + 1, kind: evTick, a: a})
+	}
 }
 
 // track adds a to the tracker's incomplete or complete list.
@@ -357,6 +383,10 @@ func (s *Sim) sample(l []int32, self int32, k int) []int32 {
 // dial opens connections from a's pool while it has room (the library's
 // half-open and established caps).
 func (s *Sim) dial(a int32) {
+	if s.engine {
+		s.dialEngine(a)
+		return
+	}
 	n := s.nodes[a]
 	for !n.done && n.alive && len(n.conns) < n.maxConns && n.halfOpen < s.cfg.HalfOpen && len(n.pool) > 0 {
 		i := s.rng.IntN(len(n.pool))
@@ -379,11 +409,24 @@ func (s *Sim) dial(a int32) {
 // connection over its incoming ones, and the other way round.
 func (s *Sim) connect(a, b int32) {
 	na, nb := s.nodes[a], s.nodes[b]
-	na.halfOpen--
+	if s.engine && b == origin {
+		na.dialingOrigin = false
+	} else {
+		na.halfOpen--
+	}
 	if !na.alive || na.done {
 		return
 	}
-	if !nb.alive || !nb.joined || slices.Contains(na.conns, b) ||
+	if s.engine {
+		if !nb.alive || !nb.joined || slices.Contains(na.conns, b) ||
+			(b != origin && (!s.roomEngine(a, true) || !s.roomEngine(b, false))) {
+			if !slices.Contains(na.conns, b) {
+				s.push(event{t: s.now + redialAfter, kind: evRedial, a: a, b: b})
+			}
+			s.dial(a)
+			return
+		}
+	} else if !nb.alive || !nb.joined || slices.Contains(na.conns, b) ||
 		!s.room(a, true) || (b != origin && !s.room(b, false)) {
 		s.dial(a)
 		return
@@ -396,6 +439,17 @@ func (s *Sim) connect(a, b int32) {
 	nb.slots = append(nb.slots, 0)
 	nb.out = append(nb.out, false)
 	nb.since = append(nb.since, s.now)
+	if s.engine {
+		for _, x := range []*node{na, nb} {
+			var u bitset
+			if x != s.nodes[origin] {
+				u = newBitset(s.nPieces)
+			}
+			x.untold = append(x.untold, u)
+			x.lazyAt = append(x.lazyAt, 0)
+			x.idleSince = append(x.idleSince, -1)
+		}
+	}
 	// Bitfields: each side learns what the other holds.
 	if b == origin {
 		na.originConn = true
@@ -451,6 +505,18 @@ func (s *Sim) room(a int32, outgoing bool) bool {
 // cancelled, availability and the seeder's counts forget it.
 func (s *Sim) dropConn(a, b int32) {
 	s.dropped++
+	// Lazy Haves not sent yet were never counted on the other side:
+	// untold[0] is what b has not told a, untold[1] what a has not told b.
+	var untold [2]bitset
+	if s.engine {
+		if i := slices.Index(s.nodes[b].conns, a); i >= 0 {
+			untold[0] = s.nodes[b].untold[i]
+		}
+		if i := slices.Index(s.nodes[a].conns, b); i >= 0 {
+			untold[1] = s.nodes[a].untold[i]
+		}
+	}
+	told := func(k, p int) bool { return untold[k] == nil || !untold[k].has(p) }
 	var touched [2]int32
 	for k, x := range [2][2]int32{{a, b}, {b, a}} {
 		u, w := x[0], x[1] // uploads from u to w
@@ -464,7 +530,7 @@ func (s *Sim) dropConn(a, b int32) {
 			}
 		}
 	}
-	for _, x := range [2][2]int32{{a, b}, {b, a}} {
+	for k, x := range [2][2]int32{{a, b}, {b, a}} {
 		u, v := x[0], x[1] // u forgets v
 		nu, nv := s.nodes[u], s.nodes[v]
 		ci := slices.Index(nu.conns, v)
@@ -475,11 +541,16 @@ func (s *Sim) dropConn(a, b int32) {
 		nu.slots = slices.Delete(nu.slots, ci, ci+1)
 		nu.out = slices.Delete(nu.out, ci, ci+1)
 		nu.since = slices.Delete(nu.since, ci, ci+1)
+		if s.engine {
+			nu.untold = slices.Delete(nu.untold, ci, ci+1)
+			nu.lazyAt = slices.Delete(nu.lazyAt, ci, ci+1)
+			nu.idleSince = slices.Delete(nu.idleSince, ci, ci+1)
+		}
 		switch {
 		case u == origin:
 			nv.originConn = false
 			for p := range s.nPieces {
-				if nv.have.has(p) {
+				if nv.have.has(p) && told(k, p) {
 					s.holders[p]--
 				} else if nv.revealed.has(p) {
 					s.assigned[p]-- // it never got it: hand it out again
@@ -493,7 +564,11 @@ func (s *Sim) dropConn(a, b int32) {
 			nv.pending = 0
 		case v == origin:
 		default:
-			eachSet(nv.have, func(p int) { nu.avail[p]-- })
+			eachSet(nv.have, func(p int) {
+				if told(k, p) {
+					nu.avail[p]--
+				}
+			})
 		}
 	}
 	for _, u := range touched {
@@ -504,6 +579,16 @@ func (s *Sim) dropConn(a, b int32) {
 	}
 	if a == origin || b == origin {
 		s.refill()
+	}
+	if s.engine {
+		// The engine keeps every peer the tracker listed as a candidate:
+		// one whose connection ended may be dialled again.
+		for _, x := range [2][2]int32{{a, b}, {b, a}} {
+			u, v := x[0], x[1]
+			if nu := s.nodes[u]; u != origin && nu.known != nil && (v == origin || nu.known.has(int(v))) && !slices.Contains(nu.pool, v) {
+				nu.pool = append(nu.pool, v)
+			}
+		}
 	}
 	for _, u := range touched {
 		if nu := s.nodes[u]; u != origin && nu.alive && !nu.done {
@@ -528,6 +613,12 @@ func (s *Sim) schedule(w, v int32) {
 	if ci < 0 {
 		return
 	}
+	asked := false
+	defer func() {
+		if asked && s.engine {
+			s.flushHaves(w, slices.Index(n.conns, v)) // they ride with the requests
+		}
+	}()
 	for int(n.slots[ci]) < n.queue {
 		p := s.choose(w, v)
 		if p < 0 {
@@ -547,6 +638,10 @@ func (s *Sim) schedule(w, v int32) {
 			}
 		}
 		n.asked.set(p*s.cpp + k)
+		if s.engine && s.cpp > 1 {
+			n.begun.set(p)
+		}
+		asked = true
 		n.slots[ci]++
 		s.request(v, w, p, k)
 	}
@@ -556,6 +651,9 @@ func (s *Sim) schedule(w, v int32) {
 // and w neither holds nor has requested, the rarest among w's peers, then
 // the lowest index; or the lowest index with InOrder. -1 if none.
 func (s *Sim) choose(w, v int32) int {
+	if s.engine {
+		return s.chooseEngine(w, v)
+	}
 	n := s.nodes[w]
 	src := s.nodes[v].have
 	if v == origin {
@@ -612,6 +710,11 @@ func (s *Sim) startTransfer(id int32) {
 	tr.active, tr.last = true, s.now
 	s.nodes[tr.to].nActiveDown++
 	s.reshareInto(tr.to)
+	if s.engine { // the block's message carries the uploader's lazy Haves
+		if ci := slices.Index(s.nodes[tr.from].conns, tr.to); ci >= 0 {
+			s.flushHaves(tr.from, ci)
+		}
+	}
 }
 
 // reshareInto recomputes the rates of every uploader sending to w (w's
@@ -803,6 +906,9 @@ func (s *Sim) finishTransfer(id int32) {
 	}
 	nw.got[p]++
 	if v == origin {
+		if s.engine {
+			nw.viaOrigin.set(p)
+		}
 		nw.fromOrigin += tr.bytes
 		s.originSent += tr.bytes
 	} else {
@@ -831,6 +937,10 @@ func (s *Sim) gotPiece(w int32, p int) {
 		if !n.killed {
 			s.finished++
 		}
+	}
+	if s.engine {
+		s.haveEngine(w, p)
+		return
 	}
 	for _, v := range n.conns {
 		if v == origin {

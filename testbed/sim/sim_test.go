@@ -31,6 +31,9 @@ func TestConservation(t *testing.T) {
 		{Agents: 20, BlobBytes: 32<<20 + 12345, PieceBytes: 256 << 10, Rate: 10e6},
 		{Agents: 20, BlobBytes: 32 << 20, PieceBytes: 256 << 10, Rate: 10e6, Warm: true, InOrder: true},
 		{Agents: 30, BlobBytes: 16 << 20, PieceBytes: 256 << 10, Rate: 10e6, Uneven: 0.25, Late: 0.25, ConnsPerTorrent: 3, QueueDepth: 4},
+		{Agents: 20, BlobBytes: 32<<20 + 12345, PieceBytes: 256 << 10, Rate: 10e6, Engine: EngineShoal},
+		{Agents: 30, BlobBytes: 16 << 20, Rate: 1e6, Uneven: 0.25, Late: 0.25, Engine: EngineShoal},
+		{Agents: 30, BlobBytes: 16 << 20, PieceBytes: 256 << 10, Rate: 10e6, Warm: true, ConnsPerTorrent: 3, Engine: EngineShoal},
 	} {
 		s, r := run(t, c.Calibrated())
 		var chunks int64
@@ -122,7 +125,13 @@ func TestDeterministic(t *testing.T) {
 // Churn: the killed agents are replaced, the replacements and the others
 // all finish with every piece.
 func TestChurn(t *testing.T) {
-	c := Config{Agents: 50, BlobBytes: 16 << 20, Rate: 5e6, Churn: 0.1}.Calibrated()
+	for _, engine := range []string{EngineLibrary, EngineShoal} {
+		t.Run(engine, func(t *testing.T) { testChurn(t, engine) })
+	}
+}
+
+func testChurn(t *testing.T, engine string) {
+	c := Config{Agents: 50, BlobBytes: 16 << 20, Rate: 5e6, Churn: 0.1, Engine: engine}.Calibrated()
 	s, r := run(t, c)
 	if r.Replacements != 5 {
 		t.Errorf("%d replacements, want 5", r.Replacements)
@@ -171,14 +180,18 @@ func TestValidate(t *testing.T) {
 
 // The calibration guard: real rows of each kind (bench/scale at N = 64,
 // 128, 256, cold and warm; 64 KiB pieces under the library's request
-// window; bench/results.json at N = 8-32 with 512 KiB pieces) within
-// +-0.05 of the model with its defaults, one seed each (the full table:
-// `shoal bench sim --calibrate`).
+// window; bench/results.json at N = 8-32 with 512 KiB pieces; the scale
+// set on the engine) within +-0.05 of the model with its defaults for the
+// row's engine, one seed each (the full table: `shoal bench sim
+// --calibrate`).
 func TestCalibration(t *testing.T) {
 	guard := []string{
 		"N=64 16MiB 1MB/s cold", "N=128 16MiB 0.5MB/s cold", "N=256 16MiB 0.25MB/s cold",
 		"N=64 16MiB 1MB/s, origin 10MB/s cold", "N=128 16MiB 0.5MB/s 64KiB",
 		"N=8 256MiB 25MB/s cold", "N=16 256MiB 12.5MB/s cold", "N=32 256MiB 6.25MB/s cold",
+		// The engine's model, on the kinds of row it fits.
+		"N=64 16MiB 1MB/s cold (engine, 2026-12-03)", "N=256 16MiB 0.125MB/s cold (engine, 2026-12-03)",
+		"N=128 16MiB 0.5MB/s, origin 5MB/s cold (engine, 2026-12-03)",
 	}
 	var rows []RealRow
 	for _, r := range RealRows {
@@ -189,7 +202,7 @@ func TestCalibration(t *testing.T) {
 	if len(rows) != len(guard) {
 		t.Fatalf("%d guard rows found of %d", len(rows), len(guard))
 	}
-	cs, err := Calibrate(context.Background(), Config{}.Calibrated(), rows, 1)
+	cs, err := Calibrate(context.Background(), Config{}, rows, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ func TestSweep(t *testing.T) {
 	for _, lat := range []float64{0.0025, 0.005, 0.01, 0.02} {
 		for _, q := range []int{0, 1, 2} { // 0: requests_per_peer's rule
 			for _, w := range []float64{0.02, 0.03, 0.04} {
-				cs, err := Calibrate(context.Background(), Config{RequestLatency: lat, QueueDepth: q, Waste: w}.Calibrated(), rows, 2)
+				cs, err := Calibrate(context.Background(), Config{RequestLatency: lat, QueueDepth: q, Waste: w}, rows, 2)
 				if err != nil {
 					t.Fatal(err)
 				}

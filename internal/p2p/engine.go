@@ -459,9 +459,12 @@ func (t *transfer) maintainLocked(now time.Time) {
 const (
 	keepaliveEvery = time.Minute
 	idleTimeout    = 3 * time.Minute
-	uselessAfter   = 10 * time.Second
 	snubTimeout    = 30 * time.Second
 )
+
+// uselessAfter is how long a connection over the cap, or idle both ways,
+// is kept (a variable for tests).
+var uselessAfter = 10 * time.Second
 
 func latest(a, b time.Time) time.Time {
 	if a.After(b) {
@@ -498,8 +501,21 @@ func (t *transfer) tick(now time.Time) {
 	sec := now.Unix()
 	complete := t.haveN == t.n
 	excess := t.cappedConnsLocked() - t.e.cfg.ConnsPerTorrent
+	// A full downloading transfer replaces one connection a tick that has
+	// been idle both ways for uselessAfter, while it knows a peer to dial
+	// instead: full peers dial nobody, so agents that hold the same pieces
+	// and are connected only to each other would otherwise wait for good
+	// (the simulator found two such groups in a swarm of 32, each waiting
+	// for the pieces the origin had revealed to the other).
+	replace := !complete && excess >= 0
 	dropped := false
 	for c := range t.conns {
+		idle := !c.origin && !c.interested && !c.peerInterested
+		if !idle {
+			c.idleSince = time.Time{}
+		} else if c.idleSince.IsZero() {
+			c.idleSince = now
+		}
 		switch {
 		case sec-c.lastRead.Load() > int64(idleTimeout/time.Second):
 			dropped = t.dropLocked(c) || dropped
@@ -510,6 +526,13 @@ func (t *transfer) tick(now time.Time) {
 		case excess > 0 && !c.interested && !c.peerInterested && now.Sub(c.since) > uselessAfter:
 			dropped = t.dropLocked(c) || dropped
 			excess--
+			continue
+		case replace && idle && now.Sub(c.idleSince) > uselessAfter && t.spareCandidateLocked(now):
+			if cd := t.peers[c.addr]; cd != nil {
+				cd.nextTry = now.Add(snubTimeout) // someone else first
+			}
+			dropped = t.dropLocked(c) || dropped
+			replace = false
 			continue
 		}
 		if sec-c.lastWrite.Load() >= int64(keepaliveEvery/time.Second) {
@@ -529,6 +552,27 @@ func (t *transfer) tick(now time.Time) {
 		t.fillAllLocked()
 	}
 	t.maintainLocked(now)
+}
+
+// spareCandidateLocked reports whether t knows a peer it is not connected
+// to and may dial now.
+func (t *transfer) spareCandidateLocked(now time.Time) bool {
+	for ap, cd := range t.peers {
+		if now.Before(cd.nextTry) || t.e.n.bans.blocked(ap.Addr()) {
+			continue
+		}
+		connected := false
+		for c := range t.conns {
+			if c.addr == ap || (cd.id != [20]byte{} && c.id == cd.id) {
+				connected = true
+				break
+			}
+		}
+		if !connected {
+			return true
+		}
+	}
+	return false
 }
 
 // moveStalledLocked cancels c's requests for pieces another connection

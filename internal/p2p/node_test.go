@@ -399,3 +399,27 @@ func TestEnginesTradeWithEachOther(t *testing.T) {
 		})
 	}
 }
+
+// On the engine, a full downloading transfer whose connections hold
+// nothing it lacks (and lack nothing it holds) replaces one with a peer
+// it knows of but could not dial while full: groups of agents holding the
+// same pieces, connected only to each other, would otherwise wait for good.
+func TestEngineReplacesAnIdleConnection(t *testing.T) {
+	old := uselessAfter
+	uselessAfter = time.Second
+	t.Cleanup(func() { uselessAfter = old })
+	blob, mi := testBlobMeta(t, 512<<10, 64<<10)
+	seed := cappedSeederOn(t, EngineShoal, 0, blob, mi, agentPeerIDPrefix)
+	empty := newTestNode(t, Config{Engine: EngineShoal})
+	startDownload(t, empty, blob, mi) // holds nothing, knows nobody
+	leech := newTestNode(t, Config{Engine: EngineShoal, ConnsPerTorrent: 1})
+	sw, dl := startDownload(t, leech, blob, mi)
+	sw.m.addPeers([]netip.AddrPort{empty.Addr()}, [][20]byte{empty.peerID})
+	testutil.Eventually(t, 5*time.Second, func() bool { return sw.m.numConns() == 1 }, "the empty peer never connected")
+	sw.m.addPeers([]netip.AddrPort{seed.Addr()}, [][20]byte{seed.peerID})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := dl.Wait(ctx); err != nil {
+		t.Fatalf("a full transfer kept a connection idle both ways instead of dialling the seed: %v", err)
+	}
+}

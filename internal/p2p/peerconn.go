@@ -38,6 +38,7 @@ type peerConn struct {
 	peerInterested bool
 	reqs           []blockReq // ours in flight to it, oldest first
 	snubbedUntil   time.Time
+	idleSince      time.Time     // since when neither side wanted anything of the other, seen at each tick (zero: not idle)
 	lastBlock      time.Time     // when its last block we asked for came
 	blockGap       time.Duration // moving average of the time between blocks
 	closed         bool

@@ -42,7 +42,8 @@ const (
 	codeLib    = "library"
 )
 
-// RealRows are every real row available: the engine's rows of 2026-12-03,
+// RealRows are every real row available: the engine's rows of 2026-12-03
+// (bench/scale/scale.json and bench/scale/levers/engine),
 // bench/results.json and
 // docs/benchmarks.md (N = 8, 16, 32), bench/scale (the scale set of
 // 2026-12-03 and of 2026-12-02) and the lead's runs of 2026-12-02 and 03
@@ -50,6 +51,25 @@ const (
 // N = 256 at 0.125 MB/s, uneven links with fewer connections), and the
 // older rows of issue 14's table.
 var RealRows = []RealRow{
+	// make bench-scale on the engine as the default (commit 98d0020):
+	// bench/scale/scale.json.
+	{"N=64 16MiB 1MB/s cold (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.076, 1.137, codeEngine, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s warm (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, true, 1.060, 1.085, codeEngine, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s cold (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 10e6, false, 1.017, 1.060, codeEngine, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s warm (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 10e6, true, 1.010, 1.024, codeEngine, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s cold (engine default, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.072, 1.086, codeEngine, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s warm (engine default, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, true, 1.076, 1.083, codeEngine, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s, origin 5MB/s cold (engine default, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, false, 1.023, 1.042, codeEngine, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s, origin 5MB/s warm (engine default, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, true, 1.018, 1.073, codeEngine, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s cold (engine default, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 0, false, 1.063, 1.116, codeEngine, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s warm (engine default, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 0, true, 1.076, 1.083, codeEngine, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s, origin 1.25MB/s cold (engine default, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 1.25e6, false, 1.008, 1.075, codeEngine, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s, origin 1.25MB/s warm (engine default, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 1.25e6, true, 1.011, 1.056, codeEngine, true, "bench/scale/scale.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.123, 1.305, codeEngine, false, "bench/scale/scale.json; the model of the engine is not fitted to this kind of row yet", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4, slow conns 3 (over own bound) (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.079, 1.296, codeEngine, true, "bench/scale/scale.json", 0.25, 0, 0, 3},
+	{"N=64 16MiB 1MB/s, 1/4 late (over own bound) (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.082, 1.104, codeEngine, false, "bench/scale/scale.json; the model of the engine is not fitted to this kind of row yet", 0, 0.25, 0, 0},
+	{"N=64 16MiB 1MB/s, 10% churn (over own bound) (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.122, 1.128, codeEngine, true, "bench/scale/scale.json", 0, 0, 0.1, 0},
+
 	// Shoal's own engine (p2p.engine = "shoal"), after lazy Haves (commit
 	// cfa1baa): the scale set's rows and the standard set, one run each
 	// (bench/scale/levers/engine/*-engine-lazyhaves.json).
@@ -60,7 +80,7 @@ var RealRows = []RealRow{
 	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (engine, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.099, 1.449, codeEngine, false, "bench/scale/levers/engine/scale-n64-engine-lazyhaves.json; the model of the engine is not fitted to this kind of row yet", 0.25, 0, 0, 0},
 	{"N=64 16MiB 1MB/s, 1/4 at R/4, slow conns 3 (over own bound) (engine, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.089, 1.330, codeEngine, true, "bench/scale/levers/engine/scale-n64-engine-lazyhaves.json", 0.25, 0, 0, 3},
 	{"N=64 16MiB 1MB/s, 1/4 late (over own bound) (engine, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.063, 1.121, codeEngine, false, "bench/scale/levers/engine/scale-n64-engine-lazyhaves.json; the model of the engine is not fitted to this kind of row yet", 0, 0.25, 0, 0},
-	{"N=64 16MiB 1MB/s, 10% churn (over own bound) (engine, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.081, 1.121, codeEngine, false, "bench/scale/levers/engine/scale-n64-engine-lazyhaves.json; the model of the engine is not fitted to this kind of row yet", 0, 0, 0.1, 0},
+	{"N=64 16MiB 1MB/s, 10% churn (over own bound) (engine, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.081, 1.121, codeEngine, true, "bench/scale/levers/engine/scale-n64-engine-lazyhaves.json", 0, 0, 0.1, 0},
 	{"N=128 16MiB 0.5MB/s cold (engine, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.074, 1.086, codeEngine, true, "bench/scale/levers/engine/scale-n128-engine-lazyhaves.json", 0, 0, 0, 0},
 	{"N=128 16MiB 0.5MB/s warm (engine, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, true, 1.077, 1.083, codeEngine, true, "bench/scale/levers/engine/scale-n128-engine-lazyhaves.json", 0, 0, 0, 0},
 	{"N=128 16MiB 0.5MB/s, origin 5MB/s cold (engine, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, false, 1.017, 1.057, codeEngine, true, "bench/scale/levers/engine/scale-n128-engine-lazyhaves.json", 0, 0, 0, 0},
@@ -74,27 +94,27 @@ var RealRows = []RealRow{
 	{"N=32 256MiB 6.25MB/s cold (engine, 2026-12-03)", 32, 256 << 20, 512 << 10, 6.25e6, 0, false, 1.090, 1.092, codeEngine, false, "bench/scale/levers/engine/standard-engine-lazyhaves.json; the model of the engine is not fitted to this kind of row yet", 0, 0, 0, 0},
 	{"N=16 1GiB 12.5MB/s cold (engine, 2026-12-03)", 16, 1024 << 20, 2048 << 10, 12.5e6, 0, false, 1.078, 1.097, codeEngine, false, "bench/scale/levers/engine/standard-engine-lazyhaves.json; the model of the engine is not fitted to this kind of row yet", 0, 0, 0, 0},
 
-	// make bench-scale on commit 9d0b113 (the nudge; N = 256 at 0.125 MB/s): bench/scale/scale.json.
+	// make bench-scale on commit 9d0b113 (the nudge; N = 256 at 0.125 MB/s), the library: bench/scale/library/scale.json.
 	// The model has no nudge and needs none: its agent is done with its
 	// last piece, and the nudge is what makes a real client's last byte
 	// come then too (before it, with U = 10 R, the in-order prefix and the
 	// client's stream caught up only at the end: 0.03-0.04 slower).
-	{"N=64 16MiB 1MB/s cold (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.084, 1.094, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0, 0, 0, 0},
-	{"N=64 16MiB 1MB/s warm (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, true, 1.081, 1.089, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0, 0, 0, 0},
-	{"N=64 16MiB 1MB/s, origin 10MB/s cold (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 10e6, false, 1.044, 1.070, codeRPP, true, "bench/scale/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
-	{"N=64 16MiB 1MB/s, origin 10MB/s warm (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 10e6, true, 1.056, 1.079, codeRPP, true, "bench/scale/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s cold (2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.099, 1.115, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0, 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s warm (2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, true, 1.094, 1.107, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0, 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s, origin 5MB/s cold (2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, false, 1.049, 1.071, codeRPP, true, "bench/scale/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s, origin 5MB/s warm (2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, true, 1.059, 1.077, codeRPP, true, "bench/scale/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
-	{"N=256 16MiB 0.125MB/s cold (2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 0, false, 1.101, 1.120, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0, 0, 0, 0},
-	{"N=256 16MiB 0.125MB/s warm (2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 0, true, 1.102, 1.113, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0, 0, 0, 0},
-	{"N=256 16MiB 0.125MB/s, origin 1.25MB/s cold (2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 1.25e6, false, 1.032, 1.040, codeRPP, true, "bench/scale/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
-	{"N=256 16MiB 0.125MB/s, origin 1.25MB/s warm (2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 1.25e6, true, 1.035, 1.053, codeRPP, true, "bench/scale/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
-	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.124, 1.533, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0.25, 0, 0, 0},
-	{"N=64 16MiB 1MB/s, 1/4 at R/4, slow conns 3 (over own bound) (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.095, 1.193, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0.25, 0, 0, 3},
-	{"N=64 16MiB 1MB/s, 1/4 late (over own bound) (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.127, 1.221, codeRPP, true, "bench/scale/scale.json (2026-12-03; with the nudge)", 0, 0.25, 0, 0},
-	{"N=64 16MiB 1MB/s, 10% churn (over own bound) (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.121, 1.248, codeRPP, true, "bench/scale/scale.json (2026-12-03)", 0, 0, 0.1, 0},
+	{"N=64 16MiB 1MB/s cold (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.084, 1.094, codeRPP, true, "bench/scale/library/scale.json (2026-12-03)", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s warm (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, true, 1.081, 1.089, codeRPP, true, "bench/scale/library/scale.json (2026-12-03)", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s cold (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 10e6, false, 1.044, 1.070, codeRPP, true, "bench/scale/library/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s warm (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 10e6, true, 1.056, 1.079, codeRPP, true, "bench/scale/library/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s cold (2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.099, 1.115, codeRPP, true, "bench/scale/library/scale.json (2026-12-03)", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s warm (2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, true, 1.094, 1.107, codeRPP, true, "bench/scale/library/scale.json (2026-12-03)", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s, origin 5MB/s cold (2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, false, 1.049, 1.071, codeRPP, true, "bench/scale/library/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s, origin 5MB/s warm (2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, true, 1.059, 1.077, codeRPP, true, "bench/scale/library/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s cold (2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 0, false, 1.101, 1.120, codeRPP, true, "bench/scale/library/scale.json (2026-12-03)", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s warm (2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 0, true, 1.102, 1.113, codeRPP, true, "bench/scale/library/scale.json (2026-12-03)", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s, origin 1.25MB/s cold (2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 1.25e6, false, 1.032, 1.040, codeRPP, true, "bench/scale/library/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s, origin 1.25MB/s warm (2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 1.25e6, true, 1.035, 1.053, codeRPP, true, "bench/scale/library/scale.json (2026-12-03; with the nudge)", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.124, 1.533, codeRPP, true, "bench/scale/library/scale.json (2026-12-03)", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4, slow conns 3 (over own bound) (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.095, 1.193, codeRPP, true, "bench/scale/library/scale.json (2026-12-03)", 0.25, 0, 0, 3},
+	{"N=64 16MiB 1MB/s, 1/4 late (over own bound) (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.127, 1.221, codeRPP, true, "bench/scale/library/scale.json (2026-12-03; with the nudge)", 0, 0.25, 0, 0},
+	{"N=64 16MiB 1MB/s, 10% churn (over own bound) (2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.121, 1.248, codeRPP, true, "bench/scale/library/scale.json (2026-12-03)", 0, 0, 0.1, 0},
 
 	// make bench-scale on commit d1b5499 (32 KiB pieces, requests_per_peer; bench/scale/scale.json in git at that commit).
 	{"N=64 16MiB 1MB/s cold", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.089, 1.115, codeRPP, true, "bench/scale/scale.json at d1b5499", 0, 0, 0, 0},

@@ -64,9 +64,10 @@ type Config struct {
 	// Engine is the agents' engine of live swarms (p2p.engine): "library"
 	// (anacrolix/torrent; the model's default, calibrated on every kind of
 	// row) or "shoal" (Shoal's own engine, p2p's default since 2026-12-03;
-	// its model fits the scale set's rows with even links within +-0.05,
-	// but not yet 512 KiB pieces, late joiners or uneven links: see
-	// docs/benchmarks.md). They differ in how connections are made and
+	// its model fits the scale set's rows with even links, churn and slow
+	// agents at 3 connections within +-0.05, but not yet N = 32 on 256 MiB
+	// or 1 GiB blobs, late joiners or uneven links at the default
+	// connections: docs/benchmarks.md). They differ in how connections are made and
 	// kept, which piece is asked for next, and when a Have goes out
 	// (engine.go).
 	Engine string

@@ -67,7 +67,7 @@ type Config struct {
 	RequestsPerPeer int `toml:"requests_per_peer"`
 	// Engine moves the blocks of live swarms: "shoal" (engine.go, the
 	// default: in the scale set as fast or faster at a third to a half of
-	// the CPU, and within 1.10x in the standard set) or "library"
+	// the CPU, and 1.04-1.12x in the standard set) or "library"
 	// (anacrolix/torrent, the default until 2026-12-03; see
 	// docs/benchmarks.md "CPU per GiB"). The two trade with each other.
 	Engine string `toml:"engine"`

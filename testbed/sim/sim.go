@@ -943,15 +943,7 @@ func (s *Sim) gotPiece(w int32, p int) {
 		return
 	}
 	for _, v := range n.conns {
-		if v == origin {
-			s.peerHas(w, p)
-			continue
-		}
-		nv := s.nodes[v]
-		nv.avail[p]++
-		if !nv.have.has(p) && !nv.inflight.has(p) {
-			s.schedule(v, w)
-		}
+		s.tell(w, v, p)
 	}
 }
 

@@ -425,12 +425,7 @@ func (t *transfer) maintainLocked(now time.Time) {
 	if want <= 0 && origins <= 0 {
 		return
 	}
-	connected := make(map[[20]byte]bool, len(t.conns))
-	addrs := make(map[netip.AddrPort]bool, len(t.conns))
-	for c := range t.conns {
-		connected[c.id] = true
-		addrs[c.addr] = true
-	}
+	dialable := t.dialableLocked(now)
 	// In the tracker's order: it lists seeds (origins among them) first.
 	// Origins (known by the peer IDs the tracker lists) are dialled even
 	// when the transfer is full: they are outside the cap.
@@ -440,7 +435,7 @@ func (t *transfer) maintainLocked(now time.Time) {
 		}
 		cd := t.peers[ap]
 		origin := isOriginPeerID(cd.id) && origins > 0
-		if (want <= 0 && !origin) || addrs[ap] || (cd.id != [20]byte{} && connected[cd.id]) || now.Before(cd.nextTry) || t.e.n.bans.blocked(ap.Addr()) {
+		if (want <= 0 && !origin) || !dialable(ap, cd) {
 			continue
 		}
 		cd.nextTry = now.Add(5 * time.Second) // not again while this dial runs
@@ -554,21 +549,26 @@ func (t *transfer) tick(now time.Time) {
 	t.maintainLocked(now)
 }
 
-// spareCandidateLocked reports whether t knows a peer it is not connected
-// to and may dial now.
+// dialableLocked returns whether a candidate may be dialled now: not
+// connected (by address or peer ID), not waiting for its next try, not
+// banned.
+func (t *transfer) dialableLocked(now time.Time) func(netip.AddrPort, *candidate) bool {
+	ids := make(map[[20]byte]bool, len(t.conns))
+	addrs := make(map[netip.AddrPort]bool, len(t.conns))
+	for c := range t.conns {
+		ids[c.id] = true
+		addrs[c.addr] = true
+	}
+	return func(ap netip.AddrPort, cd *candidate) bool {
+		return !addrs[ap] && !(cd.id != [20]byte{} && ids[cd.id]) && !now.Before(cd.nextTry) && !t.e.n.bans.blocked(ap.Addr())
+	}
+}
+
+// spareCandidateLocked reports whether t knows a peer it may dial now.
 func (t *transfer) spareCandidateLocked(now time.Time) bool {
+	dialable := t.dialableLocked(now)
 	for ap, cd := range t.peers {
-		if now.Before(cd.nextTry) || t.e.n.bans.blocked(ap.Addr()) {
-			continue
-		}
-		connected := false
-		for c := range t.conns {
-			if c.addr == ap || (cd.id != [20]byte{} && c.id == cd.id) {
-				connected = true
-				break
-			}
-		}
-		if !connected {
+		if dialable(ap, cd) {
 			return true
 		}
 	}

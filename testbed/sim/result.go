@@ -48,9 +48,13 @@ type Result struct {
 	Events        uint64    `json:"sim_events"`
 	SimSeconds    float64   `json:"sim_end_seconds"`
 	PiecesTraded  int64     `json:"sim_piece_transfers"`
+	// ConnsPerAgent is taken at the end of the run: on the engine's model
+	// complete agents have left each other, so it reads 0 there.
 	ConnsPerAgent float64   `json:"sim_conns_per_agent_mean"`
 	// ConnsDropped counts connections closed (to make room for another,
-	// or by churn); BlocksCancelled the block requests closed with them.
+	// or by churn; on the engine's model also those a complete agent
+	// closes to seeds and idle ones replaced); BlocksCancelled the block
+	// requests closed with them.
 	ConnsDropped    int64 `json:"sim_conns_dropped"`
 	BlocksCancelled int64 `json:"sim_blocks_cancelled"`
 }

@@ -616,7 +616,7 @@ func (s *Sim) schedule(w, v int32) {
 	asked := false
 	defer func() {
 		if asked && s.engine {
-			s.flushHaves(w, slices.Index(n.conns, v)) // they ride with the requests
+			s.flushHaves(w, ci) // they ride with the requests
 		}
 	}()
 	for int(n.slots[ci]) < n.queue {

@@ -38,19 +38,19 @@ type Result struct {
 	// link; the origin's link for an agent that started with the run; a
 	// cold origin's upstream, from its start): what uneven links, late
 	// joiners and churn are judged by.
-	P50OverBound  float64   `json:"p50_over_bound"`
-	MaxOverBound  float64   `json:"max_over_bound"`
-	AgentBounds   []float64 `json:"agent_bound_seconds,omitempty"`
-	Replacements  int       `json:"churn_replacements,omitempty"`
-	LateAgents    int       `json:"late_agents,omitempty"`
-	SlowAgents    int       `json:"slow_agents,omitempty"`
-	Config        Config    `json:"sim_config"`
-	Events        uint64    `json:"sim_events"`
-	SimSeconds    float64   `json:"sim_end_seconds"`
-	PiecesTraded  int64     `json:"sim_piece_transfers"`
+	P50OverBound float64   `json:"p50_over_bound"`
+	MaxOverBound float64   `json:"max_over_bound"`
+	AgentBounds  []float64 `json:"agent_bound_seconds,omitempty"`
+	Replacements int       `json:"churn_replacements,omitempty"`
+	LateAgents   int       `json:"late_agents,omitempty"`
+	SlowAgents   int       `json:"slow_agents,omitempty"`
+	Config       Config    `json:"sim_config"`
+	Events       uint64    `json:"sim_events"`
+	SimSeconds   float64   `json:"sim_end_seconds"`
+	PiecesTraded int64     `json:"sim_piece_transfers"`
 	// ConnsPerAgent is taken at the end of the run: on the engine's model
 	// complete agents have left each other, so it reads 0 there.
-	ConnsPerAgent float64   `json:"sim_conns_per_agent_mean"`
+	ConnsPerAgent float64 `json:"sim_conns_per_agent_mean"`
 	// ConnsDropped counts connections closed (to make room for another,
 	// or by churn; on the engine's model also those a complete agent
 	// closes to seeds and idle ones replaced); BlocksCancelled the block

@@ -422,4 +422,53 @@ func TestEngineReplacesAnIdleConnection(t *testing.T) {
 	if err := dl.Wait(ctx); err != nil {
 		t.Fatalf("a full transfer kept a connection idle both ways instead of dialling the seed: %v", err)
 	}
+	if idle, slow := leech.ConnsReplaced(); idle != 1 || slow != 0 {
+		t.Errorf("ConnsReplaced() = %d idle, %d slow; want 1, 0", idle, slow)
+	}
+}
+
+// On the engine, a downloading transfer at its connection cap replaces the
+// connection whose blocks come far slower than the others' with a peer it
+// knows but is not connected to: an uploader splits its link among those
+// who ask, so a slow uploader holds one of the few connections while it
+// gives a fraction of what another would.
+func TestEngineReplacesASlowConnection(t *testing.T) {
+	old := slowEvery
+	slowEvery = time.Second
+	t.Cleanup(func() { slowEvery = old })
+	blob, mi := testBlobMeta(t, 8<<20, 64<<10)
+	slow := cappedSeederOn(t, EngineShoal, 64<<10, blob, mi, agentPeerIDPrefix)
+	fast := cappedSeederOn(t, EngineShoal, 512<<10, blob, mi, agentPeerIDPrefix)
+	spare := cappedSeederOn(t, EngineShoal, 512<<10, blob, mi, agentPeerIDPrefix)
+	leech := newTestNode(t, Config{Engine: EngineShoal, ConnsPerTorrent: 2})
+	sw, dl := startDownload(t, leech, blob, mi)
+	sw.m.addPeers([]netip.AddrPort{slow.Addr(), fast.Addr()}, [][20]byte{slow.peerID, fast.peerID})
+	testutil.Eventually(t, 5*time.Second, func() bool { return sw.m.numConns() == 2 }, "the two seeds never connected")
+	sw.m.addPeers([]netip.AddrPort{spare.Addr()}, [][20]byte{spare.peerID})
+	tr := sw.m.(*transfer)
+	connected := func(n *Node) bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		for c := range tr.conns {
+			if c.id == n.peerID {
+				return true
+			}
+		}
+		return false
+	}
+	// At 576 KiB/s the blob takes 14 s; the slow seed is measured after
+	// a second or two.
+	testutil.Eventually(t, 10*time.Second, func() bool { return connected(spare) && !connected(slow) },
+		"the transfer kept the slow seed's connection instead of dialling the spare one")
+	if !connected(fast) {
+		t.Error("the fast seed's connection was replaced")
+	}
+	if _, slow := leech.ConnsReplaced(); slow < 1 {
+		t.Errorf("ConnsReplaced() counts %d slow connections, want at least 1", slow)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := dl.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -37,12 +37,12 @@ test: lint
 	SHOAL_TEST_P2P_ENGINE=library $(GO) test -race -timeout 15m ./internal/p2p/
 	$(GO) test -timeout 15m $(E2E_PKGS)
 
-# The standard set (about 15 minutes on 2 cores): bench/results.json and
+# The standard set (about 6 minutes on 2 cores on the engine, 15 on the library): bench/results.json and
 # bench/results.svg, shown by docs/benchmarks.md.
 bench: build
 	./$(BIN) bench standard --out bench
 
-# The scale set (issue 14; about 45 minutes on 2 cores): 64-256 agents,
+# The scale set (issue 14; about 22 minutes on 2 cores on the engine, 45 on the library): 64-256 agents,
 # cold and warm, U = R and U = 10 R, uneven links, late joiners, churn:
 # bench/scale/scale.json and bench/scale/scale.svg.
 bench-scale: build

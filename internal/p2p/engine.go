@@ -40,8 +40,6 @@ type engine struct {
 	wg       sync.WaitGroup
 
 	sent, wasted atomic.Int64
-	// Connections a downloading transfer replaced: idle both ways, or slow.
-	replacedIdle, replacedSlow atomic.Int64
 
 	mu        sync.Mutex
 	transfers map[metainfo.Hash]*transfer
@@ -529,7 +527,6 @@ func (t *transfer) tick(now time.Time) {
 				cd.nextTry = now.Add(snubTimeout) // someone else first
 			}
 			dropped = t.dropLocked(c) || dropped
-			t.e.replacedIdle.Add(1)
 			replace = false
 			continue
 		}
@@ -546,80 +543,10 @@ func (t *transfer) tick(now time.Time) {
 			t.fillAllLocked()
 		}
 	}
-	if replace && t.replaceSlowLocked(now) {
-		dropped = true
-	}
 	if dropped {
 		t.fillAllLocked()
 	}
 	t.maintainLocked(now)
-}
-
-// slowEvery is how often a full downloading transfer looks for a slow
-// connection to replace (a variable for tests), and slowRatio how much
-// longer than the faster half's its gap between blocks must be.
-var slowEvery = 5 * time.Second
-
-const slowRatio = 2
-
-// replaceSlowLocked drops the agent connection whose blocks come slowest,
-// once every slowEvery, when its gap between blocks is more than slowRatio
-// times the mean gap of the faster half of the connections, the transfer
-// received less than 95 % of the node's download cap since the last look
-// (or there is no cap), and it knows a peer to dial instead; the dropped
-// peer is dialled again only after snubTimeout. An uploader splits its
-// link evenly among the connections that ask, so a downloader's rate is
-// the sum of its uploaders' shares, and a slow uploader holds one of its
-// few connections while giving a fraction of another's share: in the
-// uneven scale row an agent at R had three uploaders at R/4 among six and
-// received 0.7 R. Against the faster half, not the median: with half the
-// uploaders slow, the median is a slow one's. (In that row, 64 agents, it
-// replaced 33-42 connections a run and left p50 and the slowest within
-// their noise; docs/benchmarks.md.)
-func (t *transfer) replaceSlowLocked(now time.Time) bool {
-	if t.slowChecked.IsZero() || now.Sub(t.slowChecked) < slowEvery {
-		if t.slowChecked.IsZero() {
-			t.slowChecked, t.slowDown = now, t.down.Load()
-		}
-		return false
-	}
-	down := t.down.Load()
-	rate := float64(down-t.slowDown) / now.Sub(t.slowChecked).Seconds()
-	t.slowChecked, t.slowDown = now, down
-	if limit := t.e.cfg.DownloadRate; limit > 0 && rate >= 0.95*float64(limit) {
-		return false
-	}
-	var slowest *peerConn
-	var gaps []time.Duration
-	for c := range t.conns {
-		// Blocks enough for the average to mean something, from a
-		// connection old enough to have been given a fair chance.
-		if c.origin || c.blocks < 4 || !c.interested || now.Sub(c.since) < slowEvery {
-			continue
-		}
-		gaps = append(gaps, c.blockGap)
-		if slowest == nil || c.blockGap > slowest.blockGap {
-			slowest = c
-		}
-	}
-	if len(gaps) < 2 {
-		return false
-	}
-	// Against the faster half's mean gap: with a third or half of its
-	// uploaders slow, their gaps are the median's.
-	slices.Sort(gaps)
-	var sum time.Duration
-	for _, g := range gaps[:len(gaps)/2] {
-		sum += g
-	}
-	if slowest.blockGap <= slowRatio*sum/time.Duration(len(gaps)/2) || !t.spareCandidateLocked(now) {
-		return false
-	}
-	if cd := t.peers[slowest.addr]; cd != nil {
-		cd.nextTry = now.Add(snubTimeout)
-	}
-	t.e.replacedSlow.Add(1)
-	return t.dropLocked(slowest)
 }
 
 // dialableLocked returns whether a candidate may be dialled now: not

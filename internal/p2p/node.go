@@ -309,12 +309,6 @@ func (n *Node) register(reg prometheus.Registerer) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_wasted_bytes_total",
 			Help: "Piece bytes received but not needed: a chunk that came twice, or part of a piece that failed."},
 			func() float64 { return float64(n.BytesWasted()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_conns_replaced_total",
-			Help: "Connections a downloading transfer dropped for a peer it knew: idle both ways, or far slower than the others.", ConstLabels: prometheus.Labels{"reason": "idle"}},
-			func() float64 { idle, _ := n.ConnsReplaced(); return float64(idle) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_conns_replaced_total",
-			Help: "Connections a downloading transfer dropped for a peer it knew: idle both ways, or far slower than the others.", ConstLabels: prometheus.Labels{"reason": "slow"}},
-			func() float64 { _, slow := n.ConnsReplaced(); return float64(slow) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_p2p_swarms", Help: SwarmsHelp},
 			func() float64 { n.mu.Lock(); defer n.mu.Unlock(); return float64(len(n.swarms) + len(n.standard)) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_peer_bans_total",
@@ -431,16 +425,6 @@ func (n *Node) BytesWasted() int64 {
 		w += n.eng.wasted.Load()
 	}
 	return w
-}
-
-// ConnsReplaced counts the connections the engine's downloading transfers
-// dropped for a peer they knew: idle both ways, and far slower than the
-// others (0 on the library).
-func (n *Node) ConnsReplaced() (idle, slow int64) {
-	if n.eng == nil {
-		return 0, 0
-	}
-	return n.eng.replacedIdle.Load(), n.eng.replacedSlow.Load()
 }
 
 // BytesSent counts piece data this node uploaded.

@@ -41,7 +41,6 @@ type peerConn struct {
 	idleSince      time.Time     // since when neither side wanted anything of the other, seen at each tick (zero: not idle)
 	lastBlock      time.Time     // when its last block we asked for came
 	blockGap       time.Duration // moving average of the time between blocks
-	blocks         int           // blocks we asked for that came
 	closed         bool
 
 	lastRead, lastWrite atomic.Int64 // unix seconds
@@ -156,7 +155,6 @@ func (c *peerConn) gotBlock(now time.Time, asked time.Time) {
 		c.blockGap = (4*c.blockGap + gap) / 5
 	}
 	c.lastBlock = now
-	c.blocks++
 	c.snubbedUntil = time.Time{}
 }
 

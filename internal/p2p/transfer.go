@@ -50,8 +50,6 @@ type transfer struct {
 	dialing, dialingOrigins int
 	closed                  bool
 	rnd                     *rand.Rand
-	slowChecked             time.Time // the last look for a slow connection
-	slowDown                int64     // down then
 }
 
 // partial is a piece being fetched.

@@ -109,16 +109,13 @@ type SwarmResult struct {
 	BytesFromOrigins   int64          `json:"bytes_from_origins"`
 	BytesFromPeers     int64          `json:"bytes_from_peers"`
 	BytesWasted        int64          `json:"bytes_wasted"` // received twice, or in a bad piece
-	// Connections the agents' engines replaced (shoal_p2p_conns_replaced_total).
-	ConnsReplacedIdle int64   `json:"conns_replaced_idle"`
-	ConnsReplacedSlow int64   `json:"conns_replaced_slow"`
-	OriginBytesSent   int64   `json:"origin_bytes_sent"`
-	OriginSentOverF   float64 `json:"origin_sent_over_blob"`
-	UpstreamBlobGets  int     `json:"upstream_blob_gets"`
-	AllVerified       bool    `json:"all_verified"`
-	CPUSeconds        float64 `json:"cpu_seconds"`
-	CPUCores          int     `json:"cpu_cores"`
-	CPUBound          bool    `json:"cpu_bound"`
+	OriginBytesSent    int64          `json:"origin_bytes_sent"`
+	OriginSentOverF    float64        `json:"origin_sent_over_blob"`
+	UpstreamBlobGets   int            `json:"upstream_blob_gets"`
+	AllVerified        bool           `json:"all_verified"`
+	CPUSeconds         float64        `json:"cpu_seconds"`
+	CPUCores           int            `json:"cpu_cores"`
+	CPUBound           bool           `json:"cpu_bound"`
 	// Read-like and write-like system calls the process made during the
 	// run (in-process runs): a measure of per-message work that does not
 	// move with the machine's load the way CPU time does.
@@ -236,9 +233,6 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 		r.BytesFromOrigins += a.Node().BytesFromOrigins()
 		r.BytesFromPeers += a.Node().BytesFromPeers()
 		r.BytesWasted += a.Node().BytesWasted()
-		idle, slow := a.Node().ConnsReplaced()
-		r.ConnsReplacedIdle += idle
-		r.ConnsReplacedSlow += slow
 	}
 	counted(r)
 

@@ -123,6 +123,11 @@ func TestHaveMayWait(t *testing.T) {
 		}
 		return c
 	}
+	// A peer that asked us for a block: the Have rides with it.
+	asking := func(c *peerConn) *peerConn {
+		c.serve = append(c.serve, pp.RequestSpec{Index: 0, Length: 16})
+		return c
+	}
 	origin := peer(OriginPeerIDPrefix, "127.0.0.2")
 	p := &partial{from: map[netip.Addr]bool{netip.MustParseAddr("127.0.0.2"): true}}
 	other := &partial{from: map[netip.Addr]bool{netip.MustParseAddr("127.0.0.9"): true}}
@@ -137,6 +142,8 @@ func TestHaveMayWait(t *testing.T) {
 		{"the same, but the piece is fresh", peer(agentPeerIDPrefix, "127.0.0.3", 0, 1, 2), p, true, false},
 		{"agent lacking only 4 of ours", peer(agentPeerIDPrefix, "127.0.0.3", 0, 1, 2, 3), p, false, false},
 		{"agent lacking nothing else", peer(agentPeerIDPrefix, "127.0.0.3", 0, 1, 2, 3, 4, 5, 6), p, false, false},
+		{"agent lacking nothing else, a block of ours queued for it", asking(peer(agentPeerIDPrefix, "127.0.0.3", 0, 1, 2, 3, 4, 5, 6)), p, false, true},
+		{"fresh, to an agent with a block of ours queued", asking(peer(agentPeerIDPrefix, "127.0.0.3")), p, true, true},
 		{"the origin that sent the piece", origin, p, true, false},
 		{"an origin that did not send it", origin, other, false, true},
 		{"a plain client", peer("-qB4650-", "127.0.0.4"), other, false, false},
@@ -144,5 +151,41 @@ func TestHaveMayWait(t *testing.T) {
 		if got := tr.haveMayWaitLocked(tc.c, tc.p, tc.fresh); got != tc.want {
 			t.Errorf("%s: haveMayWait = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestNotInterestedWaits: Interested goes out at once, NotInterested the
+// way of a lazy Have, and a flip back to interested before it went out
+// cancels it (two agents at the same progress flip for every piece).
+func TestNotInterestedWaits(t *testing.T) {
+	c, dec, far := lazyPair(t)
+	read := func(within time.Duration) (pp.Message, error) {
+		far.SetReadDeadline(time.Now().Add(within))
+		var m pp.Message
+		err := dec.Decode(&m)
+		return m, err
+	}
+	c.setInterest(true)
+	if m, err := read(haveDelay / 3); err != nil || m.Type != pp.Interested {
+		t.Fatalf("got %v, %v; want Interested at once", m, err)
+	}
+	c.setInterest(false)
+	c.setInterest(true)
+	if m, err := read(haveDelay + haveDelay/2); err == nil {
+		t.Fatalf("got %v; want nothing: the NotInterested was taken back", m)
+	}
+	start := time.Now()
+	c.setInterest(false)
+	m, err := read(10 * time.Second)
+	if err != nil || m.Type != pp.NotInterested {
+		t.Fatalf("got %v, %v; want NotInterested", m, err)
+	}
+	if waited := time.Since(start); waited < haveDelay {
+		t.Errorf("NotInterested written after %v; want it held for haveDelay (%v)", waited, haveDelay)
+	}
+	// Interested again is news at once.
+	c.setInterest(true)
+	if m, err := read(haveDelay / 3); err != nil || m.Type != pp.Interested {
+		t.Fatalf("got %v, %v; want Interested at once", m, err)
 	}
 }

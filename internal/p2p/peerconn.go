@@ -49,8 +49,12 @@ type peerConn struct {
 	out       []byte           // encoded messages to write
 	lazy      []byte           // encoded Haves that may wait for the next write (queueLazy)
 	lazyDue   bool             // lazy waited long enough: write it
-	lazyTimer *time.Timer      // makes lazy due; armed while lazy is not empty
+	told      bool             // the peer was (or is about to be) told we are interested
+	untell    bool             // a NotInterested waits with lazy (setInterest)
+	lazyTimer *time.Timer      // makes lazy due
+	lazyArmed bool             // lazyTimer runs: lazy is not empty or untell
 	serve     []pp.RequestSpec // its requests to answer, in order
+	serving   bool             // a block of serve's is on its way (waiting for the upload cap)
 	wake      chan struct{}
 }
 
@@ -89,14 +93,22 @@ func (c *peerConn) queue(m pp.Message) {
 func (c *peerConn) queueLazy(m pp.Message) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if len(c.lazy) == 0 {
-		if c.lazyTimer == nil {
-			c.lazyTimer = time.AfterFunc(haveDelay, c.lazyExpired)
-		} else {
-			c.lazyTimer.Reset(haveDelay)
-		}
-	}
+	c.armLazyLocked()
 	c.lazy = appendMessage(c.lazy, m)
+}
+
+// armLazyLocked starts the lazy timer unless lazy messages already wait
+// on it. c.wmu is held.
+func (c *peerConn) armLazyLocked() {
+	if c.lazyArmed {
+		return
+	}
+	c.lazyArmed = true
+	if c.lazyTimer == nil {
+		c.lazyTimer = time.AfterFunc(haveDelay, c.lazyExpired)
+	} else {
+		c.lazyTimer.Reset(haveDelay)
+	}
 }
 
 // haveDelay is how long a lazy Have may wait for another write. N = 64 at
@@ -105,19 +117,58 @@ func (c *peerConn) queueLazy(m pp.Message) {
 // 34 %, 1 s 36 % (and cost 0.02x of the median time).
 const haveDelay = 300 * time.Millisecond
 
+// setInterest tells the peer whether we are interested: Interested at
+// once (our requests follow it), NotInterested the way of a lazy Have. Two
+// agents at the same progress flip for every piece one of them gets (N = 64
+// at 1 MB/s: 14k NotInterested of 220k writes, each written alone), and
+// a flip back before the NotInterested went out cancels it.
+func (c *peerConn) setInterest(on bool) {
+	c.wmu.Lock()
+	if !on {
+		if c.told && !c.untell {
+			c.untell = true
+			c.armLazyLocked()
+		}
+		c.wmu.Unlock()
+		return
+	}
+	c.untell = false
+	tell := !c.told
+	if tell {
+		c.told = true
+		c.out = appendMessage(c.out, pp.Message{Type: pp.Interested})
+	}
+	c.wmu.Unlock()
+	if tell {
+		c.signal()
+	}
+}
+
 func (c *peerConn) lazyExpired() {
 	c.wmu.Lock()
-	c.lazyDue = len(c.lazy) > 0
+	c.lazyArmed = false
+	c.lazyDue = len(c.lazy) > 0 || c.untell
 	c.wmu.Unlock()
 	c.signal()
 }
 
+// writesSoon reports whether a block for the peer is queued or on its way,
+// so that a lazy message will ride with it. c.wmu is held.
+func (c *peerConn) writesSoonLocked() bool { return c.serving || len(c.serve) > 0 }
+
 // takeLazyLocked appends the lazy messages to b. c.wmu is held.
 func (c *peerConn) takeLazyLocked(b []byte) []byte {
-	if len(c.lazy) > 0 {
+	if len(c.lazy) > 0 || c.untell {
 		b = append(b, c.lazy...)
+		if c.untell {
+			b = appendMessage(b, pp.Message{Type: pp.NotInterested})
+			c.told, c.untell = false, false
+		}
 		c.lazy = c.lazy[:0]
+	}
+	if c.lazyArmed {
 		c.lazyTimer.Stop()
+		c.lazyArmed = false
 	}
 	c.lazyDue = false
 	return b
@@ -227,6 +278,7 @@ func (c *peerConn) writeLoop() error {
 		if serving {
 			rs = c.serve[0]
 			c.serve = c.serve[1:]
+			c.serving = true
 		}
 		c.wmu.Unlock()
 		if serving && up != nil {
@@ -243,6 +295,13 @@ func (c *peerConn) writeLoop() error {
 					return err
 				}
 			}
+		}
+		if serving {
+			// Lazy Haves queued meanwhile ride with the block.
+			c.wmu.Lock()
+			out = c.takeLazyLocked(out)
+			c.serving = false
+			c.wmu.Unlock()
 		}
 		if !serving {
 			if err := c.write(out); err != nil {

@@ -294,7 +294,7 @@ func (t *transfer) peerHasLocked(c *peerConn, i int) {
 	t.avail[i]++
 	if !t.have.get(i) && !c.interested {
 		c.interested = true
-		c.queue(pp.Message{Type: pp.Interested})
+		c.setInterest(true)
 	}
 }
 
@@ -456,7 +456,7 @@ func (t *transfer) checked(i int, ok bool, p *partial) {
 		}
 		if c.interested && !c.has.anyNotIn(t.have) {
 			c.interested = false
-			c.queue(pp.Message{Type: pp.NotInterested})
+			c.setInterest(false)
 		}
 	}
 	finished := t.haveN == t.n
@@ -482,7 +482,12 @@ func (t *transfer) checked(i int, ok bool, p *partial) {
 func (t *transfer) haveMayWaitLocked(c *peerConn, p *partial, fresh bool) bool {
 	switch {
 	case c.agent:
-		return !fresh && t.have.countNotIn(c.has, lazyHaveSpare+1) > lazyHaveSpare
+		if !fresh && t.have.countNotIn(c.has, lazyHaveSpare+1) > lazyHaveSpare {
+			return true
+		}
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		return c.writesSoonLocked()
 	case c.origin:
 		return !p.from[c.addr.Addr()]
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/origin"
 	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
@@ -321,4 +322,64 @@ func TestMetainfoAndPieceHashesComeWhileTheBlobArrives(t *testing.T) {
 	if got := reg.BlobGets(d.String()); got != 1 {
 		t.Errorf("registry saw %d blob GETs, want 1", got)
 	}
+}
+
+// The piece-hash stream of a blob still arriving is paced: one write per
+// 100 ms at most (origin.hashStreamEvery), however often the upstream copy
+// completes pieces (here about 60 times a second), and the last hash comes
+// as soon as the blob is verified.
+func TestPieceHashStreamIsPaced(t *testing.T) {
+	const (
+		size = 4 << 20
+		rate = 2 << 20 // about 2 s; a 32 KiB piece every 16 ms
+	)
+	reg := startRegistry(t, localregistry.Options{UploadRate: rate})
+	data := localregistry.RandomBytes(size, 12)
+	d := pushBlob(t, reg, testRepo, data)
+	o := newOriginEdited(t, "", nil, func(c *origin.Config) { c.PieceLength = 32 << 10 }, upstreamFor(t, reg.URL()))
+	serve(t, "origin", o.Run)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, piecesURL(o, testRepo, d), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("pieces: status %d", resp.StatusCode)
+	}
+	start := time.Now()
+	var got []byte
+	reads := 0
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			reads++
+			got = append(got, buf[:n]...)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := time.Since(start)
+	pl, _ := strconv.ParseInt(resp.Header.Get(p2p.HeaderPieceLength), 10, 64)
+	want, err := p2p.HashesOf(bytes.NewReader(data), size, pl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Sums()) {
+		t.Fatalf("streamed %d bytes of piece hashes, not the blob's %d", len(got), len(want.Sums()))
+	}
+	// One write a 100 ms, plus the first, the last (at once) and slack
+	// for a write read in two.
+	if limit := int(took/(100*time.Millisecond)) + 4; reads > limit {
+		t.Errorf("%d reads of the stream in %s (%d pieces); want at most %d", reads, took, want.NumPieces(), limit)
+	}
+	t.Logf("%d pieces in %d reads over %s", want.NumPieces(), reads, took)
 }

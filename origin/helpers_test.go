@@ -55,6 +55,12 @@ func upstreamFor(t *testing.T, rawURL string) upstream.Config {
 // is the default) and root (a fresh directory if empty). Run it with run.
 func newOrigin(t *testing.T, root string, log *slog.Logger, ups ...upstream.Config) *origin.Origin {
 	t.Helper()
+	return newOriginEdited(t, root, log, nil, ups...)
+}
+
+// newOriginEdited is newOrigin with edit applied to its config.
+func newOriginEdited(t *testing.T, root string, log *slog.Logger, edit func(*origin.Config), ups ...upstream.Config) *origin.Origin {
+	t.Helper()
 	if root == "" {
 		root = t.TempDir()
 	}
@@ -71,6 +77,9 @@ func newOrigin(t *testing.T, root string, log *slog.Logger, ups ...upstream.Conf
 		Upstreams:   ups,
 	}
 	cfg.P2P.Listen = "127.0.0.1:0"
+	if edit != nil {
+		edit(&cfg)
+	}
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -182,6 +182,8 @@ type Node struct {
 	tracker *TrackerClient
 
 	fromOrigins, fromPeers atomic.Int64
+	announcesAsked         atomic.Int64 // announces that asked the tracker for peers
+	announcesQuiet         atomic.Int64 // with numwant=0 (Swarm.announce)
 
 	bans      *banList
 	bansTotal atomic.Int64
@@ -295,6 +297,10 @@ func NewLimiter(r config.Rate) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(r), burst)
 }
 
+// AnnouncesHelp describes shoal_p2p_announces_total.
+const AnnouncesHelp = "Announces sent to the tracker, by whether they asked for peers (asked) or not (none: numwant=0, " +
+	"a seed of a standard torrent or a swarm that knows enough peers to dial)."
+
 func (n *Node) register(reg prometheus.Registerer) {
 	reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_received_bytes_total",
@@ -316,6 +322,12 @@ func (n *Node) register(reg prometheus.Registerer) {
 			func() float64 { return float64(n.bansTotal.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_p2p_banned_peers", Help: "Peers banned now."},
 			func() float64 { return float64(n.bans.numBans()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_announces_total",
+			Help: AnnouncesHelp, ConstLabels: prometheus.Labels{"peers": "asked"}},
+			func() float64 { return float64(n.announcesAsked.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_announces_total",
+			Help: AnnouncesHelp, ConstLabels: prometheus.Labels{"peers": "none"}},
+			func() float64 { return float64(n.announcesQuiet.Load()) }),
 	)
 }
 

@@ -96,6 +96,7 @@ type member interface {
 	bytesCompleted() int64
 	traffic() (up, down int64)
 	addPeers([]netip.AddrPort, [][20]byte)
+	wantsPeers() bool // whether an announce should ask the tracker for peers
 	raise(first, last int)
 	closeBanned(banned func(netip.Addr) bool)
 	numConns() int
@@ -129,8 +130,9 @@ func (l libTorrent) raise(first, last int) {
 		l.t.Piece(i).SetPriority(types.PiecePriorityHigh)
 	}
 }
-func (l libTorrent) numConns() int { return len(l.t.PeerConns()) }
-func (l libTorrent) drop()         { l.t.Drop() }
+func (l libTorrent) numConns() int    { return len(l.t.PeerConns()) }
+func (l libTorrent) wantsPeers() bool { return true }
+func (l libTorrent) drop()            { l.t.Drop() }
 
 func (l libTorrent) traffic() (up, down int64) {
 	st := l.t.Stats()
@@ -223,6 +225,12 @@ func (s *Swarm) stop() {
 func (s *Swarm) announce(ctx context.Context, event shared.AnnounceEvent) (time.Duration, error) {
 	left := s.mi.Info.Length - s.m.bytesCompleted()
 	up, down := s.m.traffic()
+	quiet := s.mi.Standard || !s.m.wantsPeers()
+	if quiet {
+		s.n.announcesQuiet.Add(1)
+	} else {
+		s.n.announcesAsked.Add(1)
+	}
 	resp, err := s.n.tracker.Announce(ctx, AnnounceArgs{
 		InfoHash:   s.mi.InfoHash,
 		PeerID:     s.n.peerID,
@@ -236,7 +244,7 @@ func (s *Swarm) announce(ctx context.Context, event shared.AnnounceEvent) (time.
 		// dial the seeds the tracker lists them. The tracker would list
 		// the other seeds first, and a connection between two seeds is
 		// only opened to be dropped.
-		NoPeers: s.mi.Standard,
+		NoPeers: quiet,
 	})
 	if err != nil {
 		return 0, err

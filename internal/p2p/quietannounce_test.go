@@ -1,0 +1,173 @@
+package p2p_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/config"
+	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/tracker"
+)
+
+// A downloading swarm that knows conns_per_torrent peers it could dial
+// announces with numwant=0 (the tracker's answer is decoded for nothing
+// otherwise); one that knows fewer keeps asking. Real tracker, real nodes:
+// a seed and four downloaders, three of them at one connection each (they
+// know three spare peers) and one at eight (it can never know enough).
+func TestAnnounceAsksForPeersOnlyWhenShort(t *testing.T) {
+	trk := startTracker(t)
+	const size, pieceLen = 2 << 20, 64 << 10
+	blob := make([]byte, size)
+	for i := range blob {
+		blob[i] = byte(i*7 + i>>11)
+	}
+	d := digest.FromBytes(blob)
+	raw, err := p2p.BuildMetaInfo(d, size, pieceLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mi, err := p2p.ParseMetaInfo(raw, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	seed, _ := startNode(t, "127.0.0.41", trk, p2p.Config{})
+	if _, err := seed.Seed(mi, bytes.NewReader(blob), nil); err != nil {
+		t.Fatal(err)
+	}
+	type downloader struct {
+		reg   *prometheus.Registry
+		sw    *p2p.Swarm
+		conns int
+		// announces counted while the swarm still downloaded
+		asked, quiet float64
+	}
+	var ds []*downloader
+	for k, conns := range []int{1, 1, 1, 8} {
+		// 2 MiB at 1 MB/s: about 2 s of 100 ms announces.
+		n, reg := startNode(t, fmt.Sprintf("127.0.0.%d", 42+k), trk,
+			p2p.Config{Engine: p2p.EngineShoal, ConnsPerTorrent: conns, DownloadRate: config.Rate(1_000_000), AnnounceInterval: 100 * time.Millisecond})
+		ds = append(ds, &downloader{reg: reg, sw: download(t, n, mi, blob), conns: conns})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for done := false; !done; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("downloads not complete after 30 s")
+		}
+		done = true
+		for _, dn := range ds {
+			if dn.sw.Complete() {
+				continue
+			}
+			done = false
+			asked, quiet := announces(t, dn.reg)
+			if !dn.sw.Complete() { // the counts were read while it downloaded
+				dn.asked, dn.quiet = asked, quiet
+			}
+		}
+	}
+	for k, dn := range ds {
+		t.Logf("downloader %d (%d conns): %v announces asked for peers, %v did not, while downloading", k, dn.conns, dn.asked, dn.quiet)
+		switch {
+		case dn.asked < 1:
+			t.Errorf("downloader %d: no announce asked for peers", k)
+		case dn.conns == 1 && dn.quiet < 1:
+			t.Errorf("downloader %d knew spare peers for its one connection and still asked for peers every time", k)
+		case dn.conns == 8 && dn.quiet > 0:
+			t.Errorf("downloader %d knew fewer peers than its 8 connections and announced %v times without asking", k, dn.quiet)
+		}
+	}
+}
+
+// startTracker runs a real in-memory tracker on 127.0.0.40 until the test
+// ends.
+func startTracker(t *testing.T) *tracker.Server {
+	t.Helper()
+	srv, err := tracker.New(tracker.Config{Listen: "127.0.0.40:0"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		http.DefaultClient.CloseIdleConnections()
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("tracker: %v", err)
+		}
+	})
+	return srv
+}
+
+// startNode starts a node on ip announcing to trk, its metrics in the
+// returned registry.
+func startNode(t *testing.T, ip string, trk *tracker.Server, cfg p2p.Config) (*p2p.Node, *prometheus.Registry) {
+	t.Helper()
+	cfg.ApplyDefaults(ip+":0", []string{trk.URL()})
+	reg := prometheus.NewRegistry()
+	n, err := p2p.NewNode(cfg, slog.New(slog.DiscardHandler), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	return n, reg
+}
+
+// download has n download blob into a fresh store.
+func download(t *testing.T, n *p2p.Node, mi *p2p.MetaInfo, blob []byte) *p2p.Swarm {
+	t.Helper()
+	st, err := store.Open(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, err := st.Create(mi.Digest, mi.Info.Length)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dl.Release)
+	hashes, err := p2p.HashesOf(bytes.NewReader(blob), mi.Info.Length, mi.Info.PieceLength)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl.Acquire()
+	sw, err := n.Download(mi, dl, hashes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sw
+}
+
+// announces reads shoal_p2p_announces_total{peers="asked"} and {"none"}.
+func announces(t *testing.T, reg *prometheus.Registry) (asked, quiet float64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "shoal_p2p_announces_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "peers" && l.GetValue() == "asked" {
+					asked = m.GetCounter().GetValue()
+				} else if l.GetName() == "peers" && l.GetValue() == "none" {
+					quiet = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return asked, quiet
+}

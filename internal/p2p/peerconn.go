@@ -156,8 +156,8 @@ func (c *peerConn) lazyExpired() {
 	c.signal()
 }
 
-// writesSoon reports whether a block for the peer is queued or on its way,
-// so that a lazy message will ride with it. c.wmu is held.
+// writesSoonLocked reports whether a block for the peer is queued or on
+// its way, so that a lazy message will ride with it. c.wmu is held.
 func (c *peerConn) writesSoonLocked() bool { return c.serving || len(c.serve) > 0 }
 
 // takeLazyLocked appends the lazy messages to b. c.wmu is held.

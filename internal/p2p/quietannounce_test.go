@@ -15,7 +15,6 @@ import (
 
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/p2p"
-	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/tracker"
 )
 
@@ -57,7 +56,8 @@ func TestAnnounceAsksForPeersOnlyWhenShort(t *testing.T) {
 		// 2 MiB at 1 MB/s: about 2 s of 100 ms announces.
 		n, reg := startNode(t, fmt.Sprintf("127.0.0.%d", 42+k), trk,
 			p2p.Config{Engine: p2p.EngineShoal, ConnsPerTorrent: conns, DownloadRate: config.Rate(1_000_000), AnnounceInterval: 100 * time.Millisecond})
-		ds = append(ds, &downloader{reg: reg, sw: download(t, n, mi, blob), conns: conns})
+		sw, _ := p2p.StartDownload(t, n, blob, mi)
+		ds = append(ds, &downloader{reg: reg, sw: sw, conns: conns})
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for done := false; !done; time.Sleep(20 * time.Millisecond) {
@@ -122,30 +122,6 @@ func startNode(t *testing.T, ip string, trk *tracker.Server, cfg p2p.Config) (*p
 	}
 	t.Cleanup(n.Close)
 	return n, reg
-}
-
-// download has n download blob into a fresh store.
-func download(t *testing.T, n *p2p.Node, mi *p2p.MetaInfo, blob []byte) *p2p.Swarm {
-	t.Helper()
-	st, err := store.Open(t.TempDir(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dl, err := st.Create(mi.Digest, mi.Info.Length)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(dl.Release)
-	hashes, err := p2p.HashesOf(bytes.NewReader(blob), mi.Info.Length, mi.Info.PieceLength)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dl.Acquire()
-	sw, err := n.Download(mi, dl, hashes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sw
 }
 
 // announces reads shoal_p2p_announces_total{peers="asked"} and {"none"}.

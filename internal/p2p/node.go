@@ -57,6 +57,8 @@ type Config struct {
 	ConnsPerTorrent int `toml:"conns_per_torrent"`
 	// AnnounceInterval while downloading (the tracker's interval applies once
 	// complete); short so that peers joining together find each other fast.
+	// Only announces of a swarm short of peers to dial ask for peers
+	// (transfer.wantsPeers).
 	AnnounceInterval time.Duration `toml:"announce_interval"`
 	// BanTime is how long a peer that sent a bad piece is neither dialled
 	// nor accepted.

@@ -12,3 +12,9 @@ func StartDownload(t *testing.T, n *Node, blob []byte, mi *MetaInfo) (*Swarm, *s
 	t.Helper()
 	return startDownload(t, n, blob, mi)
 }
+
+// BlobMeta is testBlobMeta for the package's external tests.
+func BlobMeta(t *testing.T, size, pieceLen int64) ([]byte, *MetaInfo) {
+	t.Helper()
+	return testBlobMeta(t, size, pieceLen)
+}

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-dev/shoal/config"
@@ -25,20 +24,7 @@ import (
 // know three spare peers) and one at eight (it can never know enough).
 func TestAnnounceAsksForPeersOnlyWhenShort(t *testing.T) {
 	trk := startTracker(t)
-	const size, pieceLen = 2 << 20, 64 << 10
-	blob := make([]byte, size)
-	for i := range blob {
-		blob[i] = byte(i*7 + i>>11)
-	}
-	d := digest.FromBytes(blob)
-	raw, err := p2p.BuildMetaInfo(d, size, pieceLen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mi, err := p2p.ParseMetaInfo(raw, d)
-	if err != nil {
-		t.Fatal(err)
-	}
+	blob, mi := p2p.BlobMeta(t, 2<<20, 64<<10)
 
 	seed, _ := startNode(t, "127.0.0.41", trk, p2p.Config{})
 	if _, err := seed.Seed(mi, bytes.NewReader(blob), nil); err != nil {

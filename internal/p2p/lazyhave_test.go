@@ -8,11 +8,18 @@ import (
 	"time"
 
 	pp "github.com/anacrolix/torrent/peer_protocol"
+	"golang.org/x/time/rate"
 )
 
 // lazyPair is a peerConn whose writer runs on one end of a loopback TCP
 // connection, and a decoder on the other end.
 func lazyPair(t *testing.T) (*peerConn, *pp.Decoder, net.Conn) {
+	t.Helper()
+	return lazyPairOf(t, &transfer{e: &engine{}, n: 16})
+}
+
+// lazyPairOf is lazyPair on a transfer of the caller's.
+func lazyPairOf(t *testing.T, tr *transfer) (*peerConn, *pp.Decoder, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -29,7 +36,7 @@ func lazyPair(t *testing.T) (*peerConn, *pp.Decoder, net.Conn) {
 	}
 	var id [20]byte
 	copy(id[:], agentPeerIDPrefix)
-	c := newPeerConn(&transfer{e: &engine{}, n: 16}, near, netip.MustParseAddrPort("127.0.0.1:1"), id, false)
+	c := newPeerConn(tr, near, netip.MustParseAddrPort("127.0.0.1:1"), id, false)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = c.writeLoop() }()
 	t.Cleanup(func() {
@@ -104,6 +111,42 @@ func TestLazyHaveGoesOutAlone(t *testing.T) {
 	}
 	if waited := time.Since(start); m.Index != 6 || waited < haveDelay {
 		t.Fatalf("got %v after %v; want Have 6 after haveDelay", m, waited)
+	}
+}
+
+// TestLazyHaveWaitsLongerOnASlowLink: behind a slow upload cap a lazy
+// Have waits as long as lazyHaveSpare pieces take at the cap (the peer
+// cannot run out of pieces to ask us for sooner), not haveDelay.
+func TestLazyHaveWaitsLongerOnASlowLink(t *testing.T) {
+	const plen = 32 << 10
+	slow := &transfer{e: &engine{up: rate.NewLimiter(125_000, maxBlock)}, n: 16, plen: plen}
+	want := time.Duration(lazyHaveSpare * plen * float64(time.Second) / 125_000) // 1.05 s
+	if got := lazyDelay(slow); got != want {
+		t.Fatalf("lazyDelay at 125 kB/s = %v, want %v", got, want)
+	}
+	for _, tc := range []struct {
+		name string
+		tr   *transfer
+	}{
+		{"a 1 MB/s link", &transfer{e: &engine{up: rate.NewLimiter(1_000_000, maxBlock)}, n: 16, plen: plen}},
+		{"no upload cap", &transfer{e: &engine{}, n: 16, plen: plen}},
+		{"an unlimited limiter", &transfer{e: &engine{up: rate.NewLimiter(rate.Inf, 0)}, n: 16, plen: plen}},
+	} {
+		if got := lazyDelay(tc.tr); got != haveDelay {
+			t.Errorf("%s: lazyDelay = %v, want haveDelay (%v)", tc.name, got, haveDelay)
+		}
+	}
+
+	c, dec, far := lazyPairOf(t, slow)
+	start := time.Now()
+	c.queueLazy(pp.Message{Type: pp.Have, Index: 5})
+	far.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var m pp.Message
+	if err := dec.Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); m.Type != pp.Have || m.Index != 5 || waited < want {
+		t.Fatalf("got %v after %v; want Have 5 held for %v", m, waited, want)
 	}
 }
 

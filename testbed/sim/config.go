@@ -72,7 +72,8 @@ type Config struct {
 	// (engine.go).
 	Engine string
 	// HaveDelay is how long the shoal engine lets a Have wait for the
-	// connection's next write (p2p's haveDelay).
+	// connection's next write (p2p's haveDelay; longer on a link so slow
+	// that lazyHaveSpare pieces take longer at its upload cap).
 	HaveDelay float64
 	// InOrder makes agents ask for the lowest-index piece a peer has
 	// instead of the library's rarest-first (availability, then index).

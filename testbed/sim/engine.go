@@ -22,7 +22,8 @@ import "slices"
 //     more than lazyHaveSpare of ours, of a piece another of our agents
 //     holds too, and to the origin, of a piece it did not send, the Have
 //     waits for the connection's next write (a request or a block), at
-//     most HaveDelay.
+//     most HaveDelay, or on a slow link the time lazyHaveSpare pieces take
+//     at the agent's upload cap (lazyDelay).
 
 const (
 	redialAfter   = 5.0  // p2p: a candidate's nextTry after a dial
@@ -223,14 +224,23 @@ func (s *Sim) haveEngine(w int32, p int) {
 }
 
 // lazyHave queues the Have of p on w's ci-th connection, due at most
-// HaveDelay from the first one queued.
+// lazyDelay from the first one queued.
 func (s *Sim) lazyHave(w int32, ci, p int) {
 	n := s.nodes[w]
 	n.untold[ci].set(p)
 	if n.lazyAt[ci] == 0 {
-		n.lazyAt[ci] = s.now + s.cfg.HaveDelay
+		n.lazyAt[ci] = s.now + s.lazyDelay(n)
 		s.push(event{t: n.lazyAt[ci], kind: evHaves, a: w, b: n.conns[ci]})
 	}
+}
+
+// lazyDelay is how long n's lazy Haves may wait (p2p's lazyDelay):
+// HaveDelay, or the time lazyHaveSpare pieces take at n's upload cap.
+func (s *Sim) lazyDelay(n *node) float64 {
+	if n.up <= 0 {
+		return s.cfg.HaveDelay
+	}
+	return max(s.cfg.HaveDelay, float64(lazyHaveSpare*s.cfg.PieceBytes)/n.up)
 }
 
 // lazyDue sends w's lazy Haves to v whose time has come.

@@ -90,28 +90,31 @@ func TestLazyHavesRideWithTheNextWrite(t *testing.T) {
 // written after haveDelay, not never.
 func TestLazyHaveGoesOutAlone(t *testing.T) {
 	c, dec, far := lazyPair(t)
+	m, waited := lazyHaveAlone(t, c, dec, far, 5)
+	if m.Type != pp.Have || m.Index != 5 {
+		t.Fatalf("got %v; want Have 5", m)
+	}
+	if waited < haveDelay {
+		t.Fatalf("written after %v; want it held for haveDelay (%v)", waited, haveDelay)
+	}
+	// The next lazy Have is held again (the timer is rearmed).
+	if m, waited := lazyHaveAlone(t, c, dec, far, 6); m.Index != 6 || waited < haveDelay {
+		t.Fatalf("got %v after %v; want Have 6 after haveDelay", m, waited)
+	}
+}
+
+// lazyHaveAlone queues a lazy Have of piece i on c, with nothing else to
+// write, and returns the message read at the far end and how long it took.
+func lazyHaveAlone(t *testing.T, c *peerConn, dec *pp.Decoder, far net.Conn, i int) (pp.Message, time.Duration) {
+	t.Helper()
 	start := time.Now()
-	c.queueLazy(pp.Message{Type: pp.Have, Index: 5})
+	c.queueLazy(pp.Message{Type: pp.Have, Index: pp.Integer(i)})
 	far.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var m pp.Message
 	if err := dec.Decode(&m); err != nil {
 		t.Fatal(err)
 	}
-	if m.Type != pp.Have || m.Index != 5 {
-		t.Fatalf("got %v; want Have 5", m)
-	}
-	if waited := time.Since(start); waited < haveDelay {
-		t.Fatalf("written after %v; want it held for haveDelay (%v)", waited, haveDelay)
-	}
-	// The next lazy Have is held again (the timer is rearmed).
-	start = time.Now()
-	c.queueLazy(pp.Message{Type: pp.Have, Index: 6})
-	if err := dec.Decode(&m); err != nil {
-		t.Fatal(err)
-	}
-	if waited := time.Since(start); m.Index != 6 || waited < haveDelay {
-		t.Fatalf("got %v after %v; want Have 6 after haveDelay", m, waited)
-	}
+	return m, time.Since(start)
 }
 
 // TestLazyHaveWaitsLongerOnASlowLink: behind a slow upload cap a lazy
@@ -138,14 +141,7 @@ func TestLazyHaveWaitsLongerOnASlowLink(t *testing.T) {
 	}
 
 	c, dec, far := lazyPairOf(t, slow)
-	start := time.Now()
-	c.queueLazy(pp.Message{Type: pp.Have, Index: 5})
-	far.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var m pp.Message
-	if err := dec.Decode(&m); err != nil {
-		t.Fatal(err)
-	}
-	if waited := time.Since(start); m.Type != pp.Have || m.Index != 5 || waited < want {
+	if m, waited := lazyHaveAlone(t, c, dec, far, 5); m.Type != pp.Have || m.Index != 5 || waited < want {
 		t.Fatalf("got %v after %v; want Have 5 held for %v", m, waited, want)
 	}
 }

@@ -42,6 +42,10 @@ const (
 	codeLib    = "library"
 )
 
+// beforeMessages is the engine's scale set published until fewer messages a
+// piece (2026-12-03, night), where the engine's default rows come from.
+const beforeMessages = "bench/scale/levers/engine/scale-before-messages.json"
+
 // RealRows are every real row available: the engine's rows of 2026-12-03
 // (bench/scale/levers/engine),
 // bench/results.json and
@@ -54,22 +58,22 @@ var RealRows = []RealRow{
 	// make bench-scale on the engine as the default (commit 98d0020), the
 	// published set until fewer messages a piece (2026-12-03, night):
 	// bench/scale/levers/engine/scale-before-messages.json.
-	{"N=64 16MiB 1MB/s cold (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.076, 1.137, codeEngine, true, "bench/scale/levers/engine/scale-before-messages.json", 0, 0, 0, 0},
-	{"N=64 16MiB 1MB/s warm (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, true, 1.060, 1.085, codeEngine, true, "bench/scale/levers/engine/scale-before-messages.json", 0, 0, 0, 0},
-	{"N=64 16MiB 1MB/s, origin 10MB/s cold (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 10e6, false, 1.017, 1.060, codeEngine, true, "bench/scale/levers/engine/scale-before-messages.json", 0, 0, 0, 0},
-	{"N=64 16MiB 1MB/s, origin 10MB/s warm (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 10e6, true, 1.010, 1.024, codeEngine, true, "bench/scale/levers/engine/scale-before-messages.json", 0, 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s cold (engine default, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.072, 1.086, codeEngine, true, "bench/scale/levers/engine/scale-before-messages.json", 0, 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s warm (engine default, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, true, 1.076, 1.083, codeEngine, true, "bench/scale/levers/engine/scale-before-messages.json", 0, 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s, origin 5MB/s cold (engine default, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, false, 1.023, 1.042, codeEngine, true, "bench/scale/levers/engine/scale-before-messages.json", 0, 0, 0, 0},
-	{"N=128 16MiB 0.5MB/s, origin 5MB/s warm (engine default, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, true, 1.018, 1.073, codeEngine, true, "bench/scale/levers/engine/scale-before-messages.json", 0, 0, 0, 0},
-	{"N=256 16MiB 0.125MB/s cold (engine default, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 0, false, 1.063, 1.116, codeEngine, true, "bench/scale/levers/engine/scale-before-messages.json", 0, 0, 0, 0},
-	{"N=256 16MiB 0.125MB/s warm (engine default, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 0, true, 1.076, 1.083, codeEngine, true, "bench/scale/levers/engine/scale-before-messages.json", 0, 0, 0, 0},
-	{"N=256 16MiB 0.125MB/s, origin 1.25MB/s cold (engine default, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 1.25e6, false, 1.008, 1.075, codeEngine, true, "bench/scale/levers/engine/scale-before-messages.json", 0, 0, 0, 0},
-	{"N=256 16MiB 0.125MB/s, origin 1.25MB/s warm (engine default, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 1.25e6, true, 1.011, 1.056, codeEngine, true, "bench/scale/levers/engine/scale-before-messages.json", 0, 0, 0, 0},
-	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.123, 1.305, codeEngine, false, "bench/scale/levers/engine/scale-before-messages.json; the model of the engine is not fitted to this kind of row yet", 0.25, 0, 0, 0},
-	{"N=64 16MiB 1MB/s, 1/4 at R/4, slow conns 3 (over own bound) (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.079, 1.296, codeEngine, true, "bench/scale/levers/engine/scale-before-messages.json", 0.25, 0, 0, 3},
-	{"N=64 16MiB 1MB/s, 1/4 late (over own bound) (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.082, 1.104, codeEngine, false, "bench/scale/levers/engine/scale-before-messages.json; the model of the engine is not fitted to this kind of row yet", 0, 0.25, 0, 0},
-	{"N=64 16MiB 1MB/s, 10% churn (over own bound) (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.122, 1.128, codeEngine, true, "bench/scale/levers/engine/scale-before-messages.json", 0, 0, 0.1, 0},
+	{"N=64 16MiB 1MB/s cold (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.076, 1.137, codeEngine, true, beforeMessages, 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s warm (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, true, 1.060, 1.085, codeEngine, true, beforeMessages, 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s cold (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 10e6, false, 1.017, 1.060, codeEngine, true, beforeMessages, 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s warm (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 10e6, true, 1.010, 1.024, codeEngine, true, beforeMessages, 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s cold (engine default, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.072, 1.086, codeEngine, true, beforeMessages, 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s warm (engine default, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 0, true, 1.076, 1.083, codeEngine, true, beforeMessages, 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s, origin 5MB/s cold (engine default, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, false, 1.023, 1.042, codeEngine, true, beforeMessages, 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s, origin 5MB/s warm (engine default, 2026-12-03)", 128, 16 << 20, 32 << 10, 0.5e6, 5e6, true, 1.018, 1.073, codeEngine, true, beforeMessages, 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s cold (engine default, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 0, false, 1.063, 1.116, codeEngine, true, beforeMessages, 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s warm (engine default, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 0, true, 1.076, 1.083, codeEngine, true, beforeMessages, 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s, origin 1.25MB/s cold (engine default, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 1.25e6, false, 1.008, 1.075, codeEngine, true, beforeMessages, 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s, origin 1.25MB/s warm (engine default, 2026-12-03)", 256, 16 << 20, 32 << 10, 0.125e6, 1.25e6, true, 1.011, 1.056, codeEngine, true, beforeMessages, 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.123, 1.305, codeEngine, false, beforeMessages + "; the model of the engine is not fitted to this kind of row yet", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4, slow conns 3 (over own bound) (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.079, 1.296, codeEngine, true, beforeMessages, 0.25, 0, 0, 3},
+	{"N=64 16MiB 1MB/s, 1/4 late (over own bound) (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.082, 1.104, codeEngine, false, beforeMessages + "; the model of the engine is not fitted to this kind of row yet", 0, 0.25, 0, 0},
+	{"N=64 16MiB 1MB/s, 10% churn (over own bound) (engine default, 2026-12-03)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.122, 1.128, codeEngine, true, beforeMessages, 0, 0, 0.1, 0},
 
 	// Shoal's own engine (p2p.engine = "shoal"), after lazy Haves (commit
 	// cfa1baa): the scale set's rows and the standard set, one run each

@@ -44,7 +44,7 @@ func runBenchSim(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.IntVar(&c.Reveal, "reveal", sim.DefaultReveal, "pieces the origin reveals to a peer at a time")
 	fs.IntVar(&c.QueueDepth, "queue-depth", 0, "blocks an agent keeps requested on one connection (0: p2p requests_per_peer's rule, 20 ms of the download cap)")
 	chunk := fs.String("chunk-size", "64KiB", "block an agent requests at a time (p2p chunkSize)")
-	fs.StringVar(&c.Engine, "engine", sim.EngineLibrary, `the agents' p2p.engine, "library" or "shoal" (the model of the engine fits the scale set's rows with even links, not yet all others)`)
+	fs.StringVar(&c.Engine, "engine", sim.EngineLibrary, `the agents' p2p.engine, "library" or "shoal" (the model of each is fitted to the real rows measured on it: --calibrate)`)
 	haveDelay := fs.Duration("have-delay", time.Duration(sim.DefaultHaveDelay*float64(time.Second)), "shoal engine: how long a Have may wait for the connection's next write (longer where 4 pieces take longer at the upload cap)")
 	fs.BoolVar(&c.InOrder, "in-order", false, "agents ask for the lowest index first instead of the rarest")
 	fs.BoolVar(&c.SerialUploads, "serial-uploads", false, "what-if: agents upload one piece at a time at the cap, in request order")

@@ -13,9 +13,11 @@
 // Have, the seeder's count) only when all its blocks are in, and its blocks
 // may come from different peers. Between events every transfer moves at a
 // constant rate: an uploader's capacity is shared max-min fairly among its
-// connections, each capped by what its downloader's link leaves, and a
-// connection carries one block at a time in request order (the origin
-// serves its transfers in reveal order, as the seeder's upload turns do).
+// connections on the library, and served in request order on the shoal
+// engine (the origin: in reveal order, as the seeder's upload turns do),
+// each capped by what its downloader's link leaves (on the engine at least
+// an even share of it); a connection carries one block at a time in
+// request order.
 // What the model does not simulate it takes as parameters measured on the
 // real swarm: duplicate blocks after the library moved a request (Waste)
 // and the time from a block becoming requestable to its first byte
@@ -62,14 +64,13 @@ type Config struct {
 	// agent's download cap (20 ms of it, at least one block).
 	QueueDepth int
 	// Engine is the agents' engine of live swarms (p2p.engine): "library"
-	// (anacrolix/torrent; the model's default, calibrated on every kind of
-	// row) or "shoal" (Shoal's own engine, p2p's default since 2026-12-03;
-	// its model fits the scale set's rows with even links, churn and slow
-	// agents at 3 connections within +-0.05, but not yet N = 32 on 256 MiB
-	// or 1 GiB blobs, late joiners or uneven links at the default
-	// connections: docs/benchmarks.md). They differ in how connections are made and
-	// kept, which piece is asked for next, and when a Have goes out
-	// (engine.go).
+	// (anacrolix/torrent; the model's default) or "shoal" (Shoal's own
+	// engine, p2p's default since 2026-12-03; its model fits every real row
+	// measured on it within +-0.05: even and uneven links, late joiners,
+	// churn, N = 8-256, 256 MiB and 1 GiB blobs). They differ in how
+	// connections are made and kept, which piece is asked for next, when a
+	// Have goes out (engine.go), and how an agent's upload and download
+	// links are shared (reshare).
 	Engine string
 	// HaveDelay is how long the shoal engine lets a Have wait for the
 	// connection's next write (p2p's haveDelay; longer on a link so slow
@@ -78,10 +79,10 @@ type Config struct {
 	// InOrder makes agents ask for the lowest-index piece a peer has
 	// instead of the library's rarest-first (availability, then index).
 	InOrder bool
-	// SerialUploads makes agents upload as the origin does: one piece at a
-	// time at the full cap, in request order, instead of sharing their
-	// upload among every peer asking (a what-if: the library has no such
-	// switch).
+	// SerialUploads makes agents on the library upload as the origin and
+	// the shoal engine do: one block at a time at the full cap, in request
+	// order, instead of sharing their upload among every peer asking (a
+	// what-if: the library has no such switch).
 	SerialUploads bool
 
 	// RTT is the round trip between any two nodes; RequestLatency the time

@@ -358,11 +358,17 @@ func (s *Sim) sample(l []int32, self int32, k int) []int32 {
 	out := s.sampled[:0]
 	defer func() { s.sampled = out[:0] }()
 	if len(l) <= k+1 {
+		// The whole group, in random order all the same: the tracker's
+		// partial Fisher-Yates shuffle (peerstore.Memory.sample). In list
+		// order every agent of a swarm under max_peers dialled the same
+		// first peers, which the shoal engine does (the tracker's order):
+		// cliques of agents holding the same pieces, N = 32 at 1.39x.
 		for _, p := range l {
 			if p != self {
 				out = append(out, p)
 			}
 		}
+		s.rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 		return out[:min(len(out), k)]
 	}
 	// Draw until k distinct; a stamp per node marks those drawn this call.
@@ -737,11 +743,21 @@ func (s *Sim) reshareIntoExcept(w, except int32, depth int) {
 
 // reshare sets the rates of u's active uploads. Each (u, downloader) pair
 // may take what of the downloader's link the other peers sending to it
-// leave (its download token bucket is shared, first come); an agent shares
-// its upload max-min fairly among its pairs, the origin serves its uploads
-// in reveal order (the seeder's turns), each up to its pair's cap. When a
-// pair slows down, the downloader's other senders are reshared once, to
-// take up the slack.
+// leave; on the shoal engine at least an even share of it: the download
+// token bucket is shared, but each connection's reader waits for its
+// block's tokens in turn, so no sender is starved by the others (first
+// come, a flow from the origin to a slow agent whose link its peers filled
+// sat at rate 0 until they let go, and the swarm waited for the piece).
+// The library's model keeps first come, as it was fitted: with an even
+// share its rows moved by -0.02..+0.03 and two held ones passed +0.05 by
+// 0.005 (the library is no longer the default engine; it is not refitted).
+// An agent on the library shares its upload max-min fairly among its
+// pairs; the origin, and an agent on the shoal engine, serve theirs in
+// turn (reveal or request order: the seeder's turns, the engine's writers
+// each reserving one block of the upload cap at a time), each up to its
+// pair's cap. When a pair slows down, the downloader's other senders are
+// reshared once, to take up the slack; when one rises to its even share of
+// a full link, they give it up.
 func (s *Sim) reshare(u int32) { s.reshareDepth(u, 1) }
 
 func (s *Sim) reshareDepth(u int32, depth int) {
@@ -768,10 +784,13 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 	for i := range flows {
 		d := s.nodes[flows[i].to]
 		flows[i].cap = max(0, d.down-(d.inRate-d.acc))
+		if s.engine {
+			flows[i].cap = max(flows[i].cap, d.down/float64(s.sendersTo(flows[i].to)))
+		}
 	}
 	defer func() { s.scratch[depth] = flows }()
 	left := n.up
-	if u == origin || s.cfg.SerialUploads {
+	if u == origin || s.cfg.SerialUploads || s.engine {
 		sortFlows(flows, true)
 		for _, f := range flows {
 			s.nodes[f.to].acc = 0 // what this uploader gave each downloader so far
@@ -831,7 +850,25 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 		for _, d := range slow {
 			s.reshareIntoExcept(d, u, depth-1)
 		}
+		for _, f := range flows {
+			if d := s.nodes[f.to]; d.inRate > d.down*(1+1e-6) {
+				s.reshareIntoExcept(f.to, u, 0)
+			}
+		}
 	}
+}
+
+// sendersTo counts the peers with an active transfer to w.
+func (s *Sim) sendersTo(w int32) int {
+	var ups [16]int32
+	seen := ups[:0]
+	for _, id := range s.nodes[w].downT {
+		tr := &s.xfers[id]
+		if tr.active && !slices.Contains(seen, tr.from) {
+			seen = append(seen, tr.from)
+		}
+	}
+	return max(1, len(seen))
 }
 
 // flow is one active transfer as reshare weighs it.

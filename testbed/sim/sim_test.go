@@ -178,6 +178,90 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// A group the tracker returns whole (under max_peers) comes shuffled, as
+// peerstore's sample returns it: in list order every agent of a small
+// swarm dialled the same peers first and the swarm split into cliques.
+func TestSampleShufflesSmallGroups(t *testing.T) {
+	s, err := New(Config{Agents: 8, BlobBytes: 1 << 20, Rate: 1e6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := []int32{1, 2, 3, 4, 5, 6, 7, 8}
+	firsts := map[int32]bool{}
+	for range 50 {
+		got := slices.Clone(s.sample(l, 3, 50))
+		firsts[got[0]] = true
+		slices.Sort(got)
+		if want := []int32{1, 2, 4, 5, 6, 7, 8}; !slices.Equal(got, want) {
+			t.Fatalf("sample = %v, want every member but 3: %v", got, want)
+		}
+	}
+	if len(firsts) < 4 {
+		t.Errorf("50 samples of 7 peers began with only %v: not shuffled", firsts)
+	}
+}
+
+// startBlock starts a transfer of piece p's first block from v to w at
+// once (no request latency) and returns its id.
+func startBlock(s *Sim, v, w int32, p int) int32 {
+	s.request(v, w, p, 0)
+	id := s.nodes[w].downT[len(s.nodes[w].downT)-1]
+	s.startTransfer(id)
+	return id
+}
+
+// On the shoal engine a downloader's full link is shared: a second sender
+// gets an even share at once (each reader waits its turn for the download
+// tokens), not what the first sender leaves, which is nothing (the
+// library's model, fitted that way, keeps first come).
+func TestDownloadLinkShared(t *testing.T) {
+	for _, tc := range []struct {
+		engine        string
+		first, second float64
+	}{{EngineShoal, 0.5e6, 0.5e6}, {EngineLibrary, 1e6, 0}} {
+		engine := tc.engine
+		s, err := New(Config{Agents: 3, BlobBytes: 1 << 20, PieceBytes: 64 << 10, Rate: 1e6, Engine: engine})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, u1, u2 := int32(1), int32(2), int32(3)
+		s.nodes[u1].up, s.nodes[u2].up = 10e6, 10e6
+		a := startBlock(s, u1, w, 0)
+		if r := s.xfers[a].rate; r != 1e6 {
+			t.Fatalf("%s: one sender at %.0f B/s, want the downloader's 1e6", engine, r)
+		}
+		b := startBlock(s, u2, w, 1)
+		if ra, rb := s.xfers[a].rate, s.xfers[b].rate; math.Abs(ra-tc.first) > 1 || math.Abs(rb-tc.second) > 1 {
+			t.Errorf("%s: two senders at %.0f and %.0f B/s, want %.0f and %.0f", engine, ra, rb, tc.first, tc.second)
+		}
+		if in := s.nodes[w].inRate; math.Abs(in-1e6) > 1 {
+			t.Errorf("%s: downloader takes %.0f B/s, want its link's 1e6", engine, in)
+		}
+	}
+}
+
+// An agent on the shoal engine serves its requests in turn at the full
+// cap (each connection's writer reserves one block of the upload cap at a
+// time); on the library it splits its upload among them.
+func TestEngineUploadsInTurn(t *testing.T) {
+	for _, tc := range []struct {
+		engine        string
+		first, second float64
+	}{{EngineShoal, 1e6, 0}, {EngineLibrary, 0.5e6, 0.5e6}} {
+		s, err := New(Config{Agents: 3, BlobBytes: 1 << 20, PieceBytes: 64 << 10, Rate: 1e6, Engine: tc.engine})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, w1, w2 := int32(1), int32(2), int32(3)
+		s.nodes[w1].down, s.nodes[w2].down = 10e6, 10e6
+		a := startBlock(s, u, w1, 0)
+		b := startBlock(s, u, w2, 1)
+		if ra, rb := s.xfers[a].rate, s.xfers[b].rate; math.Abs(ra-tc.first) > 1 || math.Abs(rb-tc.second) > 1 {
+			t.Errorf("%s: %.0f and %.0f B/s, want %.0f and %.0f", tc.engine, ra, rb, tc.first, tc.second)
+		}
+	}
+}
+
 // The calibration guard: real rows of each kind (bench/scale at N = 64,
 // 128, 256, cold and warm; 64 KiB pieces under the library's request
 // window; bench/results.json at N = 8-32 with 512 KiB pieces; the scale
@@ -189,9 +273,15 @@ func TestCalibration(t *testing.T) {
 		"N=64 16MiB 1MB/s cold", "N=128 16MiB 0.5MB/s cold", "N=256 16MiB 0.25MB/s cold",
 		"N=64 16MiB 1MB/s, origin 10MB/s cold", "N=128 16MiB 0.5MB/s 64KiB",
 		"N=8 256MiB 25MB/s cold", "N=16 256MiB 12.5MB/s cold", "N=32 256MiB 6.25MB/s cold",
-		// The engine's model, on the kinds of row it fits.
+		// The engine's model, one row of each kind: even links, uneven
+		// (the origin's flows to slow agents, which starved before the
+		// download link was shared), late joiners, and N = 32 on 256 MiB
+		// (cliques, before the tracker's lists came shuffled).
 		"N=64 16MiB 1MB/s cold (engine, 2026-12-03)", "N=256 16MiB 0.125MB/s cold (engine, 2026-12-03)",
 		"N=128 16MiB 0.5MB/s, origin 5MB/s cold (engine, 2026-12-03)",
+		"N=64 16MiB 1MB/s, 1/4 at R/4, slow conns 3 (over own bound) (engine, 2026-12-03)",
+		"N=64 16MiB 1MB/s, 1/4 late (over own bound) (engine, 2026-12-03)",
+		"N=32 256MiB 6.25MB/s cold (engine, 2026-12-03)",
 	}
 	var rows []RealRow
 	for _, r := range RealRows {

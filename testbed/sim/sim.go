@@ -749,7 +749,7 @@ func (s *Sim) reshareIntoExcept(w, except int32, depth int) {
 // come, a flow from the origin to a slow agent whose link its peers filled
 // sat at rate 0 until they let go, and the swarm waited for the piece).
 // The library's model keeps first come, as it was fitted: with an even
-// share its rows moved by -0.02..+0.03 and two held ones passed +0.05 by
+// share its rows moved by -0.035..+0.020 and two held ones passed +0.05 by
 // 0.005 (the library is no longer the default engine; it is not refitted).
 // An agent on the library shares its upload max-min fairly among its
 // pairs; the origin, and an agent on the shoal engine, serve theirs in

@@ -729,14 +729,7 @@ func (s *Sim) reshareInto(w int32) { s.reshareIntoExcept(w, -1, 1) }
 
 func (s *Sim) reshareIntoExcept(w, except int32, depth int) {
 	var ups [16]int32
-	seen := ups[:0]
-	for _, id := range s.nodes[w].downT {
-		tr := &s.xfers[id]
-		if tr.active && tr.from != except && !slices.Contains(seen, tr.from) {
-			seen = append(seen, tr.from)
-		}
-	}
-	for _, u := range seen {
+	for _, u := range s.sendersTo(w, except, ups[:0]) {
 		s.reshareDepth(u, depth)
 	}
 }
@@ -785,7 +778,9 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 		d := s.nodes[flows[i].to]
 		flows[i].cap = max(0, d.down-(d.inRate-d.acc))
 		if s.engine {
-			flows[i].cap = max(flows[i].cap, d.down/float64(s.sendersTo(flows[i].to)))
+			var ups [16]int32
+			senders := max(1, len(s.sendersTo(flows[i].to, -1, ups[:0])))
+			flows[i].cap = max(flows[i].cap, d.down/float64(senders))
 		}
 	}
 	defer func() { s.scratch[depth] = flows }()
@@ -858,17 +853,16 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 	}
 }
 
-// sendersTo counts the peers with an active transfer to w.
-func (s *Sim) sendersTo(w int32) int {
-	var ups [16]int32
-	seen := ups[:0]
+// sendersTo appends to buf the peers other than except with an active
+// transfer to w.
+func (s *Sim) sendersTo(w, except int32, buf []int32) []int32 {
 	for _, id := range s.nodes[w].downT {
 		tr := &s.xfers[id]
-		if tr.active && !slices.Contains(seen, tr.from) {
-			seen = append(seen, tr.from)
+		if tr.active && tr.from != except && !slices.Contains(buf, tr.from) {
+			buf = append(buf, tr.from)
 		}
 	}
-	return max(1, len(seen))
+	return buf
 }
 
 // flow is one active transfer as reshare weighs it.

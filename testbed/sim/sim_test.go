@@ -219,8 +219,7 @@ func TestDownloadLinkShared(t *testing.T) {
 		engine        string
 		first, second float64
 	}{{EngineShoal, 0.5e6, 0.5e6}, {EngineLibrary, 1e6, 0}} {
-		engine := tc.engine
-		s, err := New(Config{Agents: 3, BlobBytes: 1 << 20, PieceBytes: 64 << 10, Rate: 1e6, Engine: engine})
+		s, err := New(Config{Agents: 3, BlobBytes: 1 << 20, PieceBytes: 64 << 10, Rate: 1e6, Engine: tc.engine})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,14 +227,14 @@ func TestDownloadLinkShared(t *testing.T) {
 		s.nodes[u1].up, s.nodes[u2].up = 10e6, 10e6
 		a := startBlock(s, u1, w, 0)
 		if r := s.xfers[a].rate; r != 1e6 {
-			t.Fatalf("%s: one sender at %.0f B/s, want the downloader's 1e6", engine, r)
+			t.Fatalf("%s: one sender at %.0f B/s, want the downloader's 1e6", tc.engine, r)
 		}
 		b := startBlock(s, u2, w, 1)
 		if ra, rb := s.xfers[a].rate, s.xfers[b].rate; math.Abs(ra-tc.first) > 1 || math.Abs(rb-tc.second) > 1 {
-			t.Errorf("%s: two senders at %.0f and %.0f B/s, want %.0f and %.0f", engine, ra, rb, tc.first, tc.second)
+			t.Errorf("%s: two senders at %.0f and %.0f B/s, want %.0f and %.0f", tc.engine, ra, rb, tc.first, tc.second)
 		}
 		if in := s.nodes[w].inRate; math.Abs(in-1e6) > 1 {
-			t.Errorf("%s: downloader takes %.0f B/s, want its link's 1e6", engine, in)
+			t.Errorf("%s: downloader takes %.0f B/s, want its link's 1e6", tc.engine, in)
 		}
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	pp "github.com/anacrolix/torrent/peer_protocol"
 	"golang.org/x/time/rate"
+
+	"github.com/shoal-dev/shoal/internal/turn"
 )
 
 // The engine moves the blocks of live swarms (Shoal's own torrents, whose
@@ -35,9 +37,12 @@ type engine struct {
 	ln       net.Listener
 	lib      *handoff
 	up, down *rate.Limiter
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	// upTurn orders the blocks waiting for the upload cap: the one for the
+	// peer furthest behind goes first (peerConn.behind).
+	upTurn turn.Gate
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	sent, wasted atomic.Int64
 
@@ -539,7 +544,7 @@ func (t *transfer) tick(now time.Time) {
 		case sec-c.lastRead.Load() > int64(idleTimeout/time.Second):
 			dropped = t.dropLocked(c) || dropped
 			continue
-		case complete && (c.origin || c.hasN == t.n):
+		case complete && (c.origin || int(c.hasN.Load()) == t.n):
 			dropped = t.dropLocked(c) || dropped // two seeds have nothing to trade
 			continue
 		case excess > 0 && !c.interested && !c.peerInterested && now.Sub(c.since) > uselessAfter:

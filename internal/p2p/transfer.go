@@ -290,7 +290,7 @@ func (t *transfer) peerHasLocked(c *peerConn, i int) {
 		return
 	}
 	c.has.set(i)
-	c.hasN++
+	c.hasN.Add(1)
 	t.avail[i]++
 	if !t.have.get(i) && !c.interested {
 		c.interested = true

@@ -1,0 +1,175 @@
+package p2p
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pp "github.com/anacrolix/torrent/peer_protocol"
+
+	"github.com/shoal-dev/shoal/internal/testutil"
+)
+
+// rawLeech is a downloader on the wire protocol, dialled into a node: it
+// says it holds the pieces has reports, and records when each block it
+// asked for came.
+type rawLeech struct {
+	c   net.Conn
+	w   *bufio.Writer
+	dec *pp.Decoder
+}
+
+func dialRawLeech(t *testing.T, n *Node, mi *MetaInfo, name string, has func(int) bool) *rawLeech {
+	t.Helper()
+	c, err := net.Dial("tcp", n.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var id [20]byte
+	copy(id[:], fmt.Sprintf("%s-%-12s", agentPeerIDPrefix, name))
+	if err := WriteHandshake(c, mi.InfoHash, id); err != nil {
+		t.Fatal(err)
+	}
+	l := &rawLeech{c: c, w: bufio.NewWriter(c), dec: &pp.Decoder{R: bufio.NewReader(c), MaxLength: 1 << 20}}
+	var hs [68]byte
+	if _, err := l.dec.R.Read(hs[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readFull(l.dec.R, hs[1:]); err != nil {
+		t.Fatal(err)
+	}
+	bf := make([]bool, mi.Info.NumPieces())
+	for i := range bf {
+		bf[i] = has(i)
+	}
+	l.send(t, pp.Message{Type: pp.Bitfield, Bitfield: bf}, pp.Message{Type: pp.Interested})
+	for { // the seed's bitfield, then its unchoke
+		var m pp.Message
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if err := l.dec.Decode(&m); err != nil {
+			t.Fatalf("%s: waiting for the unchoke: %v", name, err)
+		}
+		if m.Type == pp.Unchoke {
+			return l
+		}
+	}
+}
+
+func readFull(r *bufio.Reader, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := r.Read(b[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (l *rawLeech) send(t *testing.T, msgs ...pp.Message) {
+	t.Helper()
+	for _, m := range msgs {
+		if err := m.WriteTo(l.w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fetch keeps one request in flight (as a peer on a slow link does:
+// requests_per_peer 1), asking for pieces from first on, and counts the
+// blocks that came until stop is closed.
+func (l *rawLeech) fetch(first, pieceLen int, stop <-chan struct{}, got *atomic.Int32) error {
+	for i := first; ; i++ {
+		m := pp.Message{Type: pp.Request, Index: pp.Integer(i), Begin: 0, Length: pp.Integer(pieceLen)}
+		if err := m.WriteTo(l.w); err != nil {
+			return err
+		}
+		if err := l.w.Flush(); err != nil {
+			return err
+		}
+		for {
+			var m pp.Message
+			_ = l.c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			if err := l.dec.Decode(&m); err != nil {
+				return err
+			}
+			if m.Type == pp.Piece {
+				break
+			}
+		}
+		select {
+		case <-stop:
+			return nil
+		default:
+		}
+		got.Add(1)
+	}
+}
+
+// An agent's upload cap goes first to the blocks of the peer that holds
+// the least: first come, an agent whose uploaders served more peers than
+// average fell behind for good. Three peers holding half the blob and one
+// holding nothing each keep a request in flight at a capped seed: first
+// come, each would get a quarter of the blocks; the one behind is served
+// whenever its request waits, about every other block (the turn is not
+// handed to the connection whose block just went: its peer has not asked
+// for the next one yet).
+func TestUploadGoesFirstToThePeerFurthestBehind(t *testing.T) {
+	if testEngine() == EngineLibrary {
+		t.Skip("the engine's upload turns (SHOAL_TEST_P2P_ENGINE=library runs the library)")
+	}
+	const pieceLen = 32 << 10
+	blob, mi := testBlobMeta(t, 64*pieceLen, pieceLen)
+	seed := cappedSeederOn(t, EngineShoal, 200_000, blob, mi, agentPeerIDPrefix) // a block every ~160 ms
+	var leeches []*rawLeech
+	for k := range 3 {
+		leeches = append(leeches, dialRawLeech(t, seed, mi, fmt.Sprintf("ahead%d", k), func(i int) bool { return i < 32 }))
+	}
+	behind := dialRawLeech(t, seed, mi, "behind", func(int) bool { return false })
+	leeches = append(leeches, behind)
+	var got [4]atomic.Int32
+	stop := make(chan struct{})
+	errs := make(chan error, len(leeches))
+	var wg sync.WaitGroup
+	for k, l := range leeches {
+		first := 32 + 10*k
+		if l == behind {
+			first = 0
+		}
+		wg.Go(func() { errs <- l.fetch(first, pieceLen, stop, &got[k]) })
+	}
+	const total = 24
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		n := int32(0)
+		for k := range got {
+			n += got[k].Load()
+		}
+		return n >= total
+	}, "the seed sent fewer than 24 blocks in 30 s")
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("fetching: %v", err)
+		}
+	}
+	all, b := int32(0), got[3].Load()
+	for k := range got {
+		all += got[k].Load()
+	}
+	// First come: about all/4 (6 of 24); here about all/2.
+	if b*8 < all*3 {
+		t.Fatalf("the peer holding nothing got %d of %d blocks, want at least 3/8 of them (first come gives it a quarter)", b, all)
+	}
+	t.Logf("the peer holding nothing got %d of %d blocks; the three holding half: %d, %d, %d", b, all, got[0].Load(), got[1].Load(), got[2].Load())
+}

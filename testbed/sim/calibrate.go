@@ -17,13 +17,16 @@ type RealRow struct {
 	Warm       bool
 	P50, Max   float64 // measured, over T_min
 	// Code is the agents' engine and request window when the row was
-	// measured: "engine" (Shoal's own engine, p2p.engine = "shoal", the
+	// measured: "engine+turns" (Shoal's own engine with upload turns, the
+	// peer holding the least first: 2026-12-04 on), "engine" (the engine
+	// before, its uploads in request order; p2p.engine = "shoal", the
 	// default since 2026-12-03), "requests_per_peer" (anacrolix/torrent
 	// with the current rule: 20 ms of the download cap, at least one
 	// 64 KiB block) or "library" (anacrolix/torrent with its own window,
 	// ramping to 250+ blocks per peer; duplicate blocks 5 % at N =
-	// 64-128). The model runs "engine" rows on its shoal engine, the
-	// others on its library, with the current request window.
+	// 64-128). The model runs the engine's rows on its shoal engine (in
+	// the row's upload order), the others on its library, with the
+	// current request window.
 	Code string
 	// Current rows are held to +-0.05 (the guard test and the table);
 	// the others are reported only: older code, or a CPU-bound run.
@@ -37,6 +40,7 @@ type RealRow struct {
 }
 
 const (
+	codeTurns  = "engine+turns"
 	codeEngine = "engine"
 	codeRPP    = "requests_per_peer"
 	codeLib    = "library"
@@ -192,8 +196,11 @@ func Calibrate(ctx context.Context, base Config, rows []RealRow, seeds int) ([]C
 		c.PieceBytes = r.PieceBytes
 		c.Uneven, c.Late, c.Churn, c.SlowConns = r.Uneven, r.Late, r.Churn, r.SlowConns
 		c.Engine = EngineLibrary
-		if r.Code == codeEngine {
-			c.Engine = EngineShoal
+		switch r.Code {
+		case codeTurns:
+			c.Engine, c.UploadOrder = EngineShoal, UploadBehind
+		case codeEngine:
+			c.Engine, c.UploadOrder = EngineShoal, UploadRequest
 		}
 		c = c.Calibrated()
 		scenario := r.Uneven > 0 || r.Late > 0 || r.Churn > 0

@@ -85,6 +85,12 @@ type Config struct {
 	// what-if: the library has no such switch).
 	SerialUploads bool
 
+	// UploadOrder is the order in which a shoal engine agent's upload cap
+	// serves the blocks asked of it: "behind" (p2p's upload turns since
+	// 2026-12-04: the downloader holding the least first, then request
+	// order) or "request" (request order, the engine before). The
+	// library's model ignores it.
+	UploadOrder string
 	// RTT is the round trip between any two nodes; RequestLatency the time
 	// from a piece becoming requestable (a Have, a reveal, a free slot) to
 	// the first byte of the answer, beyond one RTT: the library's request
@@ -132,6 +138,12 @@ const (
 	DefaultEngineRequestLatency = 0.005
 )
 
+// Upload orders of the shoal engine (Config.UploadOrder).
+const (
+	UploadBehind  = "behind"
+	UploadRequest = "request"
+)
+
 // Engines of live swarms (p2p.EngineShoal, p2p.EngineLibrary).
 const (
 	EngineShoal   = "shoal"
@@ -167,6 +179,9 @@ func (c *Config) ApplyDefaults() {
 		c.Engine = EngineLibrary
 	}
 	setf(&c.HaveDelay, DefaultHaveDelay)
+	if c.UploadOrder == "" {
+		c.UploadOrder = UploadBehind
+	}
 }
 
 // Calibrated returns c with the latency, waste and join spread the
@@ -234,6 +249,7 @@ func (c *Config) Validate() error {
 		check(k <= 255, "chunk size: %d chunks per piece, want at most 255", k)
 	}
 	check(c.Engine == EngineShoal || c.Engine == EngineLibrary, "engine: want %q or %q, got %q", EngineShoal, EngineLibrary, c.Engine)
+	check(c.UploadOrder == UploadBehind || c.UploadOrder == UploadRequest, "upload order: want %q or %q, got %q", UploadBehind, UploadRequest, c.UploadOrder)
 	check(c.HaveDelay >= 0, "have delay: want >= 0, got %g", c.HaveDelay)
 	check(c.RTT >= 0 && c.RequestLatency >= 0 && c.JoinSpread >= 0, "latencies: want >= 0")
 	check(c.Waste >= 0 && c.Waste < 1, "waste: want 0..1, got %g", c.Waste)

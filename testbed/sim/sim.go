@@ -746,9 +746,10 @@ func (s *Sim) reshareIntoExcept(w, except int32, depth int) {
 // 0.005 (the library is no longer the default engine; it is not refitted).
 // An agent on the library shares its upload max-min fairly among its
 // pairs; the origin, and an agent on the shoal engine, serve theirs in
-// turn (reveal or request order: the seeder's turns, the engine's writers
-// each reserving one block of the upload cap at a time), each up to its
-// pair's cap. When a pair slows down, the downloader's other senders are
+// turn (the seeder in reveal order; the engine, whose writers take turns
+// at the upload cap, the downloader holding the least first, then in
+// request order, or in request order alone with UploadOrder "request"),
+// each up to its pair's cap. When a pair slows down, the downloader's other senders are
 // reshared once, to take up the slack; when one rises to its even share of
 // a full link, they give it up.
 func (s *Sim) reshare(u int32) { s.reshareDepth(u, 1) }
@@ -756,6 +757,9 @@ func (s *Sim) reshare(u int32) { s.reshareDepth(u, 1) }
 func (s *Sim) reshareDepth(u int32, depth int) {
 	n := s.nodes[u]
 	flows := s.scratch[depth][:0]
+	// The engine's upload turns: the downloader holding the least first
+	// (p2p peerConn.awaitUpload). The origin keeps its reveal order.
+	behind := s.engine && u != origin && s.cfg.UploadOrder == UploadBehind
 	for _, id := range n.upT {
 		tr := &s.xfers[id]
 		if !tr.active {
@@ -763,7 +767,12 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 		}
 		tr.remaining -= tr.rate * (s.now - tr.last)
 		tr.last = s.now
-		flows = append(flows, flow{id: id, to: tr.to, seq: tr.seq, old: tr.rate})
+		seq := tr.seq
+		if behind {
+			// Request order within a rank: seq counts requests, far below 2^44.
+			seq |= uint64(s.nodes[tr.to].nHave) << 44
+		}
+		flows = append(flows, flow{id: id, to: tr.to, seq: seq, old: tr.rate})
 	}
 	// What each downloader's other senders leave: its incoming rate less
 	// this uploader's own flows to it (summed per downloader in acc, in

@@ -261,6 +261,34 @@ func TestEngineUploadsInTurn(t *testing.T) {
 	}
 }
 
+// The engine's upload turns serve the downloader holding the least first
+// (then in request order): w2, asking second but holding nothing, takes
+// the whole upload from w1, which holds 8 pieces; in request order, or
+// once w1 holds no more than w2, w1 asked first and goes first.
+func TestEngineUploadsToThePeerBehindFirst(t *testing.T) {
+	for _, tc := range []struct {
+		order         string
+		w1Has         int
+		first, second float64
+	}{{UploadBehind, 8, 0, 1e6}, {UploadRequest, 8, 1e6, 0}, {UploadBehind, 0, 1e6, 0}} {
+		s, err := New(Config{Agents: 3, BlobBytes: 1 << 20, PieceBytes: 64 << 10, Rate: 1e6, Engine: EngineShoal, UploadOrder: tc.order})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, w1, w2 := int32(1), int32(2), int32(3)
+		s.nodes[w1].down, s.nodes[w2].down = 10e6, 10e6
+		for p := range tc.w1Has {
+			s.nodes[w1].have.set(p)
+			s.nodes[w1].nHave++
+		}
+		a := startBlock(s, u, w1, 10)
+		b := startBlock(s, u, w2, 11)
+		if ra, rb := s.xfers[a].rate, s.xfers[b].rate; math.Abs(ra-tc.first) > 1 || math.Abs(rb-tc.second) > 1 {
+			t.Errorf("%s, w1 holding %d: %.0f and %.0f B/s, want %.0f and %.0f", tc.order, tc.w1Has, ra, rb, tc.first, tc.second)
+		}
+	}
+}
+
 // The calibration guard: real rows of each kind (bench/scale at N = 64,
 // 128, 256, cold and warm; 64 KiB pieces under the library's request
 // window; bench/results.json at N = 8-32 with 512 KiB pieces; the scale

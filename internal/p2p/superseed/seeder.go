@@ -13,7 +13,6 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/internal/turn"
 )
 
 // Seeder is the origin's BitTorrent side: a seed-only peer written on the
@@ -262,15 +262,7 @@ type seedTorrent struct {
 	retry      *time.Timer // re-runs fill for starving peers (see pick)
 	seq        uint64      // reveals so far (orders uploads, see acquire)
 
-	gmu     sync.Mutex
-	busy    bool
-	waiters []*turnWaiter
-}
-
-// turnWaiter is a block waiting for its turn at the upload cap.
-type turnWaiter struct {
-	seq uint64
-	ch  chan struct{}
+	turn turn.Gate // blocks waiting for the upload cap (see acquire)
 }
 
 // acquire waits for the turn to take upload tokens. Blocks go in the order
@@ -280,49 +272,18 @@ type turnWaiter struct {
 // piece to share after one piece time, not N. Only the token wait is
 // ordered: a block whose write stalls on a slow peer holds no turn.
 func (t *seedTorrent) acquire(ctx context.Context, seq uint64) error {
-	t.gmu.Lock()
-	if !t.busy {
-		t.busy = true
-		t.gmu.Unlock()
-		return nil
-	}
-	w := &turnWaiter{seq: seq, ch: make(chan struct{})}
-	t.waiters = append(t.waiters, w)
-	t.gmu.Unlock()
+	tk := t.turn.Take(func() uint64 { return seq })
 	select {
-	case <-w.ch:
+	case <-tk.Ready():
 		return nil
 	case <-ctx.Done():
-		t.gmu.Lock()
-		if i := slices.Index(t.waiters, w); i >= 0 {
-			t.waiters = slices.Delete(t.waiters, i, i+1)
-			t.gmu.Unlock()
-			return ctx.Err()
-		}
-		t.gmu.Unlock()
-		t.release() // the turn was handed to us meanwhile: pass it on
+		t.turn.Cancel(tk)
 		return ctx.Err()
 	}
 }
 
 // release hands the turn to the waiting block revealed earliest.
-func (t *seedTorrent) release() {
-	t.gmu.Lock()
-	defer t.gmu.Unlock()
-	if len(t.waiters) == 0 {
-		t.busy = false
-		return
-	}
-	best := 0
-	for i, w := range t.waiters {
-		if w.seq < t.waiters[best].seq {
-			best = i
-		}
-	}
-	w := t.waiters[best]
-	t.waiters = slices.Delete(t.waiters, best, best+1)
-	close(w.ch)
-}
+func (t *seedTorrent) release() { t.turn.Release() }
 
 // revealSeq orders sc's request for piece i among all uploads (see acquire).
 func (sc *seedConn) revealSeq(i int) uint64 {

@@ -302,9 +302,7 @@ func TestSeederUploadTurnsGoInRevealOrder(t *testing.T) {
 	waiting := func(n int) {
 		t.Helper()
 		for deadline := time.Now().Add(5 * time.Second); ; {
-			st.gmu.Lock()
-			k := len(st.waiters)
-			st.gmu.Unlock()
+			k := st.turn.Waiting()
 			if k == n {
 				return
 			}
@@ -340,7 +338,9 @@ func TestSeederUploadTurnsGoInRevealOrder(t *testing.T) {
 		}
 	}
 	st.release()
-	if st.busy {
+	select {
+	case <-st.turn.Take(func() uint64 { return 0 }).Ready():
+	default:
 		t.Fatal("turn still taken after the last release")
 	}
 }

@@ -57,6 +57,8 @@ type peerConn struct {
 	lazyArmed bool             // lazyTimer runs: lazy is not empty or untell
 	serve     []pp.RequestSpec // its requests to answer, in order
 	serving   bool             // a block of serve's is on its way (waiting for the upload cap)
+	current   pp.RequestSpec   // that block
+	cancelled bool             // the peer cancelled it while it waited: it is not sent
 	wake      chan struct{}
 }
 
@@ -302,20 +304,25 @@ func (c *peerConn) writeLoop() error {
 		if serving {
 			rs = c.serve[0]
 			c.serve = c.serve[1:]
-			c.serving = true
+			c.serving, c.current, c.cancelled = true, rs, false
 		}
 		c.wmu.Unlock()
-		if serving && up != nil {
-			if err := c.awaitUpload(up, int(rs.Length), &out); err != nil {
-				return err
-			}
-		}
 		if serving {
-			// Lazy Haves queued meanwhile ride with the block.
+			var err error
+			if up != nil {
+				err = c.awaitUpload(up, int(rs.Length), &out)
+			}
+			// Lazy Haves queued meanwhile ride with the block (or go
+			// alone if the peer cancelled it).
 			c.wmu.Lock()
 			out = c.takeLazyLocked(out)
 			c.serving = false
 			c.wmu.Unlock()
+			if errors.Is(err, errCancelled) {
+				serving = false
+			} else if err != nil {
+				return err
+			}
 		}
 		if !serving {
 			if err := c.write(out); err != nil {
@@ -366,6 +373,9 @@ func (c *peerConn) awaitUpload(up *rate.Limiter, n int, out *[]byte) error {
 	select {
 	case <-tk.Ready():
 	default:
+		// Peers behind may go first for long: a peer that meanwhile asked
+		// another for the block (its stall rule) cancels it here, and it
+		// is not sent twice.
 		if err := flush(); err != nil {
 			c.t.e.upTurn.Cancel(tk)
 			return err
@@ -414,15 +424,22 @@ func waitFlushing[T any](c *peerConn, done <-chan T) error {
 			// outer loop looks at the queue before it waits.
 			c.wmu.Lock()
 			buf, c.out = c.takeLazyLocked(c.out), buf[:0]
+			cancelled := c.cancelled
 			c.wmu.Unlock()
 			if err := c.write(buf); err != nil {
 				return err
+			}
+			if cancelled {
+				return errCancelled
 			}
 		}
 	}
 }
 
-var errConnGone = errors.New("p2p: connection closed")
+var (
+	errConnGone  = errors.New("p2p: connection closed")
+	errCancelled = errors.New("p2p: block cancelled by the peer")
+)
 
 func (c *peerConn) write(b []byte) error {
 	if len(b) == 0 {
@@ -507,8 +524,11 @@ func (c *peerConn) handle(m pp.Message, t *transfer) error {
 		c.wmu.Lock()
 		if k := slices.Index(c.serve, rs); k >= 0 {
 			c.serve = slices.Delete(c.serve, k, k+1)
+		} else if c.serving && c.current == rs {
+			c.cancelled = true
 		}
 		c.wmu.Unlock()
+		c.signal()
 		return nil
 	}
 	t.mu.Lock()

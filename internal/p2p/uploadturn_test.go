@@ -10,6 +10,7 @@ import (
 	"time"
 
 	pp "github.com/anacrolix/torrent/peer_protocol"
+	"golang.org/x/time/rate"
 
 	"github.com/shoal-dev/shoal/internal/testutil"
 )
@@ -172,4 +173,34 @@ func TestUploadGoesFirstToThePeerFurthestBehind(t *testing.T) {
 		t.Fatalf("the peer holding nothing got %d of %d blocks, want at least 3/8 of them (first come gives it a quarter)", b, all)
 	}
 	t.Logf("the peer holding nothing got %d of %d blocks; the three holding half: %d, %d, %d", b, all, got[0].Load(), got[1].Load(), got[2].Load())
+}
+
+// A block waiting for its turn at the upload cap is dropped when the peer
+// cancels it (it asked another peer meanwhile: its stall rule), so that it
+// does not arrive twice. With turns, a block for a peer ahead may wait
+// long behind those for peers further behind.
+func TestCancelledBlockWaitingForItsTurnIsNotSent(t *testing.T) {
+	tr := &transfer{e: &engine{up: rate.NewLimiter(1e6, 64<<10)}, n: 16}
+	c, dec, far := lazyPairOf(t, tr)
+	tr.e.upTurn.Take(func() uint64 { return 0 }) // another block holds the turn
+	rs := pp.RequestSpec{Index: 3, Begin: 0, Length: 16}
+	c.wmu.Lock()
+	c.serve = append(c.serve, rs)
+	c.wmu.Unlock()
+	c.signal()
+	testutil.Eventually(t, 5*time.Second, func() bool { return tr.e.upTurn.Waiting() == 1 }, "the block never queued for the turn")
+	if err := c.handle(pp.Message{Type: pp.Cancel, Index: rs.Index, Begin: rs.Begin, Length: rs.Length}, tr); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return tr.e.upTurn.Waiting() == 0 }, "the cancelled block kept its place in the queue")
+	tr.e.upTurn.Release()
+	c.queue(pp.Message{Type: pp.Have, Index: 5})
+	_ = far.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var m pp.Message
+	if err := dec.Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Type != pp.Have || m.Index != 5 {
+		t.Fatalf("first message after the cancel: %v, want the Have (the cancelled block went out)", m.Type)
+	}
 }

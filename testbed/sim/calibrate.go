@@ -46,6 +46,9 @@ const (
 	codeLib    = "library"
 )
 
+// turnsDir holds the engine's runs with upload turns and the build before.
+const turnsDir = "bench/scale/levers/engine/turns/"
+
 // beforeMessages is the engine's scale set published until fewer messages a
 // piece (2026-12-03, night), where the engine's default rows come from.
 const beforeMessages = "bench/scale/levers/engine/scale-before-messages.json"
@@ -59,6 +62,18 @@ const beforeMessages = "bench/scale/levers/engine/scale-before-messages.json"
 // N = 256 at 0.125 MB/s, uneven links with fewer connections), and the
 // older rows of issue 14's table.
 var RealRows = []RealRow{
+	// Shoal's own engine with upload turns (the peer holding the least
+	// first; blocks cancelled while waiting are dropped), 2026-12-04,
+	// commit e28f5b4 (N = 128: 6ce7491, before the cancel), one run each
+	// interleaved with the build before: bench/scale/levers/engine/turns.
+	{"N=64 16MiB 1MB/s cold (turns, 2026-12-04)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.049, 1.055, codeTurns, true, turnsDir + "n64-cold-turns-1.json", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s cold (turns, 2026-12-04)", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.058, 1.066, codeTurns, true, turnsDir + "n128-cold-turns-1.json", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s cold (turns, 2026-12-04)", 256, 16 << 20, 32 << 10, 0.125e6, 0, false, 1.064, 1.135, codeTurns, true, turnsDir + "n256-cold-cancel-turns-1.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (turns, 2026-12-04)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.111, 1.160, codeTurns, true, turnsDir + "uneven-n64-cancel-turns-{1,2}.json and a run logged only, mean of 3 (1.105, 1.099, 1.128)", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 late (over own bound) (turns, 2026-12-04)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.062, 1.089, codeTurns, true, turnsDir + "late-n64-turns-1.json", 0, 0.25, 0, 0},
+	{"N=64 16MiB 1MB/s, 10% churn (over own bound) (turns, 2026-12-04)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.055, 1.088, codeTurns, true, turnsDir + "churn-n64-turns-1.json", 0, 0, 0.1, 0},
+	{"N=16 256MiB 12.5MB/s cold (turns, 2026-12-04)", 16, 256 << 20, 512 << 10, 12.5e6, 0, false, 1.041, 1.044, codeTurns, true, turnsDir + "std-n16-turns-1.json", 0, 0, 0, 0},
+
 	// make bench-scale on the engine as the default (commit 98d0020), the
 	// published set until fewer messages a piece (2026-12-03, night):
 	// bench/scale/levers/engine/scale-before-messages.json.

@@ -309,6 +309,9 @@ func TestCalibration(t *testing.T) {
 		"N=64 16MiB 1MB/s, 1/4 at R/4, slow conns 3 (over own bound) (engine, 2026-12-03)",
 		"N=64 16MiB 1MB/s, 1/4 late (over own bound) (engine, 2026-12-03)",
 		"N=32 256MiB 6.25MB/s cold (engine, 2026-12-03)",
+		// The engine with upload turns (the model's default order).
+		"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (turns, 2026-12-04)",
+		"N=16 256MiB 12.5MB/s cold (turns, 2026-12-04)",
 	}
 	var rows []RealRow
 	for _, r := range RealRows {

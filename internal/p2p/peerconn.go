@@ -358,11 +358,13 @@ func (c *peerConn) writeLoop() error {
 // cap. The blocks of all connections take turns (engine.upTurn), the one
 // for the peer furthest behind first: first come, an agent whose uploaders
 // each served more peers than average fell behind the rest and never made
-// it up (the simulator's N = 1,000: slowest 1.23x with first come, 1.12x
-// this way; a quarter of the agents at R/4: 1.39-1.44x, 1.15-1.23x). The
-// turn is held while the tokens are waited for, so the next block is
-// chosen when the cap is free for it. Our own requests and Haves, out
-// first, then any queued meanwhile, are written while the block waits.
+// it up (64 agents, a quarter at R/4: the slowest 1.35-1.61x of its bound
+// first come, 1.10-1.18x in five runs of six this way; the simulator's
+// N = 1,000: 1.23x, 1.13x). The turn is held while the tokens are waited
+// for, never during the write, so the next block is chosen when the cap
+// is free for it and a stalled peer holds no turn. Our own requests and
+// Haves, out first, then any queued meanwhile, are written while the
+// block waits.
 func (c *peerConn) awaitUpload(up *rate.Limiter, n int, out *[]byte) error {
 	flush := func() error {
 		err := c.write(*out)

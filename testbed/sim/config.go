@@ -13,8 +13,9 @@
 // Have, the seeder's count) only when all its blocks are in, and its blocks
 // may come from different peers. Between events every transfer moves at a
 // constant rate: an uploader's capacity is shared max-min fairly among its
-// connections on the library, and served in request order on the shoal
-// engine (the origin: in reveal order, as the seeder's upload turns do),
+// connections on the library, and served one block at a time on the shoal
+// engine, to the downloader holding the least first (as p2p's upload turns
+// do; the origin: in reveal order, as the seeder's turns do),
 // each capped by what its downloader's link leaves (on the engine at least
 // an even share of it); a connection carries one block at a time in
 // request order.

@@ -12,8 +12,8 @@ export GOFLAGS += -tags=nosqlite,disable_libutp
 # packages (whole clusters moving tens of MiB) run without it: under -race
 # they are 10x slower and their concurrency is the same code tested here.
 RACE_PKGS := ./config/... ./proto/... ./internal/inflight/... ./internal/store/... ./internal/p2p/... ./internal/httpx/... ./internal/tlsconf/... \
-             ./internal/hashring/... ./internal/upstream/... ./tracker/... ./origin/... ./agent/... \
-             ./buildindex/...
+             ./internal/hashring/... ./internal/upstream/... ./internal/turn/... ./internal/fsutil/... ./internal/fetch/... \
+             ./tracker/... ./origin/... ./agent/... ./buildindex/...
 E2E_PKGS  := ./testbed/cluster/... ./testbed/demo/... ./testbed/bench/... ./testbed/localregistry/... ./cmd/... ./testbed/clienttest/... \
              ./testbed/sim/... ./testbed/chart/... ./testbed/netlab/...
 
@@ -29,6 +29,11 @@ demo: build
 
 lint:
 	$(GO) vet ./...
+	@# A package whose tests neither list names would never run.
+	@covered=$$($(GO) list $(RACE_PKGS) $(E2E_PKGS)); \
+	for p in $$($(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' ./...); do \
+		echo "$$covered" | grep -qx "$$p" || { echo "$$p has tests that make test does not run: add it to RACE_PKGS or E2E_PKGS in the Makefile"; exit 1; }; \
+	done
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 

@@ -275,6 +275,11 @@ func (t *seedTorrent) acquire(ctx context.Context, seq uint64) error {
 	tk := t.turn.Take(func() uint64 { return seq })
 	select {
 	case <-tk.Ready():
+		return nil // a free turn is taken even by a block whose context ended, as before
+	default:
+	}
+	select {
+	case <-tk.Ready():
 		return nil
 	case <-ctx.Done():
 		t.turn.Cancel(tk)

@@ -3,6 +3,7 @@ package p2p
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -16,8 +17,7 @@ import (
 )
 
 // rawLeech is a downloader on the wire protocol, dialled into a node: it
-// says it holds the pieces has reports, and records when each block it
-// asked for came.
+// says it holds the pieces has reports, and fetch counts the blocks it gets.
 type rawLeech struct {
 	c   net.Conn
 	w   *bufio.Writer
@@ -38,10 +38,7 @@ func dialRawLeech(t *testing.T, n *Node, mi *MetaInfo, name string, has func(int
 	}
 	l := &rawLeech{c: c, w: bufio.NewWriter(c), dec: &pp.Decoder{R: bufio.NewReader(c), MaxLength: 1 << 20}}
 	var hs [68]byte
-	if _, err := l.dec.R.Read(hs[:1]); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readFull(l.dec.R, hs[1:]); err != nil {
+	if _, err := io.ReadFull(l.dec.R, hs[:]); err != nil {
 		t.Fatal(err)
 	}
 	bf := make([]bool, mi.Info.NumPieces())
@@ -59,18 +56,6 @@ func dialRawLeech(t *testing.T, n *Node, mi *MetaInfo, name string, has func(int
 			return l
 		}
 	}
-}
-
-func readFull(r *bufio.Reader, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		k, err := r.Read(b[n:])
-		n += k
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 func (l *rawLeech) send(t *testing.T, msgs ...pp.Message) {

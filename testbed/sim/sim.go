@@ -749,9 +749,9 @@ func (s *Sim) reshareIntoExcept(w, except int32, depth int) {
 // turn (the seeder in reveal order; the engine, whose writers take turns
 // at the upload cap, the downloader holding the least first, then in
 // request order, or in request order alone with UploadOrder "request"),
-// each up to its pair's cap. When a pair slows down, the downloader's other senders are
-// reshared once, to take up the slack; when one rises to its even share of
-// a full link, they give it up.
+// each up to its pair's cap. When a pair slows down, the downloader's
+// other senders are reshared once, to take up the slack; when one rises to
+// its even share of a full link, they give it up.
 func (s *Sim) reshare(u int32) { s.reshareDepth(u, 1) }
 
 func (s *Sim) reshareDepth(u int32, depth int) {

@@ -43,7 +43,7 @@ func runBenchSim(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	announce := fs.Duration("announce-interval", time.Duration(sim.DefaultAnnounceInterval*float64(time.Second)), "p2p announce_interval")
 	fs.IntVar(&c.Reveal, "reveal", sim.DefaultReveal, "pieces the origin reveals to a peer at a time")
 	fs.IntVar(&c.QueueDepth, "queue-depth", 0, "blocks an agent keeps requested on one connection (0: p2p requests_per_peer's rule, 20 ms of the download cap)")
-	chunk := fs.String("chunk-size", "64KiB", "block an agent requests at a time (p2p chunkSize)")
+	chunk := fs.String("chunk-size", "auto", `block an agent requests at a time ("auto": the engine's, 128 KiB on shoal, 64 KiB on the library)`)
 	fs.StringVar(&c.Engine, "engine", sim.EngineLibrary, `the agents' p2p.engine, "library" or "shoal" (the model of each is fitted to the real rows measured on it: --calibrate)`)
 	haveDelay := fs.Duration("have-delay", time.Duration(sim.DefaultHaveDelay*float64(time.Second)), "shoal engine: how long a Have may wait for the connection's next write (longer where 4 pieces take longer at the upload cap)")
 	fs.BoolVar(&c.InOrder, "in-order", false, "agents ask for the lowest index first instead of the rarest")
@@ -92,11 +92,13 @@ func runBenchSim(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return usageError{fmt.Errorf("--size: want a positive size, got %q", *size)}
 	}
 	c.BlobBytes = int64(sz)
-	ch, err := config.ParseByteSize(*chunk)
-	if err != nil || ch < 1 {
-		return usageError{fmt.Errorf("--chunk-size: want a positive size, got %q", *chunk)}
+	if *chunk != "auto" {
+		ch, err := config.ParseByteSize(*chunk)
+		if err != nil || ch < 1 {
+			return usageError{fmt.Errorf("--chunk-size: want a positive size or \"auto\", got %q", *chunk)}
+		}
+		c.ChunkBytes = int64(ch)
 	}
-	c.ChunkBytes = int64(ch)
 	if *piece != "auto" {
 		p, err := config.ParseByteSize(*piece)
 		if err != nil || p < 1 {

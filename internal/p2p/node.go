@@ -63,9 +63,9 @@ type Config struct {
 	// BanTime is how long a peer that sent a bad piece is neither dialled
 	// nor accepted.
 	BanTime time.Duration `toml:"ban_time"`
-	// RequestsPerPeer caps the block requests (64 KiB each) a node keeps in
-	// flight to one peer; 0 picks one from DownloadRate (see
-	// requestsPerPeer).
+	// RequestsPerPeer caps the block requests a node keeps in flight to one
+	// peer (blocks of 128 KiB on the shoal engine, 64 KiB on the library);
+	// 0 picks one from DownloadRate (see requestsPerPeer).
 	RequestsPerPeer int `toml:"requests_per_peer"`
 	// Engine moves the blocks of live swarms: "shoal" (engine.go, the
 	// default: in the scale set as fast or faster at a third to a half of
@@ -106,12 +106,17 @@ func (c *Config) requestsPerPeer() int {
 	if c.RequestsPerPeer > 0 || c.DownloadRate <= 0 {
 		return c.RequestsPerPeer
 	}
-	return RequestsPerPeerFor(c.DownloadRate)
+	return RequestsPerPeerFor(c.DownloadRate, c.Engine)
 }
 
-// RequestsPerPeerFor is requests_per_peer's default for a download cap.
-func RequestsPerPeerFor(downloadRate config.Rate) int {
-	return max(1, int(float64(downloadRate)*0.020)/chunkSize)
+// RequestsPerPeerFor is requests_per_peer's default for a download cap on
+// an engine: 20 ms of the cap in that engine's blocks, at least one.
+func RequestsPerPeerFor(downloadRate config.Rate, engine string) int {
+	block := blockSize
+	if engine == EngineLibrary {
+		block = chunkSize
+	}
+	return max(1, int(float64(downloadRate)*0.020)/block)
 }
 
 // DefaultMaxSwarms is the default of max_swarms.
@@ -287,15 +292,17 @@ func NewNode(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Node, er
 // run from 46 to 36 core-seconds and its p50 from 1.17x to 1.11-1.12x
 // T_min. Larger blocks waste more when the library moves a request to a
 // faster peer after the first peer already sent it (128 KiB: no faster).
-// Origins' seeders accept up to 128 KiB (superseed's maxBlock); the rate
-// limiters' burst is at least one block, or the library refuses requests as too long.
+// Origins' seeders accept up to 128 KiB (superseed's maxBlock). The shoal
+// engine asks for blockSize.
 const chunkSize = 64 << 10
 
 // NewLimiter caps a node's (or a seeder's) traffic at r bytes/s.
 func NewLimiter(r config.Rate) *rate.Limiter {
 	// An explicit burst: the library turns 0 into max(limit, 1 MiB), which
-	// lets a capped node run far over its rate for the first second.
-	burst := max(int(r/20), chunkSize)
+	// lets a capped node run far over its rate for the first second. It is
+	// at least the largest block either engine moves, or the library
+	// refuses requests as too long and WaitN fails.
+	burst := max(int(r/20), maxBlock)
 	return rate.NewLimiter(rate.Limit(r), burst)
 }
 

@@ -69,9 +69,9 @@ const (
 	maxServeQueue = 1024
 )
 
-// readBuffer is a connection's read buffer: a whole block (chunkSize)
+// readBuffer is a connection's read buffer: a whole block (blockSize)
 // and its header, with room for the messages that follow it.
-const readBuffer = chunkSize + 4<<10
+const readBuffer = blockSize + 4<<10
 
 var blockBufs = sync.Pool{New: func() any { b := make([]byte, maxBlock); return &b }}
 

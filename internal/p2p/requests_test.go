@@ -26,10 +26,11 @@ func TestRequestsPerPeerFromDownloadRate(t *testing.T) {
 		cfg  Config
 		want int
 	}{
-		{Config{}, 0},                                             // uncapped: the engine's default, or the library's own
-		{Config{DownloadRate: 500_000}, 1},                        // 10 KB in 20 ms: one block
-		{Config{DownloadRate: 25_000_000}, 7},                     // 500 KB
-		{Config{DownloadRate: 25_000_000, RequestsPerPeer: 3}, 3}, // set: as set
+		{Config{}, 0},                                                // uncapped: the engine's default, or the library's own
+		{Config{DownloadRate: 500_000}, 1},                           // 10 KB in 20 ms: one block
+		{Config{DownloadRate: 25_000_000}, 3},                        // 500 KB in the engine's 128 KiB blocks
+		{Config{DownloadRate: 25_000_000, Engine: EngineLibrary}, 7}, // in the library's 64 KiB
+		{Config{DownloadRate: 25_000_000, RequestsPerPeer: 3}, 3},    // set: as set
 		{Config{RequestsPerPeer: 2}, 2},
 	} {
 		if got := tc.cfg.requestsPerPeer(); got != tc.want {
@@ -58,11 +59,12 @@ type rawPeer struct {
 	gate       <-chan struct{}      // closed: send the bitfield
 	interested chan struct{}        // closed when the node says it is interested
 
-	mu     sync.Mutex
-	most   int
-	asked  []int // pieces requested, in order
-	err    error
-	closed bool
+	mu      sync.Mutex
+	most    int
+	asked   []int // pieces requested, in order
+	lengths []int // the requests' lengths, in order
+	err     error
+	closed  bool
 }
 
 func startRawPeer(t *testing.T, blob []byte, mi *MetaInfo, opts ...func(*rawPeer)) *rawPeer {
@@ -176,6 +178,7 @@ func (p *rawPeer) session(c net.Conn) error {
 			p.mu.Lock()
 			p.most = max(p.most, n)
 			p.asked = append(p.asked, int(m.Index))
+			p.lengths = append(p.lengths, int(m.Length))
 			p.mu.Unlock()
 			queue <- m
 		case pp.Cancel:
@@ -232,6 +235,41 @@ func TestRequestsPerPeerCapsRequestsInFlight(t *testing.T) {
 			}
 			t.Logf("%s: at most %d requests in flight", tc.name, most)
 		})
+	}
+}
+
+// The engine asks for blocks of 128 KiB (blockSize), half the requests and
+// block messages of 64 KiB at pieces of 128 KiB and up, and a piece shorter
+// than that in one request.
+func TestEngineAsksForBlocksOf128KiB(t *testing.T) {
+	const size, pieceLen = 1<<20 + 96<<10, 256 << 10 // the last piece 96 KiB
+	blob, mi := testBlobMeta(t, size, pieceLen)
+	peer := startRawPeer(t, blob, mi)
+	n := newTestNode(t, Config{Engine: EngineShoal})
+	sw, dl := downloadFromAddr(t, n, peer.ln.Addr().(*net.TCPAddr), blob, mi)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := dl.Wait(ctx); err != nil {
+		t.Fatalf("download: %v (%d of %d bytes)", err, sw.BytesCompleted(), size)
+	}
+	if _, err := peer.result(); err != nil {
+		t.Fatalf("raw peer: %v", err)
+	}
+	peer.mu.Lock()
+	defer peer.mu.Unlock()
+	var n128, n96 int
+	for _, l := range peer.lengths {
+		switch l {
+		case 128 << 10:
+			n128++
+		case 96 << 10:
+			n96++
+		default:
+			t.Errorf("a request for %d bytes", l)
+		}
+	}
+	if n128 != 8 || n96 != 1 {
+		t.Errorf("requests: %d of 128 KiB and %d of 96 KiB, want 8 and 1 (lengths %v)", n128, n96, peer.lengths)
 	}
 }
 

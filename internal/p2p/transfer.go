@@ -100,9 +100,13 @@ func newTransfer(e *engine, mi *MetaInfo, st *blobStorage) *transfer {
 	return t
 }
 
-// blockSize is the block a node asks a peer for at a time (origins' seeders
-// accept up to 128 KiB, superseed's maxBlock).
-const blockSize = chunkSize
+// blockSize is the block the engine asks a peer for at a time: the largest
+// an origin's seeder and the engine serve (maxBlock). Every block is a
+// request, a message and a wake-up at both ends: against 64 KiB, 35 % fewer
+// system calls and 8-18 % less CPU where pieces are 128 KiB and up (blobs of
+// 64 MiB and up; 64-256 agents, 128 KiB pieces: 4.5-5.7 -> 3.9-4.8 core-s
+// per GiB), as fast (bench/scale/levers/engine/block128).
+const blockSize = maxBlock
 
 func (t *transfer) pieceLen(i int) int64 { return min(t.plen, t.mi.Info.Length-int64(i)*t.plen) }
 
@@ -147,7 +151,7 @@ func (t *transfer) queueDepth() int {
 
 // defaultQueueDepth: without a download cap to size it from, 512 KiB in
 // flight per peer, about a 4 ms round trip at 1 Gbit/s on each of 6 peers.
-const defaultQueueDepth = 8
+const defaultQueueDepth = 512 << 10 / blockSize
 
 // raise makes pieces [first, last] the first asked for (a reader waits for
 // them far ahead of the in-order prefix).

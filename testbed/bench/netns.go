@@ -217,7 +217,7 @@ func startNsAgent(ctx context.Context, o SwarmOptions, c *cluster.Cluster, h *ne
 	// the requests per peer a download cap of the link's rate would give
 	// them (what an operator who set the cap gets).
 	ac.P2P.UploadRate, ac.P2P.DownloadRate = 0, 0
-	ac.P2P.RequestsPerPeer = p2p.RequestsPerPeerFor(o.agentRate(sc, i))
+	ac.P2P.RequestsPerPeer = p2p.RequestsPerPeerFor(o.agentRate(sc, i), o.Engine)
 	if o.RequestsPerPeer > 0 {
 		ac.P2P.RequestsPerPeer = o.RequestsPerPeer
 	}

@@ -40,6 +40,7 @@ type RealRow struct {
 }
 
 const (
+	codeBlocks = "engine+128KiB"
 	codeTurns  = "engine+turns"
 	codeEngine = "engine"
 	codeRPP    = "requests_per_peer"
@@ -192,6 +193,14 @@ var RealRows = []RealRow{
 	{"N=128 16MiB 0.5MB/s, origin 5MB/s 256KiB (issue 14)", 128, 16 << 20, 256 << 10, 0.5e6, 5e6, false, 1.31, 1.46, codeLib, false, "issue 14 table, older code", 0, 0, 0, 0},
 }
 
+// setChunk sets the block of a row measured before the engine's blocks grew
+// to 128 KiB, unless the caller chose one.
+func setChunk(c *Config, b int64) {
+	if c.ChunkBytes == 0 {
+		c.ChunkBytes = b
+	}
+}
+
 // Calibration is one real row against the model.
 type Calibration struct {
 	Row            RealRow `json:"row"`
@@ -212,10 +221,14 @@ func Calibrate(ctx context.Context, base Config, rows []RealRow, seeds int) ([]C
 		c.Uneven, c.Late, c.Churn, c.SlowConns = r.Uneven, r.Late, r.Churn, r.SlowConns
 		c.Engine = EngineLibrary
 		switch r.Code {
+		case codeBlocks:
+			c.Engine, c.UploadOrder = EngineShoal, UploadBehind
 		case codeTurns:
 			c.Engine, c.UploadOrder = EngineShoal, UploadBehind
+			setChunk(&c, 64<<10)
 		case codeEngine:
 			c.Engine, c.UploadOrder = EngineShoal, UploadRequest
+			setChunk(&c, 64<<10)
 		}
 		c = c.Calibrated()
 		scenario := r.Uneven > 0 || r.Late > 0 || r.Churn > 0

@@ -56,9 +56,10 @@ type Config struct {
 	// Reveal is how many revealed pieces a peer may be fetching from the
 	// origin at once (the seeder's reveal).
 	Reveal int
-	// ChunkBytes is the block an agent requests at a time (p2p's chunkSize;
-	// a piece smaller than that is one block). A piece's blocks may come
-	// from different peers; a connection carries one block at a time.
+	// ChunkBytes is the block an agent requests at a time (p2p's blockSize
+	// on the shoal engine, chunkSize on the library; a piece smaller than
+	// that is one block). A piece's blocks may come from different peers;
+	// a connection carries one block at a time. 0: the engine's.
 	ChunkBytes int64
 	// QueueDepth is how many blocks an agent may have requested on one
 	// connection at once; 0: p2p's requests_per_peer rule from the
@@ -127,7 +128,7 @@ const (
 	DefaultMaxPeers         = 50       // tracker max_peers
 	DefaultAnnounceInterval = 3.0      // p2p announce_interval while downloading
 	DefaultReveal           = 2        // superseed.Seeder's reveal
-	DefaultChunkBytes       = 64 << 10 // p2p chunkSize
+	DefaultChunkBytes       = 64 << 10 // p2p chunkSize (the library's block)
 	DefaultRTT              = 2e-4     // loopback
 	DefaultRequestLatency   = 0.005    // calibrated on the requests_per_peer rows
 	DefaultWaste            = 0.03     // bytes received twice / bytes received: 1.5-4 % measured at N = 32-128 (requests_per_peer)
@@ -137,6 +138,7 @@ const (
 	// The shoal engine's own measured and fitted values (docs/benchmarks.md).
 	DefaultEngineWaste          = 0.005 // bytes received twice: 0.2-0.9 % in the engine's scale rows
 	DefaultEngineRequestLatency = 0.005
+	DefaultEngineChunkBytes     = 128 << 10 // p2p blockSize (64 KiB until 2026-12-04)
 )
 
 // Upload orders of the shoal engine (Config.UploadOrder).
@@ -173,11 +175,14 @@ func (c *Config) ApplyDefaults() {
 	set(&c.MaxPeers, DefaultMaxPeers)
 	setf(&c.AnnounceInterval, DefaultAnnounceInterval)
 	set(&c.Reveal, DefaultReveal)
-	if c.ChunkBytes == 0 {
-		c.ChunkBytes = DefaultChunkBytes
-	}
 	if c.Engine == "" {
 		c.Engine = EngineLibrary
+	}
+	if c.ChunkBytes == 0 {
+		c.ChunkBytes = DefaultChunkBytes
+		if c.Engine == EngineShoal {
+			c.ChunkBytes = DefaultEngineChunkBytes
+		}
 	}
 	setf(&c.HaveDelay, DefaultHaveDelay)
 	if c.UploadOrder == "" {

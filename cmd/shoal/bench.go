@@ -19,7 +19,7 @@ import (
 
 const benchUsage = `Usage:
   shoal bench standard [--out DIR] [--scale K]   the standard set -> DIR/results.json, DIR/results.svg
-  shoal bench scale [--out DIR] [--scale K] [--only N]   64-256 agents, warm, U=10R, scenarios
+  shoal bench scale [--out DIR] [--scale K] [--only N] [--only-size F]   64-256 agents, warm, U=10R, scenarios
                                                  -> DIR/scale.json, DIR/scale.svg
   shoal bench swarm --agents N --size F --rate R [--origin-rate U] [--upstream-rate U]
                     [--origins K] [--piece-size P] [--warm-origins] [--baseline direct] [--json]
@@ -187,6 +187,7 @@ func runBenchStandard(ctx context.Context, name string, args []string, stdout, s
 	out := fs.String("out", outDef, "directory for "+base+".json and "+base+".svg")
 	scale := fs.Int("scale", 1, "divide every blob size by this (a quick run; ratios then mean less)")
 	only := fs.Int("only", 0, "run only the rows with this many agents")
+	onlySize := fs.String("only-size", "", "run only the rows with this blob size (before --scale)")
 	engine := fs.String("engine", "", `every agent's p2p.engine ("library" or "shoal"; empty: the default)`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -194,16 +195,23 @@ func runBenchStandard(ctx context.Context, name string, args []string, stdout, s
 	if *scale < 1 {
 		return usageError{errors.New("--scale: want >= 1")}
 	}
+	var size config.ByteSize
+	if *onlySize != "" {
+		var err error
+		if size, err = config.ParseByteSize(*onlySize); err != nil || size < 1 {
+			return usageError{fmt.Errorf("--only-size: want a positive size, got %q", *onlySize)}
+		}
+	}
 	var rows []bench.Row
 	for _, r := range set {
-		if *only == 0 || r.Agents == *only {
+		if (*only == 0 || r.Agents == *only) && (size == 0 || r.Size == size) {
 			r.Size /= config.ByteSize(*scale)
 			r.Engine = *engine
 			rows = append(rows, r)
 		}
 	}
 	if len(rows) == 0 {
-		return usageError{fmt.Errorf("--only %d: no row of the %s set has that many agents", *only, name)}
+		return usageError{fmt.Errorf("--only %d, --only-size %q: no row of the %s set has those agents and blob size", *only, *onlySize, name)}
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err

@@ -130,6 +130,12 @@ func TestUsageAndVersion(t *testing.T) {
 	if code, _, stderr := shoal(t, "demo", "--layer-size", "huge"); code != 2 || !strings.Contains(stderr, "--layer-size") {
 		t.Errorf("bad demo flag: %d %q", code, stderr)
 	}
+	if code, _, stderr := shoal(t, "bench", "scale", "--only-size", "huge"); code != 2 || !strings.Contains(stderr, "--only-size") {
+		t.Errorf("bad --only-size: %d %q", code, stderr)
+	}
+	if code, _, stderr := shoal(t, "bench", "scale", "--only", "64", "--only-size", "1GiB"); code != 2 || !strings.Contains(stderr, "no row of the scale set") {
+		t.Errorf("--only-size that matches no row: %d %q", code, stderr)
+	}
 }
 
 func TestDemoJSON(t *testing.T) {

@@ -300,10 +300,49 @@ const chunkSize = 64 << 10
 func NewLimiter(r config.Rate) *rate.Limiter {
 	// An explicit burst: the library turns 0 into max(limit, 1 MiB), which
 	// lets a capped node run far over its rate for the first second. It is
-	// at least the largest block either engine moves, or the library
-	// refuses requests as too long and WaitN fails.
-	burst := max(int(r/20), maxBlock)
+	// at least the library's block, or it refuses requests as too long;
+	// larger blocks wait in parts (WaitN). No larger: a block that finds
+	// the tokens there goes first come, not in the upload turns' order.
+	burst := max(int(r/20), chunkSize)
 	return rate.NewLimiter(rate.Limit(r), burst)
+}
+
+// WaitN waits until n bytes may pass l, in parts of at most its burst: a
+// block may be larger than a slow link's burst.
+func WaitN(ctx context.Context, l *rate.Limiter, n int) error {
+	for n > 0 {
+		k := n
+		if b := l.Burst(); b > 0 {
+			k = min(n, b)
+		}
+		if err := l.WaitN(ctx, k); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
+}
+
+// reserveN reserves n bytes of l at now, in parts of at most its burst,
+// and returns how long to wait for them and how to give them back.
+func reserveN(l *rate.Limiter, now time.Time, n int) (time.Duration, func()) {
+	var rs []*rate.Reservation
+	var d time.Duration
+	for n > 0 {
+		k := n
+		if b := l.Burst(); b > 0 {
+			k = min(n, b)
+		}
+		r := l.ReserveN(now, k)
+		rs = append(rs, r)
+		d = r.DelayFrom(now)
+		n -= k
+	}
+	return d, func() {
+		for i := len(rs) - 1; i >= 0; i-- {
+			rs[i].Cancel()
+		}
+	}
 }
 
 // AnnouncesHelp describes shoal_p2p_announces_total.

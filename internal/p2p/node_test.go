@@ -183,14 +183,15 @@ func cappedSeeder(t *testing.T, rate config.Rate, blob []byte, mi *MetaInfo) *No
 	return seeder
 }
 
-// A node capped at a low rate (burst below the library's 1 MiB default)
-// still serves Shoal's 64 KiB blocks: the library refuses a request longer
-// than the upload limiter's burst.
+// Nodes capped at a low rate (a burst of 64 KiB, below the library's 1 MiB
+// default) still serve and take whole blocks: the library refuses a
+// request longer than the upload limiter's burst, and the engine's 128 KiB
+// blocks wait for the tokens in parts.
 func TestLowRateNodeServesWholeBlocks(t *testing.T) {
 	const size = 512 << 10
 	blob, mi := testBlobMeta(t, size, 128<<10)
 	seeder := cappedSeeder(t, 400_000, blob, mi)
-	sw, dl := downloadFrom(t, newTestNode(t, Config{}), seeder, blob, mi)
+	sw, dl := downloadFrom(t, newTestNode(t, Config{DownloadRate: 400_000}), seeder, blob, mi)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := dl.Wait(ctx); err != nil {

@@ -388,19 +388,18 @@ func (c *peerConn) awaitUpload(up *rate.Limiter, n int, out *[]byte) error {
 		}
 	}
 	defer c.t.e.upTurn.Release()
-	r := up.ReserveN(time.Now(), n)
-	d := r.Delay()
+	d, cancel := reserveN(up, time.Now(), n)
 	if d <= 0 {
 		return nil
 	}
 	if err := flush(); err != nil {
-		r.Cancel()
+		cancel()
 		return err
 	}
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	if err := waitFlushing(c, timer.C); err != nil {
-		r.Cancel()
+		cancel()
 		return err
 	}
 	return nil
@@ -491,7 +490,7 @@ func (c *peerConn) piece(m pp.Message) error {
 		return fmt.Errorf("block of piece %d: not asked for", m.Index)
 	}
 	if down := t.e.down; down != nil {
-		if err := down.WaitN(t.ctx, len(m.Piece)); err != nil {
+		if err := WaitN(t.ctx, down, len(m.Piece)); err != nil {
 			return err
 		}
 	}

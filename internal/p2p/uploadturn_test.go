@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -187,5 +188,32 @@ func TestCancelledBlockWaitingForItsTurnIsNotSent(t *testing.T) {
 	}
 	if m.Type != pp.Have || m.Index != 5 {
 		t.Fatalf("first message after the cancel: %v, want the Have (the cancelled block went out)", m.Type)
+	}
+}
+
+// A block larger than a limiter's burst waits for its tokens in parts
+// instead of failing (rate.Limiter refuses n > burst), at the cap's pace,
+// and a cancelled reservation gives them back.
+func TestBlocksLargerThanTheBurstWaitInParts(t *testing.T) {
+	l := NewLimiter(1_000_000)
+	if l.Burst() >= blockSize {
+		t.Fatalf("burst %d: the test wants one under a block (%d)", l.Burst(), blockSize)
+	}
+	start := time.Now()
+	if err := WaitN(context.Background(), l, 2*blockSize); err != nil {
+		t.Fatalf("WaitN of %d bytes: %v", 2*blockSize, err)
+	}
+	// The burst was free; the rest came at 1 MB/s.
+	if least := time.Duration(float64(2*blockSize-l.Burst()) / 1e6 * float64(time.Second)); time.Since(start) < least*9/10 {
+		t.Errorf("WaitN took %v, want at least %v", time.Since(start), least)
+	}
+	now := time.Now()
+	d, cancel := reserveN(l, now, blockSize)
+	if want := time.Duration(float64(blockSize) / 1e6 * float64(time.Second)); d < want*9/10 {
+		t.Errorf("reserveN of a block on an empty bucket: wait %v, want about %v", d, want)
+	}
+	cancel()
+	if d2, _ := reserveN(l, now, blockSize); d2 > d*11/10 {
+		t.Errorf("after a cancel, the same reservation waits %v, want about %v", d2, d)
 	}
 }

@@ -17,8 +17,9 @@ type RealRow struct {
 	Warm       bool
 	P50, Max   float64 // measured, over T_min
 	// Code is the agents' engine and request window when the row was
-	// measured: "engine+turns" (Shoal's own engine with upload turns, the
-	// peer holding the least first: 2026-12-04 on), "engine" (the engine
+	// measured: "engine+128KiB" (Shoal's own engine with upload turns and
+	// 128 KiB blocks: 2026-12-04, afternoon, on), "engine+turns" (the same
+	// with 64 KiB blocks, the peer holding the least first), "engine" (the engine
 	// before, its uploads in request order; p2p.engine = "shoal", the
 	// default since 2026-12-03), "requests_per_peer" (anacrolix/torrent
 	// with the current rule: 20 ms of the download cap, at least one
@@ -47,6 +48,9 @@ const (
 	codeLib    = "library"
 )
 
+// blocksDir holds the engine's runs with 128 KiB blocks and the build before.
+const blocksDir = "bench/scale/levers/engine/block128/"
+
 // turnsDir holds the engine's runs with upload turns and the build before.
 const turnsDir = "bench/scale/levers/engine/turns/"
 
@@ -63,6 +67,14 @@ const beforeMessages = "bench/scale/levers/engine/scale-before-messages.json"
 // N = 256 at 0.125 MB/s, uneven links with fewer connections), and the
 // older rows of issue 14's table.
 var RealRows = []RealRow{
+	// Shoal's own engine with 128 KiB blocks (commit 4c76ae5), one or two
+	// runs each interleaved with the build before (mean of the runs):
+	// bench/scale/levers/engine/block128.
+	{"N=16 256MiB 12.5MB/s cold (128KiB blocks, 2026-12-04)", 16, 256 << 20, 512 << 10, 12.5e6, 0, false, 1.034, 1.038, codeBlocks, true, blocksDir + "n16std-B-{1,2}.json", 0, 0, 0, 0},
+	{"N=64 64MiB 3.125MB/s cold (128KiB blocks, 2026-12-04)", 64, 64 << 20, 128 << 10, 3.125e6, 0, false, 1.065, 1.071, codeBlocks, true, blocksDir + "n64f64-B-{1,2}.json", 0, 0, 0, 0},
+	{"N=128 64MiB 1.5625MB/s cold (128KiB blocks, 2026-12-04)", 128, 64 << 20, 128 << 10, 1.5625e6, 0, false, 1.066, 1.071, codeBlocks, true, blocksDir + "n128f64-B-{1,2}.json", 0, 0, 0, 0},
+	{"N=256 64MiB 0.78125MB/s cold (128KiB blocks, 2026-12-04)", 256, 64 << 20, 128 << 10, 0.78125e6, 0, false, 1.074, 1.096, codeBlocks, true, blocksDir + "n256f64-B-2.json", 0, 0, 0, 0},
+
 	// Shoal's own engine with upload turns (the peer holding the least
 	// first; blocks cancelled while waiting are dropped), 2026-12-04,
 	// commit e28f5b4 (N = 128: 6ce7491, before the cancel), one run each

@@ -473,7 +473,7 @@ func (sc *seedConn) writeLoop(ctx context.Context) error {
 			if err := sc.t.acquire(ctx, sc.revealSeq(int(rs.Index))); err != nil {
 				return err
 			}
-			err := l.WaitN(ctx, int(rs.Length))
+			err := p2p.WaitN(ctx, l, int(rs.Length))
 			sc.t.release()
 			if err != nil {
 				return err

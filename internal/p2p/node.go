@@ -222,6 +222,11 @@ func NewNode(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Node, er
 	var up, down *rate.Limiter
 	if cfg.UploadRate > 0 {
 		up = NewLimiter(cfg.UploadRate)
+		if cfg.Engine == EngineLibrary && up.Burst() < maxBlock {
+			// The library refuses a request longer than its upload
+			// burst, and agents on the shoal engine ask for 128 KiB.
+			up.SetBurst(maxBlock)
+		}
 	}
 	if cfg.DownloadRate > 0 {
 		down = NewLimiter(cfg.DownloadRate)

@@ -383,14 +383,16 @@ func TestEngineTakesADiallerWhenFull(t *testing.T) {
 // A cluster mid-upgrade runs both engines: an agent on either must fetch
 // a live swarm's pieces from one on the other, each way round.
 func TestEnginesTradeWithEachOther(t *testing.T) {
-	blob, mi := testBlobMeta(t, 1<<20, 64<<10)
+	// Capped at a low rate (64 KiB bursts) with 128 KiB pieces: the
+	// library serves the shoal engine's 128 KiB blocks too.
+	blob, mi := testBlobMeta(t, 1<<20, 128<<10)
 	for _, c := range []struct{ seed, leech string }{
 		{EngineLibrary, EngineShoal},
 		{EngineShoal, EngineLibrary},
 	} {
 		t.Run(c.seed+"-to-"+c.leech, func(t *testing.T) {
-			seed := cappedSeederOn(t, c.seed, 0, blob, mi, agentPeerIDPrefix)
-			leech := newTestNode(t, Config{Engine: c.leech})
+			seed := cappedSeederOn(t, c.seed, 1_000_000, blob, mi, agentPeerIDPrefix)
+			leech := newTestNode(t, Config{Engine: c.leech, DownloadRate: 1_000_000})
 			_, dl := downloadFrom(t, leech, seed, blob, mi)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()

@@ -312,6 +312,9 @@ func TestCalibration(t *testing.T) {
 		// The engine with upload turns (the model's default order).
 		"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (turns, 2026-12-04)",
 		"N=16 256MiB 12.5MB/s cold (turns, 2026-12-04)",
+		// And with 128 KiB blocks (the model's default chunk on it).
+		"N=16 256MiB 12.5MB/s cold (128KiB blocks, 2026-12-04)",
+		"N=128 64MiB 1.5625MB/s cold (128KiB blocks, 2026-12-04)",
 	}
 	var rows []RealRow
 	for _, r := range RealRows {

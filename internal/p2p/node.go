@@ -316,10 +316,7 @@ func NewLimiter(r config.Rate) *rate.Limiter {
 // block may be larger than a slow link's burst.
 func WaitN(ctx context.Context, l *rate.Limiter, n int) error {
 	for n > 0 {
-		k := n
-		if b := l.Burst(); b > 0 {
-			k = min(n, b)
-		}
+		k := part(l, n)
 		if err := l.WaitN(ctx, k); err != nil {
 			return err
 		}
@@ -328,16 +325,21 @@ func WaitN(ctx context.Context, l *rate.Limiter, n int) error {
 	return nil
 }
 
+// part is how much of n bytes l passes at once: at most its burst.
+func part(l *rate.Limiter, n int) int {
+	if b := l.Burst(); b > 0 {
+		return min(n, b)
+	}
+	return n
+}
+
 // reserveN reserves n bytes of l at now, in parts of at most its burst,
 // and returns how long to wait for them and how to give them back.
 func reserveN(l *rate.Limiter, now time.Time, n int) (time.Duration, func()) {
 	var rs []*rate.Reservation
 	var d time.Duration
 	for n > 0 {
-		k := n
-		if b := l.Burst(); b > 0 {
-			k = min(n, b)
-		}
+		k := part(l, n)
 		r := l.ReserveN(now, k)
 		rs = append(rs, r)
 		d = r.DelayFrom(now)

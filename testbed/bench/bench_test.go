@@ -3,11 +3,15 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -88,6 +92,52 @@ func TestMeasureFloor(t *testing.T) {
 	// Hashing 32 MiB twice cannot be free.
 	if f.SHA1SecondsPerGiB+f.SHA256SecondsPerGiB <= 0 {
 		t.Errorf("hashes measured no CPU: %+v", f)
+	}
+	if len(f.Exchanges) != len(exchangeBlocks) {
+		t.Fatalf("exchanges %+v: want one per block size %v", f.Exchanges, exchangeBlocks)
+	}
+	for i, x := range f.Exchanges {
+		if x.BlockBytes != exchangeBlocks[i] || x.SecondsPerGiB <= 0 || x.DeliveredSecondsPerGiB <= x.SecondsPerGiB {
+			t.Errorf("exchange %+v: want %d-byte blocks, positive CPU, more with the delivery's steps", x, exchangeBlocks[i])
+		}
+	}
+}
+
+// The exchange floor moves the bytes it claims to: every block lands where
+// it belongs, whatever connection carried it.
+func TestExchangeCopiesEveryBlock(t *testing.T) {
+	const blk, size = 32 << 10, 5 << 20
+	dir := t.TempDir()
+	want := make([]byte, size)
+	rand.Read(want)
+	src, err := os.Create(filepath.Join(dir, "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := src.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	dst, err := os.Create(filepath.Join(dir, "dst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if err := exchange(context.Background(), src, dst, size, blk, 7, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(dst.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("copy differs from the source (%d bytes, want %d)", len(got), len(want))
+	}
+	// A cancelled exchange returns rather than waiting out its blocks.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := exchange(ctx, src, dst, size, blk, 7, time.Hour); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled exchange: %v, want context.Canceled", err)
 	}
 }
 

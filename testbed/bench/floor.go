@@ -5,12 +5,15 @@ import (
 	"crypto/rand"
 	"crypto/sha1"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/shoal-dev/shoal/internal/procstat"
 )
@@ -32,7 +35,38 @@ type Floor struct {
 	SHA256SecondsPerGiB   float64 `json:"sha256_cpu_seconds_per_gib"`
 	SendfileSecondsPerGiB float64 `json:"sendfile_cpu_seconds_per_gib"` // file to a TCP reader, as an agent to its client
 	SecondsPerGiB         float64 `json:"cpu_seconds_per_gib"`
+	// Exchanges are the least a protocol that asks for each block pays per
+	// GiB, at the block sizes of the scale set's pieces (not in the sum).
+	Exchanges []Exchange `json:"exchanges,omitempty"`
 }
+
+// Exchange is a floor of the messages: bytes moved as a capped swarm moves
+// them, each block asked for by a request and sent back alone, on
+// connections that idle between blocks so that every message wakes its
+// reader (exchange). It repeats the pread, TCP and pwrite steps at that
+// block size and adds a request, a header and two wake-ups a block; with
+// the hashes and the client's copy it is what each delivered GiB costs
+// before a single Have, hash stream or lock of the swarm's own.
+type Exchange struct {
+	BlockBytes    int     `json:"block_bytes"`
+	Conns         int     `json:"conns"`
+	SecondsPerGiB float64 `json:"cpu_seconds_per_gib"`
+	// With SHA-1, sha256 and the sendfile to a client: the least a
+	// delivered GiB costs in blocks (one piece each) of this size.
+	DeliveredSecondsPerGiB float64 `json:"delivered_cpu_seconds_per_gib"`
+}
+
+// The exchanges' block sizes: the 16 MiB and 64 MiB scale rows' pieces,
+// each one block. Their connections each ask for a block every
+// exchangeGap, about what 64 connections of a capped swarm carry at a few
+// MB/s; the bytes are capped so that the exchanges take seconds.
+var exchangeBlocks = []int{32 << 10, 128 << 10}
+
+const (
+	exchangeConns    = 64
+	exchangeGap      = 20 * time.Millisecond
+	exchangeMaxBytes = 256 << 20
+)
 
 // floorBlock is a wire block (p2p's request size); floorPiece the piece
 // length the 16 MiB scale rows use.
@@ -132,7 +166,134 @@ func MeasureFloor(ctx context.Context, dir string, size int64) (*Floor, error) {
 	}); err != nil {
 		return nil, err
 	}
+	deliver := f.SHA1SecondsPerGiB + f.SHA256SecondsPerGiB + f.SendfileSecondsPerGiB
+	for _, blk := range exchangeBlocks {
+		n := min(size, exchangeMaxBytes) / int64(blk) * int64(blk)
+		if n == 0 {
+			continue
+		}
+		xdst, err := os.Create(filepath.Join(dir, "floor-exchange"))
+		if err != nil {
+			return nil, err
+		}
+		c0 := procstat.CPUSeconds()
+		err = exchange(ctx, src, xdst, n, blk, exchangeConns, exchangeGap)
+		c := procstat.CPUSeconds() - c0
+		xdst.Close()
+		os.Remove(xdst.Name())
+		if err != nil {
+			return nil, fmt.Errorf("floor: exchange of %d-byte blocks: %w", blk, err)
+		}
+		x := Exchange{BlockBytes: blk, Conns: exchangeConns, SecondsPerGiB: c / (float64(n) / (1 << 30))}
+		x.DeliveredSecondsPerGiB = x.SecondsPerGiB + deliver
+		f.Exchanges = append(f.Exchanges, x)
+	}
 	return f, nil
+}
+
+// exchange copies the first size bytes of src to dst in blocks of blk
+// (size a multiple of it) over conns loopback connections, the way p2p's
+// engine moves a block under a cap: the asker writes a 17-byte request
+// (length, id, index, begin, length, as BitTorrent's), the far end preads
+// the block and writes it behind a 13-byte header in one writev, and the
+// asker reads it, pwrites it and waits gap before its next request.
+func exchange(ctx context.Context, src, dst *os.File, size int64, blk, conns int, gap time.Duration) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	var (
+		wg   sync.WaitGroup // the askers
+		mu   sync.Mutex
+		errs []error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	serve := func(c net.Conn) {
+		defer c.Close()
+		req := make([]byte, 17)
+		b := make([]byte, 13+blk)
+		for {
+			if _, err := io.ReadFull(c, req); err != nil {
+				if !errors.Is(err, io.EOF) {
+					fail(err)
+				}
+				return
+			}
+			binary.BigEndian.PutUint32(b[0:4], uint32(9+blk))
+			b[4] = 7 // a piece message: index and begin as asked
+			copy(b[5:13], req[5:13])
+			idx := int64(binary.BigEndian.Uint32(req[5:9]))
+			if _, err := src.ReadAt(b[13:], idx*int64(blk)); err != nil {
+				fail(err)
+				return
+			}
+			if _, err := (&net.Buffers{b[:13], b[13:]}).WriteTo(c); err != nil {
+				fail(err)
+				return
+			}
+		}
+	}
+	var servers sync.WaitGroup
+	servers.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return // closed once the askers are done
+			}
+			servers.Go(func() { serve(c) })
+		}
+	})
+	blocks := int(size / int64(blk))
+	conns = min(conns, blocks)
+	for k := range conns {
+		wg.Go(func() {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				fail(err)
+				return
+			}
+			defer c.Close()
+			req := make([]byte, 17)
+			binary.BigEndian.PutUint32(req[0:4], 13)
+			req[4] = 6
+			binary.BigEndian.PutUint32(req[13:17], uint32(blk))
+			b := make([]byte, 13+blk)
+			// Spread the connections over the gap, as a swarm's are.
+			t := time.NewTimer(gap * time.Duration(k) / time.Duration(conns))
+			defer t.Stop()
+			for i := k; i < blocks; i += conns {
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					fail(ctx.Err())
+					return
+				}
+				binary.BigEndian.PutUint32(req[5:9], uint32(i))
+				if _, err := c.Write(req); err != nil {
+					fail(err)
+					return
+				}
+				if _, err := io.ReadFull(c, b); err != nil {
+					fail(err)
+					return
+				}
+				if _, err := dst.WriteAt(b[13:], int64(i)*int64(blk)); err != nil {
+					fail(err)
+					return
+				}
+				t.Reset(gap)
+			}
+		})
+	}
+	wg.Wait()
+	ln.Close()
+	servers.Wait()
+	return errors.Join(errs...)
 }
 
 // overTCP runs send on one end of a loopback connection while the other

@@ -57,6 +57,11 @@ type Result struct {
 	// requests closed with them.
 	ConnsDropped    int64 `json:"sim_conns_dropped"`
 	BlocksCancelled int64 `json:"sim_blocks_cancelled"`
+	// OriginOutSeconds is when the origins had delivered every piece once
+	// (all of a piece's blocks from them, to one agent); over TMin it says
+	// how much of an agent's time the origin's first copies took, the
+	// rest being the last pieces' spread.
+	OriginOutSeconds float64 `json:"sim_origin_out_seconds"`
 }
 
 // bound is the fluid lower bound of a swarm of n agents with download d
@@ -128,6 +133,7 @@ func (s *Sim) result() *Result {
 	r.OriginSentOverF = float64(s.originSent) / float64(c.BlobBytes)
 	r.PiecesTraded = s.traded
 	r.ConnsDropped, r.BlocksCancelled = s.dropped, s.cancelled
+	r.OriginOutSeconds = s.originOutAt
 	r.ConnsPerAgent = float64(conns) / float64(len(s.nodes)-1)
 	return r
 }

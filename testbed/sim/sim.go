@@ -110,7 +110,10 @@ type Sim struct {
 	measured, finished int
 	tmin               float64
 	originSent         int64
-	dropped, cancelled int64 // connections closed to make room; blocks cancelled with them
+	originOut          []bool  // pieces the origin has delivered at least once
+	originOutN         int     // how many
+	originOutAt        float64 // when the last of them arrived
+	dropped, cancelled int64   // connections closed to make room; blocks cancelled with them
 	traded             int64
 	reqSeq             uint64
 	engine             bool      // cfg.Engine is the shoal engine
@@ -132,6 +135,7 @@ func New(cfg Config) (*Sim, error) {
 	s.assigned = make([]int32, s.nPieces)
 	s.holders = make([]int32, s.nPieces)
 	s.revealedAt = make([]float64, s.nPieces)
+	s.originOut = make([]bool, s.nPieces)
 
 	n := cfg.Agents
 	nChurn := int(cfg.Churn*float64(n) + 0.5)
@@ -951,6 +955,12 @@ func (s *Sim) finishTransfer(id int32) {
 		}
 		nw.fromOrigin += tr.bytes
 		s.originSent += tr.bytes
+		if !s.originOut[p] && int(nw.got[p]) == s.chunks(p) {
+			s.originOut[p] = true
+			if s.originOutN++; s.originOutN == s.nPieces {
+				s.originOutAt = s.now
+			}
+		}
 	} else {
 		nw.fromPeers += tr.bytes
 		nw.wasted += tr.waste

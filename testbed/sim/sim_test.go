@@ -62,6 +62,15 @@ func TestConservation(t *testing.T) {
 		if len(r.AgentSeconds) != c.Agents {
 			t.Errorf("%d agents measured, want %d", len(r.AgentSeconds), c.Agents)
 		}
+		// Every piece's first copy leaves the origin, no faster than its
+		// cap, and before the first agent holds them all.
+		first := math.Inf(1)
+		for _, n := range s.nodes[1:] {
+			first = min(first, n.doneAt)
+		}
+		if low := float64(c.BlobBytes) / s.cfg.OriginRate; r.OriginOutSeconds < low*0.999 || r.OriginOutSeconds > first {
+			t.Errorf("origin's first copies out at %.2f s: want between %.2f s (the blob at its cap) and %.2f s (the first agent done)", r.OriginOutSeconds, low, first)
+		}
 	}
 }
 

@@ -393,13 +393,33 @@ func TestEnginesTradeWithEachOther(t *testing.T) {
 		t.Run(c.seed+"-to-"+c.leech, func(t *testing.T) {
 			seed := cappedSeederOn(t, c.seed, 1_000_000, blob, mi, agentPeerIDPrefix)
 			leech := newTestNode(t, Config{Engine: c.leech, DownloadRate: 1_000_000})
-			_, dl := downloadFrom(t, leech, seed, blob, mi)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := dl.Wait(ctx); err != nil {
+			sw, dl := downloadFrom(t, leech, seed, blob, mi)
+			if err := waitOffering(sw, seed, dl, 30*time.Second); err != nil {
 				t.Fatalf("%s agent from a %s seed: %v", c.leech, c.seed, err)
 			}
 		})
+	}
+}
+
+// waitOffering waits for dl, offering seed to sw again every second as the
+// tracker's answers would. The library forgets a peer whose dial or
+// handshake failed (its openNewConns pops it from the torrent's peers), so
+// one such failure on a loaded machine (CI, once: shoal-to-library under
+// -race) left it with nobody to download from.
+func waitOffering(sw *Swarm, seed *Node, dl *store.Download, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- dl.Wait(ctx) }()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			sw.m.addPeers([]netip.AddrPort{seed.Addr()}, nil)
+		}
 	}
 }
 

@@ -90,8 +90,10 @@ type Config struct {
 	// UploadOrder is the order in which a shoal engine agent's upload cap
 	// serves the blocks asked of it: "behind" (p2p's upload turns since
 	// 2026-12-04: the downloader holding the least first, then request
-	// order) or "request" (request order, the engine before). The
-	// library's model ignores it.
+	// order), "request" (request order, the engine before) or "rare" (a
+	// what-if, tried on the real swarm and not kept: "behind", each of
+	// the uploader's peers known to hold the piece counting as 1/128 of
+	// the blob more, up to 7; Sim.copies). The library's model ignores it.
 	UploadOrder string
 	// RTT is the round trip between any two nodes; RequestLatency the time
 	// from a piece becoming requestable (a Have, a reveal, a free slot) to
@@ -145,6 +147,7 @@ const (
 const (
 	UploadBehind  = "behind"
 	UploadRequest = "request"
+	UploadRare    = "rare"
 )
 
 // Engines of live swarms (p2p.EngineShoal, p2p.EngineLibrary).
@@ -255,7 +258,7 @@ func (c *Config) Validate() error {
 		check(k <= 255, "chunk size: %d chunks per piece, want at most 255", k)
 	}
 	check(c.Engine == EngineShoal || c.Engine == EngineLibrary, "engine: want %q or %q, got %q", EngineShoal, EngineLibrary, c.Engine)
-	check(c.UploadOrder == UploadBehind || c.UploadOrder == UploadRequest, "upload order: want %q or %q, got %q", UploadBehind, UploadRequest, c.UploadOrder)
+	check(c.UploadOrder == UploadBehind || c.UploadOrder == UploadRequest || c.UploadOrder == UploadRare, "upload order: want %q, %q or %q, got %q", UploadBehind, UploadRequest, UploadRare, c.UploadOrder)
 	check(c.HaveDelay >= 0, "have delay: want >= 0, got %g", c.HaveDelay)
 	check(c.RTT >= 0 && c.RequestLatency >= 0 && c.JoinSpread >= 0, "latencies: want >= 0")
 	check(c.Waste >= 0 && c.Waste < 1, "waste: want 0..1, got %g", c.Waste)

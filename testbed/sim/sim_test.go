@@ -270,17 +270,28 @@ func TestEngineUploadsInTurn(t *testing.T) {
 	}
 }
 
-// The engine's upload turns serve the downloader holding the least first
-// (then in request order): w2, asking second but holding nothing, takes
-// the whole upload from w1, which holds 8 pieces; in request order, or
-// once w1 holds no more than w2, w1 asked first and goes first.
+// The engine's upload turns serve the downloader holding the least first,
+// and the piece fewest of the uploader's peers hold first (then in request
+// order): w2, asking second but holding nothing, takes the whole upload
+// from w1, which holds 8 pieces of 16; once w1 holds no more than w2, w1
+// asked first and goes first, unless (UploadRare) its piece has copies
+// among the uploader's peers and w2's has none; a piece's copies weigh
+// 1/128 of the blob each, so w1 holding 8 pieces more still goes second
+// however common w2's piece is (up to 7 copies, 7/128 of the blob). In
+// request order w1 always goes first.
 func TestEngineUploadsToThePeerBehindFirst(t *testing.T) {
 	for _, tc := range []struct {
 		order         string
 		w1Has         int
+		copies1       int // the uploader's peers holding w1's piece
+		copies2       int // and w2's
 		first, second float64
-	}{{UploadBehind, 8, 0, 1e6}, {UploadRequest, 8, 1e6, 0}, {UploadBehind, 0, 1e6, 0}} {
-		s, err := New(Config{Agents: 3, BlobBytes: 1 << 20, PieceBytes: 64 << 10, Rate: 1e6, Engine: EngineShoal, UploadOrder: tc.order})
+	}{
+		{UploadBehind, 8, 0, 0, 0, 1e6}, {UploadRequest, 8, 0, 0, 1e6, 0}, {UploadBehind, 0, 0, 0, 1e6, 0},
+		{UploadBehind, 0, 3, 0, 1e6, 0}, {UploadRare, 0, 3, 0, 0, 1e6}, {UploadRare, 0, 3, 3, 1e6, 0},
+		{UploadRare, 8, 0, 9, 0, 1e6}, {UploadRequest, 0, 3, 0, 1e6, 0},
+	} {
+		s, err := New(Config{Agents: 12, BlobBytes: 1 << 20, PieceBytes: 64 << 10, Rate: 1e6, Engine: EngineShoal, UploadOrder: tc.order})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,10 +301,23 @@ func TestEngineUploadsToThePeerBehindFirst(t *testing.T) {
 			s.nodes[w1].have.set(p)
 			s.nodes[w1].nHave++
 		}
+		// Agents 4-12 are u's peers, holding pieces 10 and 11 since
+		// before the connection (their bitfields told u).
+		for k := range max(tc.copies1, tc.copies2) {
+			h := int32(4 + k)
+			if k < tc.copies1 {
+				s.nodes[h].have.set(10)
+			}
+			if k < tc.copies2 {
+				s.nodes[h].have.set(11)
+			}
+			s.nodes[u].conns = append(s.nodes[u].conns, h)
+			s.nodes[u].since = append(s.nodes[u].since, 1)
+		}
 		a := startBlock(s, u, w1, 10)
 		b := startBlock(s, u, w2, 11)
 		if ra, rb := s.xfers[a].rate, s.xfers[b].rate; math.Abs(ra-tc.first) > 1 || math.Abs(rb-tc.second) > 1 {
-			t.Errorf("%s, w1 holding %d: %.0f and %.0f B/s, want %.0f and %.0f", tc.order, tc.w1Has, ra, rb, tc.first, tc.second)
+			t.Errorf("%s, w1 holding %d, pieces with %d and %d copies: %.0f and %.0f B/s, want %.0f and %.0f", tc.order, tc.w1Has, tc.copies1, tc.copies2, ra, rb, tc.first, tc.second)
 		}
 	}
 }
@@ -342,5 +366,36 @@ func TestCalibration(t *testing.T) {
 		if math.Abs(c.Diff) > 0.05 {
 			t.Errorf("%s: real %.3f, model %.3f", c.Row.Name, c.Row.P50, c.SimP50)
 		}
+	}
+}
+
+// The copies the engine's upload turns weigh are those p2p knows of: a
+// peer that held the piece when the connection began or got it before the
+// uploader (its Have), and the origin if it revealed it; not a peer that
+// got it after the uploader, which tells it nothing (Haves are suppressed
+// to agents holding the piece).
+func TestCopiesAreThoseToldBeforeUs(t *testing.T) {
+	s, err := New(Config{Agents: 4, BlobBytes: 1 << 20, PieceBytes: 64 << 10, Rate: 1e6, Engine: EngineShoal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := s.nodes[1]
+	u.have.set(10)
+	u.gotAt[10] = 3
+	u.revealed.set(10)
+	for k, at := range []float64{0.5, 2, 5} { // agents 2, 3, 4, connected at t = 1
+		h := s.nodes[2+k]
+		h.have.set(10)
+		h.gotAt[10] = at
+		u.conns = append(u.conns, int32(2+k))
+		u.since = append(u.since, 1)
+	}
+	u.conns = append(u.conns, origin)
+	u.since = append(u.since, 0)
+	if got := s.copies(1, 10); got != 3 {
+		t.Fatalf("copies of a piece held since before the connection, got before us, got after us, and revealed by the origin: %d, want 3", got)
+	}
+	if got := s.copies(1, 11); got != 0 {
+		t.Fatalf("copies of a piece nobody holds: %d, want 0", got)
 	}
 }

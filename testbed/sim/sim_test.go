@@ -399,3 +399,63 @@ func TestCopiesAreThoseToldBeforeUs(t *testing.T) {
 		t.Fatalf("copies of a piece nobody holds: %d, want 0", got)
 	}
 }
+
+// The engine's turns rank a downloader by what it told the uploader it
+// holds (p2p's hasN), not by what it holds: w1 holds 8 pieces, all of
+// which the uploader had first (so no Have came), w2 holds 2 it told of;
+// w1 goes first though it asked first and holds more.
+func TestEngineTurnsRankByWhatThePeerTold(t *testing.T) {
+	s, err := New(Config{Agents: 3, BlobBytes: 1 << 20, PieceBytes: 64 << 10, Rate: 1e6, Engine: EngineShoal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, w1, w2 := int32(1), int32(2), int32(3)
+	s.nodes[w1].down, s.nodes[w2].down = 10e6, 10e6
+	for p := range 8 {
+		s.nodes[w1].have.set(p)
+		s.nodes[w1].nHave++
+	}
+	for p := range 2 {
+		s.nodes[w2].have.set(8 + p)
+		s.nodes[w2].nHave++
+	}
+	nu := s.nodes[u]
+	nu.conns, nu.since, nu.toldN = append(nu.conns, w2, w1), append(nu.since, 0, 0), append(nu.toldN, 2, 0)
+	nu.lazyAt = append(nu.lazyAt, 0, 0) // no lazy Haves due
+	if got := s.toldBy(u, w1); got != 0 {
+		t.Fatalf("w1 told %d pieces, want 0", got)
+	}
+	b := startBlock(s, u, w2, 11)
+	a := startBlock(s, u, w1, 10)
+	if ra, rb := s.xfers[a].rate, s.xfers[b].rate; ra != 1e6 || rb != 0 {
+		t.Fatalf("w1 (told 0) and w2 (told 2): %.0f and %.0f B/s, want 1e6 and 0", ra, rb)
+	}
+}
+
+// A Have counts toward what the peer told: tell adds one to the
+// connection's count, and a connection starts from the peer's bitfield.
+func TestToldCountsBitfieldAndHaves(t *testing.T) {
+	s, err := New(Config{Agents: 2, BlobBytes: 1 << 20, PieceBytes: 64 << 10, Rate: 1e6, Engine: EngineShoal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := int32(1), int32(2)
+	for p := range 3 {
+		s.nodes[b].have.set(p)
+		s.nodes[b].nHave++
+	}
+	s.nodes[a].joined, s.nodes[b].joined = true, true
+	s.connect(a, b)
+	if !slices.Contains(s.nodes[a].conns, b) {
+		t.Fatal("not connected")
+	}
+	if got := s.toldBy(a, b); got != 3 {
+		t.Fatalf("after the bitfield: %d, want 3", got)
+	}
+	s.nodes[b].have.set(5)
+	s.nodes[b].nHave++
+	s.tell(b, a, 5)
+	if got := s.toldBy(a, b); got != 4 {
+		t.Fatalf("after a Have: %d, want 4", got)
+	}
+}

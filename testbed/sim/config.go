@@ -89,8 +89,9 @@ type Config struct {
 
 	// UploadOrder is the order in which a shoal engine agent's upload cap
 	// serves the blocks asked of it: "behind" (p2p's upload turns since
-	// 2026-12-04: the downloader holding the least first, then request
-	// order), "request" (request order, the engine before) or "rare" (a
+	// 2026-12-04: the downloader that told the uploader of the fewest
+	// pieces first, Sim.toldBy, then request order), "request" (request
+	// order, the engine before) or "rare" (a
 	// what-if, tried on the real swarm and not kept: "behind", each of
 	// the uploader's peers known to hold the piece counting as 1/128 of
 	// the blob more, up to 7; Sim.copies). The library's model ignores it.

@@ -756,10 +756,10 @@ func (s *Sim) reshareIntoExcept(w, except int32, depth int) {
 // 0.005 (the library is no longer the default engine; it is not refitted).
 // An agent on the library shares its upload max-min fairly among its
 // pairs; the origin, and an agent on the shoal engine, serve theirs in
-// turn (the seeder in reveal order; the engine, whose writers take turns
-// at the upload cap, the downloader holding the least first, then in
-// request order, or in request order alone with UploadOrder "request"),
-// each up to its pair's cap. When a pair slows down, the downloader's
+// turn (the seeder in reveal order; the engine, whose writers take
+// turns at the upload cap, the downloader that told of the fewest pieces
+// first, then in request order, or in request order alone with
+// UploadOrder "request"), each up to its pair's cap. When a pair slows down, the downloader's
 // other senders are reshared once, to take up the slack; when one rises to
 // its even share of a full link, they give it up.
 func (s *Sim) reshare(u int32) { s.reshareDepth(u, 1) }
@@ -767,9 +767,10 @@ func (s *Sim) reshare(u int32) { s.reshareDepth(u, 1) }
 func (s *Sim) reshareDepth(u int32, depth int) {
 	n := s.nodes[u]
 	flows := s.scratch[depth][:0]
-	// The engine's upload turns: the downloader holding the least first
-	// (p2p peerConn.awaitUpload); with UploadRare, the piece fewest of the
-	// uploader's peers hold first. The origin keeps its reveal order.
+	// The engine's upload turns: the downloader that told of the fewest
+	// pieces first (p2p peerConn.awaitUpload; toldBy); with UploadRare,
+	// the piece fewest of the uploader's peers hold first. The origin
+	// keeps its reveal order.
 	behind := s.engine && u != origin && s.cfg.UploadOrder != UploadRequest
 	rare := s.cfg.UploadOrder == UploadRare
 	for _, id := range n.upT {
@@ -1058,8 +1059,8 @@ func splitPair(fs []flow, r float64) {
 // that held p when the connection began (its bitfield) or got it before u
 // did (its Have). An agent that gets p after u does not tell u (p2p
 // suppresses Haves to agents holding the piece), so the count stops when
-// u gets p (counting every copy instead, N = 1,000, U = R: 1.096x /
-// 1.103x; as p2p would, 1.102x / 1.114x).
+// u gets p (on the model before toldBy, N = 1,000, U = R: counting
+// every copy 1.096x / 1.103x, as p2p would 1.102x / 1.114x).
 func (s *Sim) copies(u int32, p int) int {
 	n := s.nodes[u]
 	k := 0

@@ -278,7 +278,8 @@ func TestEngineUploadsInTurn(t *testing.T) {
 // among the uploader's peers and w2's has none; a piece's copies weigh
 // 1/128 of the blob each, so w1 holding 8 pieces more still goes second
 // however common w2's piece is (up to 7 copies, 7/128 of the blob). In
-// request order w1 always goes first.
+// request order w1 always goes first. (w1 and w2 are not connected to
+// the uploader here, so their rank is what they hold: toldBy.)
 func TestEngineUploadsToThePeerBehindFirst(t *testing.T) {
 	for _, tc := range []struct {
 		order         string
@@ -403,7 +404,7 @@ func TestCopiesAreThoseToldBeforeUs(t *testing.T) {
 // The engine's turns rank a downloader by what it told the uploader it
 // holds (p2p's hasN), not by what it holds: w1 holds 8 pieces, all of
 // which the uploader had first (so no Have came), w2 holds 2 it told of;
-// w1 goes first though it asked first and holds more.
+// w1 goes first though it asked second and holds more.
 func TestEngineTurnsRankByWhatThePeerTold(t *testing.T) {
 	s, err := New(Config{Agents: 3, BlobBytes: 1 << 20, PieceBytes: 64 << 10, Rate: 1e6, Engine: EngineShoal})
 	if err != nil {

@@ -47,7 +47,7 @@ func runBenchSim(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.StringVar(&c.Engine, "engine", sim.EngineLibrary, `the agents' p2p.engine, "library" or "shoal" (the model of each is fitted to the real rows measured on it: --calibrate)`)
 	haveDelay := fs.Duration("have-delay", time.Duration(sim.DefaultHaveDelay*float64(time.Second)), "shoal engine: how long a Have may wait for the connection's next write (longer where 4 pieces take longer at the upload cap)")
 	fs.BoolVar(&c.InOrder, "in-order", false, "agents ask for the lowest index first instead of the rarest")
-	fs.StringVar(&c.UploadOrder, "upload-order", sim.UploadBehind, `shoal engine: the order its upload cap serves blocks in, "behind" (the peer holding the least first, as p2p does), "request" or "rare" (a what-if: as behind, a piece fewer of the uploader's peers hold first)`)
+	fs.StringVar(&c.UploadOrder, "upload-order", sim.UploadBehind, `shoal engine: the order its upload cap serves blocks in, "behind" (the peer that told the uploader of the fewest pieces first, as p2p does), "request" or "rare" (a what-if: as behind, a piece fewer of the uploader's peers hold first)`)
 	fs.BoolVar(&c.SerialUploads, "serial-uploads", false, "what-if: agents upload one piece at a time at the cap, in request order")
 	rtt := fs.Duration("rtt", time.Duration(sim.DefaultRTT*float64(time.Second)), "round trip between nodes")
 	reqLat := fs.Duration("request-latency", 0, fmt.Sprintf("from a piece being requestable to its first byte, beyond one RTT (default: the engine's, %s on the library, %s on shoal)",

@@ -273,8 +273,10 @@ func (s *Sim) tell(w, v int32, p int) {
 	}
 	nv := s.nodes[v]
 	nv.avail[p]++
-	if ci := slices.Index(nv.conns, w); ci >= 0 && nv.toldN != nil {
-		nv.toldN[ci]++
+	if nv.toldN != nil { // the engine's model: what w told v (toldBy)
+		if ci := slices.Index(nv.conns, w); ci >= 0 {
+			nv.toldN[ci]++
+		}
 	}
 	if !nv.have.has(p) && !nv.inflight.has(p) {
 		s.schedule(v, w)

@@ -65,11 +65,11 @@ type Config struct {
 	// connection at once; 0: p2p's requests_per_peer rule from the
 	// agent's download cap (20 ms of it, at least one block).
 	QueueDepth int
-	// Engine is the agents' engine of live swarms (p2p.engine): "library"
-	// (anacrolix/torrent; the model's default) or "shoal" (Shoal's own
-	// engine, p2p's default since 2026-12-03; its model fits every real row
+	// Engine is the agents' engine of live swarms (p2p.engine): "shoal"
+	// (Shoal's own engine, p2p's default and so the model's; its model fits every real row
 	// measured on it within +-0.05: even and uneven links, late joiners,
-	// churn, N = 8-256, 256 MiB and 1 GiB blobs). They differ in how
+	// churn, N = 8-256, 256 MiB and 1 GiB blobs) or "library"
+	// (anacrolix/torrent, p2p.engine = "library"). They differ in how
 	// connections are made and kept, which piece is asked for next, when a
 	// Have goes out (engine.go), and how an agent's upload and download
 	// links are shared (reshare).
@@ -180,7 +180,7 @@ func (c *Config) ApplyDefaults() {
 	setf(&c.AnnounceInterval, DefaultAnnounceInterval)
 	set(&c.Reveal, DefaultReveal)
 	if c.Engine == "" {
-		c.Engine = EngineLibrary
+		c.Engine = EngineShoal
 	}
 	if c.ChunkBytes == 0 {
 		c.ChunkBytes = DefaultChunkBytes
@@ -200,7 +200,7 @@ func (c Config) Calibrated() Config {
 	if c.RTT == 0 {
 		c.RTT = DefaultRTT
 	}
-	lib := c.Engine != EngineShoal
+	lib := c.Engine == EngineLibrary // unset is the shoal engine (ApplyDefaults)
 	if c.RequestLatency == 0 {
 		c.RequestLatency = DefaultRequestLatency
 		if !lib {

@@ -28,9 +28,9 @@ func run(t *testing.T, c Config) (*Sim, *Result) {
 // bytes add up: N blobs delivered, the origin sending each piece once.
 func TestConservation(t *testing.T) {
 	for _, c := range []Config{
-		{Agents: 20, BlobBytes: 32<<20 + 12345, PieceBytes: 256 << 10, Rate: 10e6},
-		{Agents: 20, BlobBytes: 32 << 20, PieceBytes: 256 << 10, Rate: 10e6, Warm: true, InOrder: true},
-		{Agents: 30, BlobBytes: 16 << 20, PieceBytes: 256 << 10, Rate: 10e6, Uneven: 0.25, Late: 0.25, ConnsPerTorrent: 3, QueueDepth: 4},
+		{Agents: 20, BlobBytes: 32<<20 + 12345, PieceBytes: 256 << 10, Rate: 10e6, Engine: EngineLibrary},
+		{Agents: 20, BlobBytes: 32 << 20, PieceBytes: 256 << 10, Rate: 10e6, Warm: true, InOrder: true, Engine: EngineLibrary},
+		{Agents: 30, BlobBytes: 16 << 20, PieceBytes: 256 << 10, Rate: 10e6, Uneven: 0.25, Late: 0.25, ConnsPerTorrent: 3, QueueDepth: 4, Engine: EngineLibrary},
 		{Agents: 20, BlobBytes: 32<<20 + 12345, PieceBytes: 256 << 10, Rate: 10e6, Engine: EngineShoal},
 		{Agents: 30, BlobBytes: 16 << 20, Rate: 1e6, Uneven: 0.25, Late: 0.25, Engine: EngineShoal},
 		{Agents: 30, BlobBytes: 16 << 20, PieceBytes: 256 << 10, Rate: 10e6, Warm: true, ConnsPerTorrent: 3, Engine: EngineShoal},
@@ -82,14 +82,16 @@ func TestBounds(t *testing.T) {
 		{Agents: 40, BlobBytes: 16 << 20, Rate: 5e6, OriginRate: 50e6, Warm: true, Uneven: 0.25, Late: 0.25},
 		{Agents: 10, BlobBytes: 16 << 20, Rate: 5e6, OriginRate: 1e6},
 	} {
-		_, r := run(t, c.Calibrated())
-		for i, secs := range r.AgentSeconds {
-			if secs < r.AgentBounds[i]*(1-1e-9) {
-				t.Errorf("%+v: agent %d took %.3f s, under its bound %.3f s", c, i, secs, r.AgentBounds[i])
+		for _, c.Engine = range []string{EngineShoal, EngineLibrary} {
+			_, r := run(t, c.Calibrated())
+			for i, secs := range r.AgentSeconds {
+				if secs < r.AgentBounds[i]*(1-1e-9) {
+					t.Errorf("%+v: agent %d took %.3f s, under its bound %.3f s", c, i, secs, r.AgentBounds[i])
+				}
 			}
-		}
-		if r.P50OverTMin < 1 {
-			t.Errorf("p50 %.3fx T_min", r.P50OverTMin)
+			if r.P50OverTMin < 1 {
+				t.Errorf("%+v: p50 %.3fx T_min", c, r.P50OverTMin)
+			}
 		}
 	}
 }
@@ -118,16 +120,33 @@ func TestTwoNodesClosedForm(t *testing.T) {
 }
 
 func TestDeterministic(t *testing.T) {
-	c := Config{Agents: 50, BlobBytes: 16 << 20, Rate: 5e6, Uneven: 0.2, Churn: 0.1, Seed: 7}.Calibrated()
-	_, a := run(t, c)
-	_, b := run(t, c)
-	if !reflect.DeepEqual(a, b) {
-		t.Errorf("same seed, different runs: p50 %v vs %v", a.AgentSecondsP50, b.AgentSecondsP50)
+	for _, engine := range []string{EngineShoal, EngineLibrary} {
+		c := Config{Agents: 50, BlobBytes: 16 << 20, Rate: 5e6, Uneven: 0.2, Churn: 0.1, Seed: 7, Engine: engine}.Calibrated()
+		_, a := run(t, c)
+		_, b := run(t, c)
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("%s: same seed, different runs: p50 %v vs %v", engine, a.AgentSecondsP50, b.AgentSecondsP50)
+		}
+		c.Seed = 8
+		_, d := run(t, c)
+		if reflect.DeepEqual(a.AgentSeconds, d.AgentSeconds) {
+			t.Errorf("%s: seeds 7 and 8 gave the same agent times", engine)
+		}
 	}
-	c.Seed = 8
-	_, d := run(t, c)
-	if reflect.DeepEqual(a.AgentSeconds, d.AgentSeconds) {
-		t.Error("seeds 7 and 8 gave the same agent times")
+}
+
+// Left unset, the model's engine is p2p's default.
+func TestEngineDefaultsToShoal(t *testing.T) {
+	c := Config{Agents: 4, BlobBytes: 1 << 20, Rate: 1e6}.Calibrated()
+	s, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.cfg.Engine != EngineShoal || !s.engine || s.cfg.ChunkBytes != DefaultEngineChunkBytes {
+		t.Errorf("engine %q (model of the engine: %v), blocks of %d: want %q and %d", s.cfg.Engine, s.engine, s.cfg.ChunkBytes, EngineShoal, DefaultEngineChunkBytes)
+	}
+	if c.Waste != DefaultEngineWaste || c.RequestLatency != DefaultEngineRequestLatency {
+		t.Errorf("calibrated waste %g, request latency %g: want the engine's %g, %g", c.Waste, c.RequestLatency, DefaultEngineWaste, DefaultEngineRequestLatency)
 	}
 }
 

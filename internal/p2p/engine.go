@@ -567,7 +567,7 @@ func (t *transfer) tick(now time.Time) {
 		// and gets no more until it sends a block. Not an origin: its
 		// super-seeder queues uploads in reveal order on purpose, and its
 		// pieces are rarely held elsewhere.
-		if !c.origin && len(c.reqs) > 0 && now.Sub(latest(c.lastBlock, c.reqs[0].at)) > c.stallAfter() && t.moveStalledLocked(c) {
+		if !c.origin && len(c.reqs) > 0 && now.Sub(latest(c.lastBlock, c.reqs[0].at)) > c.stallAfter(t.blockLen(c.reqs[0].piece, c.reqs[0].block)) && t.moveStalledLocked(c) {
 			c.snubbedUntil = now.Add(snubTimeout)
 			t.fillAllLocked()
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 	pp "github.com/anacrolix/torrent/peer_protocol"
+	"golang.org/x/time/rate"
 
 	"github.com/shoal-dev/shoal/internal/store"
 )
@@ -56,6 +57,7 @@ type rawPeer struct {
 
 	has        func(piece int) bool // nil: every piece
 	choke      bool                 // never unchoke the node
+	silent     bool                 // never send a block
 	gate       <-chan struct{}      // closed: send the bitfield
 	interested chan struct{}        // closed when the node says it is interested
 
@@ -150,6 +152,9 @@ func (p *rawPeer) session(c net.Conn) error {
 	var pending sync.Map // [index, begin, length] -> struct{}: requested, not answered or cancelled
 	go func() {
 		for m := range queue {
+			if p.silent {
+				continue
+			}
 			time.Sleep(20 * time.Millisecond)
 			r := [3]pp.Integer{m.Index, m.Begin, m.Length}
 			if _, ok := pending.LoadAndDelete(r); !ok {
@@ -314,4 +319,82 @@ func TestPrefixNextPieceIsAskedForFirst(t *testing.T) {
 		t.Fatalf("piece 0 was request %d of %d to the seed (order %v), want the first", first+1, len(asked), asked)
 	}
 	t.Logf("pieces asked for, in order: %v", asked)
+}
+
+// A peer that sits on the node's requests loses them to a peer that sends
+// (the stall rule): the silent peer, alone at first, is asked for the
+// in-order prefix's next piece (0), and the client's stream gets its first
+// bytes long before the download ends. Without the rule piece 0 would come
+// only in the end game, from the other peer's second request, with the
+// rest of the blob already there.
+func TestStalledRequestsGoToAPeerThatSends(t *testing.T) {
+	if testEngine() == EngineLibrary {
+		t.Skip("the stall rule is the engine's")
+	}
+	const size, pieceLen = 4 << 20, 64 << 10
+	blob, mi := testBlobMeta(t, size, pieceLen)
+	silent := startRawPeer(t, blob, mi, func(p *rawPeer) { p.silent = true })
+	seed := startRawPeer(t, blob, mi)
+	n := newTestNode(t, Config{DownloadRate: 512_000}) // 8 s for the blob; stall after 1.5 s
+	sw, dl := downloadFromAddr(t, n, silent.ln.Addr().(*net.TCPAddr), blob, mi)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		silent.mu.Lock()
+		asked := len(silent.asked)
+		silent.mu.Unlock()
+		if asked > 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the silent peer was asked for nothing")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sw.m.addPeers([]netip.AddrPort{seed.ln.Addr().(*net.TCPAddr).AddrPort()}, nil)
+	for dl.Hashed() == 0 {
+		if ctx.Err() != nil {
+			t.Fatalf("no first byte after 60 s (%d of %d bytes)", sw.BytesCompleted(), size)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	first := dl.Hashed()
+	if err := dl.Wait(ctx); err != nil {
+		t.Fatalf("download: %v (%d of %d bytes)", err, sw.BytesCompleted(), size)
+	}
+	if first >= size/2 {
+		t.Errorf("the stream's first bytes came with %d of %d bytes in order: piece 0 waited on the silent peer", first, size)
+	}
+	silent.mu.Lock()
+	defer silent.mu.Unlock()
+	if slices.Index(silent.asked, 0) < 0 {
+		t.Errorf("the silent peer was asked for %v, not piece 0", silent.asked)
+	}
+}
+
+// The stall time: four of the peer's usual gaps between blocks, and at
+// least eight times what a block takes at the download cap, 1.5 to 30 s.
+func TestStallAfterScalesWithTheDownloadCap(t *testing.T) {
+	for _, tc := range []struct {
+		down float64 // B/s; 0: uncapped
+		gap  time.Duration
+		size int64
+		want time.Duration
+	}{
+		{0, 0, 32 << 10, minStall},
+		{1e6, 0, 32 << 10, minStall},                 // 8 x 33 ms
+		{64e3, 0, 32 << 10, 4096 * time.Millisecond}, // 8 x 512 ms
+		{64e3, 2 * time.Second, 32 << 10, 8 * time.Second},
+		{1e6, 500 * time.Millisecond, 128 << 10, 2 * time.Second},
+		{4e3, 0, 128 << 10, maxStall},
+	} {
+		e := &engine{}
+		if tc.down > 0 {
+			e.down = rate.NewLimiter(rate.Limit(tc.down), 64<<10)
+		}
+		c := &peerConn{t: &transfer{e: e}, blockGap: tc.gap}
+		if got := c.stallAfter(tc.size); got != tc.want {
+			t.Errorf("down %g B/s, gap %v, block %d: stallAfter %v, want %v", tc.down, tc.gap, tc.size, got, tc.want)
+		}
+	}
 }

@@ -15,7 +15,7 @@ import (
 const benchSimUsage = `  shoal bench sim --agents N --size F --rate R [--origin-rate U] [--upstream-rate U] [--piece-size P]
                   [--warm-origins] [--uneven 0.25 [--slow-conns C]] [--late 0.25] [--churn 0.1] [--seed S] [--runs K]
                   [--conns C] [--max-peers M] [--announce-interval D] [--reveal K] [--queue-depth Q] [--chunk-size B]
-                  [--engine shoal|library] [--have-delay D] [--in-order] [--upload-order behind|request|rare] [--serial-uploads] [--rtt D] [--request-latency D] [--waste W] [--agent-times] [--json]
+                  [--engine shoal|library] [--have-delay D] [--min-stall D] [--in-order] [--upload-order behind|request|rare] [--serial-uploads] [--rtt D] [--request-latency D] [--waste W] [--agent-times] [--json]
   shoal bench sim --calibrate [--runs K] [--json]   every real row against the model
 `
 
@@ -46,6 +46,7 @@ func runBenchSim(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	chunk := fs.String("chunk-size", "auto", `block an agent requests at a time ("auto": the engine's, 128 KiB on shoal, 64 KiB on the library)`)
 	fs.StringVar(&c.Engine, "engine", sim.EngineShoal, `the agents' p2p.engine, "shoal" or "library" (the model of each is fitted to the real rows measured on it: --calibrate)`)
 	haveDelay := fs.Duration("have-delay", time.Duration(sim.DefaultHaveDelay*float64(time.Second)), "shoal engine: how long a Have may wait for the connection's next write (longer where 4 pieces take longer at the upload cap)")
+	minStall := fs.Duration("min-stall", time.Duration(sim.DefaultMinStall*float64(time.Second)), "shoal engine: the least time a peer may sit on an agent's requests before they are asked of others (four of its gaps between blocks, this to 30 s)")
 	fs.BoolVar(&c.InOrder, "in-order", false, "agents ask for the lowest index first instead of the rarest")
 	fs.StringVar(&c.UploadOrder, "upload-order", sim.UploadBehind, `shoal engine: the order its upload cap serves blocks in, "behind" (the peer that told the uploader of the fewest pieces first, as p2p does), "request" or "rare" (a what-if: as behind, a piece fewer of the uploader's peers hold first)`)
 	fs.BoolVar(&c.SerialUploads, "serial-uploads", false, "what-if: agents upload one piece at a time at the cap, in request order")
@@ -65,7 +66,7 @@ func runBenchSim(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *runs < 1 {
 		return usageError{errors.New("--runs: want >= 1")}
 	}
-	c.AnnounceInterval, c.RTT, c.RequestLatency, c.HaveDelay = announce.Seconds(), rtt.Seconds(), reqLat.Seconds(), haveDelay.Seconds()
+	c.AnnounceInterval, c.RTT, c.RequestLatency, c.HaveDelay, c.MinStall = announce.Seconds(), rtt.Seconds(), reqLat.Seconds(), haveDelay.Seconds(), minStall.Seconds()
 	if *calibrate {
 		// Each row runs on the engine it was measured with.
 		return printCalibration(ctx, c, *runs, *asJSON, stdout)

@@ -78,6 +78,10 @@ type Config struct {
 	// connection's next write (p2p's haveDelay; longer on a link so slow
 	// that lazyHaveSpare pieces take longer at its upload cap).
 	HaveDelay float64
+	// MinStall is the least time the shoal engine lets a peer sit on its
+	// requests before it asks others (p2p minStall; the stall time is four
+	// of the peer's usual gaps between blocks, MinStall to 30 s).
+	MinStall float64
 	// InOrder makes agents ask for the lowest-index piece a peer has
 	// instead of the library's rarest-first (availability, then index).
 	InOrder bool
@@ -137,6 +141,7 @@ const (
 	DefaultWaste            = 0.03     // bytes received twice / bytes received: 1.5-4 % measured at N = 32-128 (requests_per_peer)
 	DefaultJoinSpread       = 0.05
 	DefaultHaveDelay        = 0.3 // p2p haveDelay
+	DefaultMinStall         = 1.5 // p2p minStall
 
 	// The shoal engine's own measured and fitted values (docs/benchmarks.md).
 	DefaultEngineWaste          = 0.005 // bytes received twice: 0.2-0.9 % in the engine's scale rows
@@ -189,6 +194,7 @@ func (c *Config) ApplyDefaults() {
 		}
 	}
 	setf(&c.HaveDelay, DefaultHaveDelay)
+	setf(&c.MinStall, DefaultMinStall)
 	if c.UploadOrder == "" {
 		c.UploadOrder = UploadBehind
 	}
@@ -261,6 +267,7 @@ func (c *Config) Validate() error {
 	check(c.Engine == EngineShoal || c.Engine == EngineLibrary, "engine: want %q or %q, got %q", EngineShoal, EngineLibrary, c.Engine)
 	check(c.UploadOrder == UploadBehind || c.UploadOrder == UploadRequest || c.UploadOrder == UploadRare, "upload order: want %q, %q or %q, got %q", UploadBehind, UploadRequest, UploadRare, c.UploadOrder)
 	check(c.HaveDelay >= 0, "have delay: want >= 0, got %g", c.HaveDelay)
+	check(c.MinStall >= 0, "min stall: want >= 0, got %g", c.MinStall)
 	check(c.RTT >= 0 && c.RequestLatency >= 0 && c.JoinSpread >= 0, "latencies: want >= 0")
 	check(c.Waste >= 0 && c.Waste < 1, "waste: want 0..1, got %g", c.Waste)
 	for _, f := range []struct {

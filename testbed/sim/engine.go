@@ -23,14 +23,114 @@ import "slices"
 //     holds too, and to the origin, of a piece it did not send, the Have
 //     waits for the connection's next write (a request or a block), at
 //     most HaveDelay, or on a slow link the time lazyHaveSpare pieces take
-//     at the agent's upload cap (lazyDelay).
+//     at the agent's upload cap (lazyDelay);
+//   - stalls: once a second a downloading agent takes back its requests
+//     from a peer (not the origin) that sat on them longer than its stall
+//     time (four of its usual gaps between blocks, and eight times a block
+//     at the agent's download cap, MinStall to 30 s), for pieces another
+//     connection holds, and asks that peer for nothing more until it sends
+//     a block or snubFor passes (p2p transfer.tick, moveStalledLocked). A
+//     peer's upload turns serve the peers behind it first, so without this
+//     an agent far ahead could wait on a late joiner for as long as the
+//     late joiners took (N = 1,000, a quarter late: 7 agents at 1.51x, each
+//     waiting 100 s for its last piece).
 
 const (
 	redialAfter   = 5.0  // p2p: a candidate's nextTry after a dial
 	lazyHaveSpare = 4    // p2p lazyHaveSpare
 	uselessAfter  = 10.0 // p2p uselessAfter
 	replacedFor   = 30.0 // p2p: a replaced peer's nextTry (snubTimeout)
+	snubFor       = 30.0 // p2p snubTimeout: a stalled peer gets no requests
+	maxStall      = 30.0 // p2p maxStall
+	stallBlocks   = 8    // p2p stallBlocks
 )
+
+// gotBlock updates w's gap average on connection ci (p2p
+// peerConn.gotBlock): a block asked for at asked came now.
+func (s *Sim) gotBlock(w *node, ci int, asked float64) {
+	gap := s.now - max(w.lastBlock[ci], asked)
+	if w.blockGap[ci] == 0 {
+		w.blockGap[ci] = gap
+	} else {
+		w.blockGap[ci] = (4*w.blockGap[ci] + gap) / 5
+	}
+	w.lastBlock[ci] = s.now
+	w.snubUntil[ci] = 0
+}
+
+// moveStalled takes back a's requests from connections that sat on them
+// for longer than their stall time, for pieces another connection holds
+// (p2p transfer.tick's stall rule), and reports whether it took any.
+func (s *Sim) moveStalled(a int32) bool {
+	n := s.nodes[a]
+	moved := false
+	for ci, v := range n.conns {
+		if v == origin {
+			continue
+		}
+		oldest, size := -1.0, int64(0)
+		for _, id := range n.downT {
+			if tr := &s.xfers[id]; tr.from == v && (oldest < 0 || tr.asked < oldest) {
+				oldest, size = tr.asked, tr.bytes
+			}
+		}
+		if oldest < 0 || s.now-max(n.lastBlock[ci], oldest) <= s.stallAfter(n, ci, size) {
+			continue
+		}
+		took := false
+		for _, id := range slices.Clone(n.downT) {
+			tr := s.xfers[id]
+			if tr.from != v || !s.heldElsewhere(a, v, int(tr.piece)) {
+				continue
+			}
+			s.cancelled++
+			s.unlink(id)
+			n.inflight.clear(int(tr.piece))
+			n.asked.clear(int(tr.piece)*s.cpp + int(tr.chunk))
+			n.slots[ci]--
+			took = true
+		}
+		if took {
+			n.snubUntil[ci] = s.now + snubFor
+			s.reshare(v)
+			moved = true
+		}
+	}
+	if moved {
+		s.reshareInto(a)
+		for _, v := range slices.Clone(n.conns) {
+			s.schedule(a, v)
+		}
+	}
+	return moved
+}
+
+// stallAfter is how long a's connection ci may sit on a request for a
+// block of size bytes (p2p peerConn.stallAfter): four of its usual gaps
+// between blocks, and stallBlocks times the block at a's download cap,
+// MinStall to maxStall.
+func (s *Sim) stallAfter(n *node, ci int, size int64) float64 {
+	return min(max(s.cfg.MinStall, 4*n.blockGap[ci], stallBlocks*float64(size)/n.down), maxStall)
+}
+
+// heldElsewhere reports whether a connection of a's other than the one to
+// v holds piece p, as a knows it (the origin: what it revealed).
+func (s *Sim) heldElsewhere(a, v int32, p int) bool {
+	n := s.nodes[a]
+	for _, d := range n.conns {
+		if d == v {
+			continue
+		}
+		if d == origin {
+			if n.revealed.has(p) {
+				return true
+			}
+		} else if ci := slices.Index(s.nodes[d].conns, a); ci >= 0 && s.nodes[d].have.has(p) && !s.nodes[d].untold[ci].has(p) {
+			return true
+		}
+	}
+	return false
+}
 
 // tick is a downloading agent's once-a-second look at its connections
 // (p2p transfer.tick): it replaces one that has been idle both ways for
@@ -41,6 +141,7 @@ func (s *Sim) tick(a int32) {
 		return
 	}
 	s.push(event{t: s.now + 1, kind: evTick, a: a})
+	s.moveStalled(a)
 	victim := int32(-1)
 	for ci, v := range n.conns {
 		if v == origin || s.wants(a, v) || s.wants(v, a) {

@@ -56,6 +56,9 @@ type node struct {
 	viaOrigin     bitset
 	gotAt         []float64 // per piece: when it was verified
 	toldN         []int32   // per connection: pieces the peer told us it holds (toldBy)
+	lastBlock     []float64 // per connection: when its last block came (p2p peerConn.lastBlock)
+	blockGap      []float64 // per connection: its moving average gap between blocks (blockGap)
+	snubUntil     []float64 // per connection: no requests to it before (p2p snubbedUntil)
 	prefix        int
 	begun         bitset
 	dialingOrigin bool
@@ -76,7 +79,8 @@ type transfer struct {
 	last            float64 // when remaining was last brought up to date
 	active, live    bool
 	ver             uint32
-	seq             uint64 // the origin's reveal order
+	seq             uint64  // the origin's reveal order
+	asked           float64 // when it was requested
 	bytes, waste    int64
 }
 
@@ -461,6 +465,9 @@ func (s *Sim) connect(a, b int32) {
 			x.untold = append(x.untold, u)
 			x.lazyAt = append(x.lazyAt, 0)
 			x.idleSince = append(x.idleSince, -1)
+			x.lastBlock = append(x.lastBlock, 0)
+			x.blockGap = append(x.blockGap, 0)
+			x.snubUntil = append(x.snubUntil, 0)
 		}
 		na.toldN = append(na.toldN, int32(nb.nHave))
 		nb.toldN = append(nb.toldN, int32(na.nHave))
@@ -561,6 +568,9 @@ func (s *Sim) dropConn(a, b int32) {
 			nu.lazyAt = slices.Delete(nu.lazyAt, ci, ci+1)
 			nu.idleSince = slices.Delete(nu.idleSince, ci, ci+1)
 			nu.toldN = slices.Delete(nu.toldN, ci, ci+1)
+			nu.lastBlock = slices.Delete(nu.lastBlock, ci, ci+1)
+			nu.blockGap = slices.Delete(nu.blockGap, ci, ci+1)
+			nu.snubUntil = slices.Delete(nu.snubUntil, ci, ci+1)
 		}
 		switch {
 		case u == origin:
@@ -626,7 +636,7 @@ func (s *Sim) schedule(w, v int32) {
 		return
 	}
 	ci := slices.Index(n.conns, v)
-	if ci < 0 {
+	if ci < 0 || s.engine && n.snubUntil[ci] > s.now {
 		return
 	}
 	asked := false
@@ -704,7 +714,7 @@ func (s *Sim) request(v, w int32, p, k int) {
 	}
 	b := s.chunkLen(p, k)
 	tr := &s.xfers[id]
-	*tr = transfer{from: v, to: w, piece: int32(p), chunk: int32(k), live: true, ver: tr.ver + 1, bytes: b}
+	*tr = transfer{from: v, to: w, piece: int32(p), chunk: int32(k), live: true, ver: tr.ver + 1, bytes: b, asked: s.now}
 	if v == origin {
 		tr.seq = s.revealSeq[int64(w)*int64(s.nPieces)+int64(p)]<<8 | uint64(k)
 	} else {
@@ -965,6 +975,9 @@ func (s *Sim) finishTransfer(id int32) {
 	nw := s.nodes[w]
 	if ci := slices.Index(nw.conns, v); ci >= 0 {
 		nw.slots[ci]--
+		if s.engine {
+			s.gotBlock(nw, ci, tr.asked)
+		}
 	}
 	nw.got[p]++
 	if v == origin {

@@ -479,3 +479,81 @@ func TestToldCountsBitfieldAndHaves(t *testing.T) {
 		t.Fatalf("after a Have: %d, want 4", got)
 	}
 }
+
+// The engine's stall rule: a request a peer sat on for longer than its
+// stall time (at least MinStall, and eight times the block at the download
+// cap: 64 KiB at 1 MB/s, 0.52 s) goes to another connection holding the
+// piece, and the stalled peer is asked for nothing more for snubFor; a
+// request nobody else can serve stays, as does one not yet stalled.
+func TestEngineMovesStalledRequests(t *testing.T) {
+	for _, tc := range []struct {
+		at        float64
+		elsewhere bool
+		moved     bool
+	}{{DefaultMinStall + 0.5, true, true}, {DefaultMinStall - 0.5, true, false}, {DefaultMinStall + 0.5, false, false}} {
+		s, err := New(Config{Agents: 3, BlobBytes: 1 << 20, PieceBytes: 64 << 10, Rate: 1e6, Engine: EngineShoal})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, v, d := int32(1), int32(2), int32(3)
+		for _, x := range []int32{a, v, d} {
+			s.nodes[x].joined = true
+		}
+		s.nodes[v].up = 0 // v serves others first: a's block never moves
+		s.nodes[v].have.set(5)
+		s.connect(a, v)
+		if tc.elsewhere {
+			s.nodes[d].have.set(5)
+		}
+		s.connect(a, d)
+		from := func() []int32 {
+			var l []int32
+			for _, id := range s.nodes[a].downT {
+				if s.xfers[id].piece == 5 {
+					l = append(l, s.xfers[id].from)
+				}
+			}
+			return l
+		}
+		if got := from(); !slices.Equal(got, []int32{v}) {
+			t.Fatalf("piece 5 asked of %v, want [%d]", got, v)
+		}
+		s.now = tc.at
+		if moved := s.moveStalled(a); moved != tc.moved {
+			t.Errorf("at %.1f s, held elsewhere %v: moved %v, want %v", tc.at, tc.elsewhere, moved, tc.moved)
+		}
+		want := []int32{v}
+		if tc.moved {
+			want = []int32{d}
+		}
+		if got := from(); !slices.Equal(got, want) {
+			t.Errorf("at %.1f s, held elsewhere %v: piece 5 asked of %v, want %v", tc.at, tc.elsewhere, got, want)
+		}
+		if tc.moved {
+			s.nodes[v].have.set(6)
+			s.schedule(a, v)
+			if ci := slices.Index(s.nodes[a].conns, v); s.nodes[a].slots[ci] != 0 {
+				t.Errorf("a stalled peer was asked for %d blocks while snubbed", s.nodes[a].slots[ci])
+			}
+		}
+	}
+}
+
+// The stall time grows with the block's time at the download cap, as
+// p2p's stallAfter does (TestStallAfterScalesWithTheDownloadCap there).
+func TestStallAfterScalesWithTheDownloadCap(t *testing.T) {
+	s, err := New(Config{Agents: 2, BlobBytes: 1 << 20, PieceBytes: 32 << 10, Rate: 64e3, Engine: EngineShoal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{down: 64e3, blockGap: []float64{0, 2}}
+	for _, tc := range []struct {
+		ci   int
+		size int64
+		want float64
+	}{{0, 32 << 10, 4.096}, {1, 32 << 10, 8}, {0, 1 << 10, DefaultMinStall}, {0, 1 << 20, maxStall}} {
+		if got := s.stallAfter(n, tc.ci, tc.size); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("gap %g s, block %d: %g s, want %g s", n.blockGap[tc.ci], tc.size, got, tc.want)
+		}
+	}
+}

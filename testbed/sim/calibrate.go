@@ -48,6 +48,10 @@ const (
 	codeLib    = "library"
 )
 
+// stallDir holds the engine's runs with the stall time scaled by the
+// download cap and the build before.
+const stallDir = "bench/scale/levers/engine/stall/"
+
 // blocksDir holds the engine's runs with 128 KiB blocks and the build before.
 const blocksDir = "bench/scale/levers/engine/block128/"
 
@@ -67,6 +71,12 @@ const beforeMessages = "bench/scale/levers/engine/scale-before-messages.json"
 // N = 256 at 0.125 MB/s, uneven links with fewer connections), and the
 // older rows of issue 14's table.
 var RealRows = []RealRow{
+	// Shoal's own engine with the stall time scaled by the download cap
+	// (commit 6c64e03), runs interleaved with the build before (mean of
+	// the runs): bench/scale/levers/engine/stall.
+	{"N=256 8MiB 64KB/s cold (stall, 2026-12-04)", 256, 8 << 20, 32 << 10, 64e3, 0, false, 1.098, 1.181, codeBlocks, true, stallDir + "n256-8MiB-64KBs-B-{1,2,3}.json", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s cold (stall, 2026-12-04)", 256, 16 << 20, 32 << 10, 0.125e6, 0, false, 1.065, 1.109, codeBlocks, true, stallDir + "n256-16MiB-125KBs-B-1.json", 0, 0, 0, 0},
+
 	// Shoal's own engine with 128 KiB blocks (commit 4c76ae5), one or two
 	// runs each interleaved with the build before (mean of the runs):
 	// bench/scale/levers/engine/block128.

@@ -66,10 +66,10 @@ type Config struct {
 	// agent's download cap (20 ms of it, at least one block).
 	QueueDepth int
 	// Engine is the agents' engine of live swarms (p2p.engine): "shoal"
-	// (Shoal's own engine, p2p's default and so the model's; its model fits every real row
-	// measured on it within +-0.05: even and uneven links, late joiners,
-	// churn, N = 8-256, 256 MiB and 1 GiB blobs) or "library"
-	// (anacrolix/torrent, p2p.engine = "library"). They differ in how
+	// (Shoal's own engine, p2p's default and so the model's; its model
+	// fits the real rows measured on it, even and uneven links, late
+	// joiners, churn, N = 8-256, 256 MiB and 1 GiB blobs: --calibrate) or
+	// "library" (anacrolix/torrent, p2p.engine = "library"). They differ in how
 	// connections are made and kept, which piece is asked for next, when a
 	// Have goes out (engine.go), and how an agent's upload and download
 	// links are shared (reshare).
@@ -80,7 +80,8 @@ type Config struct {
 	HaveDelay float64
 	// MinStall is the least time the shoal engine lets a peer sit on its
 	// requests before it asks others (p2p minStall; the stall time is four
-	// of the peer's usual gaps between blocks, MinStall to 30 s).
+	// of the peer's usual gaps between blocks or eight times the block at
+	// the agent's download cap, MinStall to 30 s).
 	MinStall float64
 	// InOrder makes agents ask for the lowest-index piece a peer has
 	// instead of the library's rarest-first (availability, then index).

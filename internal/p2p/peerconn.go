@@ -136,11 +136,20 @@ const haveDelay = 300 * time.Millisecond
 // writes for 131k blocks, most lazy Haves going out alone; with this, a
 // fifth fewer writes and CPU.
 func lazyDelay(t *transfer) time.Duration {
-	if t.e == nil || t.e.up == nil || t.e.up.Limit() <= 0 || t.e.up.Limit() == rate.Inf {
+	if t.e == nil {
 		return haveDelay
 	}
-	spare := time.Duration(float64(lazyHaveSpare*t.plen) / float64(t.e.up.Limit()) * float64(time.Second))
+	spare, _ := atCap(t.e.up, lazyHaveSpare*t.plen)
 	return max(haveDelay, spare)
+}
+
+// atCap is how long n bytes take at l's rate; 0 and false when l is nil
+// or uncapped.
+func atCap(l *rate.Limiter, n int64) (time.Duration, bool) {
+	if l == nil || l.Limit() <= 0 || l.Limit() == rate.Inf {
+		return 0, false
+	}
+	return time.Duration(float64(n) / float64(l.Limit()) * float64(time.Second)), true
 }
 
 // setInterest tells the peer whether we are interested: Interested at
@@ -217,11 +226,8 @@ func (c *peerConn) signal() {
 // such waits were cut short and the peer snubbed, and N = 256 took
 // 1.11-1.12x instead of 1.10x. t.mu is held.
 func (c *peerConn) stallAfter(size int64) time.Duration {
-	d := max(minStall, 4*c.blockGap)
-	if down := c.t.e.down; down != nil && down.Limit() > 0 && down.Limit() != rate.Inf {
-		d = max(d, time.Duration(float64(stallBlocks*size)/float64(down.Limit())*float64(time.Second)))
-	}
-	return min(d, maxStall)
+	block, _ := atCap(c.t.e.down, size)
+	return min(max(minStall, 4*c.blockGap, stallBlocks*block), maxStall)
 }
 
 const (

@@ -45,6 +45,7 @@ type engine struct {
 	wg     sync.WaitGroup
 
 	sent, wasted atomic.Int64
+	moved        atomic.Int64 // block requests taken back from stalled peers
 
 	mu        sync.Mutex
 	transfers map[metainfo.Hash]*transfer
@@ -616,6 +617,7 @@ func (t *transfer) moveStalledLocked(c *peerConn) bool {
 				}
 				c.queue(pp.Message{Type: pp.Cancel, Index: pp.Integer(r.piece), Begin: pp.Integer(int64(r.block) * blockSize), Length: pp.Integer(t.blockLen(r.piece, r.block))})
 				moved = true
+				t.e.moved.Add(1)
 				return true
 			}
 		}

@@ -370,6 +370,9 @@ func (n *Node) register(reg prometheus.Registerer) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_wasted_bytes_total",
 			Help: "Piece bytes received but not needed: a chunk that came twice, or part of a piece that failed."},
 			func() float64 { return float64(n.BytesWasted()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_requests_moved_total",
+			Help: "Block requests a peer sat on past its stall time, taken back and asked of another peer (the shoal engine)."},
+			func() float64 { return float64(n.RequestsMoved()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_p2p_swarms", Help: SwarmsHelp},
 			func() float64 { n.mu.Lock(); defer n.mu.Unlock(); return float64(len(n.swarms) + len(n.standard)) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_peer_bans_total",
@@ -492,6 +495,15 @@ func (n *Node) BytesWasted() int64 {
 		w += n.eng.wasted.Load()
 	}
 	return w
+}
+
+// RequestsMoved counts block requests a peer sat on past its stall time,
+// taken back and asked of another (the engine's stall rule).
+func (n *Node) RequestsMoved() int64 {
+	if n.eng == nil {
+		return 0
+	}
+	return n.eng.moved.Load()
 }
 
 // BytesSent counts piece data this node uploaded.

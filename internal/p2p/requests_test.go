@@ -370,6 +370,9 @@ func TestStalledRequestsGoToAPeerThatSends(t *testing.T) {
 	if slices.Index(silent.asked, 0) < 0 {
 		t.Errorf("the silent peer was asked for %v, not piece 0", silent.asked)
 	}
+	if n.RequestsMoved() == 0 {
+		t.Error("shoal_p2p_requests_moved_total counted no request taken back from the silent peer")
+	}
 }
 
 // The stall time: four of the peer's usual gaps between blocks, and at

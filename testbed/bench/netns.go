@@ -152,6 +152,7 @@ func swarmNetns(ctx context.Context, o SwarmOptions) (_ *SwarmResult, err error)
 		r.BytesFromOrigins += int64(m[`shoal_p2p_received_bytes_total{source="origin"}`])
 		r.BytesFromPeers += int64(m[`shoal_p2p_received_bytes_total{source="peer"}`])
 		r.BytesWasted += int64(m["shoal_p2p_wasted_bytes_total"])
+		r.RequestsMoved += int64(m["shoal_p2p_requests_moved_total"])
 		r.AgentPeakRSSBytes = max(r.AgentPeakRSSBytes, procPeakRSS(a.pid()))
 	}
 	counted(r)

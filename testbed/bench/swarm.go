@@ -108,7 +108,8 @@ type SwarmResult struct {
 	BytesFromUpstream  int64          `json:"bytes_from_upstream"`
 	BytesFromOrigins   int64          `json:"bytes_from_origins"`
 	BytesFromPeers     int64          `json:"bytes_from_peers"`
-	BytesWasted        int64          `json:"bytes_wasted"` // received twice, or in a bad piece
+	BytesWasted        int64          `json:"bytes_wasted"`   // received twice, or in a bad piece
+	RequestsMoved      int64          `json:"requests_moved"` // taken back from stalled peers (the engine's stall rule)
 	OriginBytesSent    int64          `json:"origin_bytes_sent"`
 	OriginSentOverF    float64        `json:"origin_sent_over_blob"`
 	UpstreamBlobGets   int            `json:"upstream_blob_gets"`
@@ -233,6 +234,7 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 		r.BytesFromOrigins += a.Node().BytesFromOrigins()
 		r.BytesFromPeers += a.Node().BytesFromPeers()
 		r.BytesWasted += a.Node().BytesWasted()
+		r.RequestsMoved += a.Node().RequestsMoved()
 	}
 	counted(r)
 

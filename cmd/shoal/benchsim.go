@@ -46,7 +46,8 @@ func runBenchSim(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	chunk := fs.String("chunk-size", "auto", `block an agent requests at a time ("auto": the engine's, 128 KiB on shoal, 64 KiB on the library)`)
 	fs.StringVar(&c.Engine, "engine", sim.EngineShoal, `the agents' p2p.engine, "shoal" or "library" (the model of each is fitted to the real rows measured on it: --calibrate)`)
 	haveDelay := fs.Duration("have-delay", time.Duration(sim.DefaultHaveDelay*float64(time.Second)), "shoal engine: how long a Have may wait for the connection's next write (longer where 4 pieces take longer at the upload cap)")
-	minStall := fs.Duration("min-stall", time.Duration(sim.DefaultMinStall*float64(time.Second)), "shoal engine: the least time a peer may sit on an agent's requests before they are asked of others (four of its gaps between blocks or eight blocks at the download cap, this to 30 s)")
+	minStall := fs.Duration("min-stall", time.Duration(sim.DefaultMinStall*float64(time.Second)), "shoal engine: the least time a peer may sit on an agent's requests before they are asked of others (four of its gaps between blocks or eight blocks at the download cap, this to --max-stall)")
+	maxStall := fs.Duration("max-stall", time.Duration(sim.DefaultMaxStall*float64(time.Second)), "shoal engine: the most time a peer may sit on an agent's requests (p2p's, as long as a silent connection is kept; 30s before 2026-12-04)")
 	fs.BoolVar(&c.InOrder, "in-order", false, "agents ask for the lowest index first instead of the rarest")
 	fs.StringVar(&c.UploadOrder, "upload-order", sim.UploadBehind, `shoal engine: the order its upload cap serves blocks in, "behind" (the peer that told the uploader of the fewest pieces first, as p2p does), "request" or "rare" (a what-if: as behind, a piece fewer of the uploader's peers hold first)`)
 	fs.BoolVar(&c.SerialUploads, "serial-uploads", false, "what-if: agents upload one piece at a time at the cap, in request order")
@@ -66,7 +67,7 @@ func runBenchSim(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *runs < 1 {
 		return usageError{errors.New("--runs: want >= 1")}
 	}
-	c.AnnounceInterval, c.RTT, c.RequestLatency, c.HaveDelay, c.MinStall = announce.Seconds(), rtt.Seconds(), reqLat.Seconds(), haveDelay.Seconds(), minStall.Seconds()
+	c.AnnounceInterval, c.RTT, c.RequestLatency, c.HaveDelay, c.MinStall, c.MaxStall = announce.Seconds(), rtt.Seconds(), reqLat.Seconds(), haveDelay.Seconds(), minStall.Seconds(), maxStall.Seconds()
 	if *calibrate {
 		// Each row runs on the engine it was measured with.
 		return printCalibration(ctx, c, *runs, *asJSON, stdout)

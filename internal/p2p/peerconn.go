@@ -231,8 +231,14 @@ func (c *peerConn) stallAfter(size int64) time.Duration {
 }
 
 const (
-	minStall    = 1500 * time.Millisecond
-	maxStall    = 30 * time.Second
+	minStall = 1500 * time.Millisecond
+	// maxStall is as long as a silent connection is kept (idleTimeout).
+	// Below a busy uploader's pace it cut its turns short: on a slow link
+	// an uploader serves the peers asking it a block each in turn, those
+	// behind first, and at 6.4 KB/s six of them take 30 s a round; with
+	// 30 s here the simulator's N = 1,000 moved a third of all requests
+	// and took 1.206x / 1.391x, with 3 min 1.101x / 1.113x (5 % moved).
+	maxStall    = idleTimeout
 	stallBlocks = 8
 )
 

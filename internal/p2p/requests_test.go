@@ -376,7 +376,8 @@ func TestStalledRequestsGoToAPeerThatSends(t *testing.T) {
 }
 
 // The stall time: four of the peer's usual gaps between blocks, and at
-// least eight times what a block takes at the download cap, 1.5 to 30 s.
+// least eight times what a block takes at the download cap, 1.5 s to 3 min
+// (a round of turns at a slow uploader may take longer than 30 s).
 func TestStallAfterScalesWithTheDownloadCap(t *testing.T) {
 	for _, tc := range []struct {
 		down float64 // B/s; 0: uncapped
@@ -389,7 +390,9 @@ func TestStallAfterScalesWithTheDownloadCap(t *testing.T) {
 		{64e3, 0, 32 << 10, 4096 * time.Millisecond}, // 8 x 512 ms
 		{64e3, 2 * time.Second, 32 << 10, 8 * time.Second},
 		{1e6, 500 * time.Millisecond, 128 << 10, 2 * time.Second},
-		{4e3, 0, 128 << 10, maxStall},
+		{6.4e3, 0, 32 << 10, 40960 * time.Millisecond}, // 8 x 5.12 s
+		{6.4e3, 20 * time.Second, 32 << 10, 80 * time.Second},
+		{4e3, 0, 128 << 10, 3 * time.Minute}, // 8 x 32.8 s
 	} {
 		e := &engine{}
 		if tc.down > 0 {

@@ -52,6 +52,10 @@ const (
 // download cap and the build before.
 const stallDir = "bench/scale/levers/engine/stall/"
 
+// maxStallDir holds the engine's runs with the stall time capped at 3 min
+// and the build before (30 s).
+const maxStallDir = "bench/scale/levers/engine/maxstall/"
+
 // blocksDir holds the engine's runs with 128 KiB blocks and the build before.
 const blocksDir = "bench/scale/levers/engine/block128/"
 
@@ -71,6 +75,12 @@ const beforeMessages = "bench/scale/levers/engine/scale-before-messages.json"
 // N = 256 at 0.125 MB/s, uneven links with fewer connections), and the
 // older rows of issue 14's table.
 var RealRows = []RealRow{
+	// Shoal's own engine with the stall time up to 3 min (maxStall =
+	// idleTimeout), two runs interleaved with the build before: a slow
+	// link, where the model is far slower than the swarm (its first
+	// byte 26 s, the swarm's 1.3-2.4 s; not yet explained).
+	{"N=256 4MiB 12.8KB/s cold (max stall 3 min, 2026-12-04)", 256, 4 << 20, 32 << 10, 12.8e3, 0, false, 1.125, 1.182, codeBlocks, true, maxStallDir + "n256-4MiB-12k8-B-{1,2}.json", 0, 0, 0, 0},
+
 	// Shoal's own engine with the stall time scaled by the download cap
 	// (commit 6c64e03), runs interleaved with the build before (mean of
 	// the runs): bench/scale/levers/engine/stall.

@@ -81,8 +81,10 @@ type Config struct {
 	// MinStall is the least time the shoal engine lets a peer sit on its
 	// requests before it asks others (p2p minStall; the stall time is four
 	// of the peer's usual gaps between blocks or eight times the block at
-	// the agent's download cap, MinStall to 30 s).
+	// the agent's download cap, MinStall to MaxStall).
 	MinStall float64
+	// MaxStall is the most (p2p maxStall, 3 min; 30 s until 2026-12-04).
+	MaxStall float64
 	// InOrder makes agents ask for the lowest-index piece a peer has
 	// instead of the library's rarest-first (availability, then index).
 	InOrder bool
@@ -143,6 +145,7 @@ const (
 	DefaultJoinSpread       = 0.05
 	DefaultHaveDelay        = 0.3 // p2p haveDelay
 	DefaultMinStall         = 1.5 // p2p minStall
+	DefaultMaxStall         = 180 // p2p maxStall
 
 	// The shoal engine's own measured and fitted values (docs/benchmarks.md).
 	DefaultEngineWaste          = 0.005 // bytes received twice: 0.2-0.9 % in the engine's scale rows
@@ -196,6 +199,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	setf(&c.HaveDelay, DefaultHaveDelay)
 	setf(&c.MinStall, DefaultMinStall)
+	setf(&c.MaxStall, DefaultMaxStall)
 	if c.UploadOrder == "" {
 		c.UploadOrder = UploadBehind
 	}
@@ -269,6 +273,7 @@ func (c *Config) Validate() error {
 	check(c.UploadOrder == UploadBehind || c.UploadOrder == UploadRequest || c.UploadOrder == UploadRare, "upload order: want %q, %q or %q, got %q", UploadBehind, UploadRequest, UploadRare, c.UploadOrder)
 	check(c.HaveDelay >= 0, "have delay: want >= 0, got %g", c.HaveDelay)
 	check(c.MinStall >= 0, "min stall: want >= 0, got %g", c.MinStall)
+	check(c.MaxStall >= c.MinStall, "max stall: want >= min stall (%g), got %g", c.MinStall, c.MaxStall)
 	check(c.RTT >= 0 && c.RequestLatency >= 0 && c.JoinSpread >= 0, "latencies: want >= 0")
 	check(c.Waste >= 0 && c.Waste < 1, "waste: want 0..1, got %g", c.Waste)
 	for _, f := range []struct {

@@ -27,7 +27,7 @@ import "slices"
 //   - stalls: once a second a downloading agent takes back its requests
 //     from a peer (not the origin) that sat on them longer than its stall
 //     time (four of its usual gaps between blocks, and eight times a block
-//     at the agent's download cap, MinStall to 30 s), for pieces another
+//     at the agent's download cap, MinStall to MaxStall), for pieces another
 //     connection holds, and asks that peer for nothing more until it sends
 //     a block or snubFor passes (p2p transfer.tick, moveStalledLocked). A
 //     peer's upload turns serve the peers behind it first, so without this
@@ -41,7 +41,6 @@ const (
 	uselessAfter  = 10.0 // p2p uselessAfter
 	replacedFor   = 30.0 // p2p: a replaced peer's nextTry (snubTimeout)
 	snubFor       = 30.0 // p2p snubTimeout: a stalled peer gets no requests
-	maxStall      = 30.0 // p2p maxStall
 	stallBlocks   = 8    // p2p stallBlocks
 )
 
@@ -108,9 +107,9 @@ func (s *Sim) moveStalled(a int32) bool {
 // stallAfter is how long a's connection ci may sit on a request for a
 // block of size bytes (p2p peerConn.stallAfter): four of its usual gaps
 // between blocks, and stallBlocks times the block at a's download cap,
-// MinStall to maxStall.
+// MinStall to MaxStall.
 func (s *Sim) stallAfter(n *node, ci int, size int64) float64 {
-	return min(max(s.cfg.MinStall, 4*n.blockGap[ci], stallBlocks*float64(size)/n.down), maxStall)
+	return min(max(s.cfg.MinStall, 4*n.blockGap[ci], stallBlocks*float64(size)/n.down), s.cfg.MaxStall)
 }
 
 // heldElsewhere reports whether a connection of a's other than the one to

@@ -546,12 +546,12 @@ func TestStallAfterScalesWithTheDownloadCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{down: 64e3, blockGap: []float64{0, 2}}
+	n := &node{down: 64e3, blockGap: []float64{0, 2, 10}}
 	for _, tc := range []struct {
 		ci   int
 		size int64
 		want float64
-	}{{0, 32 << 10, 4.096}, {1, 32 << 10, 8}, {0, 1 << 10, DefaultMinStall}, {0, 1 << 20, maxStall}} {
+	}{{0, 32 << 10, 4.096}, {1, 32 << 10, 8}, {0, 1 << 10, DefaultMinStall}, {2, 32 << 10, 40}, {0, 4 << 20, DefaultMaxStall}} {
 		if got := s.stallAfter(n, tc.ci, tc.size); math.Abs(got-tc.want) > 1e-9 {
 			t.Errorf("gap %g s, block %d: %g s, want %g s", n.blockGap[tc.ci], tc.size, got, tc.want)
 		}

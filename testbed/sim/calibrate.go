@@ -76,10 +76,11 @@ const beforeMessages = "bench/scale/levers/engine/scale-before-messages.json"
 // older rows of issue 14's table.
 var RealRows = []RealRow{
 	// Shoal's own engine with the stall time up to 3 min (maxStall =
-	// idleTimeout), two runs interleaved with the build before: a slow
-	// link, where the model is far slower than the swarm (its first
-	// byte 26 s, the swarm's 1.3-2.4 s; not yet explained).
+	// idleTimeout), runs interleaved with the build before. The slow link
+	// is where the limiters' burst counts (5 s of a 12.8 KB/s link): the
+	// model without it took 1.238x, first byte 26 s (the swarm's 1.9 s).
 	{"N=256 4MiB 12.8KB/s cold (max stall 3 min, 2026-12-04)", 256, 4 << 20, 32 << 10, 12.8e3, 0, false, 1.125, 1.182, codeBlocks, true, maxStallDir + "n256-4MiB-12k8-B-{1,2}.json", 0, 0, 0, 0},
+	{"N=256 8MiB 64KB/s cold (max stall 3 min, 2026-12-04)", 256, 8 << 20, 32 << 10, 64e3, 0, false, 1.109, 1.165, codeBlocks, true, maxStallDir + "n256-8MiB-64KBs-B-1.json, n256-8MiB-64KBs-p2-B-{1,2}.json", 0, 0, 0, 0},
 
 	// Shoal's own engine with the stall time scaled by the download cap
 	// (commit 6c64e03), runs interleaved with the build before (mean of

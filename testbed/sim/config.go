@@ -85,6 +85,10 @@ type Config struct {
 	MinStall float64
 	// MaxStall is the most (p2p maxStall, 3 min; 30 s until 2026-12-04).
 	MaxStall float64
+	// NoBurst drops the limiters' bursts from the shoal engine's model (a
+	// what-if: p2p's limiters let max(rate/20, 64 KiB) go at once after a
+	// pause, 5 s of a 12.8 KB/s link; the model before 2026-12-04, night).
+	NoBurst bool
 	// InOrder makes agents ask for the lowest-index piece a peer has
 	// instead of the library's rarest-first (availability, then index).
 	InOrder bool

@@ -43,8 +43,13 @@ type node struct {
 	upT, downT     []int32 // transfers from and to this node
 	nActiveDown    int
 	inRate         float64 // sum of the active incoming transfers' rates
-	acc            float64 // reshare's per-downloader sum
-	announcing     bool
+	outRate        float64 // sum of the active outgoing transfers' rates
+	// The limiters' tokens (the shoal engine; p2p NewLimiter): what each
+	// way may take at once, beyond its rate, and when it was counted.
+	upTok, downTok     float64
+	upTokAt, downTokAt float64
+	acc                float64 // reshare's per-downloader sum
+	announcing         bool
 
 	// The shoal engine: per connection, the pieces this node holds that
 	// the peer was not told of yet (lazy Haves) and when they go out at
@@ -123,6 +128,7 @@ type Sim struct {
 	traded             int64
 	reqSeq             uint64
 	engine             bool      // cfg.Engine is the shoal engine
+	bursts             bool      // the limiters' bursts are modelled (the engine, not NoBurst)
 	scratch            [2][]flow // reshare's buffers, one per cascade depth
 	sampled            []int32   // sample's buffer
 	drawn              []uint32  // sample: the call that last drew each node
@@ -135,7 +141,8 @@ func New(cfg Config) (*Sim, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("sim: %w", err)
 	}
-	s := &Sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5140a1)), revealSeq: map[int64]uint64{}, engine: cfg.Engine == EngineShoal}
+	s := &Sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5140a1)), revealSeq: map[int64]uint64{}, engine: cfg.Engine == EngineShoal,
+		bursts: cfg.Engine == EngineShoal && !cfg.NoBurst}
 	s.nPieces = int((cfg.BlobBytes + cfg.PieceBytes - 1) / cfg.PieceBytes)
 	s.cpp = int((cfg.PieceBytes + cfg.ChunkBytes - 1) / cfg.ChunkBytes)
 	s.assigned = make([]int32, s.nPieces)
@@ -210,6 +217,9 @@ func (s *Sim) pick(n int, frac float64) []bool {
 func (s *Sim) newNode(up, down float64) *node {
 	a := &node{up: up, down: down, queue: s.cfg.queueFor(down), maxConns: s.cfg.ConnsPerTorrent, alive: true,
 		have: newBitset(s.nPieces), inflight: newBitset(s.nPieces), revealed: newBitset(s.nPieces)}
+	if s.bursts {
+		a.upTok, a.downTok = burstOf(up), burstOf(down) // a limiter starts full
+	}
 	if len(s.nodes) > 0 { // the origin keeps no per-piece availability
 		a.avail = make([]uint8, s.nPieces)
 		a.got = make([]uint8, s.nPieces)
@@ -264,34 +274,39 @@ func (s *Sim) Run(ctx context.Context) (*Result, error) {
 			return nil, fmt.Errorf("sim: no end after %.0f s (%d of %d agents done)", limit, s.finished, s.measured)
 		}
 		s.now = e.t
-		switch e.kind {
-		case evJoin:
-			s.join(e.a)
-		case evAnnounce:
-			s.announce(e.a)
-		case evConnect:
-			s.connect(e.a, e.b)
-		case evStart:
-			s.startTransfer(e.a)
-		case evDone:
-			s.finishTransfer(e.a)
-		case evAvail:
-			s.availN = max(s.availN, int(e.a)+1)
-			s.refill()
-		case evRefill:
-			s.retryQueued = false
-			s.refill()
-		case evKill:
-			s.kill(e.a)
-		case evHaves:
-			s.lazyDue(e.a, e.b)
-		case evRedial:
-			s.redial(e.a, e.b)
-		case evTick:
-			s.tick(e.a)
-		}
+		s.dispatch(e)
 	}
 	return s.result(), nil
+}
+
+// dispatch runs event e.
+func (s *Sim) dispatch(e event) {
+	switch e.kind {
+	case evJoin:
+		s.join(e.a)
+	case evAnnounce:
+		s.announce(e.a)
+	case evConnect:
+		s.connect(e.a, e.b)
+	case evStart:
+		s.startTransfer(e.a)
+	case evDone:
+		s.finishTransfer(e.a)
+	case evAvail:
+		s.availN = max(s.availN, int(e.a)+1)
+		s.refill()
+	case evRefill:
+		s.retryQueued = false
+		s.refill()
+	case evKill:
+		s.kill(e.a)
+	case evHaves:
+		s.lazyDue(e.a, e.b)
+	case evRedial:
+		s.redial(e.a, e.b)
+	case evTick:
+		s.tick(e.a)
+	}
 }
 
 // join: the agent announces and starts dialling.
@@ -735,6 +750,19 @@ func (s *Sim) startTransfer(id int32) {
 	}
 	tr.active, tr.last = true, s.now
 	s.nodes[tr.to].nActiveDown++
+	if s.bursts {
+		// What both limiters hold goes at once (a real transfer's first
+		// bytes wait for a round trip, not for the cap); a byte is left
+		// for the rate, so the transfer ends by the usual event.
+		u, d := s.nodes[tr.from], s.nodes[tr.to]
+		s.settleUp(u)
+		s.settleDown(d)
+		if x := min(tr.remaining-1, u.upTok, d.downTok); x > 0 {
+			tr.remaining -= x
+			u.upTok -= x
+			d.downTok -= x
+		}
+	}
 	s.reshareInto(tr.to)
 	if s.engine { // the block's message carries the uploader's lazy Haves
 		if ci := slices.Index(s.nodes[tr.from].conns, tr.to); ci >= 0 {
@@ -776,6 +804,9 @@ func (s *Sim) reshare(u int32) { s.reshareDepth(u, 1) }
 
 func (s *Sim) reshareDepth(u int32, depth int) {
 	n := s.nodes[u]
+	if s.bursts {
+		s.settleUp(n)
+	}
 	flows := s.scratch[depth][:0]
 	// The engine's upload turns: the downloader that told of the fewest
 	// pieces first (p2p peerConn.awaitUpload; toldBy); with UploadRare,
@@ -872,7 +903,11 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 		if f.rate < tr.rate && !slices.Contains(slow, f.to) {
 			slow = append(slow, f.to)
 		}
+		if s.bursts {
+			s.settleDown(s.nodes[f.to])
+		}
 		s.nodes[f.to].inRate += f.rate - tr.rate
+		n.outRate += f.rate - tr.rate
 		tr.rate = f.rate
 		tr.ver++
 		if f.rate > 0 {
@@ -960,7 +995,12 @@ func (s *Sim) unlink(id int32) {
 	if tr.active {
 		s.nodes[tr.to].nActiveDown--
 	}
+	if s.bursts {
+		s.settleDown(s.nodes[tr.to])
+		s.settleUp(s.nodes[tr.from])
+	}
 	s.nodes[tr.to].inRate -= tr.rate
+	s.nodes[tr.from].outRate -= tr.rate
 	tr.live, tr.active, tr.rate = false, false, 0
 	tr.ver++
 	s.events.cancelDone(id)
@@ -1105,4 +1145,20 @@ func (s *Sim) toldBy(u, w int32) int32 {
 		return n.toldN[ci]
 	}
 	return int32(s.nodes[w].nHave) // not connected (tests)
+}
+
+// burstOf is a limiter's burst at rate r (p2p NewLimiter: a twentieth of
+// a second, at least the library's 64 KiB block).
+func burstOf(r float64) float64 { return max(r/20, 64<<10) }
+
+// settleUp and settleDown bring n's limiter tokens up to now: they fill at
+// what the link's rate leaves unused, up to the burst.
+func (s *Sim) settleUp(n *node) {
+	n.upTok = min(burstOf(n.up), n.upTok+max(0, n.up-n.outRate)*(s.now-n.upTokAt))
+	n.upTokAt = s.now
+}
+
+func (s *Sim) settleDown(n *node) {
+	n.downTok = min(burstOf(n.down), n.downTok+max(0, n.down-n.inRate)*(s.now-n.downTokAt))
+	n.downTokAt = s.now
 }

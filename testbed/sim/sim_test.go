@@ -75,7 +75,9 @@ func TestConservation(t *testing.T) {
 }
 
 // No agent beats its own bound (its link, the origin's, the swarm's), with
-// uneven links and late joiners too.
+// uneven links and late joiners too. The bound is of links at their rates:
+// a limiter's burst beats it by up to the burst's time (NoBurst here;
+// TestLimiterBurstGoesAtOnce).
 func TestBounds(t *testing.T) {
 	for _, c := range []Config{
 		{Agents: 40, BlobBytes: 16 << 20, Rate: 5e6},
@@ -83,6 +85,7 @@ func TestBounds(t *testing.T) {
 		{Agents: 10, BlobBytes: 16 << 20, Rate: 5e6, OriginRate: 1e6},
 	} {
 		for _, c.Engine = range []string{EngineShoal, EngineLibrary} {
+			c.NoBurst = true
 			_, r := run(t, c.Calibrated())
 			for i, secs := range r.AgentSeconds {
 				if secs < r.AgentBounds[i]*(1-1e-9) {
@@ -111,10 +114,37 @@ func TestTwoNodesClosedForm(t *testing.T) {
 		{Config{Rate: 2e6, OriginRate: 2e6, UpstreamRate: 1e6}, f/1e6 + l/2e6},
 	} {
 		c := tc.c
-		c.Agents, c.BlobBytes, c.PieceBytes = 1, f, l
+		c.Agents, c.BlobBytes, c.PieceBytes, c.NoBurst = 1, f, l, true
 		_, r := run(t, c) // no Calibrated: no latency, no waste, no spread
 		if math.Abs(r.AgentSecondsMax-tc.want) > 1e-6*tc.want {
 			t.Errorf("%+v: %.6f s, want %.6f s", tc.c, r.AgentSecondsMax, tc.want)
+		}
+	}
+}
+
+// The limiters' bursts (p2p NewLimiter: max(rate/20, 64 KiB)) go at once
+// from full buckets, and refill only at what the link leaves unused: one
+// origin and one warm agent, the link full from the start, take F less
+// the smaller burst at min(U, R).
+func TestLimiterBurstGoesAtOnce(t *testing.T) {
+	const f, l = 8 << 20, 1 << 20
+	for _, tc := range []struct {
+		c    Config
+		want float64
+	}{
+		{Config{Warm: true, Rate: 4e6, OriginRate: 2e6}, (f - 2e6/20) / 2e6},
+		{Config{Warm: true, Rate: 2e6, OriginRate: 4e6}, (f - 2e6/20) / 2e6},
+		{Config{Warm: true, Rate: 0.5e6, OriginRate: 0.5e6}, (f - 64<<10) / 0.5e6},
+	} {
+		c := tc.c
+		c.Agents, c.BlobBytes, c.PieceBytes = 1, f, l
+		_, r := run(t, c)
+		if math.Abs(r.AgentSecondsMax-tc.want) > 1e-5*tc.want {
+			t.Errorf("%+v: %.6f s, want %.6f s", tc.c, r.AgentSecondsMax, tc.want)
+		}
+		c.NoBurst = true
+		if _, r := run(t, c); r.AgentSecondsMax <= tc.want {
+			t.Errorf("%+v without bursts: %.6f s, want more than %.6f s", tc.c, r.AgentSecondsMax, tc.want)
 		}
 	}
 }

@@ -804,9 +804,7 @@ func (s *Sim) reshare(u int32) { s.reshareDepth(u, 1) }
 
 func (s *Sim) reshareDepth(u int32, depth int) {
 	n := s.nodes[u]
-	if s.bursts {
-		s.settleUp(n)
-	}
+	s.settleUp(n)
 	flows := s.scratch[depth][:0]
 	// The engine's upload turns: the downloader that told of the fewest
 	// pieces first (p2p peerConn.awaitUpload; toldBy); with UploadRare,
@@ -903,9 +901,7 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 		if f.rate < tr.rate && !slices.Contains(slow, f.to) {
 			slow = append(slow, f.to)
 		}
-		if s.bursts {
-			s.settleDown(s.nodes[f.to])
-		}
+		s.settleDown(s.nodes[f.to])
 		s.nodes[f.to].inRate += f.rate - tr.rate
 		n.outRate += f.rate - tr.rate
 		tr.rate = f.rate
@@ -995,10 +991,8 @@ func (s *Sim) unlink(id int32) {
 	if tr.active {
 		s.nodes[tr.to].nActiveDown--
 	}
-	if s.bursts {
-		s.settleDown(s.nodes[tr.to])
-		s.settleUp(s.nodes[tr.from])
-	}
+	s.settleDown(s.nodes[tr.to])
+	s.settleUp(s.nodes[tr.from])
 	s.nodes[tr.to].inRate -= tr.rate
 	s.nodes[tr.from].outRate -= tr.rate
 	tr.live, tr.active, tr.rate = false, false, 0
@@ -1152,13 +1146,20 @@ func (s *Sim) toldBy(u, w int32) int32 {
 func burstOf(r float64) float64 { return max(r/20, 64<<10) }
 
 // settleUp and settleDown bring n's limiter tokens up to now: they fill at
-// what the link's rate leaves unused, up to the burst.
+// what the link's rate leaves unused, up to the burst. Call them before the
+// link's rate in use changes; without bursts they do nothing.
 func (s *Sim) settleUp(n *node) {
+	if !s.bursts {
+		return
+	}
 	n.upTok = min(burstOf(n.up), n.upTok+max(0, n.up-n.outRate)*(s.now-n.upTokAt))
 	n.upTokAt = s.now
 }
 
 func (s *Sim) settleDown(n *node) {
+	if !s.bursts {
+		return
+	}
 	n.downTok = min(burstOf(n.down), n.downTok+max(0, n.down-n.inRate)*(s.now-n.downTokAt))
 	n.downTokAt = s.now
 }

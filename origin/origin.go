@@ -100,6 +100,10 @@ func (o *Origin) Seeder() *superseed.Seeder { return o.seed }
 // BytesSent counts piece bytes the origin uploaded to the swarm.
 func (o *Origin) BytesSent() int64 { return o.seed.BytesSent() }
 
+// PiecesLost counts pieces handed out again because the only peer known to
+// hold them left before passing them on.
+func (o *Origin) PiecesLost() int64 { return o.seed.PiecesLost() }
+
 // BytesSentHTTP counts blob bytes served over HTTP (agents' fallback).
 func (o *Origin) BytesSentHTTP() int64 { return o.httpSent.Load() }
 

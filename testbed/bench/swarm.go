@@ -110,6 +110,7 @@ type SwarmResult struct {
 	BytesFromPeers     int64          `json:"bytes_from_peers"`
 	BytesWasted        int64          `json:"bytes_wasted"`   // received twice, or in a bad piece
 	RequestsMoved      int64          `json:"requests_moved"` // taken back from stalled peers (the engine's stall rule)
+	PiecesLost         int64          `json:"pieces_lost"`    // handed out again by an origin after their only holder left
 	OriginBytesSent    int64          `json:"origin_bytes_sent"`
 	OriginSentOverF    float64        `json:"origin_sent_over_blob"`
 	UpstreamBlobGets   int            `json:"upstream_blob_gets"`
@@ -283,10 +284,17 @@ func countUpstream(c *cluster.Cluster, d digest.Digest) func(r *SwarmResult) {
 		}
 		return n
 	}
+	lost := func() (n int64) {
+		for _, org := range c.Origins {
+			n += org.PiecesLost()
+		}
+		return n
+	}
 	c.Registry.ResetCounts()
-	sent0 := originsSent()
+	sent0, lost0 := originsSent(), lost()
 	return func(r *SwarmResult) {
 		r.OriginBytesSent = originsSent() - sent0
+		r.PiecesLost = lost() - lost0
 		r.OriginSentOverF = float64(r.OriginBytesSent) / float64(r.BlobBytes)
 		r.BytesFromUpstream = c.Registry.BytesSent()
 		r.UpstreamBlobGets = c.Registry.BlobGets(d.String())

@@ -13,6 +13,7 @@ const (
 	evHaves           // a's lazy Haves to b are due (the shoal engine)
 	evRedial          // a may dial b again (the shoal engine retries a refused dial)
 	evTick            // a's once-a-second tick (the shoal engine)
+	evLost            // a: piece a, lost with its holder, may be handed out again
 )
 
 type event struct {

@@ -5,13 +5,15 @@ package sim
 // it is shown first the pieces nobody was shown or holds, lowest index
 // first; once every piece is out, a second copy only to a peer starving
 // (no piece it lacks is held by any connected peer), of a piece revealed
-// at least `patience` ago. Uploads take turns at the cap in reveal order
-// (reshare).
+// at least `patience` ago. A piece whose only holder left before the end
+// (churn) with nobody fetching it from the origin is handed out as new
+// lostAfter later. Uploads take turns at the cap in reveal order (reshare).
 
 // peerHas: w (connected to the origin) now holds piece p.
 func (s *Sim) peerHas(w int32, p int) {
 	n := s.nodes[w]
 	s.holders[p]++
+	s.lostAt[p] = -1
 	if n.revealed.has(p) {
 		n.pending--
 	}
@@ -33,6 +35,10 @@ func (s *Sim) fill(w int32) {
 				s.push(event{t: s.now + wait, kind: evRefill})
 			}
 			break
+		}
+		if s.lostAt[p] >= 0 {
+			s.lostAt[p] = -1
+			s.lost++
 		}
 		n.revealed.set(p)
 		n.pending++
@@ -87,6 +93,24 @@ func (s *Sim) originPick(w int32) (int, float64) {
 		return best, 0
 	}
 	return -1, wait
+}
+
+// lostAfter is how long a piece whose only holder left waits before it is
+// handed out again (the seeder's lostAfter): 5 s, or 8 pieces at the
+// origin's cap.
+func (s *Sim) lostAfter() float64 {
+	return max(5, 8*float64(s.cfg.PieceBytes)/s.cfg.OriginRate)
+}
+
+// originFetching reports whether an origin-connected peer was shown piece
+// p and does not hold it yet.
+func (s *Sim) originFetching(p int) bool {
+	for _, c := range s.nodes[origin].conns {
+		if n := s.nodes[c]; n.revealed.has(p) && !n.have.has(p) {
+			return true
+		}
+	}
+	return false
 }
 
 // refill gives every connected peer a chance at a reveal, starting at a

@@ -57,6 +57,9 @@ type Result struct {
 	// requests closed with them.
 	ConnsDropped    int64 `json:"sim_conns_dropped"`
 	BlocksCancelled int64 `json:"sim_blocks_cancelled"`
+	// PiecesLost counts pieces the origin handed out again because the
+	// only peer holding them left with them (churn).
+	PiecesLost int64 `json:"sim_pieces_lost"`
 	// OriginOutSeconds is when the origins had delivered every piece once
 	// (all of a piece's blocks from them, to one agent); over TMin it says
 	// how much of an agent's time the origin's first copies took, the
@@ -133,6 +136,7 @@ func (s *Sim) result() *Result {
 	r.OriginSentOverF = float64(s.originSent) / float64(c.BlobBytes)
 	r.PiecesTraded = s.traded
 	r.ConnsDropped, r.BlocksCancelled = s.dropped, s.cancelled
+	r.PiecesLost = s.lost
 	r.OriginOutSeconds = s.originOutAt
 	r.ConnsPerAgent = float64(conns) / float64(len(s.nodes)-1)
 	return r

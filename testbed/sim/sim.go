@@ -109,6 +109,8 @@ type Sim struct {
 	assigned    []int32   // peers each piece was revealed to
 	holders     []int32   // origin-connected peers holding each piece
 	revealedAt  []float64 // last reveal of each piece
+	lostAt      []float64 // when each piece's last holder left with it (-1: not lost)
+	lost        int64     // pieces handed out again after they were lost
 	fresh       int       // no piece below is unrevealed and unheld (a cursor)
 	revealSeq   map[int64]uint64
 	nReveals    uint64
@@ -148,6 +150,10 @@ func New(cfg Config) (*Sim, error) {
 	s.assigned = make([]int32, s.nPieces)
 	s.holders = make([]int32, s.nPieces)
 	s.revealedAt = make([]float64, s.nPieces)
+	s.lostAt = make([]float64, s.nPieces)
+	for p := range s.lostAt {
+		s.lostAt[p] = -1
+	}
 	s.originOut = make([]bool, s.nPieces)
 
 	n := cfg.Agents
@@ -298,6 +304,12 @@ func (s *Sim) dispatch(e event) {
 	case evRefill:
 		s.retryQueued = false
 		s.refill()
+	case evLost:
+		if p := int(e.a); s.lostAt[p] >= 0 && s.holders[p] == 0 {
+			s.assigned[p] = 0 // handed out as if new
+			s.fresh = min(s.fresh, p)
+			s.refill()
+		}
 	case evKill:
 		s.kill(e.a)
 	case evHaves:
@@ -590,9 +602,14 @@ func (s *Sim) dropConn(a, b int32) {
 		switch {
 		case u == origin:
 			nv.originConn = false
+			seed := nv.nHave == s.nPieces
 			for p := range s.nPieces {
 				if nv.have.has(p) && told(k, p) {
 					s.holders[p]--
+					if s.holders[p] == 0 && s.assigned[p] > 0 && !seed && !s.originFetching(p) {
+						s.lostAt[p] = s.now
+						s.push(event{t: s.now + s.lostAfter(), kind: evLost, a: int32(p)})
+					}
 				} else if nv.revealed.has(p) {
 					s.assigned[p]-- // it never got it: hand it out again
 					s.fresh = min(s.fresh, p)

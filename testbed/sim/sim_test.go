@@ -587,3 +587,51 @@ func TestStallAfterScalesWithTheDownloadCap(t *testing.T) {
 		}
 	}
 }
+
+// A piece whose only holder is killed before passing it on is handed out
+// again lostAfter later, as new, as p2p's seeder does
+// (TestSeederHandsOutAPieceLostWithItsHolder there); a copy that turns up
+// meanwhile calls it off.
+func TestOriginHandsOutAPieceLostWithItsHolder(t *testing.T) {
+	for _, copyTurnsUp := range []bool{false, true} {
+		s, err := New(Config{Agents: 3, BlobBytes: 1 << 20, PieceBytes: 64 << 10, Rate: 1e6, Engine: EngineShoal})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.availN = s.nPieces
+		a, b, c := int32(1), int32(2), int32(3)
+		for _, x := range []int32{a, b, c} {
+			s.nodes[x].joined = true
+		}
+		s.connect(a, origin) // shown 0 and 1
+		s.nodes[a].have.set(0)
+		s.nodes[a].nHave++
+		s.peerHas(a, 0) // shown 2
+		s.kill(a)
+		if s.lostAt[0] != s.now {
+			t.Fatalf("piece 0 not lost when its only holder was killed (lostAt %v)", s.lostAt[0])
+		}
+		s.connect(b, origin)
+		nb := s.nodes[b]
+		if nb.revealed.has(0) || !nb.revealed.has(1) || !nb.revealed.has(2) {
+			t.Fatal("b not shown pieces 1 and 2 (back from the killed agent), or shown 0 before lostAfter")
+		}
+		if copyTurnsUp {
+			s.connect(c, origin)
+			s.nodes[c].have.set(0)
+			s.nodes[c].nHave++
+			s.peerHas(c, 0)
+		}
+		s.now += s.lostAfter()
+		s.dispatch(event{t: s.now, kind: evLost, a: 0})
+		nb.have.set(1)
+		nb.nHave++
+		s.peerHas(b, 1)
+		if got := nb.revealed.has(0); got == copyTurnsUp {
+			t.Errorf("a copy turned up %v: b shown piece 0 %v after lostAfter", copyTurnsUp, got)
+		}
+		if want := map[bool]int64{false: 1, true: 0}[copyTurnsUp]; s.lost != want {
+			t.Errorf("a copy turned up %v: %d pieces lost, want %d", copyTurnsUp, s.lost, want)
+		}
+	}
+}

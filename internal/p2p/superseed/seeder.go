@@ -13,6 +13,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,7 @@ type Seeder struct {
 	limiter *rate.Limiter
 	tracker *p2p.TrackerClient
 	sent    atomic.Int64
+	lost    atomic.Int64 // pieces handed out again after their only holder left
 	// reveal is how many revealed-but-not-yet-held pieces a peer may have.
 	reveal int
 	now    func() time.Time
@@ -82,6 +84,9 @@ func NewSeeder(cfg p2p.Config, log *slog.Logger, reg prometheus.Registerer) (*Se
 	if reg != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_sent_bytes_total",
 			Help: "Piece bytes sent over BitTorrent."}, func() float64 { return float64(s.sent.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_pieces_lost_total",
+				Help: "Pieces handed out again because the only peer known to hold them left before passing them on."},
+				func() float64 { return float64(s.lost.Load()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_p2p_swarms", Help: p2p.SwarmsHelp},
 				func() float64 { s.mu.Lock(); defer s.mu.Unlock(); return float64(len(s.torrents)) }))
 	}
@@ -94,6 +99,10 @@ func (s *Seeder) Addr() netip.AddrPort { return s.addr }
 
 // BytesSent counts piece data uploaded.
 func (s *Seeder) BytesSent() int64 { return s.sent.Load() }
+
+// PiecesLost counts pieces handed out again because the only peer known to
+// hold them left without passing them on (see seedTorrent.drop).
+func (s *Seeder) PiecesLost() int64 { return s.lost.Load() }
 
 // Seeding reports whether blob mi is being seeded.
 func (s *Seeder) Seeding(ih metainfo.Hash) bool {
@@ -117,7 +126,7 @@ func (s *Seeder) Seed(mi *p2p.MetaInfo, r io.ReaderAt, hashes *p2p.PieceHashes, 
 	n := mi.Info.NumPieces()
 	ctx, cancel := context.WithCancel(s.ctx)
 	t := &seedTorrent{s: s, mi: mi, r: r, onClose: onClose, ctx: ctx, cancel: cancel, assigned: make([]int32, n), holders: make([]int32, n), revealedAt: make([]time.Time, n),
-		conns: map[*seedConn]struct{}{}, avail: n}
+		lostAt: make([]time.Time, n), conns: map[*seedConn]struct{}{}, avail: n}
 	if hashes != nil {
 		if hashes.NumPieces() != n {
 			cancel()
@@ -258,6 +267,7 @@ type seedTorrent struct {
 	assigned   []int32     // how many peers each piece was revealed to
 	holders    []int32     // how many connected peers hold each piece
 	revealedAt []time.Time // when each piece was last revealed
+	lostAt     []time.Time // when each piece's last known holder left it the only copy (zero: not lost)
 	conns      map[*seedConn]struct{}
 	retry      *time.Timer // re-runs fill for starving peers (see pick)
 	seq        uint64      // reveals so far (orders uploads, see acquire)
@@ -516,6 +526,7 @@ func (t *seedTorrent) peerHas(sc *seedConn, i int) {
 	if !sc.has[i] {
 		sc.has[i] = true
 		t.holders[i]++
+		t.lostAt[i] = time.Time{} // a copy was passed on after all
 		if sc.revealed[i] {
 			sc.pending--
 		}
@@ -542,6 +553,11 @@ func (t *seedTorrent) fill(sc *seedConn) {
 			}
 			break
 		}
+		if !t.lostAt[best].IsZero() {
+			t.lostAt[best] = time.Time{}
+			t.assigned[best] = 0 // handed out anew (see drop)
+			t.s.lost.Add(1)
+		}
 		sc.revealed[best] = true
 		sc.pending++
 		t.assigned[best]++
@@ -557,7 +573,8 @@ func (t *seedTorrent) fill(sc *seedConn) {
 }
 
 // pick chooses the next piece to reveal to sc, or -1. First the pieces no
-// peer has been shown or holds. After that sc is shown a second copy only if
+// peer has been shown or holds, and those lost with their holder lostAfter
+// ago (see drop). After that sc is shown a second copy only if
 // it is starving, every piece it lacks held by no peer (still on its way to
 // another, or its holder left), and only a piece revealed at least patience
 // ago: until then the copy on its way is the faster source (a second one
@@ -566,6 +583,7 @@ func (t *seedTorrent) fill(sc *seedConn) {
 func (t *seedTorrent) pick(sc *seedConn, now time.Time) (best int, wait time.Duration) {
 	best, bestA, bestH := -1, int32(0), int32(0)
 	starving := true
+	var lostWait time.Duration
 	for i := range t.avail {
 		if sc.has[i] {
 			continue
@@ -577,6 +595,15 @@ func (t *seedTorrent) pick(sc *seedConn, now time.Time) (best int, wait time.Dur
 		if sc.revealed[i] {
 			continue
 		}
+		if h == 0 && !t.lostAt[i].IsZero() {
+			// Lost with its holder: handed out as if new once the Haves
+			// of any copy it passed on have had time to arrive.
+			if w := t.lostAt[i].Add(t.lostAfter()).Sub(now); w > 0 {
+				lostWait = minWait(lostWait, w)
+			} else {
+				a = 0
+			}
+		}
 		if best < 0 || a < bestA || (a == bestA && h < bestH) {
 			best, bestA, bestH = i, a, h
 		}
@@ -585,7 +612,7 @@ func (t *seedTorrent) pick(sc *seedConn, now time.Time) (best int, wait time.Dur
 		return best, 0
 	}
 	if !starving {
-		return -1, 0
+		return -1, lostWait
 	}
 	// The least handed-out piece whose last reveal is oldest.
 	best, wait = -1, 0
@@ -595,9 +622,7 @@ func (t *seedTorrent) pick(sc *seedConn, now time.Time) (best int, wait time.Dur
 			continue
 		}
 		if w := t.revealedAt[i].Add(patience).Sub(now); w > 0 {
-			if wait == 0 || w < wait {
-				wait = w
-			}
+			wait = minWait(wait, w)
 			continue
 		}
 		if best < 0 || t.assigned[i] < t.assigned[best] {
@@ -605,9 +630,32 @@ func (t *seedTorrent) pick(sc *seedConn, now time.Time) (best int, wait time.Dur
 		}
 	}
 	if best >= 0 {
-		wait = 0
+		return best, 0
 	}
-	return best, wait
+	return -1, minWait(wait, lostWait)
+}
+
+// minWait is the sooner of two waits, 0 being none.
+func minWait(a, b time.Duration) time.Duration {
+	if a == 0 || (b > 0 && b < a) {
+		return b
+	}
+	return a
+}
+
+// lostAfter is how long a piece whose only known holder left waits before
+// it is handed out again: long enough for the Have of a copy the holder
+// passed on just before it left (agents hold Haves to an origin back for up
+// to four pieces at their upload cap, see p2p's lazyDelay), short next to
+// a pull (each agent lacking it would otherwise wait for the end, when it
+// starves: minutes in a swarm of thousands).
+func (t *seedTorrent) lostAfter() time.Duration {
+	const floor = 5 * time.Second
+	l := t.s.limiter
+	if l == nil || l.Limit() <= 0 {
+		return floor
+	}
+	return max(floor, time.Duration(8*float64(t.mi.Info.PieceLength)/float64(l.Limit())*float64(time.Second)))
 }
 
 // patience is how long a revealed piece may take before a starving peer is
@@ -636,17 +684,44 @@ func (t *seedTorrent) refill() {
 	}
 }
 
+// drop forgets sc. A peer that leaves before it had every piece (killed,
+// say: a spot instance taken back) may take with it the only copy of a piece
+// we revealed to it: if no other peer holds it or is fetching it from us, it
+// is lost, and handed out again after lostAfter, before any peer starves for
+// it. A peer that held them all is a seed elsewhere now (two seeds have
+// nothing to trade): it lost nothing.
 func (t *seedTorrent) drop(sc *seedConn) {
 	t.mu.Lock()
 	delete(t.conns, sc)
+	seed := !slices.Contains(sc.has, false)
+	lost := false
 	for i := range sc.has {
-		if sc.has[i] {
+		switch {
+		case sc.has[i]:
 			t.holders[i]--
-		} else if sc.revealed[i] {
+			if t.holders[i] == 0 && t.assigned[i] > 0 && !seed && !t.fetchingLocked(i) {
+				t.lostAt[i] = t.s.now()
+				lost = true
+			}
+		case !sc.has[i] && sc.revealed[i]:
 			t.assigned[i]-- // it never got it: hand it out again
 		}
 	}
 	t.mu.Unlock()
+	if lost && t.ctx.Err() == nil {
+		time.AfterFunc(t.lostAfter(), t.refill)
+	}
 	// What it held or was fetching may now have to come from us.
 	t.refill()
+}
+
+// fetchingLocked reports whether a connected peer was shown piece i and
+// does not hold it yet (it is on its way from us). t.mu is held.
+func (t *seedTorrent) fetchingLocked(i int) bool {
+	for c := range t.conns {
+		if c.revealed[i] && !c.has[i] {
+			return true
+		}
+	}
+	return false
 }

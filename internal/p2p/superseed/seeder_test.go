@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -85,7 +86,12 @@ func dial(t *testing.T, s *Seeder, ih metainfo.Hash) *peer {
 
 func (p *peer) read(t *testing.T) pp.Message {
 	t.Helper()
-	_ = p.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	return p.readWithin(t, 5*time.Second)
+}
+
+func (p *peer) readWithin(t *testing.T, d time.Duration) pp.Message {
+	t.Helper()
+	_ = p.c.SetReadDeadline(time.Now().Add(d))
 	var m pp.Message
 	if err := p.dec.Decode(&m); err != nil {
 		t.Fatalf("read: %v", err)
@@ -228,7 +234,7 @@ func TestSeederPick(t *testing.T) {
 	newState := func() (*seedTorrent, *seedConn) {
 		st := &seedTorrent{s: &Seeder{reveal: 2}, mi: &p2p.MetaInfo{},
 			assigned: make([]int32, n), holders: make([]int32, n), revealedAt: make([]time.Time, n),
-			conns: map[*seedConn]struct{}{}, avail: n}
+			lostAt: make([]time.Time, n), conns: map[*seedConn]struct{}{}, avail: n}
 		st.mi.Info.PieceLength = p2p.MinPieceLength
 		sc := &seedConn{t: st, has: make([]bool, n), revealed: make([]bool, n)}
 		st.conns[sc] = struct{}{}
@@ -271,6 +277,27 @@ func TestSeederPick(t *testing.T) {
 				reveal(st, i, t0)
 			}
 		}, t0.Add(time.Second / 2), -1, true},
+		{"lost with its holder: the Haves of a copy may still come", func(st *seedTorrent, sc *seedConn) {
+			for i := range n {
+				reveal(st, i, t0)
+			}
+			st.lostAt[1] = t0
+			st.holders[2] = 1
+		}, t0.Add(time.Second), -1, true},
+		{"lost with its holder: handed out as new after lostAfter", func(st *seedTorrent, sc *seedConn) {
+			for i := range n {
+				reveal(st, i, t0)
+			}
+			st.lostAt[1] = t0
+			st.holders[2] = 1
+		}, t0.Add(6 * time.Second), 1, false},
+		{"lost, then a copy turned up", func(st *seedTorrent, sc *seedConn) {
+			for i := range n {
+				reveal(st, i, t0)
+			}
+			st.lostAt[1] = t0
+			st.holders[1] = 1
+		}, t0.Add(6 * time.Second), -1, false},
 		{"starving, patience over", func(st *seedTorrent, sc *seedConn) {
 			for i := range n {
 				reveal(st, i, t0)
@@ -391,5 +418,66 @@ func TestSeederRevealsPiecesAsTheyArrive(t *testing.T) {
 		if m.Type == pp.Piece && m.Index == 2 {
 			t.Fatal("served piece 2 before it was hashed")
 		}
+	}
+}
+
+// A peer that leaves mid-pull with the only copy of a piece takes it with
+// it: the piece is handed out again lostAfter later (the Haves of a copy it
+// passed on would have come by then), to a peer that is not starving, not
+// at the end when every peer starves for it.
+func TestSeederHandsOutAPieceLostWithItsHolder(t *testing.T) {
+	const n = 8
+	s, mi, _ := newTestSeeder(t, n*p2p.MinPieceLength)
+	bitfield := func(held ...int) pp.Message {
+		b := make([]bool, n)
+		for _, i := range held {
+			b[i] = true
+		}
+		return pp.Message{Type: pp.Bitfield, Bitfield: b}
+	}
+	// reveals reads what the seeder shows p until it has want pieces.
+	reveals := func(p *peer, want int) []int {
+		var got []int
+		for len(got) < want {
+			if m := p.readWithin(t, 15*time.Second); m.Type == pp.Have {
+				got = append(got, int(m.Index))
+			}
+		}
+		return got
+	}
+	// c holds piece 7 (so that the others never starve) and sits on the
+	// two pieces it is shown.
+	c := dial(t, s, mi.InfoHash)
+	c.send(t, bitfield(7))
+	if got := reveals(c, 2); got[0] != 0 || got[1] != 1 {
+		t.Fatalf("c shown %v, want [0 1]", got)
+	}
+	// a gets piece 2 and leaves before anyone else has it.
+	a := dial(t, s, mi.InfoHash)
+	if got := reveals(a, 2); got[0] != 2 || got[1] != 3 {
+		t.Fatalf("a shown %v, want [2 3]", got)
+	}
+	a.send(t, pp.Message{Type: pp.Have, Index: 2})
+	reveals(a, 1)
+	a.c.Close()
+	left := time.Now()
+	// b takes every piece it is shown: 3-6 at once, 2 only once it is lost.
+	b := dial(t, s, mi.InfoHash)
+	var shown []int
+	for !slices.Contains(shown, 2) {
+		i := reveals(b, 1)[0]
+		shown = append(shown, i)
+		b.send(t, pp.Message{Type: pp.Have, Index: pp.Integer(i)})
+	}
+	waited := time.Since(left)
+	slices.Sort(shown)
+	if !slices.Equal(shown, []int{2, 3, 4, 5, 6}) {
+		t.Fatalf("b shown %v, want 2-6", shown)
+	}
+	if waited < 5*time.Second-100*time.Millisecond {
+		t.Fatalf("lost piece handed out again %v after its holder left, want lostAfter (5 s)", waited)
+	}
+	if got := s.PiecesLost(); got != 1 {
+		t.Fatalf("PiecesLost = %d, want 1", got)
 	}
 }

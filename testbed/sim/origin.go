@@ -5,9 +5,10 @@ package sim
 // it is shown first the pieces nobody was shown or holds, lowest index
 // first; once every piece is out, a second copy only to a peer starving
 // (no piece it lacks is held by any connected peer), of a piece revealed
-// at least `patience` ago. A piece whose only holder left before the end
-// (churn) with nobody fetching it from the origin is handed out as new
-// lostAfter later. Uploads take turns at the cap in reveal order (reshare).
+// at least `patience` ago. A piece that went out once less than lostAfter
+// ago, whose only holder left before the end (churn) with nobody fetching
+// it from the origin, is handed out as new lostAfter later. Uploads take
+// turns at the cap in reveal order (reshare).
 
 // peerHas: w (connected to the origin) now holds piece p.
 func (s *Sim) peerHas(w int32, p int) {

@@ -606,7 +606,7 @@ func (s *Sim) dropConn(a, b int32) {
 			for p := range s.nPieces {
 				if nv.have.has(p) && told(k, p) {
 					s.holders[p]--
-					if s.holders[p] == 0 && s.assigned[p] > 0 && !seed && !s.originFetching(p) {
+					if s.holders[p] == 0 && !seed && s.assigned[p] == 1 && s.now-s.revealedAt[p] < s.lostAfter() && !s.originFetching(p) {
 						s.lostAt[p] = s.now
 						s.push(event{t: s.now + s.lostAfter(), kind: evLost, a: int32(p)})
 					}

@@ -686,21 +686,21 @@ func (t *seedTorrent) refill() {
 
 // drop forgets sc. A peer that leaves before it had every piece (killed,
 // say: a spot instance taken back) may take with it the only copy of a piece
-// we revealed to it: if no other peer holds it or is fetching it from us, it
+// that just went out: if no other peer holds it or is fetching it from us, it
 // is lost, and handed out again after lostAfter, before any peer starves for
-// it. A peer that held them all is a seed elsewhere now (two seeds have
-// nothing to trade): it lost nothing.
+// it. A peer that held them all is a seed elsewhere now: it lost nothing.
 func (t *seedTorrent) drop(sc *seedConn) {
 	t.mu.Lock()
 	delete(t.conns, sc)
+	now := t.s.now()
 	seed := !slices.Contains(sc.has, false)
 	lost := false
 	for i := range sc.has {
 		switch {
 		case sc.has[i]:
 			t.holders[i]--
-			if t.holders[i] == 0 && t.assigned[i] > 0 && !seed && !t.fetchingLocked(i) {
-				t.lostAt[i] = t.s.now()
+			if t.holders[i] == 0 && !seed && t.youngLocked(i, now) && !t.fetchingLocked(i) {
+				t.lostAt[i] = now
 				lost = true
 			}
 		case !sc.has[i] && sc.revealed[i]:
@@ -713,6 +713,17 @@ func (t *seedTorrent) drop(sc *seedConn) {
 	}
 	// What it held or was fetching may now have to come from us.
 	t.refill()
+}
+
+// youngLocked reports whether piece i went out once, less than lostAfter
+// ago: the one peer it went to may still be its only holder. An older piece
+// has spread; that no connected peer holds it any more says only that its
+// holders left us, as complete agents do (two seeds have nothing to trade:
+// at the end of a pull, the last to leave often had not told us of its last
+// pieces yet, and looked as if it left mid-pull), and it is in the swarm.
+// t.mu is held.
+func (t *seedTorrent) youngLocked(i int, now time.Time) bool {
+	return t.assigned[i] == 1 && now.Sub(t.revealedAt[i]) < t.lostAfter()
 }
 
 // fetchingLocked reports whether a connected peer was shown piece i and

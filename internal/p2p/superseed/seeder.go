@@ -703,7 +703,7 @@ func (t *seedTorrent) drop(sc *seedConn) {
 				t.lostAt[i] = now
 				lost = true
 			}
-		case !sc.has[i] && sc.revealed[i]:
+		case sc.revealed[i]:
 			t.assigned[i]-- // it never got it: hand it out again
 		}
 	}

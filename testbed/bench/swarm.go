@@ -275,26 +275,22 @@ func pushBlob(ctx context.Context, c *cluster.Cluster, o SwarmOptions) (digest.D
 }
 
 // countUpstream zeroes the registry's counters and notes what the origins
-// have sent so far; the function it returns fills r with what the origins
-// and the upstream sent since (and the process's peak RSS).
+// have sent (and handed out again) so far; the function it returns fills r
+// with what the origins and the upstream sent since (and the process's peak
+// RSS).
 func countUpstream(c *cluster.Cluster, d digest.Digest) func(r *SwarmResult) {
-	originsSent := func() (n int64) {
+	origins := func() (sent, lost int64) {
 		for _, org := range c.Origins {
-			n += org.BytesSent()
+			sent += org.BytesSent()
+			lost += org.PiecesLost()
 		}
-		return n
-	}
-	lost := func() (n int64) {
-		for _, org := range c.Origins {
-			n += org.PiecesLost()
-		}
-		return n
+		return sent, lost
 	}
 	c.Registry.ResetCounts()
-	sent0, lost0 := originsSent(), lost()
+	sent0, lost0 := origins()
 	return func(r *SwarmResult) {
-		r.OriginBytesSent = originsSent() - sent0
-		r.PiecesLost = lost() - lost0
+		sent, lost := origins()
+		r.OriginBytesSent, r.PiecesLost = sent-sent0, lost-lost0
 		r.OriginSentOverF = float64(r.OriginBytesSent) / float64(r.BlobBytes)
 		r.BytesFromUpstream = c.Registry.BytesSent()
 		r.UpstreamBlobGets = c.Registry.BlobGets(d.String())

@@ -47,8 +47,8 @@ test: lint
 bench: build
 	./$(BIN) bench standard --out bench
 
-# The scale set (issue 14; about 32 minutes on 2 cores on the engine): 64-256 agents on 16 MiB and
-# 64 MiB blobs, cold and warm, U = R and U = 10 R, uneven links, late joiners, churn:
+# The scale set (issue 14; about 45 minutes on 2 cores on the engine): 64-256 agents on 16 MiB and
+# 64 MiB blobs, cold and warm, U = R and U = 10 R; uneven links, late joiners, churn the same four ways:
 # bench/scale/scale.json and bench/scale/scale.svg.
 bench-scale: build
 	./$(BIN) bench scale --out bench/scale

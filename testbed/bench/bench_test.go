@@ -175,7 +175,8 @@ func TestPullAllChecksEveryCopy(t *testing.T) {
 // The scale set keeps N x R where 2 cores carry it (64 MB/s on 16 MiB,
 // whose 32 KiB pieces cost the most per byte; 200 MB/s, the standard set's,
 // on 64 MiB), runs every N cold and warm at U = R and U = 10 R on both, and
-// its rows become the runs they describe.
+// runs the scenarios the same four ways, and its rows become the runs
+// they describe.
 func TestScaleSetRows(t *testing.T) {
 	seen := map[string]bool{}
 	for _, row := range ScaleSet {
@@ -201,6 +202,7 @@ func TestScaleSetRows(t *testing.T) {
 	}
 	for _, want := range []string{"64 16MiB", "64 16MiB, warm", "64 16MiB, U=10R", "64 16MiB, warm, U=10R", "128 16MiB", "256 16MiB, warm, U=10R",
 		"64 16MiB, 0.25 slow", "64 16MiB, 0.25 slow (3 conns)", "64 16MiB, 0.25 late", "64 16MiB, 0.1 churn",
+		"64 16MiB, warm, 0.25 slow", "64 16MiB, U=10R, 0.25 late", "64 16MiB, warm, U=10R, 0.1 churn",
 		"64 64MiB", "128 64MiB, warm", "256 64MiB", "256 64MiB, warm, U=10R"} {
 		if !seen[want] {
 			t.Errorf("the scale set has no row %q (has %v)", want, seen)

@@ -576,6 +576,7 @@ func (t *transfer) tick(now time.Time) {
 	if dropped {
 		t.fillAllLocked()
 	}
+	t.feedLocked(now)
 	t.maintainLocked(now)
 }
 

@@ -42,6 +42,7 @@ type peerConn struct {
 	idleSince      time.Time     // since when neither side wanted anything of the other, seen at each tick (zero: not idle)
 	lastBlock      time.Time     // when its last block we asked for came
 	blockGap       time.Duration // moving average of the time between blocks
+	quick          bool          // its blockGap is in the faster half of the transfer's (feedLocked)
 	closed         bool
 
 	lastRead, lastWrite atomic.Int64 // unix seconds

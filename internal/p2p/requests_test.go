@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,6 +59,7 @@ type rawPeer struct {
 	has        func(piece int) bool // nil: every piece
 	choke      bool                 // never unchoke the node
 	silent     bool                 // never send a block
+	delay      time.Duration        // before each block (0: 20 ms)
 	gate       <-chan struct{}      // closed: send the bitfield
 	interested chan struct{}        // closed when the node says it is interested
 
@@ -155,7 +157,7 @@ func (p *rawPeer) session(c net.Conn) error {
 			if p.silent {
 				continue
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(cmp.Or(p.delay, 20*time.Millisecond))
 			r := [3]pp.Integer{m.Index, m.Begin, m.Length}
 			if _, ok := pending.LoadAndDelete(r); !ok {
 				continue // cancelled
@@ -402,5 +404,50 @@ func TestStallAfterScalesWithTheDownloadCap(t *testing.T) {
 		if got := c.stallAfter(tc.size); got != tc.want {
 			t.Errorf("down %g B/s, gap %v, block %d: stallAfter %v, want %v", tc.down, tc.gap, tc.size, got, tc.want)
 		}
+	}
+}
+
+// A transfer whose download runs well under its cap asks the quicker half
+// of its peers for two blocks at a time instead of one (queueDepth): one
+// request in flight left a fast agent with slow peers short of its link.
+// The slow peer keeps one; with requests_per_peer set, it is kept as set.
+func TestUnderfedTransferAsksQuickPeersForMore(t *testing.T) {
+	const size, pieceLen = 16 << 20, 64 << 10
+	blob, mi := testBlobMeta(t, size, pieceLen)
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want int // requests in flight to the quick peer at once
+	}{
+		{"requests_per_peer from the cap", Config{Engine: EngineShoal, DownloadRate: 4_000_000}, 2},
+		{"requests_per_peer set", Config{Engine: EngineShoal, DownloadRate: 4_000_000, RequestsPerPeer: 1}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// 64 KiB every 40 ms and every 400 ms: 1.8 MB/s of a 4 MB/s cap.
+			quick := startRawPeer(t, blob, mi, func(p *rawPeer) { p.delay = 40 * time.Millisecond })
+			slow := startRawPeer(t, blob, mi, func(p *rawPeer) { p.delay = 400 * time.Millisecond })
+			n := newTestNode(t, tc.cfg)
+			sw, _ := startDownload(t, n, blob, mi)
+			sw.m.addPeers([]netip.AddrPort{quick.ln.Addr().(*net.TCPAddr).AddrPort(), slow.ln.Addr().(*net.TCPAddr).AddrPort()}, nil)
+			// Underfed after underfedAfter and two ticks; the blob lasts 9 s.
+			deadline := time.Now().Add(underfedAfter + 3*time.Second)
+			for time.Now().Before(deadline) {
+				if most, _ := quick.result(); most >= 2 {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			q, err := quick.result()
+			if err != nil {
+				t.Fatalf("quick peer: %v", err)
+			}
+			s, err := slow.result()
+			if err != nil {
+				t.Fatalf("slow peer: %v", err)
+			}
+			if q != tc.want || s != 1 {
+				t.Fatalf("requests in flight at once: %d to the quick peer (want %d), %d to the slow one (want 1); %d of %d bytes in", q, tc.want, s, sw.BytesCompleted(), size)
+			}
+		})
 	}
 }

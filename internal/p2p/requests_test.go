@@ -410,43 +410,87 @@ func TestStallAfterScalesWithTheDownloadCap(t *testing.T) {
 // A transfer whose download runs well under its cap asks the quicker half
 // of its peers for two blocks at a time instead of one (queueDepth): one
 // request in flight left a fast agent with slow peers short of its link.
-// The slow peer keeps one; with requests_per_peer set, it is kept as set.
+// The slow peer keeps one. (The test ends within 5 s of the node's start:
+// anacrolix/torrent v1.61.0's client reads a field its constructor wrote
+// from a timer 5 s later, which -race reports.)
 func TestUnderfedTransferAsksQuickPeersForMore(t *testing.T) {
 	const size, pieceLen = 16 << 20, 64 << 10
 	blob, mi := testBlobMeta(t, size, pieceLen)
+	// 64 KiB every 40 ms and every 400 ms: 1.8 MB/s of a 4 MB/s cap.
+	quick := startRawPeer(t, blob, mi, func(p *rawPeer) { p.delay = 40 * time.Millisecond })
+	slow := startRawPeer(t, blob, mi, func(p *rawPeer) { p.delay = 400 * time.Millisecond })
+	n := newTestNode(t, Config{Engine: EngineShoal, DownloadRate: 4_000_000})
+	started := time.Now()
+	sw, _ := startDownload(t, n, blob, mi)
+	sw.m.addPeers([]netip.AddrPort{quick.ln.Addr().(*net.TCPAddr).AddrPort(), slow.ln.Addr().(*net.TCPAddr).AddrPort()}, nil)
+	// Underfed at the first tick past underfedAfter; the blob lasts 9 s.
+	deadline := time.Now().Add(underfedAfter + 3*time.Second)
+	for time.Now().Before(deadline) {
+		if most, _ := quick.result(); most >= 2 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.Close()
+	t.Logf("the node ran %v", time.Since(started))
+	q, err := quick.result()
+	if err != nil {
+		t.Fatalf("quick peer: %v", err)
+	}
+	s, err := slow.result()
+	if err != nil {
+		t.Fatalf("slow peer: %v", err)
+	}
+	if q != 2 || s != 1 {
+		t.Fatalf("requests in flight at once: %d to the quick peer (want 2), %d to the slow one (want 1); %d of %d bytes in", q, s, sw.BytesCompleted(), size)
+	}
+}
+
+// feedLocked marks a transfer underfed under 80 % of its download cap once
+// underfedAfter has passed, and the faster half of its agent connections
+// quick; queueDepth doubles requests_per_peer's default only for those.
+func TestUnderfedQueueDepth(t *testing.T) {
+	const rpp = 1 // 20 ms of 4 MB/s in 128 KiB blocks: at least one
 	for _, tc := range []struct {
-		name string
-		cfg  Config
-		want int // requests in flight to the quick peer at once
+		name       string
+		set        int           // requests_per_peer set by hand (0: from the cap)
+		age        time.Duration // since the transfer began
+		bytes      int64         // received in the last tick (and the one before)
+		gaps       []time.Duration
+		wantDepths []int // per connection, in gaps' order
 	}{
-		{"requests_per_peer from the cap", Config{Engine: EngineShoal, DownloadRate: 4_000_000}, 2},
-		{"requests_per_peer set", Config{Engine: EngineShoal, DownloadRate: 4_000_000, RequestsPerPeer: 1}, 1},
+		{"underfed: the faster half", 0, 10 * time.Second, 1_000_000, []time.Duration{40, 400, 50, 300}, []int{2, 1, 2, 1}},
+		{"odd count: the median is quick", 0, 10 * time.Second, 1_000_000, []time.Duration{40, 400, 50}, []int{2, 1, 2}},
+		{"one connection: none quick", 0, 10 * time.Second, 1_000_000, []time.Duration{40}, []int{1}},
+		{"fed", 0, 10 * time.Second, 3_500_000, []time.Duration{40, 400}, []int{1, 1}},
+		{"too young", 0, 2 * time.Second, 1_000_000, []time.Duration{40, 400}, []int{1, 1}},
+		{"requests_per_peer set", 1, 10 * time.Second, 1_000_000, []time.Duration{40, 400}, []int{1, 1}},
+		{"no block yet: not quick", 0, 10 * time.Second, 1_000_000, []time.Duration{0, 400, 50}, []int{1, 1, 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// 64 KiB every 40 ms and every 400 ms: 1.8 MB/s of a 4 MB/s cap.
-			quick := startRawPeer(t, blob, mi, func(p *rawPeer) { p.delay = 40 * time.Millisecond })
-			slow := startRawPeer(t, blob, mi, func(p *rawPeer) { p.delay = 400 * time.Millisecond })
-			n := newTestNode(t, tc.cfg)
-			sw, _ := startDownload(t, n, blob, mi)
-			sw.m.addPeers([]netip.AddrPort{quick.ln.Addr().(*net.TCPAddr).AddrPort(), slow.ln.Addr().(*net.TCPAddr).AddrPort()}, nil)
-			// Underfed after underfedAfter and two ticks; the blob lasts 9 s.
-			deadline := time.Now().Add(underfedAfter + 3*time.Second)
-			for time.Now().Before(deadline) {
-				if most, _ := quick.result(); most >= 2 {
-					break
+			now := time.Now()
+			e := &engine{down: rate.NewLimiter(4_000_000, 64<<10)}
+			e.cfg.DownloadRate, e.cfg.RequestsPerPeer = 4_000_000, tc.set
+			tr := &transfer{e: e, n: 10, since: now.Add(-tc.age), conns: map[*peerConn]struct{}{}}
+			var cs []*peerConn
+			for _, g := range tc.gaps {
+				c := &peerConn{t: tr, blockGap: g * time.Millisecond, closed: true} // closed: fillLocked sends nothing
+				cs = append(cs, c)
+				tr.conns[c] = struct{}{}
+			}
+			// An origin, however quick, never gets the second request.
+			origin := &peerConn{t: tr, origin: true, blockGap: time.Millisecond, closed: true}
+			tr.conns[origin] = struct{}{}
+			tr.downRate = float64(tc.bytes) // the tick before
+			tr.down.Store(tc.bytes)
+			tr.feedLocked(now)
+			for i, c := range cs {
+				if got := tr.queueDepth(c); got != tc.wantDepths[i]*max(rpp, tc.set) {
+					t.Errorf("gap %v: queue depth %d, want %d (underfed %v)", c.blockGap, got, tc.wantDepths[i], tr.underfed)
 				}
-				time.Sleep(50 * time.Millisecond)
 			}
-			q, err := quick.result()
-			if err != nil {
-				t.Fatalf("quick peer: %v", err)
-			}
-			s, err := slow.result()
-			if err != nil {
-				t.Fatalf("slow peer: %v", err)
-			}
-			if q != tc.want || s != 1 {
-				t.Fatalf("requests in flight at once: %d to the quick peer (want %d), %d to the slow one (want 1); %d of %d bytes in", q, tc.want, s, sw.BytesCompleted(), size)
+			if got := tr.queueDepth(origin); got != max(rpp, tc.set) {
+				t.Errorf("origin: queue depth %d, want %d", got, max(rpp, tc.set))
 			}
 		})
 	}

@@ -78,14 +78,11 @@ var ScaleSet = func() []Row {
 	// The scenarios, each cold and warm at U = R and 10 R as issue 14
 	// asks; the slow agents at fewer connections (a setting, not a
 	// scenario) cold at U = R only.
-	scenario := Row{Agents: 64, Rate: 1e6, Size: 16 << 20}
-	for _, sc := range []func(*Row){
-		func(r *Row) { r.Slow = 0.25 },
-		func(r *Row) { r.Late = 0.25 },
-		func(r *Row) { r.Churn = 0.1 },
+	for _, r := range []Row{
+		{Agents: 64, Rate: 1e6, Size: 16 << 20, Slow: 0.25},
+		{Agents: 64, Rate: 1e6, Size: 16 << 20, Late: 0.25},
+		{Agents: 64, Rate: 1e6, Size: 16 << 20, Churn: 0.1},
 	} {
-		r := scenario
-		sc(&r)
 		rows = append(rows, every(r)...)
 	}
 	rows = append(rows, Row{Agents: 64, Rate: 1e6, Size: 16 << 20, Slow: 0.25, SlowConns: p2p.DefaultConnsPerTorrent / 2})

@@ -178,10 +178,9 @@ func (t *transfer) queueDepth(c *peerConn) int {
 // quarter at R/4 at U = R took 1.10-1.13x at the median against
 // 1.09-1.10x without (the underfed took turns the median agents needed:
 // the row has 2 % of spare upload); at 0.8 on the quicker half, the same.
-const (
-	underfedBelow = 0.8
-	underfedAfter = 3 * time.Second
-)
+const underfedBelow = 0.8
+
+var underfedAfter = 3 * time.Second // a variable for tests
 
 // feedLocked updates underfed from the bytes received since the last
 // tick, and which connections are quick: the faster half of those to

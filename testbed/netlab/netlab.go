@@ -16,9 +16,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -52,6 +54,7 @@ type Lab struct {
 	extra    []netip.Addr // root-namespace addresses added to the bridge
 	lines    []*delayLine
 	rules    [][]string // the root namespace's iptables rules: table, chain, spec
+	lock     *os.File   // flocked while the lab lives (lockDir)
 	closed   bool
 }
 
@@ -87,7 +90,11 @@ func New(ctx context.Context, o Options) (_ *Lab, err error) {
 	if o.MTU != 0 && (o.MTU < 576 || o.MTU > 65535) {
 		return nil, fmt.Errorf("netlab: MTU %d: want 576..65535", o.MTU)
 	}
+	reapDead(ctx, o.Log)
 	l := &Lab{Bridge: fmt.Sprintf("shb%d", os.Getpid()%100000), opts: o, log: o.Log}
+	if l.lock, err = lockLab(l.Bridge); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -322,6 +329,116 @@ func (l *Lab) Close() error {
 	}
 	if err := run(ctx, "ip", "link", "del", l.Bridge); err != nil && linkExists(l.Bridge) {
 		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err // the lock stays: the next lab's New retries
+	}
+	if l.lock == nil {
+		return nil
+	}
+	_ = os.Remove(filepath.Join(lockDir, l.Bridge+".lock"))
+	return l.lock.Close()
+}
+
+// lockDir holds a lock file per lab, flocked for as long as the lab
+// lives. A process killed outright (SIGKILL, or a crash of the machine's
+// last run) cannot Close its lab: the next New finds that lock free and
+// removes what the lab left, so leftovers do not pile up, nor take the
+// 50 subnets freeSubnet picks from.
+var lockDir = "/run/shoal-netlab"
+
+// lockLab takes the lock of a lab named bridge. It is flocked under a
+// temporary name and then renamed into place, so that reapDead never
+// sees it free.
+func lockLab(bridge string) (*os.File, error) {
+	if err := os.MkdirAll(lockDir, 0o755); err != nil {
+		return nil, fmt.Errorf("netlab: %w", err)
+	}
+	f, err := os.CreateTemp(lockDir, bridge+".*.tmp")
+	if err != nil {
+		return nil, fmt.Errorf("netlab: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("netlab: lock %s: %w", f.Name(), err)
+	}
+	path := filepath.Join(lockDir, bridge+".lock")
+	if other, err := os.OpenFile(path, os.O_RDWR, 0); err == nil {
+		// A lab of the same name: a live one (another process whose pid
+		// matches ours mod 100000) holds its lock.
+		busy := syscall.Flock(int(other.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil
+		other.Close()
+		if busy {
+			f.Close()
+			os.Remove(f.Name())
+			return nil, fmt.Errorf("netlab: a lab named %s is in use by another process", bridge)
+		}
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("netlab: %w", err)
+	}
+	return f, nil
+}
+
+// reapDead removes the labs whose process died without closing them
+// (their lock is free): their namespaces (with them their veth pairs),
+// their root link and the root namespace's iptables rules on it. It is
+// best effort: what it cannot remove, the next New tries again.
+func reapDead(ctx context.Context, log *slog.Logger) {
+	locks, _ := filepath.Glob(filepath.Join(lockDir, "*.lock"))
+	for _, path := range locks {
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			f.Close() // its lab lives
+			continue
+		}
+		bridge := strings.TrimSuffix(filepath.Base(path), ".lock")
+		if err := removeLab(ctx, bridge); err != nil {
+			log.Warn("netlab: removing a dead process's lab", "lab", bridge, "err", err)
+		} else {
+			log.Info("netlab: removed a dead process's lab", "lab", bridge)
+			os.Remove(path)
+		}
+		f.Close()
+	}
+}
+
+// removeLab deletes what a lab named bridge made: namespaces named
+// bridge-*, the root link bridge and the root namespace's iptables rules
+// on it.
+func removeLab(ctx context.Context, bridge string) error {
+	var errs []error
+	list, err := output(ctx, "ip", "netns", "list")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(list, "\n") {
+		// "name" or "name (id: 3)"
+		if ns, _, _ := strings.Cut(strings.TrimSpace(line), " "); strings.HasPrefix(ns, bridge+"-") {
+			errs = append(errs, run(ctx, "ip", "netns", "del", ns))
+		}
+	}
+	if linkExists(bridge) {
+		if err := run(ctx, "ip", "link", "del", bridge); err != nil && linkExists(bridge) {
+			errs = append(errs, err)
+		}
+	}
+	rules, err := output(ctx, "iptables", "-w", "-t", "mangle", "-S", "PREROUTING")
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, r := range strings.Split(rules, "\n") {
+		f := strings.Fields(r)
+		if len(f) < 2 || f[0] != "-A" || !strings.Contains(r+" ", " -i "+bridge+" ") {
+			continue
+		}
+		errs = append(errs, run(ctx, "iptables", append([]string{"-w", "-t", "mangle", "-D"}, f[1:]...)...))
 	}
 	return errors.Join(errs...)
 }

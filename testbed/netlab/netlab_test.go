@@ -12,13 +12,12 @@ import (
 	"time"
 )
 
-// newLab makes a lab or skips, naming what is missing.
-func newLab(t *testing.T, o Options) *Lab {
+// skipUnlessLabs skips, naming what is missing, where no lab can be made.
+func skipUnlessLabs(t *testing.T) {
 	t.Helper()
 	if err := Check(); err != nil {
 		t.Skipf("skipping: %v", err)
 	}
-	ctx := context.Background()
 	probe := "shbprobe" + strings.ReplaceAll(t.Name(), "/", "")
 	if len(probe) > 30 {
 		probe = probe[:30]
@@ -27,7 +26,13 @@ func newLab(t *testing.T, o Options) *Lab {
 		t.Skipf("skipping: network namespaces not permitted here: %v: %s", err, out)
 	}
 	_ = exec.Command("ip", "netns", "del", probe).Run()
-	l, err := New(ctx, o)
+}
+
+// newLab makes a lab or skips, naming what is missing.
+func newLab(t *testing.T, o Options) *Lab {
+	t.Helper()
+	skipUnlessLabs(t)
+	l, err := New(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}

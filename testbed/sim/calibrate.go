@@ -17,8 +17,10 @@ type RealRow struct {
 	Warm       bool
 	P50, Max   float64 // measured, over T_min
 	// Code is the agents' engine and request window when the row was
-	// measured: "engine+128KiB" (Shoal's own engine with upload turns and
-	// 128 KiB blocks: 2026-12-04, afternoon, on), "engine+turns" (the same
+	// measured: "engine+underfed" (Shoal's own engine with upload turns,
+	// 128 KiB blocks and the underfed rule: 2026-12-05 on),
+	// "engine+128KiB" (the same without the underfed rule: 2026-12-04,
+	// afternoon, to 2026-12-05), "engine+turns" (the same
 	// with 64 KiB blocks, the peer holding the least first), "engine" (the engine
 	// before, its uploads in request order; p2p.engine = "shoal", the
 	// default since 2026-12-03), "requests_per_peer" (anacrolix/torrent
@@ -41,11 +43,20 @@ type RealRow struct {
 }
 
 const (
-	codeBlocks = "engine+128KiB"
-	codeTurns  = "engine+turns"
-	codeEngine = "engine"
-	codeRPP    = "requests_per_peer"
-	codeLib    = "library"
+	codeUnderfed = "engine+underfed"
+	codeBlocks   = "engine+128KiB"
+	codeTurns    = "engine+turns"
+	codeEngine   = "engine"
+	codeRPP      = "requests_per_peer"
+	codeLib      = "library"
+)
+
+// underfedDir holds the engine's runs with the underfed rule and the build
+// before (2026-12-05), underfedBaseDir the default build's runs of the
+// day after (the "-base-" runs of a lever not kept).
+const (
+	underfedDir     = "bench/scale/levers/engine/underfed/"
+	underfedBaseDir = "bench/scale/levers/engine/underfedconns/"
 )
 
 // stallDir holds the engine's runs with the stall time scaled by the
@@ -75,6 +86,18 @@ const beforeMessages = "bench/scale/levers/engine/scale-before-messages.json"
 // N = 256 at 0.125 MB/s, uneven links with fewer connections), and the
 // older rows of issue 14's table.
 var RealRows = []RealRow{
+	// Shoal's own engine with the underfed rule (commit a9a8ba4, 2026-12-05):
+	// that day's runs of it, with the default build's runs interleaved with
+	// a lever tried and not kept (mean of the runs).
+	{"N=64 16MiB 1MB/s cold (underfed, 2026-12-05)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.048, 1.059, codeUnderfed, true, underfedBaseDir + "even-base-{1,2}.json, " + underfedDir + "even64-final-1.json", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s cold (underfed, 2026-12-05)", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.057, 1.079, codeUnderfed, true, underfedBaseDir + "n128-base-{1,2}.json", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s cold (underfed, 2026-12-05)", 256, 16 << 20, 32 << 10, 0.125e6, 0, false, 1.068, 1.116, codeUnderfed, true, underfedBaseDir + "n256-base-{1,2,3}.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (underfed, 2026-12-05)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.107, 1.195, codeUnderfed, true, underfedBaseDir + "uneven-cold-u1-base-{1..7}.json, " + underfedDir + "uneven-final-{1,2}.json", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s, 1/4 at R/4 (over own bound) (underfed, 2026-12-05)", 64, 16 << 20, 32 << 10, 1e6, 10e6, false, 1.020, 1.195, codeUnderfed, true, underfedBaseDir + "uneven-cold-u10-base-{1,2}.json, " + underfedDir + "unevenu10-final-1.json", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s warm, 1/4 at R/4 (over own bound) (underfed, 2026-12-05)", 64, 16 << 20, 32 << 10, 1e6, 10e6, true, 1.027, 1.205, codeUnderfed, true, underfedBaseDir + "uneven-warm-u10-base-{1..15}.json, " + underfedDir + "unevenu10w-final-{3..6}.json", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 late (over own bound) (underfed, 2026-12-05)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.061, 1.109, codeUnderfed, true, underfedDir + "late-final-1.json", 0, 0.25, 0, 0},
+	{"N=64 16MiB 1MB/s, 10% churn (over own bound) (underfed, 2026-12-05)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.055, 1.117, codeUnderfed, true, underfedDir + "churn-final-1.json", 0, 0, 0.1, 0},
+
 	// Shoal's own engine with the stall time up to 3 min (maxStall =
 	// idleTimeout), runs interleaved with the build before. The slow link
 	// is where the limiters' burst counts (5 s of a 12.8 KB/s link): the
@@ -254,13 +277,15 @@ func Calibrate(ctx context.Context, base Config, rows []RealRow, seeds int) ([]C
 		c.Uneven, c.Late, c.Churn, c.SlowConns = r.Uneven, r.Late, r.Churn, r.SlowConns
 		c.Engine = EngineLibrary
 		switch r.Code {
+		case codeUnderfed:
+			c.Engine, c.UploadOrder = EngineShoal, UploadBehind
 		case codeBlocks:
-			c.Engine, c.UploadOrder = EngineShoal, UploadBehind
+			c.Engine, c.UploadOrder, c.NoUnderfed = EngineShoal, UploadBehind, true
 		case codeTurns:
-			c.Engine, c.UploadOrder = EngineShoal, UploadBehind
+			c.Engine, c.UploadOrder, c.NoUnderfed = EngineShoal, UploadBehind, true
 			setChunk(&c, 64<<10)
 		case codeEngine:
-			c.Engine, c.UploadOrder = EngineShoal, UploadRequest
+			c.Engine, c.UploadOrder, c.NoUnderfed = EngineShoal, UploadRequest, true
 			setChunk(&c, 64<<10)
 		}
 		c = c.Calibrated()

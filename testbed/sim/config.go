@@ -89,6 +89,12 @@ type Config struct {
 	// what-if: p2p's limiters let max(rate/20, 64 KiB) go at once after a
 	// pause, 5 s of a 12.8 KB/s link; the model before 2026-12-04, night).
 	NoBurst bool
+	// NoUnderfed drops the underfed rule from the shoal engine's model (p2p
+	// since 2026-12-05: an agent whose download, averaged over two ticks,
+	// is under 80 % of its cap 3 s after it began keeps twice the requests
+	// in flight to its quick peers, the faster half by gap between blocks;
+	// the engine before, and the model before 2026-12-05, evening).
+	NoUnderfed bool
 	// InOrder makes agents ask for the lowest-index piece a peer has
 	// instead of the library's rarest-first (availability, then index).
 	InOrder bool

@@ -33,7 +33,15 @@ import "slices"
 //     peer's upload turns serve the peers behind it first, so without this
 //     an agent far ahead could wait on a late joiner for as long as the
 //     late joiners took (N = 1,000, a quarter late: 7 agents at 1.51x, each
-//     waiting 100 s for its last piece).
+//     waiting 100 s for its last piece);
+//   - underfed: once a second an agent whose download, averaged over two
+//     ticks, is under underfedBelow of its cap, underfedAfter after it
+//     began, keeps twice the requests in flight to its quick peers (those
+//     whose gap between blocks is at most the lower median of its agents';
+//     p2p transfer.feedLocked, queueDepth). An uploader's turns serve the
+//     peer that holds least first, so the second request takes turns from
+//     agents ahead; without it a fast agent that drew slow peers for half
+//     its connections got too few turns to fill its link.
 
 const (
 	redialAfter   = 5.0  // p2p: a candidate's nextTry after a dial
@@ -42,6 +50,8 @@ const (
 	replacedFor   = 30.0 // p2p: a replaced peer's nextTry (snubTimeout)
 	snubFor       = 30.0 // p2p snubTimeout: a stalled peer gets no requests
 	stallBlocks   = 8    // p2p stallBlocks
+	underfedAfter = 3.0  // p2p underfedAfter
+	underfedBelow = 0.8  // p2p underfedBelow
 )
 
 // gotBlock updates w's gap average on connection ci (p2p
@@ -141,6 +151,7 @@ func (s *Sim) tick(a int32) {
 	}
 	s.push(event{t: s.now + 1, kind: evTick, a: a})
 	s.moveStalled(a)
+	s.feed(a)
 	victim := int32(-1)
 	for ci, v := range n.conns {
 		if v == origin || s.wants(a, v) || s.wants(v, a) {
@@ -161,6 +172,50 @@ func (s *Sim) tick(a int32) {
 	n.pool = slices.DeleteFunc(n.pool, func(v int32) bool { return v == victim }) // someone else first
 	s.push(event{t: s.now + replacedFor, kind: evRedial, a: a, b: victim})
 	s.dial(a)
+}
+
+// feed updates whether a is underfed and which of its connections are
+// quick (p2p transfer.feedLocked), and asks more of them when it turns
+// underfed.
+func (s *Sim) feed(a int32) {
+	n := s.nodes[a]
+	if s.cfg.NoUnderfed {
+		return
+	}
+	got := n.fromOrigin + n.fromPeers
+	n.downRate = (n.downRate + float64(got-n.downSeen)) / 2
+	n.downSeen = got
+	underfed := s.now-n.start > underfedAfter && n.downRate < underfedBelow*n.down
+	gaps := s.gaps[:0]
+	for ci, v := range n.conns {
+		if v != origin && n.blockGap[ci] > 0 {
+			gaps = append(gaps, n.blockGap[ci])
+		}
+	}
+	slices.Sort(gaps)
+	s.gaps = gaps
+	for ci, v := range n.conns {
+		n.quick[ci] = v != origin && n.blockGap[ci] > 0 && len(gaps) > 1 && n.blockGap[ci] <= gaps[(len(gaps)-1)/2]
+	}
+	if underfed == n.underfed {
+		return
+	}
+	n.underfed = underfed
+	if underfed {
+		for _, v := range slices.Clone(n.conns) {
+			s.schedule(a, v)
+		}
+	}
+}
+
+// queueDepth is the requests n keeps in flight on connection ci (p2p
+// transfer.queueDepth): its queue, or twice that to a quick peer while it
+// is underfed, unless the queue was set by hand.
+func (s *Sim) queueDepth(n *node, ci int) int {
+	if n.underfed && n.quick[ci] && s.cfg.QueueDepth == 0 {
+		return min(2*n.queue, 255) // slots are bytes
+	}
+	return n.queue
 }
 
 // capped counts a's connections that conns_per_torrent caps.

@@ -64,6 +64,10 @@ type node struct {
 	lastBlock     []float64 // per connection: when its last block came (p2p peerConn.lastBlock)
 	blockGap      []float64 // per connection: its moving average gap between blocks (blockGap)
 	snubUntil     []float64 // per connection: no requests to it before (p2p snubbedUntil)
+	quick         []bool    // per connection: its blockGap in the faster half (p2p peerConn.quick)
+	underfed      bool      // p2p transfer.underfed: twice the requests to quick peers
+	downRate      float64   // bytes received a tick, averaged over two (p2p transfer.downRate)
+	downSeen      int64     // bytes received by the last tick
 	prefix        int
 	begun         bitset
 	dialingOrigin bool
@@ -133,6 +137,7 @@ type Sim struct {
 	bursts             bool      // the limiters' bursts are modelled (the engine, not NoBurst)
 	scratch            [2][]flow // reshare's buffers, one per cascade depth
 	sampled            []int32   // sample's buffer
+	gaps               []float64 // feed's buffer
 	drawn              []uint32  // sample: the call that last drew each node
 	stamp              uint32
 }
@@ -495,6 +500,7 @@ func (s *Sim) connect(a, b int32) {
 			x.lastBlock = append(x.lastBlock, 0)
 			x.blockGap = append(x.blockGap, 0)
 			x.snubUntil = append(x.snubUntil, 0)
+			x.quick = append(x.quick, false)
 		}
 		na.toldN = append(na.toldN, int32(nb.nHave))
 		nb.toldN = append(nb.toldN, int32(na.nHave))
@@ -598,6 +604,7 @@ func (s *Sim) dropConn(a, b int32) {
 			nu.lastBlock = slices.Delete(nu.lastBlock, ci, ci+1)
 			nu.blockGap = slices.Delete(nu.blockGap, ci, ci+1)
 			nu.snubUntil = slices.Delete(nu.snubUntil, ci, ci+1)
+			nu.quick = slices.Delete(nu.quick, ci, ci+1)
 		}
 		switch {
 		case u == origin:
@@ -677,7 +684,7 @@ func (s *Sim) schedule(w, v int32) {
 			s.flushHaves(w, ci) // they ride with the requests
 		}
 	}()
-	for int(n.slots[ci]) < n.queue {
+	for int(n.slots[ci]) < s.queueDepth(n, ci) {
 		p := s.choose(w, v)
 		if p < 0 {
 			return

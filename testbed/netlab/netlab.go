@@ -409,38 +409,62 @@ func reapDead(ctx context.Context, log *slog.Logger) {
 	}
 }
 
-// removeLab deletes what a lab named bridge made: namespaces named
-// bridge-*, the root link bridge and the root namespace's iptables rules
-// on it.
+// removeLab deletes what a lab named bridge made (leftoversOf).
 func removeLab(ctx context.Context, bridge string) error {
-	var errs []error
-	list, err := output(ctx, "ip", "netns", "list")
+	left, err := leftoversOf(ctx, bridge)
 	if err != nil {
 		return err
 	}
-	for _, line := range strings.Split(list, "\n") {
-		// "name" or "name (id: 3)"
-		if ns, _, _ := strings.Cut(strings.TrimSpace(line), " "); strings.HasPrefix(ns, bridge+"-") {
-			errs = append(errs, run(ctx, "ip", "netns", "del", ns))
-		}
+	var errs []error
+	for _, ns := range left.namespaces {
+		errs = append(errs, run(ctx, "ip", "netns", "del", ns))
 	}
-	if linkExists(bridge) {
+	if left.link {
 		if err := run(ctx, "ip", "link", "del", bridge); err != nil && linkExists(bridge) {
 			errs = append(errs, err)
 		}
 	}
-	rules, err := output(ctx, "iptables", "-w", "-t", "mangle", "-S", "PREROUTING")
-	if err != nil {
-		return errors.Join(append(errs, err)...)
-	}
-	for _, r := range strings.Split(rules, "\n") {
-		f := strings.Fields(r)
-		if len(f) < 2 || f[0] != "-A" || !strings.Contains(r+" ", " -i "+bridge+" ") {
-			continue
-		}
-		errs = append(errs, run(ctx, "iptables", append([]string{"-w", "-t", "mangle", "-D"}, f[1:]...)...))
+	for _, r := range left.rules {
+		errs = append(errs, run(ctx, "iptables", append([]string{"-w", "-t", "mangle", "-D"}, r...)...))
 	}
 	return errors.Join(errs...)
+}
+
+// labParts are what exists of a lab: its namespaces (bridge-*), whether
+// the root link is there, and the root namespace's mangle rules on it
+// (chain and spec, as iptables -S prints them after -A).
+type labParts struct {
+	namespaces []string
+	link       bool
+	rules      [][]string
+}
+
+func (p labParts) empty() bool { return len(p.namespaces) == 0 && !p.link && len(p.rules) == 0 }
+
+// leftoversOf lists what exists of the lab named bridge.
+func leftoversOf(ctx context.Context, bridge string) (labParts, error) {
+	var p labParts
+	list, err := output(ctx, "ip", "netns", "list")
+	if err != nil {
+		return p, err
+	}
+	for _, line := range strings.Split(list, "\n") {
+		// "name" or "name (id: 3)"
+		if ns, _, _ := strings.Cut(strings.TrimSpace(line), " "); strings.HasPrefix(ns, bridge+"-") {
+			p.namespaces = append(p.namespaces, ns)
+		}
+	}
+	p.link = linkExists(bridge)
+	rules, err := output(ctx, "iptables", "-w", "-t", "mangle", "-S", "PREROUTING")
+	if err != nil {
+		return p, err
+	}
+	for _, r := range strings.Split(rules, "\n") {
+		if f := strings.Fields(r); len(f) >= 2 && f[0] == "-A" && strings.Contains(r+" ", " -i "+bridge+" ") {
+			p.rules = append(p.rules, f[1:])
+		}
+	}
+	return p, nil
 }
 
 // Leftovers lists what of this lab still exists (for tests: nothing).

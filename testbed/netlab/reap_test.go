@@ -37,35 +37,6 @@ func buildLabAndWait() int {
 	select {}
 }
 
-// labLeftovers lists what of the lab named bridge exists: namespaces,
-// the root link, root iptables rules on it.
-func labLeftovers(t *testing.T, bridge string) []string {
-	t.Helper()
-	var left []string
-	list, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(list), "\n") {
-		if ns, _, _ := strings.Cut(strings.TrimSpace(line), " "); strings.HasPrefix(ns, bridge+"-") {
-			left = append(left, "netns "+ns)
-		}
-	}
-	if linkExists(bridge) {
-		left = append(left, "link "+bridge)
-	}
-	rules, err := exec.Command("iptables", "-w", "-t", "mangle", "-S", "PREROUTING").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range strings.Split(string(rules), "\n") {
-		if strings.Contains(r+" ", " -i "+bridge+" ") {
-			left = append(left, "iptables "+r)
-		}
-	}
-	return left
-}
-
 // A process killed outright (SIGKILL) cannot close its lab; the next New
 // removes what it left: namespaces, link, iptables rule and lock.
 func TestNewRemovesTheLabOfAKilledProcess(t *testing.T) {
@@ -96,12 +67,17 @@ func TestNewRemovesTheLabOfAKilledProcess(t *testing.T) {
 	if bridge == "" {
 		t.Fatal("the lab's process failed (its stderr above)")
 	}
-	if left := labLeftovers(t, bridge); len(left) < 3 {
-		t.Fatalf("the killed process left %v, want its namespaces, link and iptables rule", left)
+	ctx := context.Background()
+	left, err := leftoversOf(ctx, bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left.namespaces) < 2 || !left.link || len(left.rules) != 1 {
+		t.Fatalf("the killed process left %+v, want its namespaces, link and iptables rule", left)
 	}
 	newLab(t, Options{})
-	if left := labLeftovers(t, bridge); len(left) > 0 {
-		t.Errorf("after New, the killed process's lab is still there: %v", left)
+	if left, err = leftoversOf(ctx, bridge); err != nil || !left.empty() {
+		t.Errorf("after New, the killed process's lab is still there: %+v (%v)", left, err)
 	}
 	if _, err := os.Stat(filepath.Join(lockDir, bridge+".lock")); !os.IsNotExist(err) {
 		t.Errorf("its lock file: %v, want it gone", err)

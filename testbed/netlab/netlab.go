@@ -469,29 +469,24 @@ func leftoversOf(ctx context.Context, bridge string) (labParts, error) {
 
 // Leftovers lists what of this lab still exists (for tests: nothing).
 func (l *Lab) Leftovers() []string {
+	p, err := leftoversOf(context.Background(), l.Bridge)
+	if err != nil {
+		return []string{err.Error()}
+	}
 	var left []string
-	if linkExists(l.Bridge) {
+	for _, ns := range p.namespaces {
+		left = append(left, "netns "+ns)
+	}
+	if p.link {
 		left = append(left, "link "+l.Bridge)
 	}
-	for _, ns := range append([]string{l.switchNS}, hostNames(l.hosts)...) {
-		if ns != "" && exists("/var/run/netns/"+ns) {
-			left = append(left, "netns "+ns)
-		}
+	for _, r := range p.rules {
+		left = append(left, "iptables rule "+strings.Join(r, " "))
 	}
-	for _, r := range l.rules {
-		if run(context.Background(), "iptables", append([]string{"-w", "-t", r[0], "-C"}, r[1:]...)...) == nil {
-			left = append(left, "iptables rule "+strings.Join(r, " "))
-		}
+	if lock := filepath.Join(lockDir, l.Bridge+".lock"); exists(lock) {
+		left = append(left, "lock "+lock)
 	}
 	return left
-}
-
-func hostNames(hs []*Host) []string {
-	var ns []string
-	for _, h := range hs {
-		ns = append(ns, h.NS)
-	}
-	return ns
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }

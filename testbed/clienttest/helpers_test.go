@@ -40,10 +40,18 @@ func startCluster(t *testing.T, repo string, seed uint64) (*cluster.Cluster, sam
 
 // startClusterWithImage is startCluster with the image to push.
 func startClusterWithImage(t *testing.T, repo string, img v1.Image) (*cluster.Cluster, sample) {
+	return startClusterWith(t, repo, img, nil)
+}
+
+// startClusterWith is startClusterWithImage with the cluster's options
+// adjusted by adjust, if not nil.
+func startClusterWith(t *testing.T, repo string, img v1.Image, adjust func(*cluster.Options)) (*cluster.Cluster, sample) {
 	t.Helper()
-	c, err := cluster.Start(cluster.Options{
-		Dir: t.TempDir(), Agents: 1, Origins: 2, PieceLength: 1 << 20, Log: testutil.Logger(t),
-	})
+	opts := cluster.Options{Dir: t.TempDir(), Agents: 1, Origins: 2, PieceLength: 1 << 20, Log: testutil.Logger(t)}
+	if adjust != nil {
+		adjust(&opts)
+	}
+	c, err := cluster.Start(opts)
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}

@@ -397,6 +397,18 @@ func (t *transfer) wantsPeers() bool {
 	return true
 }
 
+// lonely reports whether t downloads with no connection, no dial under
+// way and no peer it may dial: only the tracker can help (see
+// lonelyAnnounce).
+func (t *transfer) lonely() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || t.haveN == t.n || len(t.conns) > 0 || t.dialing > 0 || t.dialingOrigins > 0 {
+		return false
+	}
+	return !t.spareCandidateLocked(time.Now())
+}
+
 // maxOriginConns is how many connections to origins a transfer keeps
 // outside conns_per_torrent. An origin's super-seeder hands each agent
 // pieces nobody else has yet: an agent that lost its place at the origin

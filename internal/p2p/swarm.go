@@ -97,6 +97,7 @@ type member interface {
 	traffic() (up, down int64)
 	addPeers([]netip.AddrPort, [][20]byte)
 	wantsPeers() bool // whether an announce should ask the tracker for peers
+	lonely() bool     // downloading with no connection, none being dialled, nobody to dial
 	raise(first, last int)
 	closeBanned(banned func(netip.Addr) bool)
 	numConns() int
@@ -132,6 +133,7 @@ func (l libTorrent) raise(first, last int) {
 }
 func (l libTorrent) numConns() int    { return len(l.t.PeerConns()) }
 func (l libTorrent) wantsPeers() bool { return true }
+func (l libTorrent) lonely() bool     { return !l.complete() && l.numConns() == 0 }
 func (l libTorrent) drop()            { l.t.Drop() }
 
 func (l libTorrent) traffic() (up, down int64) {
@@ -171,6 +173,7 @@ func (s *Swarm) announceLoop(ctx context.Context) {
 		event = shared.Completed
 	}
 	backoff := s.n.cfg.AnnounceInterval
+	soon := lonelyAnnounce
 	for {
 		interval, err := s.announce(ctx, event)
 		if err != nil {
@@ -187,6 +190,12 @@ func (s *Swarm) announceLoop(ctx context.Context) {
 		}
 		if !s.m.complete() {
 			interval = min(interval, s.n.cfg.AnnounceInterval)
+			if err == nil && s.m.lonely() {
+				interval = min(interval, soon)
+				soon = min(2*soon, s.n.cfg.AnnounceInterval)
+			} else {
+				soon = lonelyAnnounce
+			}
 		}
 		timer := time.NewTimer(interval)
 		var done <-chan struct{}
@@ -207,6 +216,14 @@ func (s *Swarm) announceLoop(ctx context.Context) {
 	}
 	s.stop()
 }
+
+// lonelyAnnounce is how soon a downloading swarm that knows nobody announces
+// again, doubling up to announce_interval. The first agent to ask for a
+// cold blob often announces a moment before the origin that just began
+// fetching it, and was told of no peer: it waited announce_interval (3 s)
+// for a blob the origin had at once (bench single, 8 MiB: 1 pull in 10
+// took 3.1 s instead of 0.15 s).
+const lonelyAnnounce = 100 * time.Millisecond
 
 func (s *Swarm) markAnnounced() {
 	select {

@@ -58,7 +58,8 @@ type Config struct {
 	// AnnounceInterval while downloading (the tracker's interval applies once
 	// complete); short so that peers joining together find each other fast.
 	// Only announces of a swarm short of peers to dial ask for peers
-	// (transfer.wantsPeers).
+	// (transfer.wantsPeers); one that knows nobody asks again sooner
+	// (lonelyAnnounce).
 	AnnounceInterval time.Duration `toml:"announce_interval"`
 	// BanTime is how long a peer that sent a bad piece is neither dialled
 	// nor accepted.

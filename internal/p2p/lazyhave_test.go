@@ -139,6 +139,11 @@ func TestLazyHaveWaitsLongerOnASlowLink(t *testing.T) {
 			t.Errorf("%s: lazyDelay = %v, want haveDelay (%v)", tc.name, got, haveDelay)
 		}
 	}
+	// 4 MiB pieces at 1 MB/s would be 17 s.
+	large := &transfer{e: &engine{up: rate.NewLimiter(1_000_000, maxBlock)}, n: 16, plen: 4 << 20}
+	if got := lazyDelay(large); got != maxHaveDelay {
+		t.Errorf("4 MiB pieces at 1 MB/s: lazyDelay = %v, want maxHaveDelay (%v)", got, maxHaveDelay)
+	}
 
 	c, dec, far := lazyPairOf(t, slow)
 	if m, waited := lazyHaveAlone(t, c, dec, far, 5); m.Type != pp.Have || m.Index != 5 || waited < want {

@@ -135,14 +135,20 @@ const haveDelay = 300 * time.Millisecond
 // meanwhile. N = 256 at 0.125 MB/s (32 KiB pieces, a piece every 262 ms at
 // the cap, a block to each neighbour every 1-2 s): with haveDelay, 984k
 // writes for 131k blocks, most lazy Haves going out alone; with this, a
-// fifth fewer writes and CPU.
+// fifth fewer writes and CPU. At most maxHaveDelay: large pieces on a slow
+// link (4 MiB at 1 MB/s: 17 s) would hold an origin's count of the copies
+// back past the time after which it takes a piece whose only holder left
+// for lost (superseed's lostAfter, at least 5 s) and sends it again.
 func lazyDelay(t *transfer) time.Duration {
 	if t.e == nil {
 		return haveDelay
 	}
 	spare, _ := atCap(t.e.up, lazyHaveSpare*t.plen)
-	return max(haveDelay, spare)
+	return min(max(haveDelay, spare), maxHaveDelay)
 }
+
+// maxHaveDelay caps lazyDelay.
+const maxHaveDelay = 2 * time.Second
 
 // atCap is how long n bytes take at l's rate; 0 and false when l is nil
 // or uncapped.

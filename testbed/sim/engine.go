@@ -46,6 +46,7 @@ import "slices"
 const (
 	redialAfter   = 5.0  // p2p: a candidate's nextTry after a dial
 	lazyHaveSpare = 4    // p2p lazyHaveSpare
+	maxHaveDelay  = 2.0  // p2p maxHaveDelay, seconds
 	uselessAfter  = 10.0 // p2p uselessAfter
 	replacedFor   = 30.0 // p2p: a replaced peer's nextTry (snubTimeout)
 	snubFor       = 30.0 // p2p snubTimeout: a stalled peer gets no requests
@@ -390,12 +391,13 @@ func (s *Sim) lazyHave(w int32, ci, p int) {
 }
 
 // lazyDelay is how long n's lazy Haves may wait (p2p's lazyDelay):
-// HaveDelay, or the time lazyHaveSpare pieces take at n's upload cap.
+// HaveDelay, or the time lazyHaveSpare pieces take at n's upload cap, at
+// most maxHaveDelay.
 func (s *Sim) lazyDelay(n *node) float64 {
 	if n.up <= 0 {
 		return s.cfg.HaveDelay
 	}
-	return max(s.cfg.HaveDelay, float64(lazyHaveSpare*s.cfg.PieceBytes)/n.up)
+	return min(max(s.cfg.HaveDelay, float64(lazyHaveSpare*s.cfg.PieceBytes)/n.up), maxHaveDelay)
 }
 
 // lazyDue sends w's lazy Haves to v whose time has come.

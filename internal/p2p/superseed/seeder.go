@@ -646,7 +646,7 @@ func minWait(a, b time.Duration) time.Duration {
 // lostAfter is how long a piece whose only known holder left waits before
 // it is handed out again: long enough for the Have of a copy the holder
 // passed on just before it left (agents hold Haves to an origin back for up
-// to four pieces at their upload cap, see p2p's lazyDelay), short next to
+// to four pieces at their upload cap, at most 2 s: p2p's lazyDelay), short next to
 // a pull (each agent lacking it would otherwise wait for the end, when it
 // starves: minutes in a swarm of thousands).
 func (t *seedTorrent) lostAfter() time.Duration {

@@ -238,7 +238,7 @@ func (t *transfer) attach(conn net.Conn, ap netip.AddrPort, id [20]byte, outgoin
 	if !outgoing && t.haveN < t.n {
 		limit += incomingSlack(limit)
 	}
-	if !refuse && !(isOriginPeerID(id) && t.originConnsLocked() < maxOriginConns) && t.cappedConnsLocked() >= limit {
+	if !refuse && !(outgoing && isOriginPeerID(id) && t.originConnsLocked() < maxOriginConns) && t.cappedConnsLocked() >= limit {
 		// Full: a peer that came to us (one joining late, say) takes the
 		// place of a connection neither side wants anything from. Never an
 		// origin's: it wants nothing from us, and we want nothing from it

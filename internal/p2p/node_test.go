@@ -1,11 +1,14 @@
 package p2p
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/config"
@@ -342,6 +346,50 @@ func TestEngineDialsOriginsWhenFull(t *testing.T) {
 	defer cancel()
 	if err := dl.Wait(ctx); err != nil {
 		t.Fatalf("download: %v", err)
+	}
+}
+
+// Origins dial nobody: peers that dial an agent with an origin's peer ID
+// are not origins, and get neither the slots outside conns_per_torrent
+// kept for origins nor an origin's treatment. Four such dial a
+// downloading transfer at conns_per_torrent = 1 (a dialler's slack: one
+// more).
+func TestPeersDiallingWithAnOriginsIDAreNoOrigins(t *testing.T) {
+	blob, mi := testBlobMeta(t, 512<<10, 64<<10)
+	leech := newTestNode(t, Config{Engine: EngineShoal, ConnsPerTorrent: 1})
+	sw, _ := startDownload(t, leech, blob, mi)
+	tr := sw.m.(*transfer)
+	for k := range 4 {
+		c, err := net.Dial("tcp", leech.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		var id [20]byte
+		copy(id[:], fmt.Sprintf("%s-impostor-%02d", OriginPeerIDPrefix, k))
+		if err := WriteHandshake(c, mi.InfoHash, id); err != nil {
+			t.Fatal(err)
+		}
+		// Taken (its Unchoke comes) or refused (closed): either way attach
+		// has decided.
+		dec := pp.Decoder{R: bufio.NewReader(c), MaxLength: 1 << 20}
+		var hs [68]byte
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(dec.R, hs[:]); err != nil {
+			t.Fatalf("impostor %d: handshake: %v", k, err)
+		}
+		for {
+			var m pp.Message
+			if err := dec.Decode(&m); err != nil || m.Type == pp.Unchoke {
+				break
+			}
+		}
+	}
+	tr.mu.Lock()
+	conns, origins := len(tr.conns), tr.originConnsLocked()
+	tr.mu.Unlock()
+	if origins > 0 || conns > 2 {
+		t.Fatalf("after four peers dialled with an origin's ID: %d connections, %d taken for origins; want at most 2, none", conns, origins)
 	}
 }
 

@@ -27,7 +27,7 @@ type peerConn struct {
 	id       [20]byte
 	outgoing bool
 	agent    bool // a Shoal agent: told of a piece only if it lacks it
-	origin   bool // an origin's seeder: its bytes count as from origins
+	origin   bool // an origin's seeder (dialled by us: origins dial nobody, so a peer that dials us with an origin's ID is not one)
 	since    time.Time
 	gone     chan struct{} // closed when the connection ends
 
@@ -79,7 +79,7 @@ var blockBufs = sync.Pool{New: func() any { b := make([]byte, maxBlock); return 
 func newPeerConn(t *transfer, conn net.Conn, addr netip.AddrPort, id [20]byte, outgoing bool) *peerConn {
 	now := time.Now()
 	c := &peerConn{t: t, conn: conn, addr: addr, id: id, outgoing: outgoing, since: now, gone: make(chan struct{}),
-		agent: string(id[:3]) == agentPeerIDPrefix[:3], origin: isOriginPeerID(id),
+		agent: string(id[:3]) == agentPeerIDPrefix[:3], origin: outgoing && isOriginPeerID(id),
 		has: newBitset(t.n), choked: true, wake: make(chan struct{}, 1)}
 	c.lazyWait = lazyDelay(t)
 	c.lastRead.Store(now.Unix())

@@ -1,14 +1,12 @@
 package p2p
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -360,24 +358,12 @@ func TestPeersDiallingWithAnOriginsIDAreNoOrigins(t *testing.T) {
 	sw, _ := startDownload(t, leech, blob, mi)
 	tr := sw.m.(*transfer)
 	for k := range 4 {
-		c, err := net.Dial("tcp", leech.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
 		var id [20]byte
 		copy(id[:], fmt.Sprintf("%s-impostor-%02d", OriginPeerIDPrefix, k))
-		if err := WriteHandshake(c, mi.InfoHash, id); err != nil {
-			t.Fatal(err)
-		}
+		c, dec := dialRaw(t, leech, mi, id)
 		// Taken (its Unchoke comes) or refused (closed): either way attach
 		// has decided.
-		dec := pp.Decoder{R: bufio.NewReader(c), MaxLength: 1 << 20}
-		var hs [68]byte
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.ReadFull(dec.R, hs[:]); err != nil {
-			t.Fatalf("impostor %d: handshake: %v", k, err)
-		}
 		for {
 			var m pp.Message
 			if err := dec.Decode(&m); err != nil || m.Type == pp.Unchoke {

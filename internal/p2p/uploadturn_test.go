@@ -27,21 +27,10 @@ type rawLeech struct {
 
 func dialRawLeech(t *testing.T, n *Node, mi *MetaInfo, name string, has func(int) bool) *rawLeech {
 	t.Helper()
-	c, err := net.Dial("tcp", n.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
 	var id [20]byte
 	copy(id[:], fmt.Sprintf("%s-%-12s", agentPeerIDPrefix, name))
-	if err := WriteHandshake(c, mi.InfoHash, id); err != nil {
-		t.Fatal(err)
-	}
-	l := &rawLeech{c: c, w: bufio.NewWriter(c), dec: &pp.Decoder{R: bufio.NewReader(c), MaxLength: 1 << 20}}
-	var hs [68]byte
-	if _, err := io.ReadFull(l.dec.R, hs[:]); err != nil {
-		t.Fatal(err)
-	}
+	c, dec := dialRaw(t, n, mi, id)
+	l := &rawLeech{c: c, w: bufio.NewWriter(c), dec: dec}
 	bf := make([]bool, mi.Info.NumPieces())
 	for i := range bf {
 		bf[i] = has(i)
@@ -57,6 +46,28 @@ func dialRawLeech(t *testing.T, n *Node, mi *MetaInfo, name string, has func(int
 			return l
 		}
 	}
+}
+
+// dialRaw dials n as peer id for mi's torrent and reads n's handshake
+// back; the connection is closed when the test ends.
+func dialRaw(t *testing.T, n *Node, mi *MetaInfo, id [20]byte) (net.Conn, *pp.Decoder) {
+	t.Helper()
+	c, err := net.Dial("tcp", n.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := WriteHandshake(c, mi.InfoHash, id); err != nil {
+		t.Fatal(err)
+	}
+	dec := &pp.Decoder{R: bufio.NewReader(c), MaxLength: 1 << 20}
+	var hs [68]byte
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(dec.R, hs[:]); err != nil {
+		t.Fatalf("handshake from %s: %v", n.Addr(), err)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	return c, dec
 }
 
 func (l *rawLeech) send(t *testing.T, msgs ...pp.Message) {

@@ -27,7 +27,7 @@ type peerConn struct {
 	id       [20]byte
 	outgoing bool
 	agent    bool // a Shoal agent: told of a piece only if it lacks it
-	origin   bool // an origin's seeder (dialled by us: origins dial nobody, so a peer that dials us with an origin's ID is not one)
+	origin   bool // an origin's seeder; only one we dialled (origins dial nobody: a peer dialling us with an origin's ID is not one)
 	since    time.Time
 	gone     chan struct{} // closed when the connection ends
 

@@ -161,7 +161,8 @@ func TestHaveMayWait(t *testing.T) {
 	peer := func(prefix string, ip string, has ...int) *peerConn {
 		var id [20]byte
 		copy(id[:], prefix)
-		c := newPeerConn(&transfer{n: n}, nil, netip.MustParseAddrPort(ip+":6881"), id, false)
+		// Origins are dialled (they dial nobody).
+		c := newPeerConn(&transfer{n: n}, nil, netip.MustParseAddrPort(ip+":6881"), id, prefix == OriginPeerIDPrefix)
 		for _, i := range has {
 			c.has.set(i)
 		}

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/shoal-dev/shoal/agent/nodesetup"
 	"github.com/shoal-dev/shoal/internal/testutil"
 	"github.com/shoal-dev/shoal/internal/upstream"
@@ -89,30 +91,22 @@ func TestNodeSetupCRIODropInSkopeo(t *testing.T) {
 		}
 		got[fmt.Sprintf("sha256:%x", sha256.Sum256(b))] = true
 	}
-	for _, d := range append([]string{s.Manifest.String(), s.Config.String()}, hashes(s)...) {
-		if !got[d] {
+	blobs := append([]v1.Hash{s.Config}, s.Layers...)
+	want := []string{"/v2/" + regHost + "/" + s.Repo + "/manifests/" + s.Tag}
+	for _, d := range append([]v1.Hash{s.Manifest}, blobs...) {
+		if !got[d.String()] {
 			t.Errorf("%s is not among what skopeo wrote to %s", d, out)
 		}
 	}
+	for _, d := range blobs {
+		want = append(want, "/v2/"+regHost+"/"+s.Repo+"/blobs/"+d.String())
+	}
 
 	reqs := rec.list()
-	want := []string{"/v2/" + regHost + "/" + s.Repo + "/manifests/" + s.Tag, "/v2/" + regHost + "/" + s.Repo + "/blobs/" + s.Config.String()}
-	for _, l := range s.Layers {
-		want = append(want, "/v2/"+regHost+"/"+s.Repo+"/blobs/"+l.String())
-	}
 	for _, p := range want {
 		if !rec.saw(p, "") {
 			t.Errorf("no request for %s reached the agent; requests:\n%s\nskopeo:\n%s", p, strings.Join(reqs, "\n"), log)
 		}
 	}
 	t.Logf("requests through the agent:\n%s", strings.Join(reqs, "\n"))
-}
-
-// hashes lists s's layer digests as strings.
-func hashes(s sample) []string {
-	var l []string
-	for _, h := range s.Layers {
-		l = append(l, h.String())
-	}
-	return l
 }

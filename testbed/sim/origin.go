@@ -5,10 +5,11 @@ package sim
 // it is shown first the pieces nobody was shown or holds, lowest index
 // first; once every piece is out, a second copy only to a peer starving
 // (no piece it lacks is held by any connected peer), of a piece revealed
-// at least `patience` ago. A piece that went out once less than lostAfter
-// ago, whose only holder left before the end (churn) with nobody fetching
-// it from the origin, is handed out as new lostAfter later. Uploads take
-// turns at the cap in reveal order (reshare).
+// at least `patience` ago; a new piece goes to a peer fetching nothing
+// from the origin while there is one. A piece that went out once less
+// than lostAfter ago, whose only holder left before the end (churn) with
+// nobody fetching it from the origin, is handed out as new lostAfter
+// later. Uploads take turns at the cap in reveal order (reshare).
 
 // peerHas: w (connected to the origin) now holds piece p.
 func (s *Sim) peerHas(w int32, p int) {
@@ -16,12 +17,33 @@ func (s *Sim) peerHas(w int32, p int) {
 	s.holders[p]++
 	s.lostAt[p] = -1
 	if n.revealed.has(p) {
+		was := s.isOriginIdle(n)
 		n.pending--
+		s.originIdleChanged(n, was)
 	}
 	s.fill(w)
 }
 
-// fill reveals pieces to w until it has `reveal` to fetch from the origin.
+// isOriginIdle: n is connected to the origin, fetches nothing from it and
+// lacks a piece (the seeder's seedConn.idle).
+func (s *Sim) isOriginIdle(n *node) bool {
+	return n.originConn && n.pending == 0 && n.nHave < s.nPieces
+}
+
+// originIdleChanged counts n in s.originIdle as it is now, having been
+// was before a change.
+func (s *Sim) originIdleChanged(n *node, was bool) {
+	if now := s.isOriginIdle(n); now != was {
+		if now {
+			s.originIdle++
+		} else {
+			s.originIdle--
+		}
+	}
+}
+
+// fill reveals pieces to w until it has `reveal` to fetch from the origin,
+// a new piece only while no other peer fetches nothing (the seeder's fill).
 func (s *Sim) fill(w int32) {
 	n := s.nodes[w]
 	if !n.alive || !n.originConn || n.done {
@@ -30,6 +52,9 @@ func (s *Sim) fill(w int32) {
 	revealed := false
 	for n.pending < s.cfg.Reveal {
 		p, wait := s.originPick(w)
+		if p >= 0 && n.pending > 0 && s.originIdle > 0 && s.assigned[p] == 0 && s.holders[p] == 0 {
+			break
+		}
 		if p < 0 {
 			if wait > 0 && !s.retryQueued {
 				s.retryQueued = true
@@ -42,7 +67,9 @@ func (s *Sim) fill(w int32) {
 			s.lost++
 		}
 		n.revealed.set(p)
+		was := s.isOriginIdle(n)
 		n.pending++
+		s.originIdleChanged(n, was)
 		s.assigned[p]++
 		s.revealedAt[p] = s.now
 		s.nReveals++
@@ -115,18 +142,24 @@ func (s *Sim) originFetching(p int) bool {
 }
 
 // refill gives every connected peer a chance at a reveal, starting at a
-// random one (the seeder walks a Go map).
+// random one (the seeder walks a Go map); a second pass once no peer
+// fetches nothing (the seeder's refill).
 func (s *Sim) refill() {
 	conns := s.nodes[origin].conns
 	if len(conns) == 0 {
 		return
 	}
 	k := s.rng.IntN(len(conns))
-	for i := range conns {
-		c := s.nodes[origin].conns
-		if len(c) == 0 {
+	for pass := range 2 {
+		if pass == 1 && s.originIdle > 0 {
 			return
 		}
-		s.fill(c[(k+i)%len(c)])
+		for i := range conns {
+			c := s.nodes[origin].conns
+			if len(c) == 0 {
+				return
+			}
+			s.fill(c[(k+i)%len(c)])
+		}
 	}
 }

@@ -116,6 +116,7 @@ type Sim struct {
 	lostAt      []float64 // when each piece's last holder left with it (-1: not lost)
 	lost        int64     // pieces handed out again after they were lost
 	fresh       int       // no piece below is unrevealed and unheld (a cursor)
+	originIdle  int       // origin-connected peers fetching nothing from it that lack a piece (originIdle)
 	revealSeq   map[int64]uint64
 	nReveals    uint64
 	retryQueued bool
@@ -507,7 +508,9 @@ func (s *Sim) connect(a, b int32) {
 	}
 	// Bitfields: each side learns what the other holds.
 	if b == origin {
+		was := s.isOriginIdle(na)
 		na.originConn = true
+		s.originIdleChanged(na, was)
 		eachSet(na.have, func(p int) { s.holders[p]++ })
 		s.fill(a)
 	} else {
@@ -608,6 +611,7 @@ func (s *Sim) dropConn(a, b int32) {
 		}
 		switch {
 		case u == origin:
+			was := s.isOriginIdle(nv)
 			nv.originConn = false
 			seed := nv.nHave == s.nPieces
 			for p := range s.nPieces {
@@ -627,6 +631,7 @@ func (s *Sim) dropConn(a, b int32) {
 			}
 			nv.revealed = newBitset(s.nPieces)
 			nv.pending = 0
+			s.originIdleChanged(nv, was)
 		case v == origin:
 		default:
 			eachSet(nv.have, func(p int) {
@@ -1065,8 +1070,10 @@ func (s *Sim) finishTransfer(id int32) {
 // gotPiece: w verified piece p and tells its peers (a Have each).
 func (s *Sim) gotPiece(w int32, p int) {
 	n := s.nodes[w]
+	was := s.isOriginIdle(n)
 	n.have.set(p)
 	n.nHave++
+	s.originIdleChanged(n, was)
 	if n.gotAt != nil {
 		n.gotAt[p] = s.now
 	}

@@ -269,6 +269,7 @@ type seedTorrent struct {
 	revealedAt []time.Time // when each piece was last revealed
 	lostAt     []time.Time // when each piece's last known holder left it the only copy (zero: not lost)
 	conns      map[*seedConn]struct{}
+	idle       int         // conns fetching nothing from us that lack a piece (seedConn.idle)
 	retry      *time.Timer // re-runs fill for starving peers (see pick)
 	seq        uint64      // reveals so far (orders uploads, see acquire)
 
@@ -321,6 +322,7 @@ type seedConn struct {
 	revealed []bool
 	seqs     []uint64 // when each piece was revealed to it (t.seq), 0 = not
 	pending  int      // revealed pieces the peer does not hold yet
+	held     int      // pieces it holds (has)
 
 	wmu sync.Mutex // serialises writes
 	w   *bufio.Writer
@@ -349,6 +351,7 @@ func (s *Seeder) serve(c net.Conn) {
 		return
 	}
 	t.conns[sc] = struct{}{}
+	t.idle++ // it holds nothing and was shown nothing
 	t.mu.Unlock()
 	defer t.drop(sc)
 
@@ -524,12 +527,15 @@ func (t *seedTorrent) peerHas(sc *seedConn, i int) {
 	}
 	t.mu.Lock()
 	if !sc.has[i] {
+		was := sc.idle()
 		sc.has[i] = true
+		sc.held++
 		t.holders[i]++
 		t.lostAt[i] = time.Time{} // a copy was passed on after all
 		if sc.revealed[i] {
 			sc.pending--
 		}
+		t.idleChanged(sc, was)
 	}
 	t.mu.Unlock()
 	t.fill(sc)
@@ -540,6 +546,11 @@ func (t *seedTorrent) peerHas(sc *seedConn, i int) {
 // been shown or holds, the lowest index first, so peers joining together start
 // on different pieces and pieces enter the swarm roughly in file order
 // (agents' in-order verified prefix, what they stream and sha256, keeps up).
+// A new piece goes to a peer fetching nothing from us while there is one
+// (see refill), not queued behind another piece at a peer already fetching
+// one: with the blob still arriving there are more peers than new pieces,
+// and the second piece of a slow peer (an agent at a quarter of the
+// others' link) waits there for the first, held by nobody else meanwhile.
 // Once every piece is out, sc gets more only if it is starving (see pick).
 func (t *seedTorrent) fill(sc *seedConn) {
 	var haves []pp.Message
@@ -553,6 +564,10 @@ func (t *seedTorrent) fill(sc *seedConn) {
 			}
 			break
 		}
+		if sc.pending > 0 && t.idle > 0 && t.holders[best] == 0 && (t.assigned[best] == 0 || !t.lostAt[best].IsZero()) {
+			break // a new piece, and a peer (not sc) fetching nothing
+		}
+		was := sc.idle()
 		if !t.lostAt[best].IsZero() {
 			t.lostAt[best] = time.Time{}
 			t.assigned[best] = 0 // handed out anew (see drop)
@@ -560,6 +575,7 @@ func (t *seedTorrent) fill(sc *seedConn) {
 		}
 		sc.revealed[best] = true
 		sc.pending++
+		t.idleChanged(sc, was)
 		t.assigned[best]++
 		t.revealedAt[best] = now
 		t.seq++
@@ -670,7 +686,10 @@ func (t *seedTorrent) patience() time.Duration {
 	return max(floor, time.Duration(secs*float64(time.Second)))
 }
 
-// refill gives every peer another chance at a reveal (see pick).
+// refill gives every peer another chance at a reveal (see pick). A peer
+// already fetching a piece leaves new ones to those fetching nothing (see
+// fill): once none of those is left, a second pass gives it what they did
+// not take.
 func (t *seedTorrent) refill() {
 	t.mu.Lock()
 	t.retry = nil
@@ -679,8 +698,34 @@ func (t *seedTorrent) refill() {
 		conns = append(conns, c)
 	}
 	t.mu.Unlock()
-	for _, c := range conns {
-		t.fill(c)
+	for pass := range 2 {
+		if pass == 1 {
+			t.mu.Lock()
+			idle := t.idle
+			t.mu.Unlock()
+			if idle > 0 {
+				return // they took every new piece there was
+			}
+		}
+		for _, c := range conns {
+			t.fill(c)
+		}
+	}
+}
+
+// idle reports whether sc fetches nothing from us and lacks a piece.
+// t.mu is held.
+func (sc *seedConn) idle() bool { return sc.pending == 0 && sc.held < len(sc.has) }
+
+// idleChanged counts sc in t.idle as it is now, sc.idle() having been was
+// before a change. t.mu is held.
+func (t *seedTorrent) idleChanged(sc *seedConn, was bool) {
+	if now := sc.idle(); now != was {
+		if now {
+			t.idle++
+		} else {
+			t.idle--
+		}
 	}
 }
 
@@ -692,6 +737,9 @@ func (t *seedTorrent) refill() {
 func (t *seedTorrent) drop(sc *seedConn) {
 	t.mu.Lock()
 	delete(t.conns, sc)
+	if sc.idle() {
+		t.idle--
+	}
 	now := t.s.now()
 	seed := !slices.Contains(sc.has, false)
 	lost := false

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -37,6 +38,12 @@ func newTestSeeder(t *testing.T, size int) (*Seeder, *p2p.MetaInfo, []byte) {
 // there as far as hashes says (nil: all of them).
 func newLiveTestSeeder(t *testing.T, size int, hashes *p2p.PieceHashes) (*Seeder, *p2p.MetaInfo, []byte) {
 	t.Helper()
+	return newLiveTestSeederWith(t, size, hashes, p2p.Config{})
+}
+
+// newLiveTestSeederWith is newLiveTestSeeder with cfg's settings.
+func newLiveTestSeederWith(t *testing.T, size int, hashes *p2p.PieceHashes, cfg p2p.Config) (*Seeder, *p2p.MetaInfo, []byte) {
+	t.Helper()
 	data := sampleBlob(size)
 	d := digest.FromBytes(data)
 	raw, err := p2p.BuildMetaInfo(d, int64(size), p2p.MinPieceLength)
@@ -47,7 +54,7 @@ func newLiveTestSeeder(t *testing.T, size int, hashes *p2p.PieceHashes) (*Seeder
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := p2p.Config{Listen: "127.0.0.1:0"}
+	cfg.Listen = "127.0.0.1:0"
 	cfg.ApplyDefaults("127.0.0.1:0", nil)
 	s, err := NewSeeder(cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
@@ -418,6 +425,82 @@ func TestSeederRevealsPiecesAsTheyArrive(t *testing.T) {
 		if m.Type == pp.Piece && m.Index == 2 {
 			t.Fatal("served piece 2 before it was hashed")
 		}
+	}
+}
+
+// haves reads p's Haves for d.
+func (p *peer) haves(t *testing.T, d time.Duration) []int {
+	t.Helper()
+	var got []int
+	_ = p.c.SetReadDeadline(time.Now().Add(d))
+	for {
+		var m pp.Message
+		if err := p.dec.Decode(&m); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return got
+			}
+			t.Fatalf("read: %v", err)
+		}
+		if m.Type == pp.Have {
+			got = append(got, int(m.Index))
+		}
+	}
+}
+
+// While the blob arrives, a new piece goes to a peer fetching nothing from
+// the origin, not to one already fetching a piece (reveal allows two): a
+// slow peer's second piece would wait there for its first, held by nobody.
+// With no such peer, a peer fetching one gets it.
+func TestSeederRevealsNewPiecesToIdlePeersFirst(t *testing.T) {
+	const n = 6
+	hashes := p2p.NewPieceHashes(n*p2p.MinPieceLength, p2p.MinPieceLength)
+	// A slow upload: a starving peer's second copy waits out a long
+	// patience, so the only reveals here are of new pieces.
+	s, mi, data := newLiveTestSeederWith(t, n*p2p.MinPieceLength, hashes, p2p.Config{UploadRate: 16 << 10})
+	if s.reveal < 2 {
+		t.Fatalf("reveal = %d: this test needs two", s.reveal)
+	}
+	piece := func(i int) []byte { return data[i*p2p.MinPieceLength : (i+1)*p2p.MinPieceLength] }
+	// Three peers, each shown the piece that arrived after it connected.
+	var busy []*peer
+	for i := range 3 {
+		p := dial(t, s, mi.InfoHash)
+		if m := p.read(t); m.Type != pp.Unchoke {
+			t.Fatalf("first message %v, want unchoke", m.Type)
+		}
+		hashes.Write(piece(i))
+		if got := p.haves(t, 200*time.Millisecond); !slices.Equal(got, []int{i}) {
+			t.Fatalf("peer %d was shown %v, want [%d]", i, got, i)
+		}
+		busy = append(busy, p)
+	}
+	idle := dial(t, s, mi.InfoHash)
+	if m := idle.read(t); m.Type != pp.Unchoke {
+		t.Fatalf("first message %v, want unchoke", m.Type)
+	}
+	hashes.Write(piece(3))
+	if got := idle.haves(t, 300*time.Millisecond); !slices.Equal(got, []int{3}) {
+		t.Fatalf("the idle peer was shown %v, want [3]", got)
+	}
+	for i, p := range busy {
+		if got := p.haves(t, 50*time.Millisecond); len(got) > 0 {
+			t.Fatalf("peer %d, already fetching a piece, was shown %v too", i, got)
+		}
+	}
+	// Every peer fetches one now: the next piece is a second for one of them.
+	hashes.Write(piece(4))
+	shown := 0
+	for _, p := range append(busy, idle) {
+		got := p.haves(t, 100*time.Millisecond)
+		if slices.Equal(got, []int{4}) {
+			shown++
+		} else if len(got) > 0 {
+			t.Fatalf("shown %v, want [4] or nothing", got)
+		}
+	}
+	if shown != 1 {
+		t.Fatalf("piece 4 was shown to %d peers, want 1", shown)
 	}
 }
 

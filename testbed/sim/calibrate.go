@@ -59,6 +59,13 @@ const (
 	underfedBaseDir = "bench/scale/levers/engine/underfedconns/"
 )
 
+// idleFirstDir holds the engine's runs with the origin's new pieces going
+// first to peers fetching nothing from it and second copies one at a time
+// (2026-12-05; "-final-"), the rules on their way there ("-idle-": the
+// first without the second, "-reveal1-": one piece per peer at a time) and
+// the build before ("-base-"), interleaved.
+const idleFirstDir = "bench/scale/levers/engine/idlefirst/"
+
 // stallDir holds the engine's runs with the stall time scaled by the
 // download cap and the build before.
 const stallDir = "bench/scale/levers/engine/stall/"
@@ -92,7 +99,11 @@ var RealRows = []RealRow{
 	{"N=64 16MiB 1MB/s cold (underfed, 2026-12-05)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.048, 1.059, codeUnderfed, true, underfedBaseDir + "even-base-{1,2}.json, " + underfedDir + "even64-final-1.json", 0, 0, 0, 0},
 	{"N=128 16MiB 0.5MB/s cold (underfed, 2026-12-05)", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.057, 1.079, codeUnderfed, true, underfedBaseDir + "n128-base-{1,2}.json", 0, 0, 0, 0},
 	{"N=256 16MiB 0.125MB/s cold (underfed, 2026-12-05)", 256, 16 << 20, 32 << 10, 0.125e6, 0, false, 1.068, 1.116, codeUnderfed, true, underfedBaseDir + "n256-base-{1,2,3}.json", 0, 0, 0, 0},
-	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (underfed, 2026-12-05)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.107, 1.195, codeUnderfed, true, underfedBaseDir + "uneven-cold-u1-base-{1..7}.json, " + underfedDir + "uneven-final-{1,2}.json", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (underfed, 2026-12-05)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.107, 1.195, codeUnderfed, false, underfedBaseDir + "uneven-cold-u1-base-{1..7}.json, " + underfedDir + "uneven-final-{1,2}.json", 0.25, 0, 0, 0},
+	// The origin's new pieces to peers fetching nothing first, its second
+	// copies one at a time (2026-12-05, later; mean of 6 runs). The row
+	// above is the origin before: the model's origin is this one now.
+	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (idle first, 2026-12-05)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.084, 1.146, codeUnderfed, true, idleFirstDir + "uneven-final-{1..6}.json", 0.25, 0, 0, 0},
 	{"N=64 16MiB 1MB/s, origin 10MB/s, 1/4 at R/4 (over own bound) (underfed, 2026-12-05)", 64, 16 << 20, 32 << 10, 1e6, 10e6, false, 1.020, 1.195, codeUnderfed, true, underfedBaseDir + "uneven-cold-u10-base-{1,2}.json, " + underfedDir + "unevenu10-final-1.json", 0.25, 0, 0, 0},
 	{"N=64 16MiB 1MB/s, origin 10MB/s warm, 1/4 at R/4 (over own bound) (underfed, 2026-12-05)", 64, 16 << 20, 32 << 10, 1e6, 10e6, true, 1.027, 1.205, codeUnderfed, true, underfedBaseDir + "uneven-warm-u10-base-{1..15}.json, " + underfedDir + "unevenu10w-final-{3..6}.json", 0.25, 0, 0, 0},
 	{"N=64 16MiB 1MB/s, 1/4 late (over own bound) (underfed, 2026-12-05)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.061, 1.109, codeUnderfed, true, underfedDir + "late-final-1.json", 0, 0.25, 0, 0},

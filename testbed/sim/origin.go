@@ -5,11 +5,12 @@ package sim
 // it is shown first the pieces nobody was shown or holds, lowest index
 // first; once every piece is out, a second copy only to a peer starving
 // (no piece it lacks is held by any connected peer), of a piece revealed
-// at least `patience` ago; a new piece goes to a peer fetching nothing
-// from the origin while there is one. A piece that went out once less
-// than lostAfter ago, whose only holder left before the end (churn) with
-// nobody fetching it from the origin, is handed out as new lostAfter
-// later. Uploads take turns at the cap in reveal order (reshare).
+// at least `patience` ago, one at a time; a new piece goes to a peer
+// fetching nothing from the origin while there is one. A piece that went
+// out once less than lostAfter ago, whose only holder left before the end
+// (churn) with nobody fetching it from the origin, is handed out as new
+// lostAfter later. Uploads take turns at the cap in reveal order
+// (reshare).
 
 // peerHas: w (connected to the origin) now holds piece p.
 func (s *Sim) peerHas(w int32, p int) {
@@ -42,8 +43,9 @@ func (s *Sim) originIdleChanged(n *node, was bool) {
 	}
 }
 
-// fill reveals pieces to w until it has `reveal` to fetch from the origin,
-// a new piece only while no other peer fetches nothing (the seeder's fill).
+// fill reveals pieces to w until it has `reveal` to fetch from the origin;
+// a second one only if it is new and every other peer fetches one (the
+// seeder's fill).
 func (s *Sim) fill(w int32) {
 	n := s.nodes[w]
 	if !n.alive || !n.originConn || n.done {
@@ -52,14 +54,14 @@ func (s *Sim) fill(w int32) {
 	revealed := false
 	for n.pending < s.cfg.Reveal {
 		p, wait := s.originPick(w)
-		if p >= 0 && n.pending > 0 && s.originIdle > 0 && s.assigned[p] == 0 && s.holders[p] == 0 {
-			break
-		}
 		if p < 0 {
 			if wait > 0 && !s.retryQueued {
 				s.retryQueued = true
 				s.push(event{t: s.now + wait, kind: evRefill})
 			}
+			break
+		}
+		if fresh := s.assigned[p] == 0 && s.holders[p] == 0; n.pending > 0 && (!fresh || s.originIdle > 0) {
 			break
 		}
 		if s.lostAt[p] >= 0 {

@@ -403,6 +403,8 @@ func TestCalibration(t *testing.T) {
 		// the limiters' burst is off on some seeds; docs/benchmarks.md,
 		// "The underfed rule in the model").
 		"N=64 16MiB 1MB/s, origin 10MB/s, 1/4 at R/4 (over own bound) (underfed, 2026-12-05)",
+		// And the origin's new pieces to peers fetching nothing first.
+		"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (idle first, 2026-12-05)",
 	}
 	var rows []RealRow
 	for _, r := range RealRows {

@@ -504,6 +504,34 @@ func TestSeederRevealsNewPiecesToIdlePeersFirst(t *testing.T) {
 	}
 }
 
+// Once every piece is out, a starving peer is shown its second copies one
+// at a time, the next when it holds the one before: the origin's upload
+// at the end of a pull goes to every starving peer in turn, not two deep
+// to the first.
+func TestSeederShowsAStarvingPeerOneSecondCopyAtATime(t *testing.T) {
+	s, mi, _ := newTestSeeder(t, 4*p2p.MinPieceLength)
+	first := dial(t, s, mi.InfoHash)
+	if got := first.haves(t, 300*time.Millisecond); !slices.Equal(got, []int{0, 1}) {
+		t.Fatalf("the first peer was shown %v, want [0 1]", got)
+	}
+	second := dial(t, s, mi.InfoHash)
+	if got := second.haves(t, 300*time.Millisecond); !slices.Equal(got, []int{2, 3}) {
+		t.Fatalf("the second peer was shown %v, want [2 3]", got)
+	}
+	// Nobody holds a piece yet: the third starves, and after the first
+	// copies' patience (1 s here) is shown one second copy.
+	third := dial(t, s, mi.InfoHash)
+	got := third.haves(t, 2*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("the starving peer was shown %v in 2 s, want one second copy", got)
+	}
+	third.send(t, pp.Message{Type: pp.Have, Index: pp.Integer(got[0])})
+	next := third.haves(t, 500*time.Millisecond)
+	if len(next) != 1 || next[0] == got[0] {
+		t.Fatalf("after holding piece %d the starving peer was shown %v, want one other piece", got[0], next)
+	}
+}
+
 // A peer that leaves mid-pull with the only copy of a piece takes it with
 // it: the piece is handed out again lostAfter later (the Haves of a copy it
 // passed on would have come by then), to a peer that is not starving, not

@@ -431,9 +431,27 @@ func TestSeederRevealsPiecesAsTheyArrive(t *testing.T) {
 // haves reads p's Haves for d.
 func (p *peer) haves(t *testing.T, d time.Duration) []int {
 	t.Helper()
-	var got []int
-	_ = p.c.SetReadDeadline(time.Now().Add(d))
-	for {
+	return p.readHaves(t, nil, time.Now().Add(d), 0)
+}
+
+// waitHaves reads p's Haves until n came (failing after 10 s), then for
+// quiet more: what a slow machine delays is waited for, and what should
+// not come has its time to.
+func (p *peer) waitHaves(t *testing.T, n int, quiet time.Duration) []int {
+	t.Helper()
+	got := p.readHaves(t, nil, time.Now().Add(10*time.Second), n)
+	if len(got) < n {
+		t.Fatalf("%d Haves in 10 s (%v), want %d", len(got), got, n)
+	}
+	return p.readHaves(t, got, time.Now().Add(quiet), 0)
+}
+
+// readHaves appends p's Haves to got until the deadline or, with n > 0,
+// until got holds n.
+func (p *peer) readHaves(t *testing.T, got []int, deadline time.Time, n int) []int {
+	t.Helper()
+	_ = p.c.SetReadDeadline(deadline)
+	for n <= 0 || len(got) < n {
 		var m pp.Message
 		if err := p.dec.Decode(&m); err != nil {
 			var ne net.Error
@@ -446,6 +464,7 @@ func (p *peer) haves(t *testing.T, d time.Duration) []int {
 			got = append(got, int(m.Index))
 		}
 	}
+	return got
 }
 
 // While the blob arrives, a new piece goes to a peer fetching nothing from
@@ -456,8 +475,8 @@ func TestSeederRevealsNewPiecesToIdlePeersFirst(t *testing.T) {
 	const n = 6
 	hashes := p2p.NewPieceHashes(n*p2p.MinPieceLength, p2p.MinPieceLength)
 	// A slow upload: a starving peer's second copy waits out a long
-	// patience, so the only reveals here are of new pieces.
-	s, mi, data := newLiveTestSeederWith(t, n*p2p.MinPieceLength, hashes, p2p.Config{UploadRate: 16 << 10})
+	// patience (8 s and more), so the only reveals here are of new pieces.
+	s, mi, data := newLiveTestSeederWith(t, n*p2p.MinPieceLength, hashes, p2p.Config{UploadRate: 4 << 10})
 	if s.reveal < 2 {
 		t.Fatalf("reveal = %d: this test needs two", s.reveal)
 	}
@@ -470,7 +489,7 @@ func TestSeederRevealsNewPiecesToIdlePeersFirst(t *testing.T) {
 			t.Fatalf("first message %v, want unchoke", m.Type)
 		}
 		hashes.Write(piece(i))
-		if got := p.haves(t, 200*time.Millisecond); !slices.Equal(got, []int{i}) {
+		if got := p.waitHaves(t, 1, 100*time.Millisecond); !slices.Equal(got, []int{i}) {
 			t.Fatalf("peer %d was shown %v, want [%d]", i, got, i)
 		}
 		busy = append(busy, p)
@@ -480,7 +499,7 @@ func TestSeederRevealsNewPiecesToIdlePeersFirst(t *testing.T) {
 		t.Fatalf("first message %v, want unchoke", m.Type)
 	}
 	hashes.Write(piece(3))
-	if got := idle.haves(t, 300*time.Millisecond); !slices.Equal(got, []int{3}) {
+	if got := idle.waitHaves(t, 1, 100*time.Millisecond); !slices.Equal(got, []int{3}) {
 		t.Fatalf("the idle peer was shown %v, want [3]", got)
 	}
 	for i, p := range busy {
@@ -491,12 +510,19 @@ func TestSeederRevealsNewPiecesToIdlePeersFirst(t *testing.T) {
 	// Every peer fetches one now: the next piece is a second for one of them.
 	hashes.Write(piece(4))
 	shown := 0
+	for deadline := time.Now().Add(10 * time.Second); shown == 0 && time.Now().Before(deadline); {
+		for _, p := range append(busy, idle) {
+			got := p.haves(t, 20*time.Millisecond)
+			if slices.Equal(got, []int{4}) {
+				shown++
+			} else if len(got) > 0 {
+				t.Fatalf("shown %v, want [4] or nothing", got)
+			}
+		}
+	}
 	for _, p := range append(busy, idle) {
-		got := p.haves(t, 100*time.Millisecond)
-		if slices.Equal(got, []int{4}) {
-			shown++
-		} else if len(got) > 0 {
-			t.Fatalf("shown %v, want [4] or nothing", got)
+		if got := p.haves(t, 50*time.Millisecond); len(got) > 0 {
+			t.Fatalf("shown %v after piece 4 went to a peer", got)
 		}
 	}
 	if shown != 1 {
@@ -511,22 +537,22 @@ func TestSeederRevealsNewPiecesToIdlePeersFirst(t *testing.T) {
 func TestSeederShowsAStarvingPeerOneSecondCopyAtATime(t *testing.T) {
 	s, mi, _ := newTestSeeder(t, 4*p2p.MinPieceLength)
 	first := dial(t, s, mi.InfoHash)
-	if got := first.haves(t, 300*time.Millisecond); !slices.Equal(got, []int{0, 1}) {
+	if got := first.waitHaves(t, 2, 100*time.Millisecond); !slices.Equal(got, []int{0, 1}) {
 		t.Fatalf("the first peer was shown %v, want [0 1]", got)
 	}
 	second := dial(t, s, mi.InfoHash)
-	if got := second.haves(t, 300*time.Millisecond); !slices.Equal(got, []int{2, 3}) {
+	if got := second.waitHaves(t, 2, 100*time.Millisecond); !slices.Equal(got, []int{2, 3}) {
 		t.Fatalf("the second peer was shown %v, want [2 3]", got)
 	}
 	// Nobody holds a piece yet: the third starves, and after the first
 	// copies' patience (1 s here) is shown one second copy.
 	third := dial(t, s, mi.InfoHash)
-	got := third.haves(t, 2*time.Second)
+	got := third.waitHaves(t, 1, 500*time.Millisecond)
 	if len(got) != 1 {
-		t.Fatalf("the starving peer was shown %v in 2 s, want one second copy", got)
+		t.Fatalf("the starving peer was shown %v, want one second copy", got)
 	}
 	third.send(t, pp.Message{Type: pp.Have, Index: pp.Integer(got[0])})
-	next := third.haves(t, 500*time.Millisecond)
+	next := third.waitHaves(t, 1, 100*time.Millisecond)
 	if len(next) != 1 || next[0] == got[0] {
 		t.Fatalf("after holding piece %d the starving peer was shown %v, want one other piece", got[0], next)
 	}

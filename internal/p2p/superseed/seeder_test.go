@@ -589,6 +589,22 @@ func TestSeederHandsOutAPieceLostWithItsHolder(t *testing.T) {
 	if got := reveals(c, 2); got[0] != 0 || got[1] != 1 {
 		t.Fatalf("c shown %v, want [0 1]", got)
 	}
+	// The reveals went out before c's bitfield was read: wait for it, or
+	// b may find piece 7 held by nobody and starve (a loaded machine, CI).
+	s.mu.Lock()
+	st := s.torrents[mi.InfoHash]
+	s.mu.Unlock()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		st.mu.Lock()
+		held := st.holders[7]
+		st.mu.Unlock()
+		if held == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("c's bitfield not counted in 10 s")
+		}
+	}
 	// a gets piece 2 and leaves before anyone else has it.
 	a := dial(t, s, mi.InfoHash)
 	if got := reveals(a, 2); got[0] != 2 || got[1] != 3 {

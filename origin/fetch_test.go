@@ -15,6 +15,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/origin"
@@ -329,14 +330,53 @@ func TestMetainfoAndPieceHashesComeWhileTheBlobArrives(t *testing.T) {
 // completes pieces (here about 60 times a second), and the last hash comes
 // as soon as the blob is verified.
 func TestPieceHashStreamIsPaced(t *testing.T) {
-	const (
-		size = 4 << 20
-		rate = 2 << 20 // about 2 s; a 32 KiB piece every 16 ms
-	)
+	const size = 4 << 20
+	s := streamPieceHashes(t, size, 32<<10, 2<<20) // about 2 s; a 32 KiB piece every 16 ms
+	// One write a 100 ms, plus the first, the last (at once) and slack
+	// for a write read in two.
+	if limit := int(s.took/(100*time.Millisecond)) + 4; s.reads() > limit {
+		t.Errorf("%d reads of the stream in %s (%d pieces); want at most %d", s.reads(), s.took, s.pieces, limit)
+	}
+}
+
+// Where pieces arrive a few a second (slow links), a write of the stream
+// waits for 4 new hashes (origin.hashStreamBatch) or for 1 s after the
+// oldest came (hashStreamMaxWait; TestStreamWait): not one write a piece.
+func TestPieceHashStreamBatchesSlowPieces(t *testing.T) {
+	// 16 KiB pieces at 64 KiB/s, 4 a second after the registry's first
+	// 64 KiB burst: 16 in 4 s, one write a piece before the batches.
+	s := streamPieceHashes(t, 320<<10, 16<<10, 64<<10)
+	if limit := (s.pieces-4)/4 + 4; s.reads() > limit {
+		t.Errorf("%d reads of the stream in %s (%d pieces); want at most %d", s.reads(), s.took, s.pieces, limit)
+	}
+}
+
+// hashStream is what a client read of a piece-hash stream: each read's time.
+type hashStream struct {
+	pieces int
+	took   time.Duration
+	at     []time.Duration // of each read, from the answer's headers
+}
+
+func (s hashStream) reads() int { return len(s.at) }
+
+func (s hashStream) longestGap() time.Duration {
+	var gap time.Duration
+	for i := 1; i < len(s.at); i++ {
+		gap = max(gap, s.at[i]-s.at[i-1])
+	}
+	return gap
+}
+
+// streamPieceHashes pushes a blob of size random bytes to a registry that
+// sends rate bytes a second, has an origin cut it into pieceLen pieces, and
+// reads the origin's piece-hash stream to the end, checking every hash.
+func streamPieceHashes(t *testing.T, size, pieceLen, rate int64) hashStream {
+	t.Helper()
 	reg := startRegistry(t, localregistry.Options{UploadRate: rate})
 	data := localregistry.RandomBytes(size, 12)
 	d := pushBlob(t, reg, testRepo, data)
-	o := newOriginEdited(t, "", nil, func(c *origin.Config) { c.PieceLength = 32 << 10 }, upstreamFor(t, reg.URL()))
+	o := newOriginEdited(t, "", nil, func(c *origin.Config) { c.PieceLength = config.ByteSize(pieceLen) }, upstreamFor(t, reg.URL()))
 	serve(t, "origin", o.Run)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -351,13 +391,13 @@ func TestPieceHashStreamIsPaced(t *testing.T) {
 		t.Fatalf("pieces: status %d", resp.StatusCode)
 	}
 	start := time.Now()
+	var s hashStream
 	var got []byte
-	reads := 0
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
-			reads++
+			s.at = append(s.at, time.Since(start))
 			got = append(got, buf[:n]...)
 		}
 		if err == io.EOF {
@@ -367,7 +407,7 @@ func TestPieceHashStreamIsPaced(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	took := time.Since(start)
+	s.took = time.Since(start)
 	pl, _ := strconv.ParseInt(resp.Header.Get(p2p.HeaderPieceLength), 10, 64)
 	want, err := p2p.HashesOf(bytes.NewReader(data), size, pl)
 	if err != nil {
@@ -376,10 +416,7 @@ func TestPieceHashStreamIsPaced(t *testing.T) {
 	if !bytes.Equal(got, want.Sums()) {
 		t.Fatalf("streamed %d bytes of piece hashes, not the blob's %d", len(got), len(want.Sums()))
 	}
-	// One write a 100 ms, plus the first, the last (at once) and slack
-	// for a write read in two.
-	if limit := int(took/(100*time.Millisecond)) + 4; reads > limit {
-		t.Errorf("%d reads of the stream in %s (%d pieces); want at most %d", reads, took, want.NumPieces(), limit)
-	}
-	t.Logf("%d pieces in %d reads over %s", want.NumPieces(), reads, took)
+	s.pieces = want.NumPieces()
+	t.Logf("%d pieces in %d reads over %s, the longest gap %s", s.pieces, s.reads(), s.took, s.longestGap())
+	return s
 }

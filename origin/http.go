@@ -53,13 +53,38 @@ func (o *Origin) handleMetainfo(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(raw)
 }
 
-// hashStreamEvery paces a piece-hash stream while the blob arrives: at
-// most one write a period, the last hash at once. Unpaced, every agent's
-// stream took a write and a flush each time the upstream copy completed a
-// piece (N = 64 cold at 1 MB/s: 7 % of the swarm's CPU with the agents'
-// reads); a hash up to this late only delays the first Have of a fresh
-// piece, not the pieces behind it. A variable for tests.
-var hashStreamEvery = 100 * time.Millisecond
+// A piece-hash stream is paced while the blob arrives: a write at most
+// every hashStreamEvery, and one that would carry fewer than
+// hashStreamBatch new hashes waits until they are there or the oldest has
+// waited hashStreamMaxWait; the first write and the last hash go at once.
+// Unpaced, every agent's stream took a write and a flush each time the
+// upstream copy completed a piece (N = 64 cold at 1 MB/s: 7 % of the
+// swarm's CPU with the agents' reads), and at slow links, where pieces
+// arrive a few a second, the 100 ms alone still wrote once a piece (N = 256
+// at 0.125 MB/s, cold: a sixth of the swarm's system calls). A late hash
+// only delays the first Have of a fresh piece, and rarely that: at the
+// origin's cap a fresh piece leaves several pieces behind its arrival, so
+// its hash is out before any agent holds it. Variables for tests.
+var (
+	hashStreamEvery   = 100 * time.Millisecond
+	hashStreamBatch   = 4
+	hashStreamMaxWait = time.Second
+)
+
+// streamWait is how long a piece-hash stream that has sent hashes [from,
+// sent) of n, and knows the first known, waits before its next write (0:
+// write now): last is when it last wrote, pending since when a hash it has
+// not sent waits.
+func streamWait(now, last, pending time.Time, from, sent, known, n int) time.Duration {
+	if known == n {
+		return 0
+	}
+	wait := hashStreamEvery - now.Sub(last)
+	if sent > from && known-sent < hashStreamBatch {
+		wait = max(wait, hashStreamMaxWait-now.Sub(pending))
+	}
+	return max(wait, 0)
+}
 
 // handlePieces streams a blob's piece hashes, 20 bytes (SHA-1) per piece in
 // order, from piece ?from= on: each as soon as the origin has hashed it
@@ -92,14 +117,20 @@ func (o *Origin) handlePieces(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc := http.NewResponseController(w)
-	var last time.Time // of the last write
+	var last, pending time.Time // of the last write; since a hash waits
 	for sent := from; sent < n; {
 		known, herr, changed := h.State()
 		if known > sent {
-			if wait := hashStreamEvery - time.Since(last); known < n && wait > 0 {
+			now := time.Now()
+			if pending.IsZero() {
+				pending = now
+			}
+			if wait := streamWait(now, last, pending, from, sent, known, n); herr == nil && wait > 0 {
 				t := time.NewTimer(wait)
 				select {
 				case <-t.C:
+				case <-changed: // more hashes: the batch may be full
+					t.Stop()
 				case <-r.Context().Done():
 					t.Stop()
 					return
@@ -115,7 +146,7 @@ func (o *Origin) handlePieces(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			_ = rc.Flush()
-			sent, last = known, time.Now()
+			sent, last, pending = known, time.Now(), time.Time{}
 			continue
 		}
 		if herr != nil {

@@ -25,7 +25,7 @@ func TestLonelyDownloaderAnnouncesAgainSoon(t *testing.T) {
 			sw, _ := p2p.StartDownload(t, n, blob, mi)
 			// Its first announce came back with nobody.
 			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-				if asked, _ := announces(t, reg); asked >= 1 {
+				if asked, _, _ := announces(t, reg); asked >= 1 {
 					break
 				}
 				if time.Now().After(deadline) {
@@ -41,12 +41,12 @@ func TestLonelyDownloaderAnnouncesAgainSoon(t *testing.T) {
 			// interval is longer still).
 			for deadline := time.Now().Add(10 * time.Second); !sw.Complete(); time.Sleep(10 * time.Millisecond) {
 				if time.Now().After(deadline) {
-					asked, quiet := announces(t, reg)
+					asked, quiet, _ := announces(t, reg)
 					t.Fatalf("not complete %v after it started (%v announces asked for peers, %v did not): it did not ask the tracker again soon",
 						time.Since(start).Round(time.Millisecond), asked, quiet)
 				}
 			}
-			asked, _ := announces(t, reg)
+			asked, _, _ := announces(t, reg)
 			t.Logf("%s: complete after %v, %v announces", engine, time.Since(start).Round(time.Millisecond), asked)
 		})
 	}

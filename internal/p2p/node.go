@@ -55,11 +55,11 @@ type Config struct {
 	DownloadRate config.Rate `toml:"download_rate"`
 	// ConnsPerTorrent caps established connections per blob (both ways).
 	ConnsPerTorrent int `toml:"conns_per_torrent"`
-	// AnnounceInterval while downloading (the tracker's interval applies once
-	// complete); short so that peers joining together find each other fast.
-	// Only announces of a swarm short of peers to dial ask for peers
-	// (transfer.wantsPeers); one that knows nobody asks again sooner
-	// (lonelyAnnounce).
+	// AnnounceInterval while downloading short of peers to dial
+	// (transfer.wantsPeers; the tracker's interval applies once complete,
+	// or while the swarm knows peers enough); short so that peers joining
+	// together find each other fast. One that knows nobody asks again
+	// sooner (lonelyAnnounce).
 	AnnounceInterval time.Duration `toml:"announce_interval"`
 	// BanTime is how long a peer that sent a bad piece is neither dialled
 	// nor accepted.
@@ -192,6 +192,7 @@ type Node struct {
 	fromOrigins, fromPeers atomic.Int64
 	announcesAsked         atomic.Int64 // announces that asked the tracker for peers
 	announcesQuiet         atomic.Int64 // with numwant=0 (Swarm.announce)
+	announcesSkipped       atomic.Int64 // ticks with no announce (Swarm.announceLoop)
 
 	bans      *banList
 	bansTotal atomic.Int64
@@ -387,6 +388,9 @@ func (n *Node) register(reg prometheus.Registerer) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_announces_total",
 			Help: AnnouncesHelp, ConstLabels: prometheus.Labels{"peers": "none"}},
 			func() float64 { return float64(n.announcesQuiet.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_p2p_announces_skipped_total",
+			Help: "Announces not sent while downloading: the swarm knew peers enough to dial and had announced within the tracker's interval."},
+			func() float64 { return float64(n.announcesSkipped.Load()) }),
 	)
 }
 

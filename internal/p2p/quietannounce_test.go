@@ -19,12 +19,14 @@ import (
 
 // A downloading swarm that knows conns_per_torrent peers it could dial
 // announces with numwant=0 (the tracker's answer is decoded for nothing
-// otherwise); one that knows fewer keeps asking. Real tracker, real nodes:
-// a seed and four downloaders, three of them at one connection each (they
-// know three spare peers) and one at eight (it can never know enough).
+// otherwise), and only once the tracker's interval has passed: the ticks of
+// announce_interval between are skipped. One that knows fewer keeps asking
+// every tick. Real tracker (its interval 1 s), real nodes: a seed and four
+// downloaders, three of them at one connection each (they know three spare
+// peers) and one at eight (it can never know enough).
 func TestAnnounceAsksForPeersOnlyWhenShort(t *testing.T) {
-	trk := startTracker(t)
-	blob, mi := p2p.BlobMeta(t, 2<<20, 64<<10)
+	trk := startTrackerWith(t, tracker.Config{Listen: "127.0.0.40:0", AnnounceInterval: time.Second})
+	blob, mi := p2p.BlobMeta(t, 3<<20, 64<<10)
 
 	seed, _ := startNode(t, "127.0.0.41", trk, p2p.Config{})
 	if _, err := seed.Seed(mi, bytes.NewReader(blob), nil); err != nil {
@@ -35,11 +37,11 @@ func TestAnnounceAsksForPeersOnlyWhenShort(t *testing.T) {
 		sw    *p2p.Swarm
 		conns int
 		// announces counted while the swarm still downloaded
-		asked, quiet float64
+		asked, quiet, skipped float64
 	}
 	var ds []*downloader
 	for k, conns := range []int{1, 1, 1, 8} {
-		// 2 MiB at 1 MB/s: about 2 s of 100 ms announces.
+		// 3 MiB at 1 MB/s: about 3 s of 100 ms ticks.
 		n, reg := startNode(t, fmt.Sprintf("127.0.0.%d", 42+k), trk,
 			p2p.Config{Engine: p2p.EngineShoal, ConnsPerTorrent: conns, DownloadRate: config.Rate(1_000_000), AnnounceInterval: 100 * time.Millisecond})
 		sw, _ := p2p.StartDownload(t, n, blob, mi)
@@ -56,25 +58,27 @@ func TestAnnounceAsksForPeersOnlyWhenShort(t *testing.T) {
 				continue
 			}
 			done = false
-			asked, quiet := announces(t, dn.reg)
+			asked, quiet, skipped := announces(t, dn.reg)
 			// Counted only if it still lacked a piece after the read: an
 			// announce once the last piece is in asks for no peers, and
 			// Complete turns true a little later (the blob's digest is
 			// checked first), so "not complete" let that one in.
 			if dn.sw.BytesCompleted() < int64(len(blob)) {
-				dn.asked, dn.quiet = asked, quiet
+				dn.asked, dn.quiet, dn.skipped = asked, quiet, skipped
 			}
 		}
 	}
 	for k, dn := range ds {
-		t.Logf("downloader %d (%d conns): %v announces asked for peers, %v did not, while downloading", k, dn.conns, dn.asked, dn.quiet)
+		t.Logf("downloader %d (%d conns): %v announces asked for peers, %v did not, %v ticks skipped, while downloading", k, dn.conns, dn.asked, dn.quiet, dn.skipped)
 		switch {
 		case dn.asked < 1:
 			t.Errorf("downloader %d: no announce asked for peers", k)
+		case dn.conns == 1 && dn.skipped < 5:
+			t.Errorf("downloader %d knew spare peers for its one connection and still announced every tick (%v skipped)", k, dn.skipped)
 		case dn.conns == 1 && dn.quiet < 1:
-			t.Errorf("downloader %d knew spare peers for its one connection and still asked for peers every time", k)
-		case dn.conns == 8 && dn.quiet > 0:
-			t.Errorf("downloader %d knew fewer peers than its 8 connections and announced %v times without asking", k, dn.quiet)
+			t.Errorf("downloader %d knew spare peers for its one connection and never announced without asking for peers (the tracker's interval is 1 s)", k)
+		case dn.conns == 8 && dn.quiet+dn.skipped > 0:
+			t.Errorf("downloader %d knew fewer peers than its 8 connections and announced %v times without asking, skipped %v", k, dn.quiet, dn.skipped)
 		}
 	}
 }
@@ -82,8 +86,12 @@ func TestAnnounceAsksForPeersOnlyWhenShort(t *testing.T) {
 // startTracker runs a real in-memory tracker on 127.0.0.40 until the test
 // ends.
 func startTracker(t *testing.T) *tracker.Server {
+	return startTrackerWith(t, tracker.Config{Listen: "127.0.0.40:0"})
+}
+
+func startTrackerWith(t *testing.T, cfg tracker.Config) *tracker.Server {
 	t.Helper()
-	srv, err := tracker.New(tracker.Config{Listen: "127.0.0.40:0"}, slog.New(slog.DiscardHandler))
+	srv, err := tracker.New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,26 +122,29 @@ func startNode(t *testing.T, ip string, trk *tracker.Server, cfg p2p.Config) (*p
 	return n, reg
 }
 
-// announces reads shoal_p2p_announces_total{peers="asked"} and {"none"}.
-func announces(t *testing.T, reg *prometheus.Registry) (asked, quiet float64) {
+// announces reads shoal_p2p_announces_total{peers="asked"} and {"none"},
+// and shoal_p2p_announces_skipped_total.
+func announces(t *testing.T, reg *prometheus.Registry) (asked, quiet, skipped float64) {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "shoal_p2p_announces_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "peers" && l.GetValue() == "asked" {
-					asked = m.GetCounter().GetValue()
-				} else if l.GetName() == "peers" && l.GetValue() == "none" {
-					quiet = m.GetCounter().GetValue()
+		switch mf.GetName() {
+		case "shoal_p2p_announces_skipped_total":
+			skipped = mf.GetMetric()[0].GetCounter().GetValue()
+		case "shoal_p2p_announces_total":
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "peers" && l.GetValue() == "asked" {
+						asked = m.GetCounter().GetValue()
+					} else if l.GetName() == "peers" && l.GetValue() == "none" {
+						quiet = m.GetCounter().GetValue()
+					}
 				}
 			}
 		}
 	}
-	return asked, quiet
+	return asked, quiet, skipped
 }

@@ -184,7 +184,7 @@ func (s *Swarm) announceLoop(ctx context.Context) {
 			// A downloading swarm that knows peers enough to dial only
 			// keeps its place at the tracker, which needs that once an
 			// interval: at N = 256 on 0.125 MB/s links, announces every
-			// AnnounceInterval were 5 % of the swarm's system calls, and
+			// AnnounceInterval were 3 % of the swarm's system calls, and
 			// a thousand nodes pulling at once would send a tracker
 			// hundreds a second. Short of peers, it asks at the next tick.
 			interval = s.n.cfg.AnnounceInterval

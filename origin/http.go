@@ -87,8 +87,9 @@ func streamWait(now, last, pending time.Time, from, sent, known, n int) time.Dur
 }
 
 // handlePieces streams a blob's piece hashes, 20 bytes (SHA-1) per piece in
-// order, from piece ?from= on: each as soon as the origin has hashed it
-// while the blob arrives from upstream, all at once for a stored blob. The
+// order, from piece ?from= on: as the origin hashes them while the blob
+// arrives from upstream (in batches, see streamWait), all at once for a
+// stored blob. The
 // answer starts with the first hash; its length is known up front
 // (Content-Length), so a stream cut short by a failed fetch is seen as such,
 // and a fetch that fails before any hash gets an OCI error.

@@ -554,8 +554,8 @@ func (t *seedTorrent) peerHas(sc *seedConn, i int) {
 // Once every piece is out, sc gets more only if it is starving (see pick),
 // one at a time: at the end of a pull our upload goes to each starving peer
 // in turn, not two deep to the first (a quarter of 64 agents at R/4, U =
-// R: slowest over own bound 1.11-1.19x in 16 runs one at a time, 1.10-1.32x
-// in 10 with two, three of them over 1.30x).
+// R: slowest over own bound 1.11-1.31x in 16 runs one at a time, two of
+// them over 1.30x; 1.10-1.32x in 10 with two, three over).
 func (t *seedTorrent) fill(sc *seedConn) {
 	var haves []pp.Message
 	t.mu.Lock()

@@ -455,7 +455,7 @@ func shortUnderfedAfter(t *testing.T) {
 	t.Cleanup(func() { underfedAfter = old })
 }
 
-// feedLocked marks a transfer underfed under 80 % of its download cap once
+// feedLocked marks a transfer underfed under 90 % of its download cap once
 // underfedAfter has passed, and the faster half of its agent connections
 // quick; queueDepth doubles requests_per_peer's default only for those.
 func TestUnderfedQueueDepth(t *testing.T) {
@@ -471,7 +471,8 @@ func TestUnderfedQueueDepth(t *testing.T) {
 		{"underfed: the faster half", 0, 10 * time.Second, 1_000_000, []time.Duration{40, 400, 50, 300}, []int{2, 1, 2, 1}},
 		{"odd count: the median is quick", 0, 10 * time.Second, 1_000_000, []time.Duration{40, 400, 50}, []int{2, 1, 2}},
 		{"one connection: none quick", 0, 10 * time.Second, 1_000_000, []time.Duration{40}, []int{1}},
-		{"fed", 0, 10 * time.Second, 3_500_000, []time.Duration{40, 400}, []int{1, 1}},
+		{"at 85 % of the cap: underfed", 0, 10 * time.Second, 3_400_000, []time.Duration{40, 400}, []int{2, 1}},
+		{"fed", 0, 10 * time.Second, 3_700_000, []time.Duration{40, 400}, []int{1, 1}},
 		{"too young", 0, 2 * time.Second, 1_000_000, []time.Duration{40, 400}, []int{1, 1}},
 		{"requests_per_peer set", 1, 10 * time.Second, 1_000_000, []time.Duration{40, 400}, []int{1, 1}},
 		{"no block yet: not quick", 0, 10 * time.Second, 1_000_000, []time.Duration{0, 400, 50}, []int{1, 1, 2}},

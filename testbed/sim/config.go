@@ -91,9 +91,10 @@ type Config struct {
 	NoBurst bool
 	// NoUnderfed drops the underfed rule from the shoal engine's model (p2p
 	// since 2026-12-05: an agent whose download, averaged over two ticks,
-	// is under 80 % of its cap 3 s after it began keeps twice the requests
-	// in flight to its quick peers, the faster half by gap between blocks;
-	// the engine before, and the model before 2026-12-05, evening).
+	// is under 90 % of its cap (80 % until 2026-12-05, night) 3 s after it
+	// began keeps twice the requests in flight to its quick peers, the
+	// faster half by gap between blocks; the engine before, and the model
+	// before 2026-12-05, evening).
 	NoUnderfed bool
 	// InOrder makes agents ask for the lowest-index piece a peer has
 	// instead of the library's rarest-first (availability, then index).

@@ -52,7 +52,7 @@ const (
 	snubFor       = 30.0 // p2p snubTimeout: a stalled peer gets no requests
 	stallBlocks   = 8    // p2p stallBlocks
 	underfedAfter = 3.0  // p2p underfedAfter
-	underfedBelow = 0.8  // p2p underfedBelow
+	underfedBelow = 0.9  // p2p underfedBelow (0.8 before 2026-12-05, night)
 )
 
 // gotBlock updates w's gap average on connection ci (p2p

@@ -179,8 +179,9 @@ func (t *transfer) queueDepth(c *peerConn) int {
 // 1.09-1.10x without (the underfed took turns the median agents needed:
 // the row has 2 % of spare upload); at 0.8 on the quicker half, the same.
 // At 0.8 a fast agent that drew three slow peers of six ran at 0.82-0.90
-// of its cap from start to end, never underfed, and ended 1.13-1.23x of
-// its bound (warm, U = 10 R); at 0.9, 1.07-1.12x, the median as before.
+// of its cap from start to end, underfed for a tick at most, and ended
+// 1.13-1.23x of its bound (warm, U = 10 R); at 0.9, 1.07-1.12x, the
+// median as before.
 const underfedBelow = 0.9
 
 var underfedAfter = 3 * time.Second // a variable for tests

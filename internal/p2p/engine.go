@@ -93,7 +93,7 @@ func (e *engine) remove(t *transfer) {
 	t.mu.Lock()
 	t.closed = true
 	for c := range t.conns {
-		c.conn.Close()
+		c.closeAsync()
 	}
 	t.mu.Unlock()
 	t.cancel()
@@ -327,7 +327,7 @@ func (t *transfer) detach(c *peerConn) {
 // conns_per_torrent; it reports whether c was still counted.
 func (t *transfer) dropLocked(c *peerConn) bool {
 	c.closed = true
-	c.conn.Close()
+	c.closeAsync()
 	if _, ok := t.conns[c]; !ok {
 		return false
 	}

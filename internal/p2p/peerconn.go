@@ -1,7 +1,6 @@
 package p2p
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 
 	pp "github.com/anacrolix/torrent/peer_protocol"
 	"golang.org/x/time/rate"
+
+	"github.com/shoal-dev/shoal/internal/p2p/wire"
 )
 
 // peerConn is one connection of a transfer, on the BitTorrent wire protocol
@@ -472,6 +473,11 @@ var (
 	errCancelled = errors.New("p2p: block cancelled by the peer")
 )
 
+// closeAsync closes c's connection without waiting for it: a Close waits
+// until the reader's handler returns (wire.ReadMessages), and that handler
+// may be waiting for the lock the caller holds.
+func (c *peerConn) closeAsync() { go c.conn.Close() }
+
 func (c *peerConn) write(b []byte) error {
 	if len(b) == 0 {
 		return nil
@@ -488,30 +494,20 @@ func (c *peerConn) readLoop() error {
 	t := c.t
 	// A block's message and what follows it in one read: at 32 KiB
 	// pieces a 32 KiB buffer took two.
-	dec := pp.Decoder{R: bufio.NewReaderSize(c.conn, readBuffer), MaxLength: 1<<20 + maxBlock, Pool: &blockBufs}
-	var m pp.Message // reused: a fresh one a message was 1 % of the CPU
-	for {
-		m = pp.Message{}
-		if err := dec.Decode(&m); err != nil {
-			return err
-		}
+	return wire.ReadMessages(c.conn, wire.Options{Buffer: readBuffer, MaxLength: 1<<20 + maxBlock}, func(b []byte) error {
 		c.lastRead.Store(time.Now().Unix())
-		if m.Keepalive {
-			continue
+		if len(b) == 0 {
+			return nil // keep-alive
+		}
+		m, err := wire.Decode(b)
+		if err != nil {
+			return err
 		}
 		if m.Type == pp.Piece {
-			err := c.piece(m)
-			b := m.Piece[:cap(m.Piece)]
-			blockBufs.Put(&b)
-			if err != nil {
-				return err
-			}
-			continue
+			return c.piece(m)
 		}
-		if err := c.handle(m, t); err != nil {
-			return err
-		}
-	}
+		return c.handle(m, t)
+	})
 }
 
 func (c *peerConn) piece(m pp.Message) error {

@@ -52,10 +52,10 @@ func StatusBytes(pid, field string) int64 {
 }
 
 // Syscalls is how many read-like and write-like system calls (read, pread,
-// readv, recvmsg; write, pwrite, writev, sendfile, ...) the process has made
-// so far (/proc/self/io's syscr and syscw): a count that, unlike CPU time,
-// does not move with the machine's load. Zeros when the kernel does not keep
-// it.
+// readv; write, pwrite, writev, sendfile, ...) the process has made so far
+// (/proc/self/io's syscr and syscw; not recvmsg nor sendmsg, which skip the
+// VFS): a count that, unlike CPU time, does not move with the machine's
+// load. Zeros when the kernel does not keep it.
 func Syscalls() (reads, writes int64) {
 	b, err := os.ReadFile("/proc/self/io")
 	if err != nil {

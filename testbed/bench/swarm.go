@@ -23,6 +23,7 @@ import (
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/config"
 	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/internal/p2p/wire"
 	"github.com/shoal-dev/shoal/internal/procstat"
 	"github.com/shoal-dev/shoal/proto"
 	"github.com/shoal-dev/shoal/testbed/cluster"
@@ -223,11 +224,14 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 
 	cpu0, t0 := procstat.CPUSeconds(), time.Now()
 	sr0, sw0 := procstat.Syscalls()
+	rm0, _ := wire.Recvmsgs()
 	r.Clients = runClients(ctx, c, o, sc, benchRepo, d, want)
 	wall := time.Since(t0).Seconds()
 	r.CPUSeconds = procstat.CPUSeconds() - cpu0
 	sr1, sw1 := procstat.Syscalls()
-	r.ReadSyscalls, r.WriteSyscalls = sr1-sr0, sw1-sw0
+	rm1, _ := wire.Recvmsgs()
+	// The peer-wire readers' recvmsg calls are not in syscr.
+	r.ReadSyscalls, r.WriteSyscalls = sr1-sr0+rm1-rm0, sw1-sw0
 	r.CPUBound = r.CPUSeconds/wall > 0.8*float64(r.CPUCores)
 	r.summarize()
 	r.AllVerified = len(r.Failures) == 0

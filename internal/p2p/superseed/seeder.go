@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,6 +26,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/internal/p2p/wire"
 	"github.com/shoal-dev/shoal/internal/turn"
 )
 
@@ -186,7 +188,9 @@ func (t *seedTorrent) disconnect() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for c := range t.conns {
-		c.conn.Close()
+		// Not waiting: a Close waits until the connection's reader is out
+		// of its handler, which may be waiting for t.mu.
+		go c.conn.Close()
 	}
 	if t.retry != nil {
 		t.retry.Stop()
@@ -409,16 +413,13 @@ func (sc *seedConn) send(msgs ...pp.Message) error {
 }
 
 func (sc *seedConn) readLoop() {
-	dec := pp.Decoder{R: bufio.NewReader(sc.conn), MaxLength: 1 << 20,
-		Pool: &sync.Pool{New: func() any { b := make([]byte, maxBlock); return &b }}}
-	for {
-		_ = sc.conn.SetReadDeadline(time.Now().Add(5 * time.Minute))
-		var m pp.Message
-		if err := dec.Decode(&m); err != nil {
-			return
+	_ = wire.ReadMessages(sc.conn, wire.Options{Buffer: 4 << 10, MaxLength: 1 << 20, Idle: 5 * time.Minute}, func(b []byte) error {
+		if len(b) == 0 {
+			return nil // keep-alive
 		}
-		if m.Keepalive {
-			continue
+		m, err := wire.Decode(b)
+		if err != nil {
+			return err
 		}
 		switch m.Type {
 		case pp.Have:
@@ -434,7 +435,7 @@ func (sc *seedConn) readLoop() {
 				// A peer that asks for nonsense, or for a piece it was never
 				// shown (which would get round the super-seeding that keeps
 				// the origin's upload at about one copy), is dropped.
-				return
+				return errBadRequest
 			}
 			sc.qmu.Lock()
 			sc.queue = append(sc.queue, m.RequestSpec())
@@ -454,8 +455,11 @@ func (sc *seedConn) readLoop() {
 			}
 			sc.qmu.Unlock()
 		}
-	}
+		return nil
+	})
 }
+
+var errBadRequest = errors.New("superseed: request for a piece not shown")
 
 // writeLoop answers queued requests in order, within the upload cap.
 func (sc *seedConn) writeLoop(ctx context.Context) error {

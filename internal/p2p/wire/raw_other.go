@@ -1,0 +1,5 @@
+//go:build !linux
+
+package wire
+
+func (rd *reader) readRaw() error { return errNotRaw }

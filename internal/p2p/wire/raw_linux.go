@@ -70,7 +70,7 @@ func (rd *reader) readRaw() error {
 			iov.Base = &rd.buf[rd.w]
 			iov.SetLen(room)
 			msg.SetControllen(len(oob))
-			r, _, errno := syscall.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&msg)), unix.MSG_CMSG_CLOEXEC)
+			r, _, errno := syscall.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&msg)), 0)
 			n := int(r)
 			recvmsgs.Add(1)
 			switch {

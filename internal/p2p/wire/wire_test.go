@@ -52,6 +52,13 @@ func pipePair(t *testing.T) (a, b net.Conn) {
 	return a, b
 }
 
+// pairs are the two loops' connections: a socket (the raw loop) and a
+// pipe (the plain one).
+var pairs = []struct {
+	name string
+	open func(*testing.T) (net.Conn, net.Conn)
+}{{"tcp", tcpPair}, {"pipe", pipePair}}
+
 func frame(body []byte) []byte {
 	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
 }
@@ -73,10 +80,7 @@ func TestReadMessagesFrames(t *testing.T) {
 	for _, b := range bodies {
 		stream = append(stream, frame(b)...)
 	}
-	for _, pair := range []struct {
-		name string
-		open func(*testing.T) (net.Conn, net.Conn)
-	}{{"tcp", tcpPair}, {"pipe", pipePair}} {
+	for _, pair := range pairs {
 		for _, chunk := range []int{1, 3, 1000, 64 << 10, len(stream)} {
 			t.Run(pair.name+"/"+strconv.Itoa(chunk), func(t *testing.T) {
 				w, r := pair.open(t)
@@ -121,10 +125,7 @@ func TestReadMessagesErrors(t *testing.T) {
 		{"cut in the prefix", []byte{0, 0}, io.ErrUnexpectedEOF.Error()},
 	}
 	for _, c := range cases {
-		for _, pair := range []struct {
-			name string
-			open func(*testing.T) (net.Conn, net.Conn)
-		}{{"tcp", tcpPair}, {"pipe", pipePair}} {
+		for _, pair := range pairs {
 			t.Run(c.name+"/"+pair.name, func(t *testing.T) {
 				w, r := pair.open(t)
 				go func() {
@@ -153,10 +154,7 @@ func TestReadMessagesErrors(t *testing.T) {
 // TestReadMessagesIdle: a peer that sends nothing for Idle is dropped, on
 // either loop; one that keeps sending is not.
 func TestReadMessagesIdle(t *testing.T) {
-	for _, pair := range []struct {
-		name string
-		open func(*testing.T) (net.Conn, net.Conn)
-	}{{"tcp", tcpPair}, {"pipe", pipePair}} {
+	for _, pair := range pairs {
 		t.Run(pair.name, func(t *testing.T) {
 			w, r := pair.open(t)
 			go func() {

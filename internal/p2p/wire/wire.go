@@ -5,11 +5,12 @@
 // nothing, before every wait. In a swarm under a cap most messages arrive
 // alone (a request, a Have, a block), and those empty reads were 45 % of
 // an agent's reads. ReadMessages stays inside one RawConn.Read for the
-// connection's life and, after a read that left the socket empty (it
-// returned less than the room it had), waits before it reads again.
-// That is safe only inside one RawConn.Read: each call starts by
-// clearing the poller's readiness, so a call that waited first could
-// miss data that arrived since the last read, and wait for good.
+// connection's life and, after a read that left the socket empty (on
+// Linux's TCP, recvmsg with TCP_INQ says so: no bytes and no FIN left),
+// waits before it reads again. That is safe only inside one
+// RawConn.Read: each call starts by clearing the poller's readiness, so a
+// call that waited first could miss data that arrived since the last
+// read, and wait for good. Other connections take a plain read loop.
 package wire
 
 import (

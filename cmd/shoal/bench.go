@@ -155,8 +155,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			r.TMinSeconds, r.AgentSecondsP50, r.P50OverTMin, r.AgentSecondsP90, r.AgentSecondsMax, r.MaxOverTMin, r.TTFBSecondsP50)
 		fmt.Fprintf(stdout, "bytes: upstream %.0f MiB (%d GETs), origins sent %.0f MiB (%.2f F), agents got %.0f MiB from origins, %.0f MiB from peers, %.0f MiB wasted\n",
 			mib(r.BytesFromUpstream), r.UpstreamBlobGets, mib(r.OriginBytesSent), r.OriginSentOverF, mib(r.BytesFromOrigins), mib(r.BytesFromPeers), mib(r.BytesWasted))
-		fmt.Fprintf(stdout, "cpu %.1f core-seconds on %d cores (cpu_bound: %v), peak RSS %.0f MiB, verified: %v\n",
-			r.CPUSeconds, r.CPUCores, r.CPUBound, mib(r.PeakRSSBytes), r.AllVerified)
+		fmt.Fprintf(stdout, "cpu %.1f core-seconds on %d cores, the clients' process %.1f more (cpu_bound: %v), peak RSS %.0f MiB, verified: %v\n",
+			r.CPUSeconds, r.CPUCores, r.ClientCPUSeconds, r.CPUBound, mib(r.PeakRSSBytes), r.AllVerified)
 		if r.Netns {
 			fmt.Fprintf(stdout, "netns: RTT %s asked, connect RTT %.1f ms to the tracker, %.1f ms to a peer; %d packets delayed; machine busy %.1f core-seconds; agent peak RSS %.0f MiB\n",
 				o.RTT, r.MeasuredRTTSeconds*1e3, r.MeasuredPeerRTTSeconds*1e3, r.DelayedPackets, r.HostCPUSeconds, mib(r.AgentPeakRSSBytes))

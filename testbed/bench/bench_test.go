@@ -67,8 +67,8 @@ func TestSmallSwarmRun(t *testing.T) {
 	if r.DirectSecondsP50 <= 0 || r.SpeedupP50 <= 0 {
 		t.Errorf("direct baseline missing: %+v", r)
 	}
-	if r.CPUSeconds <= 0 || r.PeakRSSBytes <= 0 {
-		t.Errorf("cpu %v, rss %v", r.CPUSeconds, r.PeakRSSBytes)
+	if r.CPUSeconds <= 0 || r.ClientCPUSeconds <= 0 || r.PeakRSSBytes <= 0 {
+		t.Errorf("cpu %v, clients' cpu %v, rss %v", r.CPUSeconds, r.ClientCPUSeconds, r.PeakRSSBytes)
 	}
 	// Every byte came over a socket: at least one read per 64 KiB block.
 	if r.ReadSyscalls < 3*6<<20/(64<<10) || r.WriteSyscalls <= 0 {
@@ -227,5 +227,68 @@ func TestSVGWrapsPanels(t *testing.T) {
 	}
 	if got := strings.Count(svg, `<g transform="translate(0 250)">`); got != 2 {
 		t.Errorf("%d panels on the second line, want 2", got)
+	}
+}
+
+// The client process pulls in a process of its own, checks every copy as
+// pullOne does, cancels a pull when its context ends, and says what CPU
+// it used.
+func TestClientProcess(t *testing.T) {
+	const size = 1 << 20
+	want, err := randomBlobCheck(size, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := io.ReadAll(localregistry.NewRandomReader(size, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(blob)
+	bad[size/2] ^= 1
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/good":
+			w.Write(blob)
+		case "/flipped":
+			w.Write(bad)
+		case "/short":
+			w.Write(blob[:size-1])
+		case "/stuck":
+			w.Write(blob[:1])
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := startClients(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if secs, ttfb, err := p.pull(ctx, srv.URL+"/good", want, 0); err != nil || secs <= 0 || ttfb <= 0 || ttfb > secs {
+		t.Errorf("good copy: %v s, first byte %v s, %v", secs, ttfb, err)
+	}
+	for _, path := range []string{"/flipped", "/short"} {
+		if _, _, err := p.pull(ctx, srv.URL+path, want, 0); err == nil || !strings.Contains(err.Error(), "CRC-32C") {
+			t.Errorf("%s: %v, want a failed check", path, err)
+		}
+	}
+	stuck, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { _, _, err := p.pull(stuck, srv.URL+"/stuck", want, 0); done <- err }()
+	time.Sleep(100 * time.Millisecond)
+	stop()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "canceled") {
+			t.Errorf("cancelled pull: %v, want context canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a cancelled pull did not end")
+	}
+	cpu, err := p.close()
+	if err != nil || cpu <= 0 {
+		t.Errorf("close: %v core-s, %v", cpu, err)
 	}
 }

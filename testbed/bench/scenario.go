@@ -128,11 +128,15 @@ func (o SwarmOptions) agentRate(s scenario, i int) config.Rate {
 	return o.Rate
 }
 
+// pullFunc pulls url, checks the body against want, and says how long the
+// pull took and how long until its first byte; rate > 0 caps it.
+type pullFunc func(ctx context.Context, url string, want copyCheck, rate config.Rate) (secs, ttfb float64, err error)
+
 // runClients pulls the blob through every agent: on-time agents at once;
 // once they hold half their bytes in all, late agents start and churned
 // agents are killed (their pulls cancelled) and replaced by fresh agents
 // that pull from scratch.
-func runClients(ctx context.Context, c *cluster.Cluster, o SwarmOptions, s scenario, repo string, d digest.Digest, want copyCheck) []ClientResult {
+func runClients(ctx context.Context, c *cluster.Cluster, o SwarmOptions, s scenario, repo string, d digest.Digest, want copyCheck, pull pullFunc) []ClientResult {
 	n := len(c.Agents)
 	res := make([]ClientResult, n, n+n)
 	onTime := 0
@@ -169,7 +173,7 @@ func runClients(ctx context.Context, c *cluster.Cluster, o SwarmOptions, s scena
 		startAt := time.Since(t0).Seconds()
 		wg.Go(func() {
 			defer cancel()
-			secs, ttfb, err := pullOne(pctx, url, want, 0, nil)
+			secs, ttfb, err := pull(pctx, url, want, 0)
 			mu.Lock()
 			defer mu.Unlock()
 			r := &res[slot]

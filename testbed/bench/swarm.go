@@ -116,7 +116,8 @@ type SwarmResult struct {
 	OriginSentOverF    float64        `json:"origin_sent_over_blob"`
 	UpstreamBlobGets   int            `json:"upstream_blob_gets"`
 	AllVerified        bool           `json:"all_verified"`
-	CPUSeconds         float64        `json:"cpu_seconds"`
+	CPUSeconds         float64        `json:"cpu_seconds"` // the swarm's processes (not the clients': client_cpu_seconds)
+	ClientCPUSeconds   float64        `json:"client_cpu_seconds,omitempty"`
 	CPUCores           int            `json:"cpu_cores"`
 	CPUBound           bool           `json:"cpu_bound"`
 	// Read-like and write-like system calls the process made during the
@@ -222,17 +223,25 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	counted := countUpstream(c, d)
 	r := newSwarmResult(o)
 
+	clients, err := startClients(ctx)
+	if err != nil {
+		return nil, err
+	}
 	cpu0, t0 := procstat.CPUSeconds(), time.Now()
 	sr0, sw0 := procstat.Syscalls()
 	rm0, _ := wire.Recvmsgs()
-	r.Clients = runClients(ctx, c, o, sc, benchRepo, d, want)
+	r.Clients = runClients(ctx, c, o, sc, benchRepo, d, want, clients.pull)
 	wall := time.Since(t0).Seconds()
 	r.CPUSeconds = procstat.CPUSeconds() - cpu0
 	sr1, sw1 := procstat.Syscalls()
 	rm1, _ := wire.Recvmsgs()
+	if r.ClientCPUSeconds, err = clients.close(); err != nil {
+		return nil, err
+	}
 	// The peer-wire readers' recvmsg calls are not in syscr.
 	r.ReadSyscalls, r.WriteSyscalls = sr1-sr0+rm1-rm0, sw1-sw0
-	r.CPUBound = r.CPUSeconds/wall > 0.8*float64(r.CPUCores)
+	// The clients share the cores.
+	r.CPUBound = (r.CPUSeconds+r.ClientCPUSeconds)/wall > 0.8*float64(r.CPUCores)
 	r.summarize()
 	r.AllVerified = len(r.Failures) == 0
 	for _, a := range c.Agents {

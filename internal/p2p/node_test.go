@@ -480,3 +480,44 @@ func TestEngineReplacesAnIdleConnection(t *testing.T) {
 		t.Fatalf("a full transfer kept a connection idle both ways instead of dialling the seed: %v", err)
 	}
 }
+
+// On the engine, a piece of one block has one sender and no fingerprint in
+// blame: when it fails its check, that sender is banned alone. A seeder of
+// wrong bytes beside a good one (capped, so both are asked) is banned, its
+// bad pieces are fetched again from the good one, and the blob commits.
+func TestEngineBansTheSenderOfABadOneBlockPiece(t *testing.T) {
+	if testEngine() == EngineLibrary {
+		t.Skip("the engine's rule: the library fingerprints every block")
+	}
+	const size, pieceLen = 2 << 20, 128 << 10 // one block a piece
+	blob, mi := testBlobMeta(t, size, pieceLen)
+	bad := bytes.Clone(blob)
+	for i := 0; i < size; i += pieceLen {
+		bad[i+7] ^= 1
+	}
+	good := newTestNode(t, Config{UploadRate: 1 << 20})
+	liar := newTestNode(t, Config{Listen: "127.0.0.7:0"})
+	downloader := newTestNode(t, Config{})
+	if _, err := good.Seed(mi, bytes.NewReader(blob), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := liar.Seed(mi, bytes.NewReader(bad), nil); err != nil {
+		t.Fatal(err)
+	}
+	sw, dl := startDownload(t, downloader, blob, mi)
+	sw.m.addPeers([]netip.AddrPort{good.Addr(), liar.Addr()}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := dl.Wait(ctx); err != nil {
+		t.Fatalf("download beside a liar: %v", err)
+	}
+	if !downloader.Banned(liar.Addr().Addr()) {
+		t.Fatal("the sender of bad one-block pieces is not banned")
+	}
+	if downloader.Banned(good.Addr().Addr()) {
+		t.Fatal("the good seeder was banned too")
+	}
+	if downloader.BytesWasted() < pieceLen {
+		t.Errorf("%d bytes wasted: the liar's pieces were never checked", downloader.BytesWasted())
+	}
+}

@@ -3,7 +3,6 @@ package agent
 import (
 	"bufio"
 	"context"
-	"crypto/sha1"
 	"errors"
 	"fmt"
 	"io"
@@ -38,7 +37,8 @@ func (a *Agent) fetchPieces(ctx context.Context, ns string, d digest.Digest, has
 
 func (a *Agent) piecesFrom(ctx context.Context, oc proto.OriginClient, o, ns string, d digest.Digest, hashes *p2p.PieceHashes) error {
 	from, _, _ := hashes.State()
-	resp, err := oc.Pieces(ctx, o, ns, d, from)
+	want := hashes.Kind()
+	resp, err := oc.Pieces(ctx, o, ns, d, from, string(want))
 	if err != nil {
 		return err
 	}
@@ -48,16 +48,28 @@ func (a *Agent) piecesFrom(ctx context.Context, oc proto.OriginClient, o, ns str
 		// belong to another swarm.
 		return fmt.Errorf("origin %s: piece hashes for %s-byte pieces, the metainfo has %d", o, pl, hashes.PieceLength())
 	}
+	kind, err := p2p.ParseHashKind(resp.Header.Get(proto.HeaderPieceHash))
+	if err != nil {
+		return fmt.Errorf("origin %s: %w", o, err)
+	}
+	if kind != want {
+		// An origin older than sha256 chains sends SHA-1s: the engine
+		// checks those (and hashes the blob again in order) as before.
+		if err := hashes.Adopt(kind); err != nil {
+			return fmt.Errorf("origin %s: %w", o, err)
+		}
+		a.log.Info("origin sends no sha256 chain; checking pieces with SHA-1", "origin", o, "digest", d)
+	}
 	br := bufio.NewReaderSize(resp.Body, 4096)
-	var sum [sha1.Size]byte
+	sum := make([]byte, kind.Size())
 	for !hashes.Complete() {
-		if _, err := io.ReadFull(br, sum[:]); err != nil {
+		if _, err := io.ReadFull(br, sum); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
 			return fmt.Errorf("origin %s: piece hashes of %s: %w", o, d, err)
 		}
-		if err := hashes.Add(sum[:]); err != nil {
+		if err := hashes.Add(sum); err != nil {
 			return err
 		}
 	}

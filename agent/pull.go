@@ -108,7 +108,12 @@ func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, ready 
 	dl.Acquire() // ours, beyond the swarm's: the download may outlive the swarm
 	defer dl.Release()
 	// The piece hashes come from the origin while it still fetches the blob.
-	hashes := p2p.NewPieceHashes(mi.Info.Length, mi.Info.PieceLength)
+	hashes, err := a.newHashes(mi)
+	if err != nil {
+		dl.Fail(err)
+		dl.Release()
+		return err
+	}
 	hctx, hcancel := context.WithCancel(ctx)
 	defer hcancel()
 	go a.fetchPieces(hctx, ns, d, hashes)
@@ -139,8 +144,16 @@ func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, ready 
 		return err
 	}
 	a.keepMeta(d, mi)
-	// Every piece was checked against hashes: they are complete.
-	if err := a.seedStandard(d, mi, hashes); err != nil {
+	// Every piece was checked against hashes: they are complete. A
+	// standard torrent holds SHA-1s, which a sha256 chain has not: the
+	// origins' list (of the blob they verified) spares hashing the blob
+	// again; without it, seedStandard hashes the stored blob.
+	std := hashes
+	if hashes.Kind() != p2p.HashSHA1 {
+		std = p2p.NewPieceHashes(mi.Info.Length, mi.Info.PieceLength)
+		a.fetchPieces(ctx, ns, d, std)
+	}
+	if err := a.seedStandard(d, mi, std); err != nil {
 		a.log.Warn("cannot seed the standard torrent", "digest", d, "err", err)
 	}
 	return nil
@@ -247,4 +260,14 @@ func (a *Agent) ensureSeeding(d digest.Digest) {
 		}
 		return nil, nil
 	})
+}
+
+// newHashes is the list of piece hashes a swarm of mi checks against: the
+// blob's sha256 chain for the engine (one hash a byte checks the pieces
+// and the blob), SHA-1s for the library, which checks nothing else.
+func (a *Agent) newHashes(mi *p2p.MetaInfo) (*p2p.PieceHashes, error) {
+	if a.cfg.P2P.Engine == p2p.EngineLibrary {
+		return p2p.NewPieceHashes(mi.Info.Length, mi.Info.PieceLength), nil
+	}
+	return p2p.NewChainHashes(mi.Info.Length, mi.Info.PieceLength)
 }

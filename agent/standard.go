@@ -60,7 +60,7 @@ func (a *Agent) standardOf(d digest.Digest, mi *p2p.MetaInfo, hashes *p2p.PieceH
 			return std, nil
 		}
 	}
-	if hashes == nil || !hashes.Complete() {
+	if hashes == nil || !hashes.Complete() || hashes.Kind() != p2p.HashSHA1 {
 		f, err := a.store.Open(d)
 		if err != nil {
 			return nil, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha1"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -166,6 +167,9 @@ func TestUpstreamSendsWrongBytes(t *testing.T) {
 	if presp, sums, err := getPieces(t, piecesURL(o, testRepo, d)); presp.StatusCode == http.StatusOK && err == nil {
 		t.Fatalf("a later piece-hash stream completed for the wrong bytes (%d bytes)", len(sums))
 	}
+	if presp, sums, err := getPieces(t, piecesURL(o, testRepo, d)+"?hash=sha256-chain"); presp.StatusCode == http.StatusOK && err == nil {
+		t.Fatalf("a sha256 chain completed for the wrong bytes (%d bytes)", len(sums))
+	}
 	for _, dir := range []string{"downloads", "blobs"} {
 		if got := storeFiles(t, root, dir); len(got) != 0 {
 			t.Errorf("%s/ holds %v after a digest mismatch", dir, got)
@@ -234,6 +238,10 @@ func TestOriginRestartServesStoredBlob(t *testing.T) {
 	if err != nil || len(sums1) != 4*sha1.Size {
 		t.Fatalf("first piece hashes: %d bytes, %v", len(sums1), err)
 	}
+	_, chain1, err := getPieces(t, piecesURL(o1, testRepo, d)+"?hash=sha256-chain")
+	if err != nil || len(chain1) != 4*32 || !bytes.Equal(chain1[3*32:], d2b(t, d)) {
+		t.Fatalf("first sha256 chain: %d bytes, %v; want 4 entries, the digest last", len(chain1), err)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -253,6 +261,10 @@ func TestOriginRestartServesStoredBlob(t *testing.T) {
 		}
 		if _, sums, err := getPieces(t, piecesURL(o, testRepo, d)); err != nil || !bytes.Equal(sums, sums1) {
 			t.Fatalf("piece hashes after restart differ from the first (%v)", err)
+		}
+		// The chain is not kept: hashed from the stored blob when asked.
+		if _, chain, err := getPieces(t, piecesURL(o, testRepo, d)+"?hash=sha256-chain"); err != nil || !bytes.Equal(chain, chain1) {
+			t.Fatalf("sha256 chain after restart differs from the first (%v)", err)
 		}
 		resp, body := do(t, http.MethodGet, blobURL(o, testRepo, d), nil)
 		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
@@ -341,4 +353,14 @@ func corrupt(t *testing.T, root string, d digest.Digest) {
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// d2b is d's sha256 as bytes.
+func d2b(t *testing.T, d digest.Digest) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(d.Encoded())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

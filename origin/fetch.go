@@ -135,7 +135,8 @@ func (o *Origin) createDownload(d digest.Digest, size int64) (dl *store.Download
 			return nil, nil, err
 		}
 		sd.hashes.HoldLast() // until the digest matched
-		opts = append(opts, store.WithTee(sd.hashes))
+		sd.chain.HoldLast()
+		opts = append(opts, store.WithTee(io.MultiWriter(sd.hashes, sd.chain)))
 	}
 	if dl, err = o.store.Create(d, size, opts...); err != nil {
 		o.log.Error("cannot store blob", "digest", d, "size", size, "err", err)
@@ -162,7 +163,7 @@ func publishWhenVerified(ctx context.Context, dl *store.Download, sd *seeded) <-
 	go func() {
 		err := dl.WaitVerified(ctx)
 		if err == nil {
-			err = sd.hashes.Publish()
+			err = errors.Join(sd.hashes.Publish(), sd.chain.Publish())
 		}
 		published <- err
 	}()

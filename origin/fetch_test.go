@@ -19,6 +19,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/origin"
+	"github.com/shoal-dev/shoal/proto"
 	"github.com/shoal-dev/shoal/testbed/localregistry"
 )
 
@@ -319,6 +320,21 @@ func TestMetainfoAndPieceHashesComeWhileTheBlobArrives(t *testing.T) {
 	resp, body := do(t, http.MethodGet, piecesURL(o, testRepo, d)+"?from=99", nil)
 	wantError(t, resp, body, http.StatusRequestedRangeNotSatisfiable, "RANGE_INVALID")
 	resp, body = do(t, http.MethodGet, piecesURL(o, testRepo, d)+"?from=x", nil)
+	wantError(t, resp, body, http.StatusBadRequest, "UNSUPPORTED")
+
+	// The sha256 chain the engine's agents check, built in the same pass.
+	cresp, chain, err := getPieces(t, piecesURL(o, testRepo, d)+"?hash=sha256-chain")
+	wantChain, cerr := p2p.HashListsOf(bytes.NewReader(data), size, mi.Info.PieceLength, p2p.HashChain)
+	if err != nil || cerr != nil || cresp.Header.Get(proto.HeaderPieceHash) != "sha256-chain" || !bytes.Equal(chain, wantChain[0].Sums()) {
+		t.Fatalf("?hash=sha256-chain: %d bytes, kind %q, %v %v", len(chain), cresp.Header.Get(proto.HeaderPieceHash), err, cerr)
+	}
+	if _, tail, err := getPieces(t, piecesURL(o, testRepo, d)+"?from=3&hash=sha256-chain"); err != nil || !bytes.Equal(tail, chain[3*32:]) {
+		t.Fatalf("?from=3&hash=sha256-chain: %d bytes, %v", len(tail), err)
+	}
+	if sresp, _, _ := getPieces(t, piecesURL(o, testRepo, d)+"?hash=sha1"); sresp.Header.Get(proto.HeaderPieceHash) != "sha1" {
+		t.Errorf("?hash=sha1: kind %q", sresp.Header.Get(proto.HeaderPieceHash))
+	}
+	resp, body = do(t, http.MethodGet, piecesURL(o, testRepo, d)+"?hash=md5", nil)
 	wantError(t, resp, body, http.StatusBadRequest, "UNSUPPORTED")
 	if got := reg.BlobGets(d.String()); got != 1 {
 		t.Errorf("registry saw %d blob GETs, want 1", got)

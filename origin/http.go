@@ -2,7 +2,6 @@ package origin
 
 import (
 	"context"
-	"crypto/sha1"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/internal/httpx"
+	"github.com/shoal-dev/shoal/internal/p2p"
 	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/proto"
 )
@@ -87,7 +87,8 @@ func streamWait(now, last, pending time.Time, from, sent, known, n int) time.Dur
 }
 
 // handlePieces streams a blob's piece hashes, 20 bytes (SHA-1) per piece in
-// order, from piece ?from= on: as the origin hashes them while the blob
+// order, or 32 (the sha256 chain, p2p.HashChain) with ?hash=sha256-chain,
+// from piece ?from= on: as the origin hashes them while the blob
 // arrives from upstream (in batches, see streamWait), all at once for a
 // stored blob. The
 // answer starts with the first hash; its length is known up front
@@ -106,12 +107,24 @@ func (o *Origin) handlePieces(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	kind, err := p2p.ParseHashKind(r.URL.Query().Get(proto.QueryHash))
+	if err != nil {
+		writeErr(w, r, httpx.Errorf(http.StatusBadRequest, httpx.CodeUnsupported, "%s", err))
+		return
+	}
 	sd, err := o.seeded(r.Context(), ns, d)
 	if err != nil {
 		writeErr(w, r, err)
 		return
 	}
 	h := sd.hashes
+	if kind == p2p.HashChain {
+		if h, err = o.chainOf(d, sd); err != nil {
+			writeErr(w, r, err)
+			return
+		}
+	}
+	size := kind.Size()
 	n := h.NumPieces()
 	if from > n {
 		writeErr(w, r, httpx.Errorf(http.StatusRequestedRangeNotSatisfiable, httpx.CodeRangeInvalid, "from=%d: the blob has %d pieces", from, n))
@@ -140,10 +153,11 @@ func (o *Origin) handlePieces(w http.ResponseWriter, r *http.Request) {
 			}
 			if sent == from {
 				w.Header().Set("Content-Type", proto.ContentTypeOctetStream)
-				w.Header().Set("Content-Length", strconv.Itoa((n-from)*sha1.Size))
+				w.Header().Set("Content-Length", strconv.Itoa((n-from)*size))
 				w.Header().Set(proto.HeaderPieceLength, strconv.FormatInt(h.PieceLength(), 10))
+				w.Header().Set(proto.HeaderPieceHash, string(kind))
 			}
-			if _, err := w.Write(h.Sums()[sent*sha1.Size : known*sha1.Size]); err != nil {
+			if _, err := w.Write(h.Sums()[sent*size : known*size]); err != nil {
 				return
 			}
 			_ = rc.Flush()

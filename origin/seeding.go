@@ -3,6 +3,8 @@ package origin
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
@@ -17,13 +19,17 @@ import (
 // hashed), from the store once it is there, and its standard torrent too
 // once complete (standard.go). The store's GC ends a seed (evicted).
 
-// seeded is a blob the origin seeds: its metainfo and its piece hashes,
-// which grow while the blob arrives from upstream, and once the blob is
-// complete and verified its standard torrent (standard.go).
+// seeded is a blob the origin seeds: its metainfo and its piece hashes
+// (SHA-1s, and the sha256 chain the engine's agents check), which grow
+// while the blob arrives from upstream, and once the blob is complete and
+// verified its standard torrent (standard.go).
 type seeded struct {
 	mi     *p2p.MetaInfo
 	hashes *p2p.PieceHashes
 	std    atomic.Pointer[p2p.MetaInfo]
+
+	chainMu sync.Mutex
+	chain   *p2p.PieceHashes // nil for a stored blob until asked for (chainOf)
 }
 
 func newSeeded(d digest.Digest, size, pieceLen int64, hashes *p2p.PieceHashes) (*seeded, error) {
@@ -35,10 +41,37 @@ func newSeeded(d digest.Digest, size, pieceLen int64, hashes *p2p.PieceHashes) (
 	if err != nil {
 		return nil, err
 	}
+	sd := &seeded{mi: mi, hashes: hashes}
 	if hashes == nil {
-		hashes = p2p.NewPieceHashes(size, pieceLen)
+		// A blob about to arrive: both lists grow with it.
+		sd.hashes = p2p.NewPieceHashes(size, pieceLen)
+		if sd.chain, err = p2p.NewChainHashes(size, pieceLen); err != nil {
+			return nil, err
+		}
 	}
-	return &seeded{mi: mi, hashes: hashes}, nil
+	return sd, nil
+}
+
+// chainOf returns sd's sha256 chain, hashing the stored blob d for it the
+// first time it is asked for (a blob stored by an earlier run keeps only
+// its SHA-1s).
+func (o *Origin) chainOf(d digest.Digest, sd *seeded) (*p2p.PieceHashes, error) {
+	sd.chainMu.Lock()
+	defer sd.chainMu.Unlock()
+	if sd.chain != nil {
+		return sd.chain, nil
+	}
+	f, err := o.store.Open(d)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	lists, err := p2p.HashListsOf(f, sd.mi.Info.Length, sd.mi.Info.PieceLength, p2p.HashChain)
+	if err != nil {
+		return nil, fmt.Errorf("piece hashes of %s: %w", d, err)
+	}
+	sd.chain = lists[0]
+	return sd.chain, nil
 }
 
 // Seeding reports whether the origin seeds blob d.
@@ -146,6 +179,9 @@ func (o *Origin) seedFetched(d digest.Digest, sd *seeded) {
 // same info-hash.
 func (o *Origin) unseedFailed(d digest.Digest, sd *seeded, err error) {
 	sd.hashes.Fail(err)
+	if sd.chain != nil {
+		sd.chain.Fail(err)
+	}
 	o.seed.Drop(sd.mi.InfoHash)
 	o.seeds.Remove(d)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -139,11 +140,15 @@ func (c OriginClient) BlobFile(ctx context.Context, origin string, kind BlobFile
 	return getBencoded(ctx, c.Client, "origin", origin, BlobFileURL(origin, kind, ns, d), max)
 }
 
-// Pieces asks origin for the piece hashes of blob d of ns from piece from
-// on; the caller reads (HeaderPieceLength, then 20 bytes a piece) and
-// closes the body.
-func (c OriginClient) Pieces(ctx context.Context, origin, ns string, d digest.Digest, from int) (*http.Response, error) {
-	return c.Do(ctx, "origin", origin, http.MethodGet, PiecesURL(origin, ns, d, from), nil)
+// Pieces asks origin for the piece hashes of kind hash ("" for SHA-1) of
+// blob d of ns from piece from on; the caller reads (HeaderPieceLength,
+// HeaderPieceHash, then an entry a piece) and closes the body.
+func (c OriginClient) Pieces(ctx context.Context, origin, ns string, d digest.Digest, from int, hash string) (*http.Response, error) {
+	u := PiecesURL(origin, ns, d, from)
+	if hash != "" {
+		u += "&" + QueryHash + "=" + url.QueryEscape(hash)
+	}
+	return c.Do(ctx, "origin", origin, http.MethodGet, u, nil)
 }
 
 // Metainfo gets the live metainfo of blob d of ns from tracker, at most

@@ -11,6 +11,9 @@ const (
 	// HeaderPieceLength names the piece length of the hashes an origin
 	// streams (PatternPieces).
 	HeaderPieceLength = "X-Shoal-Piece-Length"
+	// HeaderPieceHash names the kind of the hashes an origin streams
+	// (QueryHash); absent, SHA-1.
+	HeaderPieceHash = "X-Shoal-Piece-Hash"
 	// HeaderInfoHash is the hex info-hash of the metainfo or torrent an
 	// origin answers.
 	HeaderInfoHash = "X-Shoal-Info-Hash"

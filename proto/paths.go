@@ -19,6 +19,10 @@ const (
 
 	// QueryFrom is the first piece PatternPieces answers.
 	QueryFrom = "from"
+	// QueryHash is the kind of piece hash PatternPieces answers: "sha1"
+	// (the default) or "sha256-chain" (p2p.HashChain). The answer names
+	// it in HeaderPieceHash; an origin that names none sent SHA-1s.
+	QueryHash = "hash"
 	// QueryNamespace is containerd's mirror parameter on the agent's /v2/
 	// API: the registry host the repository belongs to.
 	QueryNamespace = "ns"

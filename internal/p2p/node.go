@@ -670,6 +670,9 @@ func (n *Node) Download(mi *MetaInfo, dl *store.Download, hashes *PieceHashes) (
 	if hashes.PieceLength() != mi.Info.PieceLength || hashes.NumPieces() != mi.Info.NumPieces() {
 		return nil, fmt.Errorf("p2p %s: piece hashes are for %d-byte pieces, metainfo has %d", mi.Digest, hashes.PieceLength(), mi.Info.PieceLength)
 	}
+	if n.cfg.Engine == EngineLibrary && hashes.Kind() != HashSHA1 {
+		return nil, fmt.Errorf("p2p %s: the library engine checks SHA-1 piece hashes, not %s", mi.Digest, hashes.Kind())
+	}
 	rf, err := dl.OpenFile()
 	if err != nil {
 		return nil, fmt.Errorf("p2p %s: %w", mi.Digest, err)

@@ -84,12 +84,18 @@ func startDownload(t *testing.T, n *Node, blob []byte, mi *MetaInfo) (*Swarm, *s
 		t.Fatal(err)
 	}
 	t.Cleanup(dl.Release)
-	hashes, err := HashesOf(bytes.NewReader(blob), mi.Info.Length, mi.Info.PieceLength)
+	// The hashes an agent checks: the blob's sha256 chain on the engine,
+	// SHA-1s on the library.
+	kind := HashChain
+	if n.cfg.Engine == EngineLibrary {
+		kind = HashSHA1
+	}
+	lists, err := HashListsOf(bytes.NewReader(blob), mi.Info.Length, mi.Info.PieceLength, kind)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dl.Acquire()
-	sw, err := n.Download(mi, dl, hashes)
+	sw, err := n.Download(mi, dl, lists[0])
 	if err != nil {
 		t.Fatal(err)
 	}

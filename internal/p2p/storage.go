@@ -14,6 +14,7 @@ import (
 
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/internal/store"
 )
@@ -172,6 +173,15 @@ func (s *blobStorage) pieceSum(off, length int64) (sum [sha1.Size]byte, err erro
 	return sum, err
 }
 
+// checkChainFromDisk checks piece i of blob d, read from disk, along its
+// sha256 chain (HashChain).
+func (s *blobStorage) checkChainFromDisk(ctx context.Context, d digest.Digest, i int) (bool, error) {
+	off := int64(i) * s.pieceLen
+	buf := hashBufs.Get().(*[]byte)
+	defer hashBufs.Put(buf)
+	return s.hashes.CheckChainReader(ctx, d, i, io.NewSectionReader(s, off, min(s.pieceLen, s.length-off)), *buf)
+}
+
 // SelfHash implements storage.SelfHashing: the client asks the storage for a
 // piece's hash instead of hashing it itself. Shoal checks the piece against
 // its real SHA-1 (waiting for it if the origin is still hashing the blob)
@@ -252,6 +262,12 @@ func (s *blobStorage) markComplete(i int) error {
 	// Checked against its hash: a client reading this far ahead may have it.
 	off := int64(i) * s.pieceLen
 	s.dl.Reveal(off, min(s.pieceLen, s.length-off))
+	if s.hashes.Kind() == HashChain {
+		// Each piece was checked along the blob's sha256 chain, the last
+		// against the digest: the prefix is the blob's, and the end
+		// commits it.
+		return s.dl.Vouch(upTo)
+	}
 	// Hash the newly contiguous bytes into the blob's sha256 (and publish them
 	// to readers); reaching the end commits the blob or fails the download.
 	return s.dl.Advance(upTo)

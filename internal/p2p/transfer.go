@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"crypto/sha1"
+	"errors"
 	"math/bits"
 	"math/rand/v2"
 	"net/netip"
@@ -437,13 +438,58 @@ func (t *transfer) received(c *peerConn, i int, begin int64, data []byte) {
 	if !whole {
 		return
 	}
+	if len(p.got) > 1 {
+		data = nil // only a block of it in hand: read it back
+	}
+	if t.st.hashes.Kind() == HashChain {
+		t.checkChain(i, data, p)
+		return
+	}
 	var sum [sha1.Size]byte
-	if len(p.got) == 1 {
+	if data != nil {
 		sum = sha1.Sum(data) // the whole piece is in hand: no reading it back
 	} else if !t.readBackSum(i, &sum) {
 		return
 	}
 	t.check(i, sum, p)
+}
+
+// checkChain checks piece i (data, or read back from disk if nil) along
+// the blob's sha256 chain (HashChain), waiting (off this goroutine) for its
+// entry if the origin has not published it yet.
+func (t *transfer) checkChain(i int, data []byte, p *partial) {
+	hs := t.st.hashes
+	verify := func() {
+		var ok bool
+		var err error
+		if data != nil {
+			ok, err = hs.CheckChain(t.ctx, t.mi.Digest, i, data)
+		} else {
+			ok, err = t.st.checkChainFromDisk(t.ctx, t.mi.Digest, i)
+		}
+		if err != nil {
+			// Nobody to blame: fetched again, and a swarm that cannot
+			// verify anything stalls into the HTTP fallback.
+			if !errors.Is(err, ErrPieceHashes) && t.ctx.Err() == nil {
+				t.e.log.Warn("check piece", "digest", t.mi.Digest, "piece", i, "err", err)
+			}
+			t.failPiece(i, p)
+			return
+		}
+		t.checked(i, ok, p)
+	}
+	if known, _, _ := hs.State(); known > i {
+		verify()
+		return
+	}
+	data = nil // the caller's buffer: read the piece back once its entry is known
+	t.wg.Go(func() {
+		if _, err := hs.Entry(t.ctx, i); err != nil {
+			t.failPiece(i, p)
+			return
+		}
+		verify()
+	})
 }
 
 // readBackSum hashes piece i from disk.

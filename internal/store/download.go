@@ -29,10 +29,11 @@ type Download struct {
 	f    *os.File
 	tmp  string
 
-	hashMu sync.Mutex // serialises Write/Advance
+	hashMu sync.Mutex // serialises Write/Advance/Vouch
 	h      hash.Hash
 	tee    io.Writer // optional observer of the hashed stream, in order
-	hashed int64
+	hashed int64     // the verified prefix
+	fed    int64     // of it, the bytes fed to h (less after a Vouch)
 	buf    []byte
 
 	mu       sync.Mutex
@@ -271,6 +272,9 @@ func (dl *Download) Write(p []byte) (int, error) {
 	if err := dl.Err(); err != nil {
 		return 0, err
 	}
+	if err := dl.catchUpLocked(); err != nil {
+		return 0, err
+	}
 	n, err := dl.f.WriteAt(p, dl.hashed)
 	if err != nil {
 		err = fmt.Errorf("write %s: %w", dl.d, err)
@@ -300,6 +304,9 @@ func (dl *Download) Append(off int64, p []byte) error {
 		dl.fail(err)
 		return err
 	}
+	if err := dl.catchUpLocked(); err != nil {
+		return err
+	}
 	if _, err := dl.f.WriteAt(p, dl.hashed); err != nil {
 		err = fmt.Errorf("write %s: %w", dl.d, err)
 		dl.fail(err)
@@ -320,6 +327,11 @@ func (dl *Download) Advance(upTo int64) error {
 	defer dl.hashMu.Unlock()
 	if upTo > dl.size {
 		upTo = dl.size
+	}
+	if upTo > dl.hashed {
+		if err := dl.catchUpLocked(); err != nil {
+			return err
+		}
 	}
 	if dl.buf == nil && upTo > dl.hashed {
 		dl.buf = make([]byte, 1<<20)
@@ -357,6 +369,7 @@ func (dl *Download) hashLocked(p []byte) error {
 		}
 	}
 	dl.hashed += int64(len(p))
+	dl.fed = dl.hashed
 	if dl.hashed < dl.size {
 		// Hold the last byte back until the whole digest matched.
 		dl.publish(min(dl.hashed, dl.size-1), false)
@@ -367,6 +380,64 @@ func (dl *Download) hashLocked(p []byte) error {
 		dl.fail(err)
 		return err
 	}
+	return dl.matchedLocked()
+}
+
+// Vouch declares that bytes [0, upTo) were written (by WriteAt) and
+// checked by the caller with the blob's own hash: sha256 resumed piece by
+// piece along a chain that starts where sha256 starts (p2p's HashChain),
+// upTo = Size meaning the chain ended at the digest. Those bytes are then
+// the blob's as surely as if Advance had hashed them, without reading them
+// back and hashing them again: they become readable, and at Size the blob
+// commits. A writer that continues in order afterwards (Write, Append,
+// Advance) first feeds the vouched bytes to the hash from the file, so
+// that its own end is checked against the digest over every byte.
+func (dl *Download) Vouch(upTo int64) error {
+	dl.hashMu.Lock()
+	defer dl.hashMu.Unlock()
+	upTo = min(upTo, dl.size)
+	if upTo <= dl.hashed {
+		return nil
+	}
+	if err := dl.Err(); err != nil {
+		return err
+	}
+	dl.hashed = upTo
+	if dl.hashed < dl.size {
+		dl.publish(min(dl.hashed, dl.size-1), false)
+		return nil
+	}
+	return dl.matchedLocked()
+}
+
+// catchUpLocked feeds the vouched bytes not yet hashed to the hash (and
+// the tee), from the file.
+func (dl *Download) catchUpLocked() error {
+	if dl.fed == dl.hashed {
+		return nil
+	}
+	buf := make([]byte, min(1<<20, dl.hashed-dl.fed))
+	for dl.fed < dl.hashed {
+		n := min(int64(len(buf)), dl.hashed-dl.fed)
+		if _, err := dl.f.ReadAt(buf[:n], dl.fed); err != nil {
+			err = fmt.Errorf("read back %s at %d: %w", dl.d, dl.fed, err)
+			dl.fail(err)
+			return err
+		}
+		dl.h.Write(buf[:n])
+		if dl.tee != nil {
+			if _, err := dl.tee.Write(buf[:n]); err != nil {
+				dl.fail(err)
+				return err
+			}
+		}
+		dl.fed += n
+	}
+	return nil
+}
+
+// matchedLocked ends a download whose whole blob matched its digest.
+func (dl *Download) matchedLocked() error {
 	// Verified: readers may have the last byte now. Making the blob
 	// durable (sync, rename) waits for the disk to write the whole file
 	// back, up to a second per few hundred MiB with agents finishing

@@ -640,3 +640,100 @@ func TestRevealMergesSpans(t *testing.T) {
 		t.Fatalf("readable ends %v", ends)
 	}
 }
+
+// Vouched bytes are readable and a Vouch to the end commits without the
+// store hashing them; a writer that goes on in order after a Vouch (the
+// agent's HTTP fallback finishing a swarm's download) hashes the vouched
+// bytes from the file first, so its end is checked over every byte: with
+// wrong vouched bytes the digest fails.
+func TestVouch(t *testing.T) {
+	ctx := context.Background()
+	const piece = 64 << 10
+	data, d := blob(4*piece+100, 9)
+	readAll := func(dl *Download) []byte {
+		t.Helper()
+		r := dl.NewReader(ctx)
+		defer r.Close()
+		b, err := io.ReadAll(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+
+	// The whole blob vouched, pieces written out of order.
+	s := newStore(t)
+	dl, err := s.Create(d, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{2, 0, 4, 1, 3} {
+		end := min((i+1)*piece, len(data))
+		if _, err := dl.WriteAt(data[i*piece:end], int64(i*piece)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := dl.Vouch(2 * piece); err != nil {
+		t.Fatal(err)
+	}
+	r := dl.NewReader(ctx)
+	head := make([]byte, 2*piece)
+	if _, err := io.ReadFull(r, head); err != nil || !bytes.Equal(head, data[:2*piece]) {
+		t.Fatalf("vouched prefix: %v", err)
+	}
+	r.Close()
+	if dl.Hashed() != 2*piece || dl.Verified() {
+		t.Fatalf("after a partial vouch: hashed %d, verified %v", dl.Hashed(), dl.Verified())
+	}
+	if err := dl.Vouch(int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	if err := dl.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dl.Release()
+	if f, err := s.Open(d); err != nil {
+		t.Fatal(err)
+	} else if b, _ := io.ReadAll(f); !bytes.Equal(b, data) {
+		t.Fatal("committed blob differs")
+	} else {
+		f.Close()
+	}
+
+	// Vouched, then finished in order: commits, the digest over all.
+	for _, wrong := range []bool{false, true} {
+		s := newStore(t)
+		dl, err := s.Create(d, int64(len(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := bytes.Clone(data[:3*piece])
+		if wrong {
+			head[piece] ^= 1
+		}
+		if _, err := dl.WriteAt(head, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := dl.Vouch(3 * piece); err != nil {
+			t.Fatal(err)
+		}
+		err = dl.Append(2*piece, data[2*piece:]) // overlaps the vouched prefix, as a Range answer may
+		if wrong {
+			if !errors.Is(err, ErrDigestMismatch) {
+				t.Fatalf("wrong vouched bytes, finished in order: %v, want ErrDigestMismatch", err)
+			}
+			dl.Release()
+			if _, err := s.Stat(d); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Stat: %v, want ErrNotFound", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(dl); !bytes.Equal(got, data) {
+			t.Fatal("blob vouched then appended differs")
+		}
+		dl.Release()
+	}
+}

@@ -143,28 +143,7 @@ func TestExchangeCopiesEveryBlock(t *testing.T) {
 
 // pullAll fails a copy that differs from the blob by one byte or is short.
 func TestPullAllChecksEveryCopy(t *testing.T) {
-	const size = 1 << 20
-	want, err := randomBlobCheck(size, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blob, err := io.ReadAll(localregistry.NewRandomReader(size, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bad := bytes.Clone(blob)
-	bad[size/2] ^= 1
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/good":
-			w.Write(blob)
-		case "/flipped":
-			w.Write(bad)
-		case "/short":
-			w.Write(blob[:size-1])
-		}
-	}))
-	defer srv.Close()
+	want, srv := copyServer(t)
 	paths := []string{"/good", "/flipped", "/short"}
 	_, _, fails := pullAll(context.Background(), len(paths), func(i int) string { return srv.URL + paths[i] }, want, 0)
 	if len(fails) != 2 || !strings.Contains(strings.Join(fails, " "), "client 1") || !strings.Contains(strings.Join(fails, " "), "client 2") {
@@ -234,32 +213,7 @@ func TestSVGWrapsPanels(t *testing.T) {
 // pullOne does, cancels a pull when its context ends, and says what CPU
 // it used.
 func TestClientProcess(t *testing.T) {
-	const size = 1 << 20
-	want, err := randomBlobCheck(size, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blob, err := io.ReadAll(localregistry.NewRandomReader(size, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bad := bytes.Clone(blob)
-	bad[size/2] ^= 1
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/good":
-			w.Write(blob)
-		case "/flipped":
-			w.Write(bad)
-		case "/short":
-			w.Write(blob[:size-1])
-		case "/stuck":
-			w.Write(blob[:1])
-			w.(http.Flusher).Flush()
-			<-r.Context().Done()
-		}
-	}))
-	defer srv.Close()
+	want, srv := copyServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	p, err := startClients(ctx)
@@ -291,4 +245,38 @@ func TestClientProcess(t *testing.T) {
 	if err != nil || cpu <= 0 {
 		t.Errorf("close: %v core-s, %v", cpu, err)
 	}
+}
+
+// copyServer serves a 1 MiB blob (want checks it) as it is (/good), with a
+// byte flipped (/flipped), a byte short (/short), and its first byte, then
+// nothing until the client leaves (/stuck).
+func copyServer(t *testing.T) (copyCheck, *httptest.Server) {
+	t.Helper()
+	const size = 1 << 20
+	want, err := randomBlobCheck(size, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := io.ReadAll(localregistry.NewRandomReader(size, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(blob)
+	bad[size/2] ^= 1
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/good":
+			w.Write(blob)
+		case "/flipped":
+			w.Write(bad)
+		case "/short":
+			w.Write(blob[:size-1])
+		case "/stuck":
+			w.Write(blob[:1])
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return want, srv
 }

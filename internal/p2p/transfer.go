@@ -438,7 +438,7 @@ func (t *transfer) received(c *peerConn, i int, begin int64, data []byte) {
 	if !whole {
 		return
 	}
-	if len(p.got) > 1 {
+	if multi {
 		data = nil // only a block of it in hand: read it back
 	}
 	if t.st.hashes.Kind() == HashChain {

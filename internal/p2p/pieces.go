@@ -326,8 +326,8 @@ func (p *PieceHashes) Sums() []byte {
 // Wait returns the SHA-1 of piece i once known (a list of HashSHA1).
 func (p *PieceHashes) Wait(ctx context.Context, i int) (metainfo.Hash, error) {
 	var sum metainfo.Hash
-	if p.kind != HashSHA1 {
-		return sum, fmt.Errorf("%w: a list of %s hashes has no SHA-1", ErrPieceHashes, p.kind)
+	if k := p.Kind(); k != HashSHA1 {
+		return sum, fmt.Errorf("%w: a list of %s hashes has no SHA-1", ErrPieceHashes, k)
 	}
 	e, err := p.Entry(ctx, i)
 	copy(sum[:], e)
@@ -339,9 +339,9 @@ func (p *PieceHashes) Entry(ctx context.Context, i int) ([]byte, error) {
 	if i < 0 || i >= p.n {
 		return nil, fmt.Errorf("%w: no piece %d of %d", ErrPieceHashes, i, p.n)
 	}
-	size := p.kind.Size()
 	for {
 		p.mu.Lock()
+		size := p.kind.Size() // under mu: Adopt may change it
 		if len(p.sums) >= (i+1)*size {
 			e := p.sums[i*size : (i+1)*size : (i+1)*size]
 			p.mu.Unlock()
@@ -378,8 +378,8 @@ func (p *PieceHashes) CheckChainReader(ctx context.Context, d digest.Digest, i i
 
 // checkChain is CheckChain of the bytes feed writes to the hash.
 func (p *PieceHashes) checkChain(ctx context.Context, d digest.Digest, i int, feed func(hash.Hash) (int64, error)) (bool, error) {
-	if p.kind != HashChain {
-		return false, fmt.Errorf("%w: a list of %s hashes is no sha256 chain", ErrPieceHashes, p.kind)
+	if k := p.Kind(); k != HashChain {
+		return false, fmt.Errorf("%w: a list of %s hashes is no sha256 chain", ErrPieceHashes, k)
 	}
 	want, err := p.Entry(ctx, i)
 	if err != nil {

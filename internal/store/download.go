@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -549,6 +550,36 @@ func (dl *Download) Path() string {
 		return dl.s.Path(dl.d)
 	}
 	return filepath.Clean(dl.tmp)
+}
+
+// waitBatch is waitVisible for a follower that already has what came
+// before off: once the byte at off is readable it waits on until the
+// readable run reaches want (or the blob's end), or linger passes,
+// whichever comes first. A failure or ctx's end returns what is readable;
+// the next wait reports it.
+func (dl *Download) waitBatch(ctx context.Context, off, want int64, linger time.Duration) (int64, error) {
+	end, err := dl.waitVisible(ctx, off)
+	if err != nil || end >= min(want, dl.size) {
+		return end, err
+	}
+	t := time.NewTimer(linger)
+	defer t.Stop()
+	for {
+		dl.mu.Lock()
+		end = dl.readableLocked(off)
+		failed, ch := dl.err != nil, dl.changed
+		dl.mu.Unlock()
+		if end >= min(want, dl.size) || failed {
+			return end, nil
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return end, nil
+		case <-ctx.Done():
+			return end, nil
+		}
+	}
 }
 
 // waitVisible blocks until the byte at off is readable, or the download

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 )
 
 // Reader reads a Download as it grows: a read past the visible bytes blocks
@@ -94,7 +95,9 @@ func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 // visible, handing w a file each time (w.ReadFrom of an *os.File under an
 // io.LimitedReader), so that a socket writer sends them with sendfile
 // instead of copying them through user space: an agent streams a blob to
-// its client while the swarm is still downloading it.
+// its client while the swarm is still downloading it. The first section
+// goes as soon as a byte is visible; after it, sections of sendBatch or
+// what sendLinger brought.
 func (r *Reader) SendTo(w io.ReaderFrom, n int64) (int64, error) {
 	if r.f == nil {
 		f, err := r.dl.OpenFile()
@@ -108,7 +111,13 @@ func (r *Reader) SendTo(w io.ReaderFrom, n int64) (int64, error) {
 		if r.off >= r.dl.size {
 			return total, io.ErrUnexpectedEOF
 		}
-		vis, err := r.dl.waitVisible(r.ctx, r.off)
+		var vis int64
+		var err error
+		if total == 0 {
+			vis, err = r.dl.waitVisible(r.ctx, r.off)
+		} else {
+			vis, err = r.dl.waitBatch(r.ctx, r.off, r.off+min(sendBatch, n-total), sendLinger)
+		}
 		if err != nil {
 			return total, err
 		}
@@ -128,6 +137,16 @@ func (r *Reader) SendTo(w io.ReaderFrom, n int64) (int64, error) {
 	}
 	return total, nil
 }
+
+// A follower's sections: a swarm makes a blob visible a piece at a time
+// (32 KiB for blobs under 32 MiB), and a section for each was a seek, a
+// sendfile and a wake-up per piece for every client. The first byte is not
+// held back and the end goes when it is visible; in between a client waits
+// at most sendLinger for bytes that are there.
+const (
+	sendBatch  = 256 << 10
+	sendLinger = 250 * time.Millisecond
+)
 
 // Close releases the reader's reference.
 func (r *Reader) Close() error {

@@ -390,6 +390,85 @@ func TestReaderSendToFollowsTheDownloadInFileSections(t *testing.T) {
 	}
 }
 
+// callSink is a fileSink that reports each call's bytes.
+type callSink struct {
+	fileSink
+	got chan int64
+}
+
+func (s *callSink) ReadFrom(r io.Reader) (int64, error) {
+	n, err := s.fileSink.ReadFrom(r)
+	s.got <- n
+	return n, err
+}
+
+// After its first section SendTo hands over sections of sendBatch, not one
+// per newly visible piece, and what is visible goes after sendLinger even
+// when no more comes.
+func TestReaderSendToBatchesSections(t *testing.T) {
+	s := newStore(t)
+	const piece = 32 << 10
+	data, d := blob(64*piece, 11)
+	dl, err := s.Create(d, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Release()
+	r := dl.NewReader(context.Background())
+	defer r.Close()
+	sink := &callSink{got: make(chan int64, 128)}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.SendTo(sink, int64(len(data)))
+		done <- err
+	}()
+	write := func(i int) {
+		t.Helper()
+		if _, err := dl.Write(data[i*piece : (i+1)*piece]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	within := func(what string) int64 {
+		t.Helper()
+		select {
+		case n := <-sink.got:
+			return n
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no section within 10 s: %s", what)
+			return 0
+		}
+	}
+	// The first piece goes at once; the second, alone, after the linger.
+	write(0)
+	if n := within("the first piece"); n != piece {
+		t.Fatalf("first section %d bytes, want %d", n, piece)
+	}
+	write(1)
+	if n := within("a lone piece after the linger"); n != piece {
+		t.Fatalf("lone section %d bytes, want %d", n, piece)
+	}
+	// The rest a piece at a time, faster than the linger: whole batches.
+	for i := 2; i < 64; i++ {
+		write(i)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	close(sink.got)
+	calls := 2
+	for range sink.got {
+		calls++
+	}
+	// 62 pieces in 256 KiB batches: 8 sections (fewer when a wait found
+	// more than a batch visible).
+	if calls > 2+8 {
+		t.Errorf("SendTo made %d calls for 64 pieces, want at most 10", calls)
+	}
+	if !bytes.Equal(sink.Bytes(), data) {
+		t.Fatal("SendTo sent other bytes than the blob's")
+	}
+}
+
 // holdSync makes every commit's sync wait until the returned channel is
 // closed, then answer err.
 func holdSync(t *testing.T, err error) chan struct{} {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/hex"
 	"io"
 	"net/http"
@@ -246,6 +247,15 @@ func TestOriginRestartServesStoredBlob(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	chainFile := storedPath(root, d) + ".chain"
+	keptChain := func(t *testing.T) {
+		t.Helper()
+		b, err := os.ReadFile(chainFile)
+		if err != nil || len(b) != len(chain1)+sha256.Size || !bytes.Equal(b[:len(chain1)], chain1) {
+			t.Fatalf("the chain kept beside the blob: %d bytes, %v; want the chain and its sha256", len(b), err)
+		}
+	}
+	keptChain(t)
 
 	// Second life, registry unreachable: everything comes from the store.
 	reg.ResetCounts()
@@ -262,10 +272,10 @@ func TestOriginRestartServesStoredBlob(t *testing.T) {
 		if _, sums, err := getPieces(t, piecesURL(o, testRepo, d)); err != nil || !bytes.Equal(sums, sums1) {
 			t.Fatalf("piece hashes after restart differ from the first (%v)", err)
 		}
-		// The chain is not kept: hashed from the stored blob when asked.
 		if _, chain, err := getPieces(t, piecesURL(o, testRepo, d)+"?hash=sha256-chain"); err != nil || !bytes.Equal(chain, chain1) {
 			t.Fatalf("sha256 chain after restart differs from the first (%v)", err)
 		}
+		keptChain(t)
 		resp, body := do(t, http.MethodGet, blobURL(o, testRepo, d), nil)
 		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
 			t.Fatalf("blob after restart: status %d, %d bytes", resp.StatusCode, len(body))
@@ -282,6 +292,41 @@ func TestOriginRestartServesStoredBlob(t *testing.T) {
 		if err := os.Remove(storedPath(root, d) + ".torrent"); err != nil {
 			t.Fatal(err)
 		}
+		restart(t)
+	})
+	// The kept chain is what a restarted origin serves: not hashed again
+	// (a list edited here, with its sha256 made to match, comes back as
+	// edited), unless it rotted or lacks the digest as its last entry.
+	editChain := func(t *testing.T, edit func(b []byte), fixSum bool) {
+		t.Helper()
+		b, err := os.ReadFile(chainFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edit(b)
+		if fixSum {
+			sum := sha256.Sum256(b[:len(b)-sha256.Size])
+			copy(b[len(b)-sha256.Size:], sum[:])
+		}
+		if err := os.WriteFile(chainFile, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("chain read, not hashed again", func(t *testing.T) {
+		editChain(t, func(b []byte) { b[0] ^= 1 }, true)
+		o := startOrigin(t, root, nil, up)
+		_, chain, err := getPieces(t, piecesURL(o, testRepo, d)+"?hash=sha256-chain")
+		if err != nil || len(chain) != len(chain1) || chain[0] != chain1[0]^1 || !bytes.Equal(chain[1:], chain1[1:]) {
+			t.Fatalf("chain after restart: %d bytes, %v; want the kept one", len(chain), err)
+		}
+		editChain(t, func(b []byte) { b[0] ^= 1 }, true) // as it was
+	})
+	t.Run("rotted chain rebuilt", func(t *testing.T) {
+		editChain(t, func(b []byte) { b[40] ^= 1 }, false)
+		restart(t)
+	})
+	t.Run("chain without the digest last rebuilt", func(t *testing.T) {
+		editChain(t, func(b []byte) { b[3*32] ^= 1 }, true)
 		restart(t)
 	})
 	t.Run("rotted piece hashes rebuilt", func(t *testing.T) {

@@ -53,8 +53,8 @@ func newSeeded(d digest.Digest, size, pieceLen int64, hashes *p2p.PieceHashes) (
 }
 
 // chainOf returns sd's sha256 chain, hashing the stored blob d for it the
-// first time it is asked for (a blob stored by an earlier run keeps only
-// its SHA-1s).
+// first time it is asked for if none was kept beside it (a blob stored by
+// a version that kept only SHA-1s, or a rotted list), and keeping it.
 func (o *Origin) chainOf(d digest.Digest, sd *seeded) (*p2p.PieceHashes, error) {
 	sd.chainMu.Lock()
 	defer sd.chainMu.Unlock()
@@ -71,6 +71,9 @@ func (o *Origin) chainOf(d digest.Digest, sd *seeded) (*p2p.PieceHashes, error) 
 		return nil, fmt.Errorf("piece hashes of %s: %w", d, err)
 	}
 	sd.chain = lists[0]
+	if err := o.keepList(d, metaChain, sd.chain); err != nil {
+		o.log.Warn("keep sha256 chain beside blob", "digest", d, "err", err)
+	}
 	return sd.chain, nil
 }
 

@@ -64,14 +64,17 @@ func (o *Origin) readList(d digest.Digest, name string, kind p2p.HashKind, size,
 	if sha256.Sum256(sums) != [sha256.Size]byte(check) {
 		return nil
 	}
-	h := p2p.NewPieceHashes(size, pieceLen)
-	if kind == p2p.HashChain {
+	var h *p2p.PieceHashes
+	switch kind {
+	case p2p.HashChain:
 		if h, err = p2p.NewChainHashes(size, pieceLen); err != nil {
 			return nil
 		}
 		if want, err := hex.DecodeString(d.Encoded()); err != nil || !bytes.HasSuffix(sums, want) {
 			return nil
 		}
+	default:
+		h = p2p.NewPieceHashes(size, pieceLen)
 	}
 	if h.Add(sums) != nil || !h.Complete() {
 		return nil
@@ -119,9 +122,9 @@ func (o *Origin) loadSeeded(d digest.Digest, file *os.File) (*seeded, error) {
 }
 
 // readSeeded reads what keepSeeded wrote beside blob d of size bytes; nil
-// if the metainfo or the SHA-1s are missing, damaged or incomplete. A
-// chain that is (kept by an older version, or rotted) is left nil, for
-// chainOf to hash when asked.
+// if the metainfo or the SHA-1s are missing, damaged or incomplete. The
+// chain, if so (an older version kept none), is left nil for chainOf to
+// hash when asked.
 func (o *Origin) readSeeded(d digest.Digest, size int64) *seeded {
 	raw, err := o.store.ReadMeta(d, metaTorrent)
 	if err != nil {

@@ -42,6 +42,7 @@ func runBenchSim(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.IntVar(&c.MaxPeers, "max-peers", sim.DefaultMaxPeers, "tracker max_peers")
 	announce := fs.Duration("announce-interval", time.Duration(sim.DefaultAnnounceInterval*float64(time.Second)), "p2p announce_interval")
 	fs.IntVar(&c.Reveal, "reveal", sim.DefaultReveal, "pieces the origin reveals to a peer at a time")
+	fs.IntVar(&c.Batch, "batch", 0, "shoal engine, a what-if: pieces an agent asks a peer for in one go, served to the end in one upload turn (0: one request at a time)")
 	fs.IntVar(&c.QueueDepth, "queue-depth", 0, "blocks an agent keeps requested on one connection (0: p2p requests_per_peer's rule, 20 ms of the download cap)")
 	chunk := fs.String("chunk-size", "auto", `block an agent requests at a time ("auto": the engine's, 128 KiB on shoal, 64 KiB on the library)`)
 	fs.StringVar(&c.Engine, "engine", sim.EngineShoal, `the agents' p2p.engine, "shoal" or "library" (the model of each is fitted to the real rows measured on it: --calibrate)`)
@@ -51,7 +52,7 @@ func runBenchSim(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.BoolVar(&c.NoBurst, "no-burst", false, "shoal engine, what-if: links without the limiters' burst (p2p's max(rate/20, 64 KiB) at once after a pause)")
 	fs.BoolVar(&c.NoUnderfed, "no-underfed", false, "shoal engine, what-if: without the underfed rule (p2p's: an agent under 90 % of its download cap keeps twice the requests to its quicker peers)")
 	fs.BoolVar(&c.InOrder, "in-order", false, "agents ask for the lowest index first instead of the rarest")
-	fs.StringVar(&c.UploadOrder, "upload-order", sim.UploadBehind, `shoal engine: the order its upload cap serves blocks in, "behind" (the peer that told the uploader of the fewest pieces first, as p2p does), "request" or "rare" (a what-if: as behind, a piece fewer of the uploader's peers hold first)`)
+	fs.StringVar(&c.UploadOrder, "upload-order", sim.UploadBehind, `shoal engine: the order its upload cap serves blocks in, "behind" (the peer that told the uploader of the fewest pieces first, as p2p does), "request", "rare" (a what-if: as behind, a piece fewer of the uploader's peers hold first) or "pace" (a what-if: the peer furthest behind its own download cap first)`)
 	fs.BoolVar(&c.SerialUploads, "serial-uploads", false, "what-if: agents upload one piece at a time at the cap, in request order")
 	rtt := fs.Duration("rtt", time.Duration(sim.DefaultRTT*float64(time.Second)), "round trip between nodes")
 	reqLat := fs.Duration("request-latency", 0, fmt.Sprintf("from a piece being requestable to its first byte, beyond one RTT (default: the engine's, %s on the library, %s on shoal)",

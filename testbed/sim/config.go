@@ -109,11 +109,21 @@ type Config struct {
 	// serves the blocks asked of it: "behind" (p2p's upload turns since
 	// 2026-12-04: the downloader that told the uploader of the fewest
 	// pieces first, Sim.toldBy, then request order), "request" (request
-	// order, the engine before) or "rare" (a
+	// order, the engine before), "rare" (a
 	// what-if, tried on the real swarm and not kept: "behind", each of
 	// the uploader's peers known to hold the piece counting as 1/128 of
-	// the blob more, up to 7; Sim.copies). The library's model ignores it.
+	// the blob more, up to 7; Sim.copies) or "pace" (a what-if: the
+	// downloader furthest behind its own cap first, what it told of
+	// against what its download cap could have brought it since it
+	// began). The library's model ignores it.
 	UploadOrder string
+	// Batch (a what-if for the shoal engine, tried on the real swarm and
+	// not kept): an agent asks another agent for up to Batch pieces in one
+	// go, only once that many slots are free (or none is in flight), and
+	// the uploader serves a batch it began to the end before it turns to
+	// another downloader; each piece still counts (Have, verification) as
+	// it arrives. 0 or 1: a request at a time, as p2p does.
+	Batch int
 	// RTT is the round trip between any two nodes; RequestLatency the time
 	// from a piece becoming requestable (a Have, a reveal, a free slot) to
 	// the first byte of the answer, beyond one RTT: the library's request
@@ -169,6 +179,7 @@ const (
 	UploadBehind  = "behind"
 	UploadRequest = "request"
 	UploadRare    = "rare"
+	UploadPace    = "pace"
 )
 
 // Engines of live swarms (p2p.EngineShoal, p2p.EngineLibrary).
@@ -274,6 +285,7 @@ func (c *Config) Validate() error {
 	check(c.MaxPeers >= 1, "max peers: want >= 1, got %d", c.MaxPeers)
 	check(c.AnnounceInterval > 0, "announce interval: want > 0, got %g", c.AnnounceInterval)
 	check(c.Reveal >= 1, "reveal: want >= 1, got %d", c.Reveal)
+	check(c.Batch >= 0 && c.Batch <= 64, "batch: want 0..64 pieces, got %d", c.Batch)
 	check(c.QueueDepth >= 0 && c.QueueDepth <= 255, "queue depth: want 0..255 blocks (0: from the rate), got %d", c.QueueDepth)
 	check(c.ChunkBytes >= 1, "chunk size: want >= 1 byte, got %d", c.ChunkBytes)
 	if c.ChunkBytes >= 1 && c.PieceBytes >= 1 {
@@ -281,7 +293,7 @@ func (c *Config) Validate() error {
 		check(k <= 255, "chunk size: %d chunks per piece, want at most 255", k)
 	}
 	check(c.Engine == EngineShoal || c.Engine == EngineLibrary, "engine: want %q or %q, got %q", EngineShoal, EngineLibrary, c.Engine)
-	check(c.UploadOrder == UploadBehind || c.UploadOrder == UploadRequest || c.UploadOrder == UploadRare, "upload order: want %q, %q or %q, got %q", UploadBehind, UploadRequest, UploadRare, c.UploadOrder)
+	check(c.UploadOrder == UploadBehind || c.UploadOrder == UploadRequest || c.UploadOrder == UploadRare || c.UploadOrder == UploadPace, "upload order: want %q, %q, %q or %q, got %q", UploadBehind, UploadRequest, UploadRare, UploadPace, c.UploadOrder)
 	check(c.HaveDelay >= 0, "have delay: want >= 0, got %g", c.HaveDelay)
 	check(c.MinStall >= 0, "min stall: want >= 0, got %g", c.MinStall)
 	check(c.MaxStall >= c.MinStall, "max stall: want >= min stall (%g), got %g", c.MinStall, c.MaxStall)

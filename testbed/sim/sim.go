@@ -78,6 +78,8 @@ type node struct {
 	pending    int
 
 	fromOrigin, fromPeers, wasted int64
+
+	turnBatch uint64 // Config.Batch: the batch this uploader's turn serves (0: none)
 }
 
 // transfer is one chunk of a piece on its way from one node to another.
@@ -89,6 +91,7 @@ type transfer struct {
 	active, live    bool
 	ver             uint32
 	seq             uint64  // the origin's reveal order
+	batch           uint64  // Config.Batch: the batch it was asked in (0: none)
 	asked           float64 // when it was requested
 	bytes, waste    int64
 }
@@ -134,6 +137,8 @@ type Sim struct {
 	dropped, cancelled int64   // connections closed to make room; blocks cancelled with them
 	traded             int64
 	reqSeq             uint64
+	batchSeq           uint64    // Config.Batch: batches asked so far
+	curBatch           uint64    // the batch request is asking in
 	engine             bool      // cfg.Engine is the shoal engine
 	bursts             bool      // the limiters' bursts are modelled (the engine, not NoBurst)
 	scratch            [2][]flow // reshare's buffers, one per cascade depth
@@ -689,7 +694,19 @@ func (s *Sim) schedule(w, v int32) {
 			s.flushHaves(w, ci) // they ride with the requests
 		}
 	}()
-	for int(n.slots[ci]) < s.queueDepth(n, ci) {
+	depth := s.queueDepth(n, ci)
+	batch := s.cfg.Batch > 1 && s.engine && v != origin
+	if batch {
+		depth = max(depth, s.cfg.Batch)
+		if n.slots[ci] > 0 && depth-int(n.slots[ci]) < s.cfg.Batch {
+			return // the next batch waits for room for a whole one
+		}
+		s.batchSeq++
+		s.curBatch = s.batchSeq
+		defer func() { s.curBatch = 0 }()
+		depth = min(depth, int(n.slots[ci])+s.cfg.Batch)
+	}
+	for int(n.slots[ci]) < depth {
 		p := s.choose(w, v)
 		if p < 0 {
 			return
@@ -765,6 +782,7 @@ func (s *Sim) request(v, w int32, p, k int) {
 		tr.waste = int64(float64(b) * s.cfg.Waste)
 		s.reqSeq++
 		tr.seq = s.reqSeq // SerialUploads: requests in arrival order
+		tr.batch = s.curBatch
 	}
 	tr.remaining = float64(tr.bytes + tr.waste)
 	s.nodes[v].upT = append(s.nodes[v].upT, id)
@@ -841,6 +859,7 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 	// keeps its reveal order.
 	behind := s.engine && u != origin && s.cfg.UploadOrder != UploadRequest
 	rare := s.cfg.UploadOrder == UploadRare
+	pace := s.cfg.UploadOrder == UploadPace
 	for _, id := range n.upT {
 		tr := &s.xfers[id]
 		if !tr.active {
@@ -855,10 +874,20 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 			// holds (p2p's hasN): its bitfield, then Haves of pieces the
 			// uploader lacked.
 			rank := uint64(s.toldBy(u, tr.to))
+			if pace {
+				// What it told of against what its own cap could have
+				// brought it since it began, in 1/1024.
+				d := s.nodes[tr.to]
+				due := max(1, min(float64(s.nPieces), (s.now-d.start)*d.down/float64(s.cfg.PieceBytes)))
+				rank = uint64(min(float64(rank)*1024/due, 1<<19))
+			}
 			if rare {
 				// In 1/4096 of the blob: that fraction, and 1/128 for each
 				// of the uploader's peers holding the piece, up to 7.
 				rank = rank<<12/uint64(s.nPieces) + uint64(min(s.copies(u, int(tr.piece)), 7))<<5
+			}
+			if tr.batch != 0 && tr.batch == n.turnBatch {
+				rank = 0 // the batch this turn began is served to its end
 			}
 			seq |= rank << 44
 		}
@@ -886,6 +915,9 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 	left := n.up
 	if u == origin || s.cfg.SerialUploads || s.engine {
 		sortFlows(flows, true)
+		if len(flows) > 0 && u != origin {
+			n.turnBatch = s.xfers[flows[0].id].batch
+		}
 		for _, f := range flows {
 			s.nodes[f.to].acc = 0 // what this uploader gave each downloader so far
 		}

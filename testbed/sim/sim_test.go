@@ -688,3 +688,77 @@ func TestOriginHandsOutAPieceLostWithItsHolder(t *testing.T) {
 		}
 	}
 }
+
+// UploadPace (a what-if) serves the downloader furthest behind its own cap
+// first: w1, with a fast link, holding 8 pieces of the 16 its cap could
+// have brought it, goes before w2, on a slow link, holding 1 of the 1.5
+// its cap could have; "behind" serves w2 first (it holds fewer).
+func TestEnginePaceOrderServesThePeerBehindItsCapFirst(t *testing.T) {
+	for _, tc := range []struct {
+		order         string
+		first, second float64
+	}{{UploadPace, 1e6, 0}, {UploadBehind, 0, 1e6}} {
+		s, err := New(Config{Agents: 3, BlobBytes: 1 << 20, PieceBytes: 64 << 10, Rate: 1e6, Engine: EngineShoal, UploadOrder: tc.order})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, w1, w2 := int32(1), int32(2), int32(3)
+		s.now = 10
+		s.nodes[w1].down, s.nodes[w2].down = 10e6, 10e3 // due: 16 pieces, and 1.5
+		s.nodes[w1].start, s.nodes[w2].start = 0, 0
+		for p := range 8 {
+			s.nodes[w1].have.set(p)
+			s.nodes[w1].nHave++
+		}
+		s.nodes[w2].have.set(8)
+		s.nodes[w2].nHave++
+		a := startBlock(s, u, w1, 10)
+		b := startBlock(s, u, w2, 11)
+		// w2's link takes 10 KB/s at most: what it leaves goes to w1.
+		ra, rb := s.xfers[a].rate, s.xfers[b].rate
+		if tc.first > 0 && ra < 0.98e6 || tc.second > 0 && rb < 9e3 || tc.second > 0 && ra > 0.991e6 {
+			t.Errorf("%s: w1 at %.0f B/s and w2 at %.0f, want w%d served first", tc.order, ra, rb, map[bool]int{true: 1, false: 2}[tc.first > 0])
+		}
+	}
+}
+
+// Batch (a what-if) keeps an uploader on a batch it began: w1's two
+// pieces, asked together, both go before w2's piece, though w2 holds less;
+// without batches w2 takes the upload as soon as it asks.
+func TestEngineBatchIsServedToItsEnd(t *testing.T) {
+	for _, batch := range []int{0, 2} {
+		s, err := New(Config{Agents: 3, BlobBytes: 1 << 20, PieceBytes: 32 << 10, Rate: 1e6, Engine: EngineShoal, Batch: batch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, w1, w2 := int32(1), int32(2), int32(3)
+		s.nodes[w1].down, s.nodes[w2].down = 10e6, 10e6
+		for p := range 8 {
+			s.nodes[w1].have.set(p)
+			s.nodes[w1].nHave++
+		}
+		if batch > 1 {
+			s.batchSeq++
+			s.curBatch = s.batchSeq
+		}
+		a1 := startBlock(s, u, w1, 10)
+		a2 := startBlock(s, u, w1, 11)
+		s.curBatch = 0
+		b := startBlock(s, u, w2, 12)
+		r1, rb := s.xfers[a1].rate, s.xfers[b].rate
+		if batch <= 1 {
+			if rb < 0.99e6 || r1 > 0 {
+				t.Errorf("no batch: w1's first piece at %.0f B/s, w2's at %.0f: want w2 (holding less) first", r1, rb)
+			}
+			continue
+		}
+		if r1 < 0.99e6 || rb > 0 {
+			t.Errorf("batch %d: w1's first piece at %.0f B/s, w2's at %.0f: want the batch's", batch, r1, rb)
+		}
+		s.now += 0.05
+		s.finishTransfer(a1)
+		if r2, rb := s.xfers[a2].rate, s.xfers[b].rate; r2 < 0.99e6 || rb > 0 {
+			t.Errorf("batch %d: w1's second piece at %.0f B/s, w2's at %.0f: want the batch's", batch, r2, rb)
+		}
+	}
+}

@@ -21,12 +21,21 @@ func lazyPair(t *testing.T) (*peerConn, *pp.Decoder, net.Conn) {
 // lazyPairOf is lazyPair on a transfer of the caller's.
 func lazyPairOf(t *testing.T, tr *transfer) (*peerConn, *pp.Decoder, net.Conn) {
 	t.Helper()
+	c, dec, far, start := connPair(t, tr)
+	start()
+	return c, dec, far
+}
+
+// connPair is a peerConn of tr on one end of a loopback TCP connection and
+// a decoder on the other; start runs the peerConn's writer.
+func connPair(t *testing.T, tr *transfer) (c *peerConn, dec *pp.Decoder, far net.Conn, start func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	far, err := net.Dial("tcp", ln.Addr().String())
+	far, err = net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,16 +45,22 @@ func lazyPairOf(t *testing.T, tr *transfer) (*peerConn, *pp.Decoder, net.Conn) {
 	}
 	var id [20]byte
 	copy(id[:], agentPeerIDPrefix)
-	c := newPeerConn(tr, near, netip.MustParseAddrPort("127.0.0.1:1"), id, false)
+	c = newPeerConn(tr, near, netip.MustParseAddrPort("127.0.0.1:1"), id, false)
 	done := make(chan struct{})
-	go func() { defer close(done); _ = c.writeLoop() }()
+	started := false
+	start = func() {
+		started = true
+		go func() { defer close(done); _ = c.writeLoop() }()
+	}
 	t.Cleanup(func() {
 		close(c.gone)
 		near.Close()
 		far.Close()
-		<-done
+		if started {
+			<-done
+		}
 	})
-	return c, &pp.Decoder{R: bufio.NewReader(far), MaxLength: 1 << 20}, far
+	return c, &pp.Decoder{R: bufio.NewReader(far), MaxLength: 1 << 20}, far, start
 }
 
 // TestLazyHavesRideWithTheNextWrite: Haves queued lazily go out with the

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	pp "github.com/anacrolix/torrent/peer_protocol"
@@ -62,6 +63,13 @@ type peerConn struct {
 	current   pp.RequestSpec   // that block
 	cancelled bool             // the peer cancelled it while it waited: it is not sent
 	wake      chan struct{}
+	held      bool // the writer took bytes from out that it has not written yet
+
+	// Direct writes (queue): the goroutine that queues a message writes
+	// it, when nobody else is writing and the writer holds nothing back.
+	raw    syscall.RawConn // nil: the writer writes everything
+	sendMu sync.Mutex      // held while bytes go to the socket
+	dspare []byte          // the direct writes' spare buffer (sendMu)
 }
 
 // Limits on what a peer may ask: a block at most maxBlock (superseed's),
@@ -83,17 +91,72 @@ func newPeerConn(t *transfer, conn net.Conn, addr netip.AddrPort, id [20]byte, o
 		agent: string(id[:3]) == agentPeerIDPrefix[:3], origin: outgoing && isOriginPeerID(id),
 		has: newBitset(t.n), choked: true, wake: make(chan struct{}, 1)}
 	c.lazyWait = lazyDelay(t)
+	if sc, ok := conn.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
 	c.lastRead.Store(now.Unix())
 	c.lastWrite.Store(now.Unix())
 	return c
 }
 
-// queue appends m to what the writer sends next.
+// queue sends m: at once from this goroutine, with the lazy messages, when
+// the socket is free and the writer holds nothing queued earlier; else (or
+// what the socket did not take) by the writer, signalled. A message is
+// mostly a reader's answer to the block or Have it just handled, and each
+// wake-up of the writer for it cost the scheduler more than the write.
 func (c *peerConn) queue(m pp.Message) {
 	c.wmu.Lock()
 	c.out = appendMessage(c.out, m)
+	if c.raw == nil || c.held || !c.sendMu.TryLock() {
+		c.wmu.Unlock()
+		c.signal()
+		return
+	}
+	b := c.takeLazyLocked(c.out)
+	c.out = c.dspare[:0]
 	c.wmu.Unlock()
-	c.signal()
+	n := c.writeNow(b)
+	if n < len(b) {
+		// The socket is full (or failed): the rest goes first, by the
+		// writer, which finds the error if there is one.
+		c.wmu.Lock()
+		c.out = append(append([]byte(nil), b[n:]...), c.out...)
+		c.wmu.Unlock()
+		c.signal()
+	}
+	c.dspare = b[:0]
+	c.sendMu.Unlock()
+}
+
+// writeNow writes b without waiting for the socket to take it, and
+// returns how much it took. c.sendMu is held.
+func (c *peerConn) writeNow(b []byte) int {
+	n := 0
+	_ = c.raw.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			k, err := syscall.Write(int(fd), b[n:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil || k <= 0 {
+				break
+			}
+			n += k
+		}
+		return true // never wait: what is left is the writer's
+	})
+	if n > 0 {
+		c.lastWrite.Store(time.Now().Unix())
+	}
+	return n
+}
+
+// wrote ends a write of bytes the writer took from out: direct writes may
+// go again.
+func (c *peerConn) wrote() {
+	c.wmu.Lock()
+	c.held = false
+	c.wmu.Unlock()
 }
 
 // queueLazy appends m to what the writer sends with its next write, or
@@ -330,6 +393,7 @@ func (c *peerConn) writeLoop() error {
 		}
 		out := c.takeLazyLocked(c.out)
 		c.out = spare[:0]
+		c.held = len(out) > 0
 		var rs pp.RequestSpec
 		serving := len(c.serve) > 0
 		if serving {
@@ -347,6 +411,7 @@ func (c *peerConn) writeLoop() error {
 			// alone if the peer cancelled it).
 			c.wmu.Lock()
 			out = c.takeLazyLocked(out)
+			c.held = len(out) > 0
 			c.serving = false
 			c.wmu.Unlock()
 			if errors.Is(err, errCancelled) {
@@ -359,6 +424,7 @@ func (c *peerConn) writeLoop() error {
 			if err := c.write(out); err != nil {
 				return err
 			}
+			c.wrote()
 			spare = out
 			continue
 		}
@@ -373,7 +439,10 @@ func (c *peerConn) writeLoop() error {
 		binary.BigEndian.PutUint32(hdr[5:], uint32(rs.Index))
 		binary.BigEndian.PutUint32(hdr[9:], uint32(rs.Begin))
 		bufs := net.Buffers{out, hdr[:], data}
+		c.sendMu.Lock()
 		_, err := bufs.WriteTo(c.conn)
+		c.sendMu.Unlock()
+		c.wrote()
 		blockBufs.Put(bp)
 		if err != nil {
 			return err
@@ -400,6 +469,7 @@ func (c *peerConn) awaitUpload(up *rate.Limiter, n int, out *[]byte) error {
 	flush := func() error {
 		err := c.write(*out)
 		*out = (*out)[:0]
+		c.wrote()
 		return err
 	}
 	tk := c.t.e.upTurn.Take(c.behind)
@@ -456,11 +526,13 @@ func waitFlushing[T any](c *peerConn, done <-chan T) error {
 			// outer loop looks at the queue before it waits.
 			c.wmu.Lock()
 			buf, c.out = c.takeLazyLocked(c.out), buf[:0]
+			c.held = len(buf) > 0
 			cancelled := c.cancelled
 			c.wmu.Unlock()
 			if err := c.write(buf); err != nil {
 				return err
 			}
+			c.wrote()
 			if cancelled {
 				return errCancelled
 			}
@@ -478,11 +550,15 @@ var (
 // may be waiting for the lock the caller holds.
 func (c *peerConn) closeAsync() { go c.conn.Close() }
 
+// write writes b, taken by the writer from out (or its own).
 func (c *peerConn) write(b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	if _, err := c.conn.Write(b); err != nil {
+	c.sendMu.Lock()
+	_, err := c.conn.Write(b)
+	c.sendMu.Unlock()
+	if err != nil {
 		return err
 	}
 	c.lastWrite.Store(time.Now().Unix())

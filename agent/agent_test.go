@@ -116,10 +116,13 @@ func TestFiftyConcurrentGetsShareOneDownload(t *testing.T) {
 	if n := c.Registry.BlobGets(d.String()); n != 1 {
 		t.Errorf("upstream GETs = %d, want 1", n)
 	}
-	m := metrics(t, a.AdminURL())
-	if got := m[`shoal_agent_pulls_total{result="ok"}`]; got != "1" {
-		t.Errorf("swarm downloads = %q, want 1", got)
-	}
+	// The pull counts itself once the blob is committed (synced and
+	// renamed), a moment after its clients had the last byte.
+	var m map[string]string
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		m = metrics(t, a.AdminURL())
+		return m[`shoal_agent_pulls_total{result="ok"}`] == "1"
+	}, "swarm downloads (shoal_agent_pulls_total{result=\"ok\"}) never 1")
 	miss, joined := m[`shoal_agent_blob_requests_total{result="miss"}`], m[`shoal_agent_blob_requests_total{result="joined"}`]
 	hit := m[`shoal_agent_blob_requests_total{result="hit"}`]
 	t.Logf("requests: miss %s, joined %s, hit %s", miss, joined, hit)

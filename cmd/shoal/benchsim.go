@@ -15,7 +15,7 @@ import (
 const benchSimUsage = `  shoal bench sim --agents N --size F --rate R [--origin-rate U] [--upstream-rate U] [--piece-size P]
                   [--warm-origins] [--uneven 0.25 [--slow-conns C]] [--late 0.25] [--churn 0.1] [--seed S] [--runs K]
                   [--conns C] [--max-peers M] [--announce-interval D] [--reveal K] [--queue-depth Q] [--chunk-size B]
-                  [--engine shoal|library] [--have-delay D] [--min-stall D] [--in-order] [--upload-order behind|request|rare] [--serial-uploads] [--rtt D] [--request-latency D] [--waste W] [--agent-times] [--json]
+                  [--engine shoal|library] [--have-delay D] [--min-stall D] [--in-order] [--upload-order behind|request|rare|pace] [--batch K] [--serial-uploads] [--rtt D] [--request-latency D] [--waste W] [--agent-times] [--json]
   shoal bench sim --calibrate [--runs K] [--json]   every real row against the model
 `
 

@@ -37,6 +37,10 @@ type engine struct {
 	ln       net.Listener
 	lib      *handoff
 	up, down *rate.Limiter
+	upCap    int64 // the upload cap, bytes per second (0: none)
+	// extHandshake is what peers speaking the extension protocol are told
+	// (uploadcap.go).
+	extHandshake pp.Message
 	// upTurn orders the blocks waiting for the upload cap: the one for the
 	// peer furthest behind goes first (peerConn.behind).
 	upTurn turn.Gate
@@ -55,6 +59,10 @@ func newEngine(n *Node, ln net.Listener, up, down *rate.Limiter) *engine {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &engine{n: n, cfg: n.cfg, log: n.log, ln: ln, up: up, down: down, ctx: ctx, cancel: cancel,
 		lib: &handoff{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}, transfers: map[metainfo.Hash]*transfer{}}
+	if up != nil && up.Limit() != rate.Inf && up.Limit() > 0 {
+		e.upCap = int64(up.Limit())
+	}
+	e.extHandshake = extHandshakeMessage(e.upCap)
 	e.wg.Go(e.acceptLoop)
 	e.wg.Go(e.tickLoop)
 	return e
@@ -157,28 +165,47 @@ func (e *engine) incoming(c net.Conn) {
 		e.lib.offer(e.ctx, &replayConn{Conn: c, r: io.MultiReader(bytes.NewReader(hs[:]), c)})
 		return
 	}
-	if err := WriteHandshake(c, ih, e.n.peerID); err != nil {
+	if err := writeHandshake(c, ih, e.n.peerID, true); err != nil {
 		c.Close()
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
 	var id [20]byte
 	copy(id[:], hs[48:])
-	t.attach(c, ap, id, false)
+	t.attach(c, ap, id, false, speaksExt(hs[:]))
 }
 
 // WriteHandshake writes the BitTorrent handshake for torrent ih from peer
-// id, with no extension bits (the engine and the origins' seeders speak
-// none).
+// id, with no extension bits (the origins' seeders speak none).
 func WriteHandshake(w io.Writer, ih metainfo.Hash, id [20]byte) error {
+	return writeHandshake(w, ih, id, false)
+}
+
+// writeHandshake is WriteHandshake, with the extension protocol's bit
+// (BEP 10) when ext is set: the engine speaks only its handshake
+// (extHandshake).
+func writeHandshake(w io.Writer, ih metainfo.Hash, id [20]byte, ext bool) error {
 	b := make([]byte, 0, 68)
 	b = append(b, pp.Protocol...)
-	b = append(b, make([]byte, 8)...) // no extensions
+	var reserved [8]byte
+	if ext {
+		reserved[extByte] |= extBit
+	}
+	b = append(b, reserved[:]...)
 	b = append(b, ih[:]...)
 	b = append(b, id[:]...)
 	_, err := w.Write(b)
 	return err
 }
+
+// The extension protocol's bit in the handshake's reserved bytes (BEP 10).
+const (
+	extByte = 5
+	extBit  = 0x10
+)
+
+// speaksExt reports whether handshake hs sets the extension protocol's bit.
+func speaksExt(hs []byte) bool { return hs[20+extByte]&extBit != 0 }
 
 // dial connects to a peer the tracker listed and joins it to t; origin
 // says which of t's dial counts it is in.
@@ -192,7 +219,7 @@ func (t *transfer) dial(ap netip.AddrPort, origin bool) {
 	if err == nil {
 		err = func() error {
 			_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
-			if err := WriteHandshake(c, t.mi.InfoHash, e.n.peerID); err != nil {
+			if err := writeHandshake(c, t.mi.InfoHash, e.n.peerID, true); err != nil {
 				return err
 			}
 			var hs [68]byte
@@ -205,7 +232,7 @@ func (t *transfer) dial(ap netip.AddrPort, origin bool) {
 			_ = c.SetDeadline(time.Time{})
 			var id [20]byte
 			copy(id[:], hs[48:])
-			t.attach(c, ap, id, true)
+			t.attach(c, ap, id, true, speaksExt(hs[:]))
 			return nil
 		}()
 		if err != nil {
@@ -229,8 +256,9 @@ func (t *transfer) dial(ap netip.AddrPort, origin bool) {
 	t.mu.Unlock()
 }
 
-// attach runs connection c to a peer whose handshake is done.
-func (t *transfer) attach(conn net.Conn, ap netip.AddrPort, id [20]byte, outgoing bool) {
+// attach runs connection c to a peer whose handshake is done; ext says
+// whether the peer speaks the extension protocol.
+func (t *transfer) attach(conn net.Conn, ap netip.AddrPort, id [20]byte, outgoing, ext bool) {
 	e := t.e
 	t.mu.Lock()
 	refuse := t.closed || id == e.n.peerID || e.n.bans.blocked(ap.Addr())
@@ -291,6 +319,9 @@ func (t *transfer) attach(conn net.Conn, ap netip.AddrPort, id [20]byte, outgoin
 			bf[i] = t.have.get(i)
 		}
 		c.queue(pp.Message{Type: pp.Bitfield, Bitfield: bf})
+	}
+	if ext {
+		c.queue(e.extHandshake)
 	}
 	c.queue(pp.Message{Type: pp.Unchoke}) // agents upload to every peer they keep
 	// Started under mu: once remove has marked t closed, no goroutine of t
@@ -579,9 +610,13 @@ func (t *transfer) tick(now time.Time) {
 		// could send (cancelled, so that it does not send them too late),
 		// and gets no more until it sends a block. Not an origin: its
 		// super-seeder queues uploads in reveal order on purpose, and its
-		// pieces are rarely held elsewhere.
+		// pieces are rarely held elsewhere. A peer that told us an upload
+		// cap twice ours serves us after its equals on purpose too
+		// (uploadcap.go): it loses the requests, not the next ones.
 		if !c.origin && len(c.reqs) > 0 && now.Sub(latest(c.lastBlock, c.reqs[0].at)) > c.stallAfter(t.blockLen(c.reqs[0].piece, c.reqs[0].block)) && t.moveStalledLocked(c) {
-			c.snubbedUntil = now.Add(snubTimeout)
+			if !c.faster() {
+				c.snubbedUntil = now.Add(snubTimeout)
+			}
 			t.fillAllLocked()
 		}
 	}

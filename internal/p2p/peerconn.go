@@ -19,9 +19,10 @@ import (
 )
 
 // peerConn is one connection of a transfer, on the BitTorrent wire protocol
-// (BEP 3, no extensions). A reader goroutine handles what the peer sends; a
-// writer goroutine writes what is queued for it (control messages batched
-// into one write, then the blocks it asked for, within the upload cap).
+// (BEP 3; of BEP 10 only the extension handshake, uploadcap.go). A reader
+// goroutine handles what the peer sends; a writer goroutine writes what is
+// queued for it (control messages batched into one write, then the blocks
+// it asked for, within the upload cap).
 type peerConn struct {
 	t        *transfer
 	conn     net.Conn
@@ -36,6 +37,7 @@ type peerConn struct {
 	// Guarded by t.mu.
 	has            bitset
 	hasN           atomic.Int32 // pieces it holds (read by the upload turn without t.mu)
+	peerUp         atomic.Int64 // the upload cap it told us (bytes per second, 0: none; uploadcap.go)
 	choked         bool         // it chokes us (it discards our requests)
 	interested     bool         // we told it we are
 	peerInterested bool
@@ -360,6 +362,9 @@ func appendMessage(b []byte, m pp.Message) []byte {
 	case pp.Request, pp.Cancel:
 		b = append(u32(b, 13), byte(m.Type))
 		return u32(u32(u32(b, uint32(m.Index)), uint32(m.Begin)), uint32(m.Length))
+	case pp.Extended:
+		b = append(u32(b, uint32(2+len(m.ExtendedPayload))), byte(pp.Extended), byte(m.ExtendedID))
+		return append(b, m.ExtendedPayload...)
 	case pp.Bitfield:
 		n := (len(m.Bitfield) + 7) / 8
 		b = append(u32(b, uint32(1+n)), byte(pp.Bitfield))
@@ -507,9 +512,14 @@ func (c *peerConn) awaitUpload(up *rate.Limiter, n int, out *[]byte) error {
 }
 
 // behind orders the blocks waiting for the upload cap (engine.upTurn): the
-// fraction of the blob the peer holds, as its Haves told us.
+// fraction of the blob the peer holds, as its Haves told us, after the
+// peers whose upload cap is under half ours (slower).
 func (c *peerConn) behind() uint64 {
-	return uint64(c.hasN.Load()) << 32 / uint64(max(1, c.t.n))
+	k := uint64(c.hasN.Load()) << 32 / uint64(max(1, c.t.n))
+	if c.slower() {
+		k += 1 << 33
+	}
+	return k
 }
 
 // waitFlushing waits for done, writing control messages queued meanwhile.
@@ -621,6 +631,9 @@ func (c *peerConn) handle(m pp.Message, t *transfer) error {
 			return fmt.Errorf("more than %d requests queued", maxServeQueue)
 		}
 		c.signal()
+		return nil
+	case pp.Extended:
+		c.gotExtended(m)
 		return nil
 	case pp.Cancel:
 		rs := m.RequestSpec()

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
 	"io"
 	"net"
 	"net/netip"
@@ -21,6 +20,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/internal/testutil"
 )
 
 func TestRequestsPerPeerFromDownloadRate(t *testing.T) {
@@ -62,13 +62,17 @@ type rawPeer struct {
 	delay      time.Duration        // before each block (0: 20 ms)
 	gate       <-chan struct{}      // closed: send the bitfield
 	interested chan struct{}        // closed when the node says it is interested
+	up         int64                // the upload cap told in its extension handshake (0: none)
 
 	mu      sync.Mutex
 	most    int
 	asked   []int // pieces requested, in order
 	lengths []int // the requests' lengths, in order
-	err     error
-	closed  bool
+	// askedAtCancel is len(asked) when the node first cancelled a request
+	// (-1: it has not).
+	askedAtCancel int
+	err           error
+	closed        bool
 }
 
 func startRawPeer(t *testing.T, blob []byte, mi *MetaInfo, opts ...func(*rawPeer)) *rawPeer {
@@ -77,7 +81,7 @@ func startRawPeer(t *testing.T, blob []byte, mi *MetaInfo, opts ...func(*rawPeer
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &rawPeer{ln: ln, blob: blob, mi: mi, interested: make(chan struct{})}
+	p := &rawPeer{ln: ln, blob: blob, mi: mi, interested: make(chan struct{}), askedAtCancel: -1}
 	for _, o := range opts {
 		o(p)
 	}
@@ -112,7 +116,11 @@ func (p *rawPeer) session(c net.Conn) error {
 	out = append(out, p.mi.InfoHash[:]...)
 	// A peer ID of its own: the node drops a second connection from the same ID.
 	out = append(out, fmt.Sprintf("-XX0001-rawpeer%05d", p.ln.Addr().(*net.TCPAddr).Port)...)
-	ext, err := bencode.Marshal(pp.ExtendedHandshakeMessage{M: map[pp.ExtensionName]pp.ExtensionNumber{}, Reqq: 1000})
+	var hello any = pp.ExtendedHandshakeMessage{M: map[pp.ExtensionName]pp.ExtensionNumber{}, Reqq: 1000}
+	if p.up > 0 {
+		hello = map[string]any{"m": map[string]any{}, "reqq": 1000, "shoal_up": p.up}
+	}
+	ext, err := bencode.Marshal(hello)
 	if err != nil {
 		return err
 	}
@@ -141,11 +149,11 @@ func (p *rawPeer) session(c net.Conn) error {
 	if p.gate != nil {
 		<-p.gate
 	}
-	hello := []pp.Message{{Type: pp.Bitfield, Bitfield: have}}
+	first := []pp.Message{{Type: pp.Bitfield, Bitfield: have}}
 	if !p.choke {
-		hello = append(hello, pp.Message{Type: pp.Unchoke})
+		first = append(first, pp.Message{Type: pp.Unchoke})
 	}
-	if err := send(hello...); err != nil {
+	if err := send(first...); err != nil {
 		return err
 	}
 	// Requests are answered one at a time, slowly, so that a node free to
@@ -190,6 +198,11 @@ func (p *rawPeer) session(c net.Conn) error {
 			queue <- m
 		case pp.Cancel:
 			pending.Delete(r)
+			p.mu.Lock()
+			if p.askedAtCancel < 0 {
+				p.askedAtCancel = len(p.asked)
+			}
+			p.mu.Unlock()
 		case pp.Interested:
 			p.mu.Lock()
 			if !p.closed {
@@ -374,6 +387,54 @@ func TestStalledRequestsGoToAPeerThatSends(t *testing.T) {
 	}
 	if n.RequestsMoved() == 0 {
 		t.Error("shoal_p2p_requests_moved_total counted no request taken back from the silent peer")
+	}
+}
+
+// A peer that told an upload cap over twice ours serves us after its
+// equals on purpose (uploadcap.go): requests that wait there past the stall
+// time go to another holder, as from any peer, but the peer is not snubbed,
+// and is asked again at once. A peer that told nothing is snubbed: nothing
+// more is asked of it for snubTimeout (30 s, longer than this download).
+func TestFasterPeerIsNotSnubbedForWaits(t *testing.T) {
+	if testEngine() == EngineLibrary {
+		t.Skip("the stall rule is the engine's")
+	}
+	for _, tc := range []struct {
+		up     int64
+		faster bool
+	}{{1_000_000, true}, {0, false}} {
+		const size, pieceLen = 4 << 20, 64 << 10
+		blob, mi := testBlobMeta(t, size, pieceLen)
+		silent := startRawPeer(t, blob, mi, func(p *rawPeer) { p.silent, p.up = true, tc.up })
+		seed := startRawPeer(t, blob, mi)
+		// 8 s for the blob; stall after 1.5 s; our upload cap a quarter of
+		// what the silent peer tells.
+		n := newTestNode(t, Config{DownloadRate: 512_000, UploadRate: 250_000})
+		sw, dl := downloadFromAddr(t, n, silent.ln.Addr().(*net.TCPAddr), blob, mi)
+		testutil.Eventually(t, 10*time.Second, func() bool {
+			silent.mu.Lock()
+			defer silent.mu.Unlock()
+			return len(silent.asked) > 0
+		}, "the silent peer was asked for nothing")
+		sw.m.addPeers([]netip.AddrPort{seed.ln.Addr().(*net.TCPAddr).AddrPort()}, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		if err := dl.Wait(ctx); err != nil {
+			cancel()
+			t.Fatalf("up %d: download: %v (%d of %d bytes)", tc.up, err, sw.BytesCompleted(), size)
+		}
+		cancel()
+		silent.mu.Lock()
+		at, all := silent.askedAtCancel, len(silent.asked)
+		silent.mu.Unlock()
+		switch {
+		case at < 0:
+			t.Errorf("up %d: the requests waiting at the silent peer were never moved (%d asked)", tc.up, all)
+		case tc.faster && all == at:
+			t.Errorf("a peer telling an upload cap 4x ours was asked nothing after its requests were moved (%d asked before): snubbed", at)
+		case !tc.faster && all > at:
+			t.Errorf("a silent peer telling no cap was asked %d more after its requests were moved: not snubbed", all-at)
+		}
+		t.Logf("up %d: %d requests before the first move, %d in all", tc.up, at, all)
 	}
 }
 

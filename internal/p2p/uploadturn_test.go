@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anacrolix/torrent/bencode"
 	pp "github.com/anacrolix/torrent/peer_protocol"
 	"golang.org/x/time/rate"
 
@@ -27,15 +28,26 @@ type rawLeech struct {
 
 func dialRawLeech(t *testing.T, n *Node, mi *MetaInfo, name string, has func(int) bool) *rawLeech {
 	t.Helper()
+	return dialRawLeechUp(t, n, mi, name, has, 0)
+}
+
+// dialRawLeechUp is dialRawLeech for a peer that speaks the extension
+// protocol and tells n its upload cap up (bytes per second) when up > 0.
+func dialRawLeechUp(t *testing.T, n *Node, mi *MetaInfo, name string, has func(int) bool, up int64) *rawLeech {
+	t.Helper()
 	var id [20]byte
 	copy(id[:], fmt.Sprintf("%s-%-12s", agentPeerIDPrefix, name))
-	c, dec := dialRaw(t, n, mi, id)
+	c, dec := dialRawExt(t, n, mi, id, up > 0)
 	l := &rawLeech{c: c, w: bufio.NewWriter(c), dec: dec}
 	bf := make([]bool, mi.Info.NumPieces())
 	for i := range bf {
 		bf[i] = has(i)
 	}
-	l.send(t, pp.Message{Type: pp.Bitfield, Bitfield: bf}, pp.Message{Type: pp.Interested})
+	l.send(t, pp.Message{Type: pp.Bitfield, Bitfield: bf})
+	if up > 0 {
+		l.send(t, extHandshakeMessage(up))
+	}
+	l.send(t, pp.Message{Type: pp.Interested})
 	for { // the seed's bitfield, then its unchoke
 		var m pp.Message
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -52,12 +64,19 @@ func dialRawLeech(t *testing.T, n *Node, mi *MetaInfo, name string, has func(int
 // back; the connection is closed when the test ends.
 func dialRaw(t *testing.T, n *Node, mi *MetaInfo, id [20]byte) (net.Conn, *pp.Decoder) {
 	t.Helper()
+	return dialRawExt(t, n, mi, id, false)
+}
+
+// dialRawExt is dialRaw, the handshake saying whether the peer speaks the
+// extension protocol.
+func dialRawExt(t *testing.T, n *Node, mi *MetaInfo, id [20]byte, ext bool) (net.Conn, *pp.Decoder) {
+	t.Helper()
 	c, err := net.Dial("tcp", n.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if err := WriteHandshake(c, mi.InfoHash, id); err != nil {
+	if err := writeHandshake(c, mi.InfoHash, id, ext); err != nil {
 		t.Fatal(err)
 	}
 	dec := &pp.Decoder{R: bufio.NewReader(c), MaxLength: 1 << 20}
@@ -170,6 +189,114 @@ func TestUploadGoesFirstToThePeerFurthestBehind(t *testing.T) {
 		t.Fatalf("the peer holding nothing got %d of %d blocks, want at least 3/8 of them (first come gives it a quarter)", b, all)
 	}
 	t.Logf("the peer holding nothing got %d of %d blocks; the three holding half: %d, %d, %d", b, all, got[0].Load(), got[1].Load(), got[2].Load())
+}
+
+// Blocks for a peer that told us an upload cap under half ours wait for
+// those of the other peers, whatever it holds: a piece multiplies at the
+// rate its holder passes it on. The setting of the test above, the peer
+// holding nothing now on a link at a quarter of the seed's (and saying
+// so): served first as the peer behind, it got about half of the blocks;
+// now it waits while any other peer's request does, and gets the rest once
+// they stop.
+func TestUploadGoesToSlowerPeersAfterTheRest(t *testing.T) {
+	if testEngine() == EngineLibrary {
+		t.Skip("the engine's upload turns (SHOAL_TEST_P2P_ENGINE=library runs the library)")
+	}
+	const pieceLen = 32 << 10
+	const up = 200_000 // a block every ~160 ms
+	blob, mi := testBlobMeta(t, 64*pieceLen, pieceLen)
+	seed := cappedSeederOn(t, EngineShoal, up, blob, mi, agentPeerIDPrefix)
+	var leeches []*rawLeech
+	for k := range 3 {
+		leeches = append(leeches, dialRawLeechUp(t, seed, mi, fmt.Sprintf("ahead%d", k), func(i int) bool { return i < 32 }, up))
+	}
+	slow := dialRawLeechUp(t, seed, mi, "slow", func(int) bool { return false }, up/4)
+	leeches = append(leeches, slow)
+	var got [4]atomic.Int32
+	stop := make(chan struct{})
+	errs := make(chan error, len(leeches))
+	var wg sync.WaitGroup
+	for k, l := range leeches {
+		first := 32 + 10*k
+		if l == slow {
+			first = 0
+		}
+		wg.Go(func() { errs <- l.fetch(first, pieceLen, stop, &got[k]) })
+	}
+	const total = 24
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		n := int32(0)
+		for k := range got {
+			n += got[k].Load()
+		}
+		return n >= total
+	}, "the seed sent fewer than 24 blocks in 30 s")
+	all, b := int32(0), got[3].Load()
+	for k := range got {
+		all += got[k].Load()
+	}
+	close(stop)
+	wg.Wait() // the slow peer's request in flight is served once the others stop
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("fetching: %v", err)
+		}
+	}
+	// First come: about all/4 (6 of 24); as the peer behind, about all/2.
+	if b*8 >= all {
+		t.Fatalf("the slower peer got %d of %d blocks while the others asked, want under 1/8 of them", b, all)
+	}
+	t.Logf("the slower peer got %d of %d blocks; the three at the seed's cap: %d, %d, %d", b, all, got[0].Load(), got[1].Load(), got[2].Load())
+}
+
+// An engine tells a peer that speaks the extension protocol its upload cap
+// in the extension handshake, and says nothing of it to one that does not.
+func TestEngineTellsItsUploadCap(t *testing.T) {
+	if testEngine() == EngineLibrary {
+		t.Skip("the engine's extension handshake (SHOAL_TEST_P2P_ENGINE=library runs the library)")
+	}
+	blob, mi := testBlobMeta(t, 4*MinPieceLength, MinPieceLength)
+	seed := cappedSeederOn(t, EngineShoal, 300_000, blob, mi, agentPeerIDPrefix)
+	for _, ext := range []bool{true, false} {
+		var id [20]byte
+		copy(id[:], fmt.Sprintf("%s-ext-%-8v", agentPeerIDPrefix, ext))
+		c, dec := dialRawExt(t, seed, mi, id, ext)
+		var told []extHandshake
+		for { // the seed's bitfield, its extension handshake if any, its unchoke
+			var m pp.Message
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if err := dec.Decode(&m); err != nil {
+				t.Fatalf("ext %v: waiting for the unchoke: %v", ext, err)
+			}
+			if m.Type == pp.Extended {
+				var h extHandshake
+				if m.ExtendedID != pp.HandshakeExtendedID {
+					t.Fatalf("ext %v: extension message %d, want only the handshake (0)", ext, m.ExtendedID)
+				}
+				var d map[string]any
+				if err := bencode.Unmarshal(m.ExtendedPayload, &d); err != nil {
+					t.Fatalf("ext %v: extension handshake %q: %v", ext, m.ExtendedPayload, err)
+				}
+				if _, ok := d["m"].(map[string]any); !ok {
+					t.Fatalf("ext %v: extension handshake %q without its m dictionary (BEP 10)", ext, m.ExtendedPayload)
+				}
+				if err := bencode.Unmarshal(m.ExtendedPayload, &h); err != nil {
+					t.Fatalf("ext %v: extension handshake %q: %v", ext, m.ExtendedPayload, err)
+				}
+				told = append(told, h)
+			}
+			if m.Type == pp.Unchoke {
+				break
+			}
+		}
+		switch {
+		case ext && (len(told) != 1 || told[0].Up != 300_000):
+			t.Errorf("a peer speaking the extension protocol was told %+v, want one handshake with m and shoal_up 300000", told)
+		case !ext && len(told) != 0:
+			t.Errorf("a peer not speaking the extension protocol was sent %+v", told)
+		}
+	}
 }
 
 // A block waiting for its turn at the upload cap is dropped when the peer

@@ -17,7 +17,9 @@ type RealRow struct {
 	Warm       bool
 	P50, Max   float64 // measured, over T_min
 	// Code is the agents' engine and request window when the row was
-	// measured: "engine+underfed" (Shoal's own engine with upload turns,
+	// measured: "engine+slowerlast" (the next, and the upload turns serve
+	// peers that told an upload cap under half the uploader's last:
+	// 2026-12-06 on), "engine+underfed" (Shoal's own engine with upload turns,
 	// 128 KiB blocks and the underfed rule: 2026-12-05 on),
 	// "engine+128KiB" (the same without the underfed rule: 2026-12-04,
 	// afternoon, to 2026-12-05), "engine+turns" (the same
@@ -43,12 +45,13 @@ type RealRow struct {
 }
 
 const (
-	codeUnderfed = "engine+underfed"
-	codeBlocks   = "engine+128KiB"
-	codeTurns    = "engine+turns"
-	codeEngine   = "engine"
-	codeRPP      = "requests_per_peer"
-	codeLib      = "library"
+	codeSlowerLast = "engine+slowerlast"
+	codeUnderfed   = "engine+underfed"
+	codeBlocks     = "engine+128KiB"
+	codeTurns      = "engine+turns"
+	codeEngine     = "engine"
+	codeRPP        = "requests_per_peer"
+	codeLib        = "library"
 )
 
 // underfedDir holds the engine's runs with the underfed rule and the build
@@ -287,7 +290,12 @@ func Calibrate(ctx context.Context, base Config, rows []RealRow, seeds int) ([]C
 		c.PieceBytes = r.PieceBytes
 		c.Uneven, c.Late, c.Churn, c.SlowConns = r.Uneven, r.Late, r.Churn, r.SlowConns
 		c.Engine = EngineLibrary
+		// Rows before the slower-last rule (every row measured with equal
+		// links runs the same either way).
+		c.NoSlowerLast = r.Code != codeSlowerLast
 		switch r.Code {
+		case codeSlowerLast:
+			c.Engine, c.UploadOrder = EngineShoal, UploadBehind
 		case codeUnderfed:
 			c.Engine, c.UploadOrder = EngineShoal, UploadBehind
 		case codeBlocks:

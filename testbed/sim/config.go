@@ -96,6 +96,11 @@ type Config struct {
 	// faster half by gap between blocks; the engine before, and the model
 	// before 2026-12-05, evening).
 	NoUnderfed bool
+	// NoSlowerLast drops the slower-last rule from the shoal engine's
+	// upload turns (p2p since 2026-12-06: peers tell their upload cap, and
+	// an agent serves those under half its own after the others, the
+	// origin's uploads aside; the engine before, and the model before).
+	NoSlowerLast bool
 	// InOrder makes agents ask for the lowest-index piece a peer has
 	// instead of the library's rarest-first (availability, then index).
 	InOrder bool

@@ -879,12 +879,17 @@ func (s *Sim) reshareDepth(u int32, depth int) {
 				// brought it since it began, in 1/1024.
 				d := s.nodes[tr.to]
 				due := max(1, min(float64(s.nPieces), (s.now-d.start)*d.down/float64(s.cfg.PieceBytes)))
-				rank = uint64(min(float64(rank)*1024/due, 1<<19))
+				rank = uint64(min(float64(rank)*1024/due, 1<<19-1))
 			}
 			if rare {
 				// In 1/4096 of the blob: that fraction, and 1/128 for each
 				// of the uploader's peers holding the piece, up to 7.
 				rank = rank<<12/uint64(s.nPieces) + uint64(min(s.copies(u, int(tr.piece)), 7))<<5
+			}
+			if !s.cfg.NoSlowerLast && s.nodes[tr.to].up < n.up/2 {
+				// Told an upload cap under half ours: after the others
+				// (p2p peerConn.behind, slower). Ranks stay under 2^20.
+				rank = min(rank, 1<<19-1) | 1<<19
 			}
 			if tr.batch != 0 && tr.batch == n.turnBatch {
 				rank = 0 // the batch this turn began is served to its end

@@ -722,6 +722,34 @@ func TestEnginePaceOrderServesThePeerBehindItsCapFirst(t *testing.T) {
 	}
 }
 
+// The engine's upload turns serve a peer that told an upload cap under half
+// the uploader's after the others (p2p's slower-last rule), though it holds
+// less; without the rule (NoSlowerLast) the peer holding less goes first.
+func TestEngineServesSlowerPeersLast(t *testing.T) {
+	for _, off := range []bool{false, true} {
+		s, err := New(Config{Agents: 3, BlobBytes: 1 << 20, PieceBytes: 64 << 10, Rate: 1e6, Engine: EngineShoal, NoSlowerLast: off})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, w1, w2 := int32(1), int32(2), int32(3)
+		s.nodes[w1].down, s.nodes[w2].down = 10e6, 10e6
+		s.nodes[w2].up = 250e3 // its link's upload at a quarter of u's
+		for p := range 8 {
+			s.nodes[w1].have.set(p)
+			s.nodes[w1].nHave++
+		}
+		a := startBlock(s, u, w1, 10)
+		b := startBlock(s, u, w2, 11)
+		ra, rb := s.xfers[a].rate, s.xfers[b].rate
+		if !off && (ra < 0.99e6 || rb > 0) {
+			t.Errorf("slower last: w1 (holding 8 pieces) at %.0f B/s, the slower w2 (holding none) at %.0f: want w1 first", ra, rb)
+		}
+		if off && (rb < 0.99e6 || ra > 0) {
+			t.Errorf("no slower-last rule: w1 at %.0f B/s, w2 at %.0f: want w2, holding less, first", ra, rb)
+		}
+	}
+}
+
 // Batch (a what-if) keeps an uploader on a batch it began: w1's two
 // pieces, asked together, both go before w2's piece, though w2 holds less;
 // without batches w2 takes the upload as soon as it asks.

@@ -8,9 +8,10 @@ import (
 )
 
 // Decode parses a message body as ReadMessages hands it over (not a
-// keep-alive: the body is not empty). A block's data (m.Piece) is a slice
-// of body, not a copy. Messages the engines do not speak (extensions, DHT
-// port, fast and v2 messages) come back with their type only.
+// keep-alive: the body is not empty). A block's data (m.Piece) and an
+// extension message's payload are slices of body, not copies. Messages the
+// engines do not speak (DHT port, fast and v2 messages) come back with their
+// type only.
 func Decode(body []byte) (pp.Message, error) {
 	var m pp.Message
 	if len(body) == 0 {
@@ -49,7 +50,12 @@ func Decode(body []byte) (pp.Message, error) {
 		for i := range m.Bitfield {
 			m.Bitfield[i] = p[i/8]&(0x80>>(i%8)) != 0
 		}
-	case pp.Port, pp.Extended, pp.HashRequest, pp.Hashes, pp.HashReject:
+	case pp.Extended:
+		if len(p) < 1 {
+			return m, fmt.Errorf("wire: extended message of %d bytes", len(p))
+		}
+		m.ExtendedID, m.ExtendedPayload = pp.ExtensionNumber(p[0]), p[1:]
+	case pp.Port, pp.HashRequest, pp.Hashes, pp.HashReject:
 	default:
 		return m, fmt.Errorf("wire: unknown message type %d", m.Type)
 	}

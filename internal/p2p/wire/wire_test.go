@@ -290,6 +290,8 @@ func TestDecode(t *testing.T) {
 		{Type: pp.Cancel, Index: 4, Begin: 0, Length: 32 << 10},
 		{Type: pp.Piece, Index: 5, Begin: 1 << 17, Piece: block},
 		{Type: pp.Bitfield, Bitfield: []bool{true, false, false, true, true, false, false, false, true, false, false, false, false, false, false, true}},
+		{Type: pp.Extended, ExtendedID: pp.HandshakeExtendedID, ExtendedPayload: []byte("d1:md1:xi5ee8:shoal_upi1000000ee")},
+		{Type: pp.Extended, ExtendedID: 3, ExtendedPayload: []byte{}},
 	}
 	for _, m := range msgs {
 		b, err := m.MarshalBinary()
@@ -314,6 +316,7 @@ func TestDecode(t *testing.T) {
 		{byte(pp.Request), 0, 0, 0, 1, 0, 0, 0, 2},
 		{byte(pp.Piece), 0, 0, 0, 1},
 		{byte(pp.Choke), 1},
+		{byte(pp.Extended)},
 		{99},
 	} {
 		if m, err := wire.Decode(bad); err == nil {

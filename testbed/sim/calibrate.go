@@ -58,6 +58,7 @@ const (
 // before (2026-12-05), underfedBaseDir the default build's runs of the
 // day after (the "-base-" runs of a lever not kept).
 const (
+	slowerLastDir   = "bench/scale/levers/engine/slowerlast/"
 	underfedDir     = "bench/scale/levers/engine/underfed/"
 	underfedBaseDir = "bench/scale/levers/engine/underfedconns/"
 )
@@ -96,6 +97,11 @@ const beforeMessages = "bench/scale/levers/engine/scale-before-messages.json"
 // N = 256 at 0.125 MB/s, uneven links with fewer connections), and the
 // older rows of issue 14's table.
 var RealRows = []RealRow{
+	// The upload turns serving peers that told an upload cap under half
+	// the uploader's last (commit 247dd5e, 2026-12-06; mean of the runs).
+	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (slower last, 2026-12-06)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.061, 1.124, codeSlowerLast, true, slowerLastDir + "uneven-cold-u1-after-{1..4}.json", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s warm, 1/4 at R/4 (over own bound) (slower last, 2026-12-06)", 64, 16 << 20, 32 << 10, 1e6, 0, true, 1.068, 1.096, codeSlowerLast, true, slowerLastDir + "uneven-warm-u1-after-{1,2}.json", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, origin 10MB/s, 1/4 at R/4 (over own bound) (slower last, 2026-12-06)", 64, 16 << 20, 32 << 10, 1e6, 10e6, false, 1.019, 1.139, codeSlowerLast, true, slowerLastDir + "uneven-cold-u10-after-{1,2}.json", 0.25, 0, 0, 0},
 	// Shoal's own engine with the underfed rule (commit a9a8ba4, 2026-12-05):
 	// that day's runs of it, with the default build's runs interleaved with
 	// a lever tried and not kept (mean of the runs).

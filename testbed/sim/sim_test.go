@@ -405,6 +405,8 @@ func TestCalibration(t *testing.T) {
 		"N=64 16MiB 1MB/s, origin 10MB/s, 1/4 at R/4 (over own bound) (underfed, 2026-12-05)",
 		// And the origin's new pieces to peers fetching nothing first.
 		"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (idle first, 2026-12-05)",
+		// And the upload turns serving slower peers last.
+		"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (slower last, 2026-12-06)",
 	}
 	var rows []RealRow
 	for _, r := range RealRows {

@@ -151,44 +151,13 @@ func TestUploadGoesFirstToThePeerFurthestBehind(t *testing.T) {
 	for k := range 3 {
 		leeches = append(leeches, dialRawLeech(t, seed, mi, fmt.Sprintf("ahead%d", k), func(i int) bool { return i < 32 }))
 	}
-	behind := dialRawLeech(t, seed, mi, "behind", func(int) bool { return false })
-	leeches = append(leeches, behind)
-	var got [4]atomic.Int32
-	stop := make(chan struct{})
-	errs := make(chan error, len(leeches))
-	var wg sync.WaitGroup
-	for k, l := range leeches {
-		first := 32 + 10*k
-		if l == behind {
-			first = 0
-		}
-		wg.Go(func() { errs <- l.fetch(first, pieceLen, stop, &got[k]) })
-	}
-	const total = 24
-	testutil.Eventually(t, 30*time.Second, func() bool {
-		n := int32(0)
-		for k := range got {
-			n += got[k].Load()
-		}
-		return n >= total
-	}, "the seed sent fewer than 24 blocks in 30 s")
-	close(stop)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatalf("fetching: %v", err)
-		}
-	}
-	all, b := int32(0), got[3].Load()
-	for k := range got {
-		all += got[k].Load()
-	}
+	leeches = append(leeches, dialRawLeech(t, seed, mi, "behind", func(int) bool { return false }))
+	got, all := fetchTurns(t, leeches, pieceLen, 24)
 	// First come: about all/4 (6 of 24); here about all/2.
-	if b*8 < all*3 {
+	if b := got[3]; b*8 < all*3 {
 		t.Fatalf("the peer holding nothing got %d of %d blocks, want at least 3/8 of them (first come gives it a quarter)", b, all)
 	}
-	t.Logf("the peer holding nothing got %d of %d blocks; the three holding half: %d, %d, %d", b, all, got[0].Load(), got[1].Load(), got[2].Load())
+	t.Logf("the peer holding nothing got %d of %d blocks; the three holding half: %v", got[3], all, got[:3])
 }
 
 // Blocks for a peer that told us an upload cap under half ours wait for
@@ -210,44 +179,54 @@ func TestUploadGoesToSlowerPeersAfterTheRest(t *testing.T) {
 	for k := range 3 {
 		leeches = append(leeches, dialRawLeechUp(t, seed, mi, fmt.Sprintf("ahead%d", k), func(i int) bool { return i < 32 }, up))
 	}
-	slow := dialRawLeechUp(t, seed, mi, "slow", func(int) bool { return false }, up/4)
-	leeches = append(leeches, slow)
-	var got [4]atomic.Int32
+	leeches = append(leeches, dialRawLeechUp(t, seed, mi, "slow", func(int) bool { return false }, up/4))
+	got, all := fetchTurns(t, leeches, pieceLen, 24)
+	// First come: about all/4 (6 of 24); as the peer behind, about all/2.
+	if b := got[3]; b*8 >= all {
+		t.Fatalf("the slower peer got %d of %d blocks while the others asked, want under 1/8 of them", b, all)
+	}
+	t.Logf("the slower peer got %d of %d blocks; the three at the seed's cap: %v", got[3], all, got[:3])
+}
+
+// fetchTurns has each leech keep a request in flight (the last from piece
+// 0, the others from piece 32 on, 10 apart) until the seed has sent total
+// blocks, and returns how many each had got by then, and their sum. The
+// leeches then stop; a request still in flight is served first.
+func fetchTurns(t *testing.T, leeches []*rawLeech, pieceLen, total int) ([]int32, int32) {
+	t.Helper()
+	got := make([]atomic.Int32, len(leeches))
 	stop := make(chan struct{})
 	errs := make(chan error, len(leeches))
 	var wg sync.WaitGroup
 	for k, l := range leeches {
 		first := 32 + 10*k
-		if l == slow {
+		if k == len(leeches)-1 {
 			first = 0
 		}
 		wg.Go(func() { errs <- l.fetch(first, pieceLen, stop, &got[k]) })
 	}
-	const total = 24
-	testutil.Eventually(t, 30*time.Second, func() bool {
-		n := int32(0)
+	counts := func() ([]int32, int32) {
+		n, all := make([]int32, len(got)), int32(0)
 		for k := range got {
-			n += got[k].Load()
+			n[k] = got[k].Load()
+			all += n[k]
 		}
-		return n >= total
-	}, "the seed sent fewer than 24 blocks in 30 s")
-	all, b := int32(0), got[3].Load()
-	for k := range got {
-		all += got[k].Load()
+		return n, all
 	}
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		_, all := counts()
+		return all >= int32(total)
+	}, "the seed sent fewer than %d blocks in 30 s", total)
+	n, all := counts()
 	close(stop)
-	wg.Wait() // the slow peer's request in flight is served once the others stop
+	wg.Wait()
 	close(errs)
 	for err := range errs {
 		if err != nil {
 			t.Fatalf("fetching: %v", err)
 		}
 	}
-	// First come: about all/4 (6 of 24); as the peer behind, about all/2.
-	if b*8 >= all {
-		t.Fatalf("the slower peer got %d of %d blocks while the others asked, want under 1/8 of them", b, all)
-	}
-	t.Logf("the slower peer got %d of %d blocks; the three at the seed's cap: %d, %d, %d", b, all, got[0].Load(), got[1].Load(), got[2].Load())
+	return n, all
 }
 
 // An engine tells a peer that speaks the extension protocol its upload cap

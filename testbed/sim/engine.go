@@ -100,9 +100,9 @@ func (s *Sim) moveStalled(a int32) bool {
 			n.slots[ci]--
 			took = true
 		}
-		if took && (s.cfg.NoSlowerLast || s.nodes[v].up < 2*n.up) {
-			// Not a peer that told an upload cap twice ours: it serves
-			// us after its equals on purpose (p2p's stall rule).
+		if took && (s.cfg.NoSlowerLast || s.nodes[v].up <= 2*n.up) {
+			// Not a peer that told an upload cap over twice ours, which
+			// serves us after its equals on purpose (p2p's stall rule).
 			n.snubUntil[ci] = s.now + snubFor
 		}
 		if took {

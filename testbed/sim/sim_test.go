@@ -347,10 +347,7 @@ func TestEngineUploadsToThePeerBehindFirst(t *testing.T) {
 		}
 		u, w1, w2 := int32(1), int32(2), int32(3)
 		s.nodes[w1].down, s.nodes[w2].down = 10e6, 10e6
-		for p := range tc.w1Has {
-			s.nodes[w1].have.set(p)
-			s.nodes[w1].nHave++
-		}
+		hold(s, w1, 0, tc.w1Has)
 		// Agents 4-12 are u's peers, holding pieces 10 and 11 since
 		// before the connection (their bitfields told u).
 		for k := range max(tc.copies1, tc.copies2) {
@@ -470,14 +467,8 @@ func TestEngineTurnsRankByWhatThePeerTold(t *testing.T) {
 	}
 	u, w1, w2 := int32(1), int32(2), int32(3)
 	s.nodes[w1].down, s.nodes[w2].down = 10e6, 10e6
-	for p := range 8 {
-		s.nodes[w1].have.set(p)
-		s.nodes[w1].nHave++
-	}
-	for p := range 2 {
-		s.nodes[w2].have.set(8 + p)
-		s.nodes[w2].nHave++
-	}
+	hold(s, w1, 0, 8)
+	hold(s, w2, 8, 10)
 	nu := s.nodes[u]
 	nu.conns, nu.since, nu.toldN = append(nu.conns, w2, w1), append(nu.since, 0, 0), append(nu.toldN, 2, 0)
 	nu.lazyAt = append(nu.lazyAt, 0, 0) // no lazy Haves due
@@ -499,10 +490,7 @@ func TestToldCountsBitfieldAndHaves(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := int32(1), int32(2)
-	for p := range 3 {
-		s.nodes[b].have.set(p)
-		s.nodes[b].nHave++
-	}
+	hold(s, b, 0, 3)
 	s.nodes[a].joined, s.nodes[b].joined = true, true
 	s.connect(a, b)
 	if !slices.Contains(s.nodes[a].conns, b) {
@@ -708,12 +696,8 @@ func TestEnginePaceOrderServesThePeerBehindItsCapFirst(t *testing.T) {
 		s.now = 10
 		s.nodes[w1].down, s.nodes[w2].down = 10e6, 10e3 // due: 16 pieces, and 1.5
 		s.nodes[w1].start, s.nodes[w2].start = 0, 0
-		for p := range 8 {
-			s.nodes[w1].have.set(p)
-			s.nodes[w1].nHave++
-		}
-		s.nodes[w2].have.set(8)
-		s.nodes[w2].nHave++
+		hold(s, w1, 0, 8)
+		hold(s, w2, 8, 9)
 		a := startBlock(s, u, w1, 10)
 		b := startBlock(s, u, w2, 11)
 		// w2's link takes 10 KB/s at most: what it leaves goes to w1.
@@ -736,10 +720,7 @@ func TestEngineServesSlowerPeersLast(t *testing.T) {
 		u, w1, w2 := int32(1), int32(2), int32(3)
 		s.nodes[w1].down, s.nodes[w2].down = 10e6, 10e6
 		s.nodes[w2].up = 250e3 // its link's upload at a quarter of u's
-		for p := range 8 {
-			s.nodes[w1].have.set(p)
-			s.nodes[w1].nHave++
-		}
+		hold(s, w1, 0, 8)
 		a := startBlock(s, u, w1, 10)
 		b := startBlock(s, u, w2, 11)
 		ra, rb := s.xfers[a].rate, s.xfers[b].rate
@@ -763,10 +744,7 @@ func TestEngineBatchIsServedToItsEnd(t *testing.T) {
 		}
 		u, w1, w2 := int32(1), int32(2), int32(3)
 		s.nodes[w1].down, s.nodes[w2].down = 10e6, 10e6
-		for p := range 8 {
-			s.nodes[w1].have.set(p)
-			s.nodes[w1].nHave++
-		}
+		hold(s, w1, 0, 8)
 		if batch > 1 {
 			s.batchSeq++
 			s.curBatch = s.batchSeq
@@ -790,5 +768,13 @@ func TestEngineBatchIsServedToItsEnd(t *testing.T) {
 		if r2, rb := s.xfers[a2].rate, s.xfers[b].rate; r2 < 0.99e6 || rb > 0 {
 			t.Errorf("batch %d: w1's second piece at %.0f B/s, w2's at %.0f: want the batch's", batch, r2, rb)
 		}
+	}
+}
+
+// hold gives node w pieces [from, to) without telling anyone.
+func hold(s *Sim, w int32, from, to int) {
+	for p := from; p < to; p++ {
+		s.nodes[w].have.set(p)
+		s.nodes[w].nHave++
 	}
 }

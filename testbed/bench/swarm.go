@@ -123,8 +123,11 @@ type SwarmResult struct {
 	// Read-like and write-like system calls the process made during the
 	// run (in-process runs): a measure of per-message work that does not
 	// move with the machine's load the way CPU time does.
-	ReadSyscalls     int64    `json:"read_syscalls,omitempty"`
-	WriteSyscalls    int64    `json:"write_syscalls,omitempty"`
+	ReadSyscalls  int64 `json:"read_syscalls,omitempty"`
+	WriteSyscalls int64 `json:"write_syscalls,omitempty"`
+	// EmptyReads is how many of the peer-wire readers' reads found the
+	// socket empty (the probes for a reset; wire.Recvmsgs).
+	EmptyReads       int64    `json:"empty_reads,omitempty"`
 	PeakRSSBytes     int64    `json:"peak_rss_bytes"`
 	DirectSecondsP50 float64  `json:"direct_seconds_p50,omitempty"`
 	DirectSecondsMax float64  `json:"direct_seconds_max,omitempty"`
@@ -229,17 +232,18 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	}
 	cpu0, t0 := procstat.CPUSeconds(), time.Now()
 	sr0, sw0 := procstat.Syscalls()
-	rm0, _ := wire.Recvmsgs()
+	rm0, em0 := wire.Recvmsgs()
 	r.Clients = runClients(ctx, c, o, sc, benchRepo, d, want, clients.pull)
 	wall := time.Since(t0).Seconds()
 	r.CPUSeconds = procstat.CPUSeconds() - cpu0
 	sr1, sw1 := procstat.Syscalls()
-	rm1, _ := wire.Recvmsgs()
+	rm1, em1 := wire.Recvmsgs()
 	if r.ClientCPUSeconds, err = clients.close(); err != nil {
 		return nil, err
 	}
 	// The peer-wire readers' recvmsg calls are not in syscr.
 	r.ReadSyscalls, r.WriteSyscalls = sr1-sr0+rm1-rm0, sw1-sw0
+	r.EmptyReads = em1 - em0
 	// The clients share the cores.
 	r.CPUBound = (r.CPUSeconds+r.ClientCPUSeconds)/wall > 0.8*float64(r.CPUCores)
 	r.summarize()

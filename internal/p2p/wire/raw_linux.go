@@ -11,15 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// probeEvery bounds how long a reader that waited without a last empty
-// read can miss the end of its connection. TCP_INQ reports a FIN still to
-// be read, but not a reset: a peer that sends a message and then resets
-// (it closed with our data unread, or its process died) can have both
-// taken by one wake-up, and the reader, told the socket is empty, would
-// wait for an event that never comes. At most every probeEvery it reads
-// once more, which finds the reset.
-const probeEvery = time.Second
-
 // readRaw runs the connection inside RawConn.Read (see the package
 // comment), reading with recvmsg and TCP_INQ, so that each read also says
 // whether the socket still holds anything (bytes, or a FIN). It returns
@@ -54,11 +45,11 @@ func (rd *reader) readRaw() error {
 	// when the deadline set is more than half a probe early, so that most
 	// waits cost no timer change.
 	arm := func(now time.Time) {
-		d := now.Add(probeEvery)
+		d := now.Add(rd.probe)
 		if idle := lastData.Add(rd.idle); rd.idle > 0 && idle.Before(d) {
 			d = idle
 		}
-		if deadline.IsZero() || d.Sub(deadline) > probeEvery/2 || d.Before(deadline) {
+		if deadline.IsZero() || d.Sub(deadline) > rd.probe/2 || d.Before(deadline) {
 			_ = rd.conn.SetReadDeadline(d)
 			deadline = d
 		}

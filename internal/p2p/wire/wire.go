@@ -35,7 +35,23 @@ type Options struct {
 	// Idle, when set, ends the connection once no byte has come for that
 	// long (os.ErrDeadlineExceeded).
 	Idle time.Duration
+	// Probe bounds how long a reader that waited without a last empty
+	// read can miss the end of its connection (0: DefaultProbe). TCP_INQ
+	// reports a FIN still to be read, but not a reset: a peer that sends a
+	// message and then resets (it closed with our data unread, or its
+	// process died) can have both taken by one wake-up, and the reader,
+	// told the socket is empty, would wait for an event that never comes.
+	// At most every Probe it reads once more, which finds the reset.
+	Probe time.Duration
 }
+
+// DefaultProbe is Options.Probe's default. Each probe of a connection
+// idle that long is a timer, a wake-up and a read that finds nothing:
+// once a second, N = 256 at 0.125 MB/s made 36k of them per GiB
+// delivered, 16 % of its reads. A reset missed meanwhile costs little: the
+// next write to the peer fails and ends the connection, and requests it
+// sits on move to other peers after their stall time.
+const DefaultProbe = 5 * time.Second
 
 // ReadMessages reads length-prefixed messages from conn until it fails or
 // handle returns an error, and returns that error (io.EOF for a clean end
@@ -50,7 +66,10 @@ func ReadMessages(conn net.Conn, o Options, handle func(body []byte) error) erro
 	if o.Buffer < 64 {
 		o.Buffer = 64
 	}
-	rd := &reader{conn: conn, small: make([]byte, o.Buffer), max: o.MaxLength, idle: o.Idle, handle: handle}
+	if o.Probe <= 0 {
+		o.Probe = DefaultProbe
+	}
+	rd := &reader{conn: conn, small: make([]byte, o.Buffer), max: o.MaxLength, idle: o.Idle, probe: o.Probe, handle: handle}
 	rd.buf = rd.small
 	if err := rd.readRaw(); !errors.Is(err, errNotRaw) {
 		return err
@@ -74,6 +93,7 @@ type reader struct {
 	r, w   int    // buf[r:w] is read and not yet handled
 	max    int
 	idle   time.Duration
+	probe  time.Duration
 	handle func([]byte) error
 }
 

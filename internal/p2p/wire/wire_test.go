@@ -232,7 +232,7 @@ func TestReadMessagesOneReadAMessage(t *testing.T) {
 // connection that came before the reader looked (one wake-up for both)
 // must not leave it waiting. A FIN is reported by TCP_INQ, so the reader
 // sees it at once; a reset is not, and the probe finds it within
-// probeEvery.
+// Options.Probe.
 func TestReadMessagesSeesTheEndItWasNotWokenFor(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the raw loop (recvmsg with TCP_INQ) is Linux's")
@@ -241,7 +241,7 @@ func TestReadMessagesSeesTheEndItWasNotWokenFor(t *testing.T) {
 		name   string
 		reset  bool
 		within time.Duration
-	}{{"fin", false, 300 * time.Millisecond}, {"reset", true, 2 * time.Second}} {
+	}{{"fin", false, 300 * time.Millisecond}, {"reset", true, 1500 * time.Millisecond}} {
 		t.Run(c.name, func(t *testing.T) {
 			w, r := tcpPair(t)
 			if c.reset {
@@ -261,7 +261,7 @@ func TestReadMessagesSeesTheEndItWasNotWokenFor(t *testing.T) {
 			done := make(chan error, 1)
 			n := 0
 			go func() {
-				done <- wire.ReadMessages(r, wire.Options{Buffer: 4 << 10, MaxLength: 1 << 10}, func([]byte) error { n++; return nil })
+				done <- wire.ReadMessages(r, wire.Options{Buffer: 4 << 10, MaxLength: 1 << 10, Probe: 500 * time.Millisecond}, func([]byte) error { n++; return nil })
 			}()
 			select {
 			case err := <-done:
@@ -276,6 +276,52 @@ func TestReadMessagesSeesTheEndItWasNotWokenFor(t *testing.T) {
 				}
 			case <-time.After(5 * time.Second):
 				t.Fatal("the reader still waits 5 s after the connection ended")
+			}
+		})
+	}
+}
+
+// TestReaderProbesAnIdleConnectionAtItsInterval: a reader that waits
+// without a last empty read (the probe's case) reads once per
+// Options.Probe while nothing comes, and not more often: each probe is a
+// timer, a wake-up and a read, on every idle connection of a swarm.
+func TestReaderProbesAnIdleConnectionAtItsInterval(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the raw loop (recvmsg with TCP_INQ) is Linux's")
+	}
+	const idle = 2 * time.Second
+	for _, c := range []struct {
+		name     string
+		probe    time.Duration
+		min, max int64 // empty reads while idle
+	}{{"500ms", 500 * time.Millisecond, 1, 5}, {"default", 0, 0, 0}} {
+		t.Run(c.name, func(t *testing.T) {
+			w, r := tcpPair(t)
+			handled := make(chan struct{}, 1)
+			done := make(chan error, 1)
+			go func() {
+				done <- wire.ReadMessages(r, wire.Options{Buffer: 4 << 10, MaxLength: 1 << 10, Probe: c.probe}, func([]byte) error {
+					handled <- struct{}{}
+					return nil
+				})
+			}()
+			if _, err := w.Write(frame([]byte{byte(pp.Have), 0, 0, 0, 7})); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-handled:
+			case <-time.After(10 * time.Second):
+				t.Fatal("message not handled in 10 s")
+			}
+			_, empty0 := wire.Recvmsgs()
+			time.Sleep(idle)
+			_, empty := wire.Recvmsgs()
+			if n := empty - empty0; n < c.min || n > c.max {
+				t.Fatalf("%d empty reads in %v idle with a probe of %v, want %d-%d", n, idle, c.probe, c.min, c.max)
+			}
+			w.Close()
+			if err := <-done; !errors.Is(err, io.EOF) {
+				t.Fatalf("ended with %v, want EOF", err)
 			}
 		})
 	}

@@ -100,15 +100,16 @@ func (s *Sim) moveStalled(a int32) bool {
 			n.slots[ci]--
 			took = true
 		}
-		if took && (s.cfg.NoSlowerLast || s.nodes[v].up <= 2*n.up) {
+		if !took {
+			continue
+		}
+		if s.cfg.NoSlowerLast || s.nodes[v].up <= 2*n.up {
 			// Not a peer that told an upload cap over twice ours, which
 			// serves us after its equals on purpose (p2p's stall rule).
 			n.snubUntil[ci] = s.now + snubFor
 		}
-		if took {
-			s.reshare(v)
-			moved = true
-		}
+		s.reshare(v)
+		moved = true
 	}
 	if moved {
 		s.reshareInto(a)

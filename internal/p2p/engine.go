@@ -530,8 +530,9 @@ const (
 	snubTimeout    = 30 * time.Second
 )
 
-// uselessAfter is how long a connection over the cap, or idle both ways,
-// is kept (a variable for tests).
+// uselessAfter is how long a connection idle both ways is kept by a
+// transfer over its cap, or by a full one that knows a peer to dial
+// instead (a variable for tests).
 var uselessAfter = 10 * time.Second
 
 func latest(a, b time.Time) time.Time {
@@ -591,7 +592,12 @@ func (t *transfer) tick(now time.Time) {
 		case complete && (c.origin || int(c.hasN.Load()) == t.n):
 			dropped = t.dropLocked(c) || dropped // two seeds have nothing to trade
 			continue
-		case excess > 0 && !c.interested && !c.peerInterested && now.Sub(c.since) > uselessAfter:
+		case excess > 0 && idle && now.Sub(c.idleSince) > uselessAfter:
+			// Over the cap (peers that dialled a downloading transfer,
+			// incomingSlack): a connection idle at every tick for
+			// uselessAfter, not at this one only (two agents at the
+			// swarm's front often hold the same pieces for a moment), and
+			// never an origin's, outside the cap.
 			dropped = t.dropLocked(c) || dropped
 			excess--
 			continue
@@ -608,7 +614,8 @@ func (t *transfer) tick(now time.Time) {
 		}
 		// An agent that sits on our requests loses those that another peer
 		// could send (cancelled, so that it does not send them too late),
-		// and gets no more until it sends a block. Not an origin: its
+		// and gets no more until it sends a block, snubTimeout passes or
+		// the transfer runs underfed (fillLocked). Not an origin: its
 		// super-seeder queues uploads in reveal order on purpose, and its
 		// pieces are rarely held elsewhere. A peer that told us an upload
 		// cap twice ours serves us after its equals on purpose too

@@ -394,11 +394,16 @@ func TestStalledRequestsGoToAPeerThatSends(t *testing.T) {
 // equals on purpose (uploadcap.go): requests that wait there past the stall
 // time go to another holder, as from any peer, but the peer is not snubbed,
 // and is asked again at once. A peer that told nothing is snubbed: nothing
-// more is asked of it for snubTimeout (30 s, longer than this download).
+// more is asked of it for snubTimeout (30 s, longer than this download)
+// while the other peers fill the link (never underfed here: a download that
+// starts from nothing averages under the cap for its first ticks).
 func TestFasterPeerIsNotSnubbedForWaits(t *testing.T) {
 	if testEngine() == EngineLibrary {
 		t.Skip("the stall rule is the engine's")
 	}
+	old := underfedAfter
+	underfedAfter = time.Hour
+	t.Cleanup(func() { underfedAfter = old })
 	for _, tc := range []struct {
 		up     int64
 		faster bool
@@ -436,6 +441,46 @@ func TestFasterPeerIsNotSnubbedForWaits(t *testing.T) {
 		}
 		t.Logf("up %d: %d requests before the first move, %d in all", tc.up, at, all)
 	}
+}
+
+// A snubbed peer is asked again while the transfer is underfed: the snub
+// spares us a peer that sits on requests others can serve meanwhile, and
+// an agent its other peers do not fill has nobody better to ask. At N =
+// 128 the slowest agents had 4 or 5 of their 7 peers snubbed, most for
+// having waited their turn at an uploader that serves the peers behind it
+// first, and ran under their cap for 10 s.
+func TestSnubbedPeerIsAskedAgainWhileUnderfed(t *testing.T) {
+	if testEngine() == EngineLibrary {
+		t.Skip("the stall rule is the engine's")
+	}
+	const size, pieceLen = 4 << 20, 64 << 10
+	blob, mi := testBlobMeta(t, size, pieceLen)
+	silent := startRawPeer(t, blob, mi, func(p *rawPeer) { p.silent = true })
+	// A block of 64 KiB every 200 ms: 320 kB/s, under 0.9 of our cap.
+	seed := startRawPeer(t, blob, mi, func(p *rawPeer) { p.delay = 200 * time.Millisecond })
+	n := newTestNode(t, Config{DownloadRate: 512_000})
+	sw, dl := downloadFromAddr(t, n, silent.ln.Addr().(*net.TCPAddr), blob, mi)
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		silent.mu.Lock()
+		defer silent.mu.Unlock()
+		return len(silent.asked) > 0
+	}, "the silent peer was asked for nothing")
+	sw.m.addPeers([]netip.AddrPort{seed.ln.Addr().(*net.TCPAddr).AddrPort()}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := dl.Wait(ctx); err != nil {
+		t.Fatalf("download: %v (%d of %d bytes)", err, sw.BytesCompleted(), size)
+	}
+	silent.mu.Lock()
+	at, all := silent.askedAtCancel, len(silent.asked)
+	silent.mu.Unlock()
+	switch {
+	case at < 0:
+		t.Fatalf("the requests waiting at the silent peer were never moved (%d asked)", all)
+	case all == at:
+		t.Fatalf("an underfed download asked its snubbed peer nothing after its requests were moved (%d asked before)", at)
+	}
+	t.Logf("%d requests before the first move, %d in all", at, all)
 }
 
 // The stall time: four of the peer's usual gaps between blocks, and at

@@ -240,9 +240,16 @@ func (t *transfer) raise(first, last int) {
 }
 
 // fillLocked sends c requests up to its queue depth. A connection already
-// dropped gets none: nobody would ever take them back.
+// dropped gets none: nobody would ever take them back. A snubbed peer gets
+// none while the other peers fill our link; once they do not (underfed) it
+// is asked again, and snubbed again if it still sits on the requests. The
+// snub is mostly of a peer that made us wait our turn at its upload (it
+// serves the peers behind it first), not a dead one: at N = 128, 16 MiB,
+// warm U = R, 30-40 % of the agents' connections were snubbed by the end of
+// a run, and the slowest agents, with 4 or 5 of their 7 peers snubbed, ran
+// under their cap for 10 s (1.10-1.31x where the median took 1.05x).
 func (t *transfer) fillLocked(c *peerConn) {
-	if c.closed || c.choked || t.closed || t.haveN == t.n || (!c.snubbedUntil.IsZero() && time.Now().Before(c.snubbedUntil)) {
+	if c.closed || c.choked || t.closed || t.haveN == t.n || (!t.underfed && !c.snubbedUntil.IsZero() && time.Now().Before(c.snubbedUntil)) {
 		return
 	}
 	q := t.queueDepth(c)

@@ -51,6 +51,7 @@ func runBenchSim(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	maxStall := fs.Duration("max-stall", time.Duration(sim.DefaultMaxStall*float64(time.Second)), "shoal engine: the most time a peer may sit on an agent's requests (p2p's, as long as a silent connection is kept; 30s before 2026-12-04)")
 	fs.BoolVar(&c.NoBurst, "no-burst", false, "shoal engine, what-if: links without the limiters' burst (p2p's max(rate/20, 64 KiB) at once after a pause)")
 	fs.BoolVar(&c.NoSlowerLast, "no-slower-last", false, "shoal engine, what-if: without the slower-last rule (p2p's: an agent's upload turns serve the peers that told an upload cap under half its own after the others)")
+	fs.BoolVar(&c.KeepSnubs, "keep-snubs", false, "shoal engine, what-if: a snubbed peer gets no requests even while its downloader is underfed (p2p before 2026-12-06, midday)")
 	fs.BoolVar(&c.NoUnderfed, "no-underfed", false, "shoal engine, what-if: without the underfed rule (p2p's: an agent under 90 % of its download cap keeps twice the requests to its quicker peers)")
 	fs.BoolVar(&c.InOrder, "in-order", false, "agents ask for the lowest index first instead of the rarest")
 	fs.StringVar(&c.UploadOrder, "upload-order", sim.UploadBehind, `shoal engine: the order its upload cap serves blocks in, "behind" (the peer that told the uploader of the fewest pieces first, as p2p does), "request", "rare" (a what-if: as behind, a piece fewer of the uploader's peers hold first) or "pace" (a what-if: the peer furthest behind its own download cap first)`)

@@ -17,7 +17,9 @@ type RealRow struct {
 	Warm       bool
 	P50, Max   float64 // measured, over T_min
 	// Code is the agents' engine and request window when the row was
-	// measured: "engine+slowerlast" (the next, and the upload turns serve
+	// measured: "engine+unsnub" (the next, and a snubbed peer is asked
+	// again while its downloader is underfed: 2026-12-06, midday, on),
+	// "engine+slowerlast" (the next, and the upload turns serve
 	// peers that told an upload cap under half the uploader's last:
 	// 2026-12-06 on), "engine+underfed" (Shoal's own engine with upload turns,
 	// 128 KiB blocks and the underfed rule: 2026-12-05 on),
@@ -45,6 +47,7 @@ type RealRow struct {
 }
 
 const (
+	codeUnsnub     = "engine+unsnub"
 	codeSlowerLast = "engine+slowerlast"
 	codeUnderfed   = "engine+underfed"
 	codeBlocks     = "engine+128KiB"
@@ -54,10 +57,13 @@ const (
 	codeLib        = "library"
 )
 
-// underfedDir holds the engine's runs with the underfed rule and the build
-// before (2026-12-05), underfedBaseDir the default build's runs of the
-// day after (the "-base-" runs of a lever not kept).
+// unsnubDir holds the engine's runs with snubs lifted while underfed and
+// the build before (2026-12-06, "-after-" and "-before-"); underfedDir the
+// engine's runs with the underfed rule and the build before (2026-12-05),
+// underfedBaseDir the default build's runs of the day after (the "-base-"
+// runs of a lever not kept).
 const (
+	unsnubDir       = "bench/scale/levers/engine/unsnub/"
 	slowerLastDir   = "bench/scale/levers/engine/slowerlast/"
 	underfedDir     = "bench/scale/levers/engine/underfed/"
 	underfedBaseDir = "bench/scale/levers/engine/underfedconns/"
@@ -97,6 +103,14 @@ const beforeMessages = "bench/scale/levers/engine/scale-before-messages.json"
 // N = 256 at 0.125 MB/s, uneven links with fewer connections), and the
 // older rows of issue 14's table.
 var RealRows = []RealRow{
+	// A snubbed peer asked again while its downloader is underfed
+	// (commit 80192d4, 2026-12-06; mean of the runs; the warm row's on a
+	// build that also traced each agent).
+	{"N=128 16MiB 0.5MB/s warm (unsnub, 2026-12-06)", 128, 16 << 20, 32 << 10, 0.5e6, 0, true, 1.053, 1.060, codeUnsnub, true, unsnubDir + "n128x16-warm-after-traced-{1..6}.json", 0, 0, 0, 0},
+	{"N=128 16MiB 0.5MB/s cold (unsnub, 2026-12-06)", 128, 16 << 20, 32 << 10, 0.5e6, 0, false, 1.048, 1.056, codeUnsnub, true, unsnubDir + "cold128-after-{1,2}.json", 0, 0, 0, 0},
+	{"N=256 16MiB 0.125MB/s cold (unsnub, 2026-12-06)", 256, 16 << 20, 32 << 10, 0.125e6, 0, false, 1.054, 1.065, codeUnsnub, true, unsnubDir + "cold256-after-{1,2}.json", 0, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (unsnub, 2026-12-06)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.055, 1.147, codeUnsnub, true, unsnubDir + "uneven64-after-{1,2,3}.json", 0.25, 0, 0, 0},
+	{"N=64 16MiB 1MB/s, 10% churn (over own bound) (unsnub, 2026-12-06)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.052, 1.073, codeUnsnub, true, unsnubDir + "churn64-after-{1,2}.json", 0, 0, 0.1, 0},
 	// The upload turns serving peers that told an upload cap under half
 	// the uploader's last (commit 247dd5e, 2026-12-06; mean of the runs).
 	{"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (slower last, 2026-12-06)", 64, 16 << 20, 32 << 10, 1e6, 0, false, 1.061, 1.124, codeSlowerLast, true, slowerLastDir + "uneven-cold-u1-after-{1..4}.json", 0.25, 0, 0, 0},
@@ -298,9 +312,10 @@ func Calibrate(ctx context.Context, base Config, rows []RealRow, seeds int) ([]C
 		c.Engine = EngineLibrary
 		// Rows before the slower-last rule (every row measured with equal
 		// links runs the same either way).
-		c.NoSlowerLast = r.Code != codeSlowerLast
+		c.NoSlowerLast = r.Code != codeSlowerLast && r.Code != codeUnsnub
+		c.KeepSnubs = r.Code != codeUnsnub
 		switch r.Code {
-		case codeSlowerLast:
+		case codeUnsnub, codeSlowerLast:
 			c.Engine, c.UploadOrder = EngineShoal, UploadBehind
 		case codeUnderfed:
 			c.Engine, c.UploadOrder = EngineShoal, UploadBehind

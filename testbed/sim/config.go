@@ -101,6 +101,10 @@ type Config struct {
 	// an agent serves those under half its own after the others, the
 	// origin's uploads aside; the engine before, and the model before).
 	NoSlowerLast bool
+	// KeepSnubs keeps a snubbed peer free of requests even while its
+	// downloader is underfed (p2p before 2026-12-06, midday; the model
+	// before: a snub lasted until the peer sent a block or snubFor passed).
+	KeepSnubs bool
 	// InOrder makes agents ask for the lowest-index piece a peer has
 	// instead of the library's rarest-first (availability, then index).
 	InOrder bool

@@ -29,11 +29,12 @@ import "slices"
 //     time (four of its usual gaps between blocks, and eight times a block
 //     at the agent's download cap, MinStall to MaxStall), for pieces another
 //     connection holds, and asks that peer for nothing more until it sends
-//     a block or snubFor passes (p2p transfer.tick, moveStalledLocked). A
-//     peer's upload turns serve the peers behind it first, so without this
-//     an agent far ahead could wait on a late joiner for as long as the
-//     late joiners took (N = 1,000, a quarter late: 7 agents at 1.51x, each
-//     waiting 100 s for its last piece);
+//     a block or snubFor passes, unless the agent runs underfed (p2p
+//     transfer.tick, moveStalledLocked, fillLocked; KeepSnubs: the engine
+//     before). A peer's upload turns serve the peers behind it first, so
+//     without this an agent far ahead could wait on a late joiner for as
+//     long as the late joiners took (N = 1,000, a quarter late: 7 agents
+//     at 1.51x, each waiting 100 s for its last piece);
 //   - underfed: once a second an agent whose download, averaged over two
 //     ticks, is under underfedBelow of its cap, underfedAfter after it
 //     began, keeps twice the requests in flight to its quick peers (those

@@ -685,7 +685,7 @@ func (s *Sim) schedule(w, v int32) {
 		return
 	}
 	ci := slices.Index(n.conns, v)
-	if ci < 0 || s.engine && n.snubUntil[ci] > s.now {
+	if ci < 0 || s.engine && n.snubUntil[ci] > s.now && (s.cfg.KeepSnubs || !n.underfed) {
 		return
 	}
 	asked := false

@@ -404,6 +404,8 @@ func TestCalibration(t *testing.T) {
 		"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (idle first, 2026-12-05)",
 		// And the upload turns serving slower peers last.
 		"N=64 16MiB 1MB/s, 1/4 at R/4 (over own bound) (slower last, 2026-12-06)",
+		// And snubbed peers asked again while underfed.
+		"N=128 16MiB 0.5MB/s cold (unsnub, 2026-12-06)",
 	}
 	var rows []RealRow
 	for _, r := range RealRows {

@@ -408,29 +408,9 @@ func TestFasterPeerIsNotSnubbedForWaits(t *testing.T) {
 		up     int64
 		faster bool
 	}{{1_000_000, true}, {0, false}} {
-		const size, pieceLen = 4 << 20, 64 << 10
-		blob, mi := testBlobMeta(t, size, pieceLen)
-		silent := startRawPeer(t, blob, mi, func(p *rawPeer) { p.silent, p.up = true, tc.up })
-		seed := startRawPeer(t, blob, mi)
 		// 8 s for the blob; stall after 1.5 s; our upload cap a quarter of
 		// what the silent peer tells.
-		n := newTestNode(t, Config{DownloadRate: 512_000, UploadRate: 250_000})
-		sw, dl := downloadFromAddr(t, n, silent.ln.Addr().(*net.TCPAddr), blob, mi)
-		testutil.Eventually(t, 10*time.Second, func() bool {
-			silent.mu.Lock()
-			defer silent.mu.Unlock()
-			return len(silent.asked) > 0
-		}, "the silent peer was asked for nothing")
-		sw.m.addPeers([]netip.AddrPort{seed.ln.Addr().(*net.TCPAddr).AddrPort()}, nil)
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		if err := dl.Wait(ctx); err != nil {
-			cancel()
-			t.Fatalf("up %d: download: %v (%d of %d bytes)", tc.up, err, sw.BytesCompleted(), size)
-		}
-		cancel()
-		silent.mu.Lock()
-		at, all := silent.askedAtCancel, len(silent.asked)
-		silent.mu.Unlock()
+		at, all := askedOfSilent(t, Config{DownloadRate: 512_000, UploadRate: 250_000}, func(p *rawPeer) { p.up = tc.up })
 		switch {
 		case at < 0:
 			t.Errorf("up %d: the requests waiting at the silent peer were never moved (%d asked)", tc.up, all)
@@ -453,12 +433,35 @@ func TestSnubbedPeerIsAskedAgainWhileUnderfed(t *testing.T) {
 	if testEngine() == EngineLibrary {
 		t.Skip("the stall rule is the engine's")
 	}
+	// A block of 64 KiB every 200 ms from the seed: 320 kB/s, under 0.9
+	// of our cap.
+	at, all := askedOfSilent(t, Config{DownloadRate: 512_000}, nil, func(p *rawPeer) { p.delay = 200 * time.Millisecond })
+	switch {
+	case at < 0:
+		t.Fatalf("the requests waiting at the silent peer were never moved (%d asked)", all)
+	case all == at:
+		t.Fatalf("an underfed download asked its snubbed peer nothing after its requests were moved (%d asked before)", at)
+	}
+	t.Logf("%d requests before the first move, %d in all", at, all)
+}
+
+// askedOfSilent downloads a 4 MiB blob on a node of cfg from a raw peer
+// that never sends a block (set up further by silentOpt) and, once that
+// peer was asked, from a seed (seedOpts) too. It returns how many requests
+// the silent peer had got when the node first cancelled one (-1: never),
+// and in all.
+func askedOfSilent(t *testing.T, cfg Config, silentOpt func(*rawPeer), seedOpts ...func(*rawPeer)) (at, all int) {
+	t.Helper()
 	const size, pieceLen = 4 << 20, 64 << 10
 	blob, mi := testBlobMeta(t, size, pieceLen)
-	silent := startRawPeer(t, blob, mi, func(p *rawPeer) { p.silent = true })
-	// A block of 64 KiB every 200 ms: 320 kB/s, under 0.9 of our cap.
-	seed := startRawPeer(t, blob, mi, func(p *rawPeer) { p.delay = 200 * time.Millisecond })
-	n := newTestNode(t, Config{DownloadRate: 512_000})
+	silent := startRawPeer(t, blob, mi, func(p *rawPeer) {
+		p.silent = true
+		if silentOpt != nil {
+			silentOpt(p)
+		}
+	})
+	seed := startRawPeer(t, blob, mi, seedOpts...)
+	n := newTestNode(t, cfg)
 	sw, dl := downloadFromAddr(t, n, silent.ln.Addr().(*net.TCPAddr), blob, mi)
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		silent.mu.Lock()
@@ -472,15 +475,8 @@ func TestSnubbedPeerIsAskedAgainWhileUnderfed(t *testing.T) {
 		t.Fatalf("download: %v (%d of %d bytes)", err, sw.BytesCompleted(), size)
 	}
 	silent.mu.Lock()
-	at, all := silent.askedAtCancel, len(silent.asked)
-	silent.mu.Unlock()
-	switch {
-	case at < 0:
-		t.Fatalf("the requests waiting at the silent peer were never moved (%d asked)", all)
-	case all == at:
-		t.Fatalf("an underfed download asked its snubbed peer nothing after its requests were moved (%d asked before)", at)
-	}
-	t.Logf("%d requests before the first move, %d in all", at, all)
+	defer silent.mu.Unlock()
+	return silent.askedAtCancel, len(silent.asked)
 }
 
 // The stall time: four of the peer's usual gaps between blocks, and at

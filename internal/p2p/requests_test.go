@@ -410,7 +410,7 @@ func TestFasterPeerIsNotSnubbedForWaits(t *testing.T) {
 	}{{1_000_000, true}, {0, false}} {
 		// 8 s for the blob; stall after 1.5 s; our upload cap a quarter of
 		// what the silent peer tells.
-		at, all := askedOfSilent(t, Config{DownloadRate: 512_000, UploadRate: 250_000}, func(p *rawPeer) { p.up = tc.up })
+		at, all := askedOfSilent(t, 4<<20, Config{DownloadRate: 512_000, UploadRate: 250_000}, func(p *rawPeer) { p.up = tc.up })
 		switch {
 		case at < 0:
 			t.Errorf("up %d: the requests waiting at the silent peer were never moved (%d asked)", tc.up, all)
@@ -434,8 +434,9 @@ func TestSnubbedPeerIsAskedAgainWhileUnderfed(t *testing.T) {
 		t.Skip("the stall rule is the engine's")
 	}
 	// A block of 64 KiB every 200 ms from the seed: 320 kB/s, under 0.9
-	// of our cap.
-	at, all := askedOfSilent(t, Config{DownloadRate: 512_000}, nil, func(p *rawPeer) { p.delay = 200 * time.Millisecond })
+	// of our cap; underfed from 1 s on, and 1 MiB in 3.3 s.
+	shortUnderfedAfter(t)
+	at, all := askedOfSilent(t, 1<<20, Config{DownloadRate: 512_000}, nil, func(p *rawPeer) { p.delay = 200 * time.Millisecond })
 	switch {
 	case at < 0:
 		t.Fatalf("the requests waiting at the silent peer were never moved (%d asked)", all)
@@ -445,14 +446,14 @@ func TestSnubbedPeerIsAskedAgainWhileUnderfed(t *testing.T) {
 	t.Logf("%d requests before the first move, %d in all", at, all)
 }
 
-// askedOfSilent downloads a 4 MiB blob on a node of cfg from a raw peer
-// that never sends a block (set up further by silentOpt) and, once that
-// peer was asked, from a seed (seedOpts) too. It returns how many requests
-// the silent peer had got when the node first cancelled one (-1: never),
-// and in all.
-func askedOfSilent(t *testing.T, cfg Config, silentOpt func(*rawPeer), seedOpts ...func(*rawPeer)) (at, all int) {
+// askedOfSilent downloads a blob of size bytes on a node of cfg from a raw
+// peer that never sends a block (set up further by silentOpt) and, once
+// that peer was asked, from a seed (seedOpts) too. It returns how many
+// requests the silent peer had got when the node first cancelled one (-1:
+// never), and in all.
+func askedOfSilent(t *testing.T, size int64, cfg Config, silentOpt func(*rawPeer), seedOpts ...func(*rawPeer)) (at, all int) {
 	t.Helper()
-	const size, pieceLen = 4 << 20, 64 << 10
+	const pieceLen = 64 << 10
 	blob, mi := testBlobMeta(t, size, pieceLen)
 	silent := startRawPeer(t, blob, mi, func(p *rawPeer) {
 		p.silent = true

@@ -9,6 +9,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/httpx"
 	"github.com/shoal-dev/shoal/internal/p2p"
+	"github.com/shoal-dev/shoal/internal/p2p/superseed"
 	"github.com/shoal-dev/shoal/internal/store"
 	"github.com/shoal-dev/shoal/proto"
 )
@@ -38,6 +39,9 @@ func (o *Origin) seedStandard(d digest.Digest, sd *seeded) error {
 	}
 	if err := o.seed.Seed(std, file, nil, func() { file.Close() }); err != nil {
 		file.Close()
+		if errors.Is(err, superseed.ErrClosed) {
+			return nil // the origin is stopping
+		}
 		if !errors.Is(err, p2p.ErrInSwarm) {
 			return err
 		}

@@ -58,7 +58,12 @@ type Seeder struct {
 
 	mu       sync.Mutex
 	torrents map[metainfo.Hash]*seedTorrent
+	closed   bool // Close began: Seed starts nothing (its goroutines would race Close's wait for them)
 }
+
+// ErrClosed is Seed's error once the seeder is closing: an origin that
+// stops while a fetch ends does not seed what that fetch committed.
+var ErrClosed = errors.New("superseed: seeder closed")
 
 // NewSeeder listens on cfg.Listen; peers are told about it by the trackers.
 func NewSeeder(cfg p2p.Config, log *slog.Logger, reg prometheus.Registerer) (*Seeder, error) {
@@ -122,6 +127,9 @@ func (s *Seeder) Seeding(ih metainfo.Hash) bool {
 func (s *Seeder) Seed(mi *p2p.MetaInfo, r io.ReaderAt, hashes *p2p.PieceHashes, onClose func()) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
 	if _, ok := s.torrents[mi.InfoHash]; ok {
 		return p2p.ErrInSwarm
 	}
@@ -202,6 +210,7 @@ func (s *Seeder) Close() {
 	s.cancel()
 	s.ln.Close()
 	s.mu.Lock()
+	s.closed = true
 	for _, t := range s.torrents {
 		t.disconnect()
 	}

@@ -233,6 +233,27 @@ func TestSeederDrop(t *testing.T) {
 	}
 }
 
+// A seeder that is closing seeds nothing more: an origin stopping while a
+// fetch ends would otherwise start the seed's goroutines while Close waits
+// for them (a race -race caught on an origin's shutdown) and leave the
+// seed, and its file, open after Close.
+func TestSeedAfterCloseIsRefused(t *testing.T) {
+	s, mi, data := newTestSeeder(t, 2*p2p.MinPieceLength)
+	s.Drop(mi.InfoHash)
+	s.Close()
+	closed := false
+	err := s.Seed(mi, bytes.NewReader(data), nil, func() { closed = true })
+	if !errors.Is(err, ErrClosed) {
+		t.Fatalf("Seed after Close: %v, want ErrClosed", err)
+	}
+	if s.Seeding(mi.InfoHash) {
+		t.Fatal("seeding after Close")
+	}
+	if closed {
+		t.Fatal("a refused seed's onClose ran: the caller closes what it opened")
+	}
+}
+
 // pick hands every piece out once, lowest index first; a second copy goes
 // only to a starving peer, and only after the first copy had its patience.
 func TestSeederPick(t *testing.T) {

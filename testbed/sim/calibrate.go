@@ -311,7 +311,7 @@ func Calibrate(ctx context.Context, base Config, rows []RealRow, seeds int) ([]C
 		c.Uneven, c.Late, c.Churn, c.SlowConns = r.Uneven, r.Late, r.Churn, r.SlowConns
 		c.Engine = EngineLibrary
 		// Rows before the slower-last rule (every row measured with equal
-		// links runs the same either way).
+		// links runs the same either way), and before the unsnub rule.
 		c.NoSlowerLast = r.Code != codeSlowerLast && r.Code != codeUnsnub
 		c.KeepSnubs = r.Code != codeUnsnub
 		switch r.Code {

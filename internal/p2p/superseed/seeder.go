@@ -58,7 +58,7 @@ type Seeder struct {
 
 	mu       sync.Mutex
 	torrents map[metainfo.Hash]*seedTorrent
-	closed   bool // Close began: Seed starts nothing (its goroutines would race Close's wait for them)
+	closed   bool // Close began: Seed starts nothing that Close would not wait for
 }
 
 // ErrClosed is Seed's error once the seeder is closing: an origin that

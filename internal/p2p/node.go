@@ -735,8 +735,11 @@ func (n *Node) add(mi *MetaInfo, st *blobStorage, dl *store.Download, onClose fu
 	if lt != nil {
 		lt.DownloadAll()
 		if dl != nil {
-			st.kick()
-			s.wg.Go(func() { s.nudgeLoop(ctx, lt) })
+			// The first raise before any peer is told of: the library's
+			// first request to a peer would otherwise race the nudger's
+			// goroutine and go rarest first.
+			raised := s.nudge(lt, -1)
+			s.wg.Go(func() { s.nudgeLoop(ctx, lt, raised) })
 		}
 	}
 	s.wg.Go(func() { s.announceLoop(ctx) })

@@ -43,33 +43,40 @@ func (s *blobStorage) kick() {
 }
 
 // nudgeLoop keeps at most one piece raised: the prefix's next one, while
-// it is neither requested nor already in (received, being hashed).
-func (s *Swarm) nudgeLoop(ctx context.Context, t *torrent.Torrent) {
-	st := s.st
-	raised := -1
+// it is neither requested nor already in (received, being hashed). raised
+// is the piece nudge raised before the loop started (-1: none).
+func (s *Swarm) nudgeLoop(ctx context.Context, t *torrent.Torrent, raised int) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-st.wake:
+		case <-s.st.wake:
 		}
-		want := -1
-		if h := st.prefixPieces(); h < len(st.pending) && st.pending[h].Load() == 0 {
-			if ps := t.Piece(h).State(); !ps.Complete && !ps.Partial && !ps.Checking {
-				want = h
-			}
-		}
-		if raised == want {
-			continue
-		}
-		if raised >= 0 {
-			t.Piece(raised).SetPriority(types.PiecePriorityNormal)
-		}
-		if want >= 0 {
-			t.Piece(want).SetPriority(types.PiecePriorityHigh)
-		}
-		raised = want
+		raised = s.nudge(t, raised)
 	}
+}
+
+// nudge raises the prefix's next piece if it is neither requested nor in,
+// lowers the one raised before (raised, -1: none) if that is no longer it,
+// and returns the piece now raised.
+func (s *Swarm) nudge(t *torrent.Torrent, raised int) int {
+	st := s.st
+	want := -1
+	if h := st.prefixPieces(); h < len(st.pending) && st.pending[h].Load() == 0 {
+		if ps := t.Piece(h).State(); !ps.Complete && !ps.Partial && !ps.Checking {
+			want = h
+		}
+	}
+	if raised == want {
+		return raised
+	}
+	if raised >= 0 {
+		t.Piece(raised).SetPriority(types.PiecePriorityNormal)
+	}
+	if want >= 0 {
+		t.Piece(want).SetPriority(types.PiecePriorityHigh)
+	}
+	return want
 }
 
 // countRequest feeds requests sent and deleted to the download's storage.

@@ -273,6 +273,12 @@ func NewNode(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Node, er
 		return nil, fmt.Errorf("p2p listen %s: %w", cfg.Listen, err)
 	}
 	n.cl = cl
+	// The library's webseed timer fires 5 s after NewClient (and every 5 s
+	// after) and, under the client's lock, reads the timer field NewClient
+	// wrote without it. Taking the lock once here orders that write first;
+	// without it the race detector failed any test whose node lived 5 s
+	// with no other call into the client from this goroutine.
+	_ = cl.ListenAddrs()
 	if n.eng != nil {
 		cl.AddListener(n.eng.lib)
 	} else {

@@ -527,3 +527,15 @@ func TestEngineBansTheSenderOfABadOneBlockPiece(t *testing.T) {
 		t.Errorf("%d bytes wasted: the liar's pieces were never checked", downloader.BytesWasted())
 	}
 }
+
+// A node outlives the library's webseed timer (5 s after NewClient) with
+// nothing else calling into the client: under -race this failed before
+// NewNode took the client's lock once after NewClient (the timer reads a
+// field NewClient wrote without it).
+func TestNodeOutlivesTheLibrarysWebseedTimer(t *testing.T) {
+	n := newTestNode(t, Config{})
+	time.Sleep(5500 * time.Millisecond)
+	if !n.Addr().IsValid() {
+		t.Fatal("the node has no address")
+	}
+}

@@ -582,10 +582,11 @@ func TestUnderfedTransferAsksQuickPeersForMore(t *testing.T) {
 	}
 }
 
-// shortUnderfedAfter makes transfers underfed after 1 s, so that a test's
-// node is closed long before anacrolix/torrent v1.61.0's webseed timer
-// fires, 5 s after the client started: its constructor writes the timer's
-// variable after starting it, a race -race reports.
+// shortUnderfedAfter makes transfers underfed after 1 s: the tests that
+// wait for it are short. (It was first chosen to close a test's node before
+// anacrolix/torrent v1.61.0's webseed timer fired, 5 s after NewClient, a
+// race -race reported; NewNode now orders that write:
+// TestNodeOutlivesTheLibrarysWebseedTimer.)
 func shortUnderfedAfter(t *testing.T) {
 	old := underfedAfter
 	underfedAfter = time.Second

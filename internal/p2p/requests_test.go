@@ -92,7 +92,7 @@ func startRawPeer(t *testing.T, blob []byte, mi *MetaInfo, opts ...func(*rawPeer
 }
 
 // serve takes every connection the node makes: a node that lost one
-// (a handshake timed out on a loaded machine) dials again when told of the
+// (to a loaded machine, say) dials again when told of the
 // peer again (downloadFromAddr does, as a tracker would).
 func (p *rawPeer) serve() {
 	for {

@@ -252,11 +252,7 @@ func TestRequestsPerPeerCapsRequestsInFlight(t *testing.T) {
 			peer := startRawPeer(t, blob, mi)
 			n := newTestNode(t, tc.cfg)
 			sw, dl := downloadFromAddr(t, n, peer.ln.Addr().(*net.TCPAddr), blob, mi)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := dl.Wait(ctx); err != nil {
-				t.Fatalf("download: %v (%d of %d bytes)", err, sw.BytesCompleted(), size)
-			}
+			waitDownload(t, sw, dl, 30*time.Second)
 			most, err := peer.result()
 			if err != nil {
 				t.Fatalf("raw peer: %v", err)
@@ -281,11 +277,7 @@ func TestEngineAsksForBlocksOf128KiB(t *testing.T) {
 	peer := startRawPeer(t, blob, mi)
 	n := newTestNode(t, Config{Engine: EngineShoal})
 	sw, dl := downloadFromAddr(t, n, peer.ln.Addr().(*net.TCPAddr), blob, mi)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := dl.Wait(ctx); err != nil {
-		t.Fatalf("download: %v (%d of %d bytes)", err, sw.BytesCompleted(), size)
-	}
+	waitDownload(t, sw, dl, 30*time.Second)
 	if _, err := peer.result(); err != nil {
 		t.Fatalf("raw peer: %v", err)
 	}
@@ -304,6 +296,16 @@ func TestEngineAsksForBlocksOf128KiB(t *testing.T) {
 	}
 	if n128 != 8 || n96 != 1 {
 		t.Errorf("requests: %d of 128 KiB and %d of 96 KiB, want 8 and 1 (lengths %v)", n128, n96, peer.lengths)
+	}
+}
+
+// waitDownload fails t unless dl completes within d.
+func waitDownload(t *testing.T, sw *Swarm, dl *store.Download, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := dl.Wait(ctx); err != nil {
+		t.Fatalf("download: %v (%d of %d bytes)", err, sw.BytesCompleted(), sw.mi.Info.Length)
 	}
 }
 
@@ -353,11 +355,7 @@ func TestPrefixNextPieceIsAskedForFirst(t *testing.T) {
 	n := newTestNode(t, Config{RequestsPerPeer: 1})
 	sw, dl := downloadFromAddr(t, n, common.ln.Addr().(*net.TCPAddr), blob, mi)
 	sw.m.addPeers([]netip.AddrPort{seed.ln.Addr().(*net.TCPAddr).AddrPort()}, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := dl.Wait(ctx); err != nil {
-		t.Fatalf("download: %v (%d of %d bytes)", err, sw.BytesCompleted(), size)
-	}
+	waitDownload(t, sw, dl, 30*time.Second)
 	seed.mu.Lock()
 	asked := slices.Clone(seed.asked)
 	seed.mu.Unlock()
@@ -504,11 +502,7 @@ func askedOfSilent(t *testing.T, size int64, cfg Config, silentOpt func(*rawPeer
 		return len(silent.asked) > 0
 	}, "the silent peer was asked for nothing")
 	sw.m.addPeers([]netip.AddrPort{seed.ln.Addr().(*net.TCPAddr).AddrPort()}, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := dl.Wait(ctx); err != nil {
-		t.Fatalf("download: %v (%d of %d bytes)", err, sw.BytesCompleted(), size)
-	}
+	waitDownload(t, sw, dl, 60*time.Second)
 	silent.mu.Lock()
 	defer silent.mu.Unlock()
 	return silent.askedAtCancel, len(silent.asked)

@@ -25,6 +25,7 @@ const benchUsage = `Usage:
                     [--origins K] [--piece-size P] [--warm-origins] [--baseline direct] [--json]
                     [--slow 0.25 [--slow-divisor 4]] [--late 0.25] [--churn 0.1] [--conns C]
                     [--netns [--rtt 20ms] [--mtu 9000]]   agents as processes in network namespaces (root, iproute2, iptables)
+                    [--stall-dump DIR]   goroutines and TCP counters when a pull first goes 10 s without a byte
   shoal bench single [--size 256MiB] [--rate R] [--json]   cold pull through one agent vs direct
   shoal bench warm [--size 256MiB] [--reps 5] [--json]      cached blob: agent vs registry throughput
   shoal bench memory [--size 1GiB] [--json]                 agent process private memory while streaming
@@ -75,6 +76,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	dir := fs.String("dir", "", "state directory (default: temporary)")
 	verbose := fs.Bool("v", false, "log every component to stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run (go tool pprof) to this file")
+	fs.StringVar(&o.StallDump, "stall-dump", "", "when a pull first goes 10 s without a byte, write both processes' goroutines and the kernel's TCP counters to this directory")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -167,6 +169,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if r.DirectSecondsP50 > 0 {
 			fmt.Fprintf(stdout, "direct from the registry: p50 %.2f s, max %.2f s; speed-up %.2fx\n", r.DirectSecondsP50, r.DirectSecondsMax, r.SpeedupP50)
+		}
+		if r.StalledPulls > 0 {
+			fmt.Fprintf(stdout, "%d pulls went %s without a byte (--stall-dump DIR keeps both processes' goroutines from then)\n", r.StalledPulls, bench.DefaultStallAfter)
 		}
 	}
 	if len(r.Failures) > 0 {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -247,9 +248,77 @@ func TestClientProcess(t *testing.T) {
 	}
 }
 
+// A pull that goes stallAfter without a byte is counted, and the first one
+// leaves both processes' goroutines and the kernel's TCP counters; a pull
+// whose first byte came, however slow the rest, is not a stall.
+func TestStalledPullIsDumped(t *testing.T) {
+	want, srv := copyServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := startClients(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "stall")
+	w := &stallWatch{dir: dir, log: slog.New(slog.DiscardHandler), clients: p}
+	p.stallAfter, p.onStall = 300*time.Millisecond, w.stalled
+	if err := w.start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.pull(ctx, srv.URL+"/good", want, 0); err != nil {
+		t.Fatal(err)
+	}
+	pulls := map[string]context.CancelFunc{}
+	done := make(chan error, 2)
+	for _, path := range []string{"/stuck", "/silent"} {
+		pctx, stop := context.WithCancel(ctx)
+		pulls[path] = stop
+		go func() { _, _, err := p.pull(pctx, srv.URL+path, want, 0); done <- err }()
+	}
+	waitFor(t, 10*time.Second, "a stalled pull", func() bool { return w.count.Load() > 0 })
+	waitFor(t, 10*time.Second, "the client process's dump", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "clients-goroutines.txt"))
+		return bytes.Contains(b, []byte("serveClients"))
+	})
+	time.Sleep(500 * time.Millisecond) // a second stall, if /stuck were one, is told by now
+	for _, stop := range pulls {
+		stop()
+	}
+	for range pulls {
+		<-done
+	}
+	if n := w.count.Load(); n != 1 {
+		t.Errorf("%d stalled pulls, want 1 (/silent)", n)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "swarm-goroutines.txt")); !bytes.Contains(b, []byte("TestStalledPullIsDumped")) {
+		t.Errorf("the harness's dump lacks the test's goroutine: %d bytes, %v", len(b), err)
+	}
+	if _, err := os.Stat("/proc/net/netstat"); err == nil {
+		for _, f := range []string{"netstat-start", "netstat-stall", "snmp-stall"} {
+			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+				t.Errorf("kernel counters: %v", err)
+			}
+		}
+	}
+	if _, err := p.close(); err != nil {
+		t.Error(err)
+	}
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); !cond(); {
+		if time.Now().After(end) {
+			t.Fatalf("no %s in %s", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // copyServer serves a 1 MiB blob (want checks it) as it is (/good), with a
 // byte flipped (/flipped), a byte short (/short), and its first byte, then
-// nothing until the client leaves (/stuck).
+// nothing until the client leaves (/stuck), or nothing at all (/silent).
 func copyServer(t *testing.T) (copyCheck, *httptest.Server) {
 	t.Helper()
 	const size = 1 << 20
@@ -274,6 +343,8 @@ func copyServer(t *testing.T) (copyCheck, *httptest.Server) {
 		case "/stuck":
 			w.Write(blob[:1])
 			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		case "/silent":
 			<-r.Context().Done()
 		}
 	}))

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/shoal-dev/shoal/config"
 )
@@ -31,23 +33,29 @@ func init() {
 }
 
 // clientOrder is one line the harness writes to the client process: pull
-// (URL, checked against Size and CRC, at most Rate bytes a second if > 0)
-// or cancel the pull ID.
+// (URL, checked against Size and CRC, at most Rate bytes a second if > 0;
+// told as stalled if no byte came in StallAfter seconds), cancel the pull
+// ID, or dump the process's goroutines to Path.
 type clientOrder struct {
-	Op   string  `json:"op"`
-	ID   int     `json:"id"`
-	URL  string  `json:"url,omitempty"`
-	Size int64   `json:"size,omitempty"`
-	CRC  uint32  `json:"crc,omitempty"`
-	Rate float64 `json:"rate,omitempty"`
+	Op         string  `json:"op"`
+	ID         int     `json:"id"`
+	URL        string  `json:"url,omitempty"`
+	Size       int64   `json:"size,omitempty"`
+	CRC        uint32  `json:"crc,omitempty"`
+	Rate       float64 `json:"rate,omitempty"`
+	StallAfter float64 `json:"stall_after,omitempty"`
+	Path       string  `json:"path,omitempty"`
 }
 
-// clientReply is the client process's line for a finished pull.
+// clientReply is the client process's line for a finished pull, or for
+// one still without a byte after its StallAfter (Stalled; its end's line
+// follows).
 type clientReply struct {
 	ID      int     `json:"id"`
 	Seconds float64 `json:"seconds"`
 	TTFB    float64 `json:"ttfb"`
 	Error   string  `json:"error,omitempty"`
+	Stalled bool    `json:"stalled,omitempty"`
 }
 
 // serveClients runs the client process: a pull a goroutine, a reply a
@@ -76,8 +84,24 @@ func serveClients(in io.Reader, out io.Writer) int {
 			mu.Lock()
 			cancels[o.ID] = cancel
 			mu.Unlock()
+			var got atomic.Int64
+			stop := func() bool { return false }
+			if o.StallAfter > 0 {
+				stall := time.AfterFunc(time.Duration(o.StallAfter*float64(time.Second)), func() {
+					if got.Load() > 0 {
+						return
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					if err := enc.Encode(clientReply{ID: o.ID, Stalled: true}); err != nil {
+						fmt.Fprintf(os.Stderr, "bench clients: %v\n", err)
+					}
+				})
+				stop = stall.Stop
+			}
 			wg.Go(func() {
-				secs, ttfb, err := pullOne(pctx, o.URL, copyCheck{size: o.Size, crc: o.CRC}, config.Rate(o.Rate), nil)
+				secs, ttfb, err := pullOne(pctx, o.URL, copyCheck{size: o.Size, crc: o.CRC}, config.Rate(o.Rate), &got)
+				stop()
 				r := clientReply{ID: o.ID, Seconds: secs, TTFB: ttfb}
 				if err != nil {
 					r.Error = err.Error()
@@ -90,6 +114,10 @@ func serveClients(in io.Reader, out io.Writer) int {
 					fmt.Fprintf(os.Stderr, "bench clients: %v\n", err)
 				}
 			})
+		case "dump":
+			if err := dumpGoroutines(o.Path); err != nil {
+				fmt.Fprintf(os.Stderr, "bench clients: %v\n", err)
+			}
 		case "cancel":
 			mu.Lock()
 			if cancel := cancels[o.ID]; cancel != nil {
@@ -110,6 +138,12 @@ type clientProcess struct {
 	cmd  *exec.Cmd
 	in   io.WriteCloser
 	done chan struct{} // closed when the replies end
+
+	// stallAfter, if > 0, is how long a pull may go without a byte before
+	// onStall is called with its ID (from the replies' goroutine: it must
+	// not wait on pulls).
+	stallAfter time.Duration
+	onStall    func(id int)
 
 	mu      sync.Mutex // enc, next, waiting, err
 	enc     *json.Encoder
@@ -157,6 +191,13 @@ func (p *clientProcess) replies(out io.Reader) {
 			p.mu.Unlock()
 			return
 		}
+		if r.Stalled {
+			p.mu.Unlock()
+			if p.onStall != nil {
+				p.onStall(r.ID)
+			}
+			continue
+		}
 		ch := p.waiting[r.ID]
 		delete(p.waiting, r.ID)
 		p.mu.Unlock()
@@ -175,7 +216,8 @@ func (p *clientProcess) pull(ctx context.Context, url string, want copyCheck, ra
 	p.next++
 	p.waiting[id] = ch
 	if p.err == nil {
-		p.err = p.enc.Encode(clientOrder{Op: "pull", ID: id, URL: url, Size: want.size, CRC: want.crc, Rate: float64(rate)})
+		p.err = p.enc.Encode(clientOrder{Op: "pull", ID: id, URL: url, Size: want.size, CRC: want.crc, Rate: float64(rate),
+			StallAfter: p.stallAfter.Seconds()})
 	}
 	err = p.err
 	p.mu.Unlock()
@@ -207,6 +249,17 @@ func (p *clientProcess) pull(ctx context.Context, url string, want copyCheck, ra
 			ctx = context.Background() // wait for the pull's own end
 		}
 	}
+}
+
+// dump has the client process write its goroutines to path (asynchronously:
+// the file appears when the process gets to it).
+func (p *clientProcess) dump(path string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		return p.err
+	}
+	return p.enc.Encode(clientOrder{Op: "dump", Path: path})
 }
 
 // close ends the client process once its pulls are done and returns the

@@ -68,7 +68,12 @@ type SwarmOptions struct {
 	MTU    int // of every link with Netns (0: 1500)
 	Binary string
 	Dir    string
-	Log    *slog.Logger
+	// StallDump, if set, is a directory where the first pull to go
+	// DefaultStallAfter without a byte leaves the goroutines of the swarm's
+	// and the clients' processes and the kernel's TCP counters (stallWatch).
+	// Stalled pulls are counted either way.
+	StallDump string
+	Log       *slog.Logger
 }
 
 // SwarmResult is one run's measurements; JSON keys are shared with
@@ -133,6 +138,8 @@ type SwarmResult struct {
 	DirectSecondsMax float64  `json:"direct_seconds_max,omitempty"`
 	SpeedupP50       float64  `json:"speedup_p50,omitempty"`
 	Failures         []string `json:"failures,omitempty"`
+	// StalledPulls went DefaultStallAfter without a byte (in-process runs).
+	StalledPulls int64 `json:"stalled_pulls"`
 	// --netns runs: the RTT asked for, the delay's mechanism, the connect
 	// RTT measured from agent 0 to the tracker and to agent 1 before the
 	// run, the packets delayed, the agents' CPU time, the machine's busy CPU time (the kernel's
@@ -230,6 +237,12 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	stalls := &stallWatch{dir: o.StallDump, log: o.Log, clients: clients}
+	clients.stallAfter, clients.onStall = DefaultStallAfter, stalls.stalled
+	if err := stalls.start(); err != nil {
+		clients.close()
+		return nil, err
+	}
 	cpu0, t0 := procstat.CPUSeconds(), time.Now()
 	sr0, sw0 := procstat.Syscalls()
 	rm0, em0 := wire.Recvmsgs()
@@ -241,6 +254,7 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	if r.ClientCPUSeconds, err = clients.close(); err != nil {
 		return nil, err
 	}
+	r.StalledPulls = stalls.count.Load()
 	// The peer-wire readers' recvmsg calls are not in syscr.
 	r.ReadSyscalls, r.WriteSyscalls = sr1-sr0+rm1-rm0, sw1-sw0
 	r.EmptyReads = em1 - em0

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -217,7 +218,7 @@ func TestClientProcess(t *testing.T) {
 	want, srv := copyServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	p, err := startClients(ctx)
+	p, err := startClients(ctx, os.Stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +256,7 @@ func TestStalledPullIsDumped(t *testing.T) {
 	want, srv := copyServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	p, err := startClients(ctx)
+	p, err := startClients(ctx, os.Stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,6 +303,56 @@ func TestStalledPullIsDumped(t *testing.T) {
 	}
 	if _, err := p.close(); err != nil {
 		t.Error(err)
+	}
+}
+
+// A client process that is itself stuck (here stopped by SIGSTOP: a
+// stalled scheduler would look the same from outside) still has its stall
+// caught, by the harness's timer, and is dumped from outside: its threads'
+// kernel state, then SIGQUIT for the runtime's own goroutine dump.
+func TestStuckClientProcessIsDumpedFromOutside(t *testing.T) {
+	want, srv := copyServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stderr bytes.Buffer // read once the process has ended
+	p, err := startClients(ctx, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	w := &stallWatch{dir: dir, log: slog.New(slog.DiscardHandler), clients: p}
+	p.stallAfter, p.onStall = 200*time.Millisecond, w.stalled
+	// Running first: stopped before its runtime set its signal handlers,
+	// it would die of the SIGQUIT without a dump.
+	if _, _, err := p.pull(ctx, srv.URL+"/good", want, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, _, err := p.pull(ctx, srv.URL+"/good", want, 0); done <- err }()
+	waitFor(t, 10*time.Second, "dump of the stuck client process", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "clients-stuck.txt"))
+		return bytes.Contains(b, []byte("wchan"))
+	})
+	p.cmd.Process.Signal(syscall.SIGCONT) // the SIGQUIT sent meanwhile ends it
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("the pull of a client process that got SIGQUIT succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pull did not end after SIGQUIT")
+	}
+	if _, err := p.close(); err == nil || !strings.Contains(err.Error(), "exit status 2") {
+		t.Errorf("close: %v, want the exit of the runtime's SIGQUIT dump (status 2)", err)
+	}
+	if !strings.Contains(stderr.String(), "SIGQUIT") || !strings.Contains(stderr.String(), "serveClients") {
+		t.Errorf("the client process's stderr has no goroutine dump: %.300q", stderr.String())
+	}
+	if n := w.count.Load(); n != 1 {
+		t.Errorf("%d stalled pulls, want 1", n)
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/config"
@@ -33,29 +32,27 @@ func init() {
 }
 
 // clientOrder is one line the harness writes to the client process: pull
-// (URL, checked against Size and CRC, at most Rate bytes a second if > 0;
-// told as stalled if no byte came in StallAfter seconds), cancel the pull
-// ID, or dump the process's goroutines to Path.
+// (URL, checked against Size and CRC, at most Rate bytes a second if > 0),
+// cancel the pull ID, or dump the process's goroutines to Path.
 type clientOrder struct {
-	Op         string  `json:"op"`
-	ID         int     `json:"id"`
-	URL        string  `json:"url,omitempty"`
-	Size       int64   `json:"size,omitempty"`
-	CRC        uint32  `json:"crc,omitempty"`
-	Rate       float64 `json:"rate,omitempty"`
-	StallAfter float64 `json:"stall_after,omitempty"`
-	Path       string  `json:"path,omitempty"`
+	Op   string  `json:"op"`
+	ID   int     `json:"id"`
+	URL  string  `json:"url,omitempty"`
+	Size int64   `json:"size,omitempty"`
+	CRC  uint32  `json:"crc,omitempty"`
+	Rate float64 `json:"rate,omitempty"`
+	Path string  `json:"path,omitempty"`
 }
 
-// clientReply is the client process's line for a finished pull, or for
-// one still without a byte after its StallAfter (Stalled; its end's line
-// follows).
+// clientReply is the client process's line for a pull's first byte
+// (First; the harness times stalls itself, so a client process that
+// stalls is caught too) and for its end.
 type clientReply struct {
 	ID      int     `json:"id"`
 	Seconds float64 `json:"seconds"`
 	TTFB    float64 `json:"ttfb"`
 	Error   string  `json:"error,omitempty"`
-	Stalled bool    `json:"stalled,omitempty"`
+	First   bool    `json:"first,omitempty"`
 }
 
 // serveClients runs the client process: a pull a goroutine, a reply a
@@ -84,24 +81,15 @@ func serveClients(in io.Reader, out io.Writer) int {
 			mu.Lock()
 			cancels[o.ID] = cancel
 			mu.Unlock()
-			var got atomic.Int64
-			stop := func() bool { return false }
-			if o.StallAfter > 0 {
-				stall := time.AfterFunc(time.Duration(o.StallAfter*float64(time.Second)), func() {
-					if got.Load() > 0 {
-						return
-					}
-					mu.Lock()
-					defer mu.Unlock()
-					if err := enc.Encode(clientReply{ID: o.ID, Stalled: true}); err != nil {
-						fmt.Fprintf(os.Stderr, "bench clients: %v\n", err)
-					}
-				})
-				stop = stall.Stop
+			first := func() {
+				mu.Lock()
+				defer mu.Unlock()
+				if err := enc.Encode(clientReply{ID: o.ID, First: true}); err != nil {
+					fmt.Fprintf(os.Stderr, "bench clients: %v\n", err)
+				}
 			}
 			wg.Go(func() {
-				secs, ttfb, err := pullOne(pctx, o.URL, copyCheck{size: o.Size, crc: o.CRC}, config.Rate(o.Rate), &got)
-				stop()
+				secs, ttfb, err := pullOne(pctx, o.URL, copyCheck{size: o.Size, crc: o.CRC}, config.Rate(o.Rate), first)
 				r := clientReply{ID: o.ID, Seconds: secs, TTFB: ttfb}
 				if err != nil {
 					r.Error = err.Error()
@@ -140,27 +128,28 @@ type clientProcess struct {
 	done chan struct{} // closed when the replies end
 
 	// stallAfter, if > 0, is how long a pull may go without a byte before
-	// onStall is called with its ID (from the replies' goroutine: it must
-	// not wait on pulls).
+	// onStall is called with its ID (from a goroutine of its own).
 	stallAfter time.Duration
 	onStall    func(id int)
 
-	mu      sync.Mutex // enc, next, waiting, err
+	mu      sync.Mutex // enc, next, waiting, first, err
 	enc     *json.Encoder
 	next    int
 	waiting map[int]chan clientReply
-	err     error // why the replies ended early
+	first   map[int]bool // pulls whose first byte came
+	err     error        // why the replies ended early
 }
 
-// startClients starts a client process (this executable again).
-func startClients(ctx context.Context) (*clientProcess, error) {
+// startClients starts a client process (this executable again), its
+// stderr (its errors, and a goroutine dump if it gets SIGQUIT) to stderr.
+func startClients(ctx context.Context, stderr io.Writer) (*clientProcess, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("bench: client process: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, exe)
 	cmd.Env = append(os.Environ(), clientsEnv+"=1")
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, fmt.Errorf("bench: client process: %w", err)
@@ -172,7 +161,7 @@ func startClients(ctx context.Context) (*clientProcess, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("bench: client process: %w", err)
 	}
-	p := &clientProcess{cmd: cmd, in: in, done: make(chan struct{}), enc: json.NewEncoder(in), waiting: map[int]chan clientReply{}}
+	p := &clientProcess{cmd: cmd, in: in, done: make(chan struct{}), enc: json.NewEncoder(in), waiting: map[int]chan clientReply{}, first: map[int]bool{}}
 	go p.replies(out)
 	return p, nil
 }
@@ -191,15 +180,14 @@ func (p *clientProcess) replies(out io.Reader) {
 			p.mu.Unlock()
 			return
 		}
-		if r.Stalled {
+		if r.First {
+			p.first[r.ID] = true
 			p.mu.Unlock()
-			if p.onStall != nil {
-				p.onStall(r.ID)
-			}
 			continue
 		}
 		ch := p.waiting[r.ID]
 		delete(p.waiting, r.ID)
+		delete(p.first, r.ID)
 		p.mu.Unlock()
 		if ch != nil {
 			ch <- r
@@ -216,13 +204,24 @@ func (p *clientProcess) pull(ctx context.Context, url string, want copyCheck, ra
 	p.next++
 	p.waiting[id] = ch
 	if p.err == nil {
-		p.err = p.enc.Encode(clientOrder{Op: "pull", ID: id, URL: url, Size: want.size, CRC: want.crc, Rate: float64(rate),
-			StallAfter: p.stallAfter.Seconds()})
+		p.err = p.enc.Encode(clientOrder{Op: "pull", ID: id, URL: url, Size: want.size, CRC: want.crc, Rate: float64(rate)})
 	}
 	err = p.err
 	p.mu.Unlock()
 	if err != nil {
 		return 0, 0, err
+	}
+	if p.stallAfter > 0 && p.onStall != nil {
+		stall := time.AfterFunc(p.stallAfter, func() {
+			p.mu.Lock()
+			_, running := p.waiting[id]
+			stalled := running && !p.first[id]
+			p.mu.Unlock()
+			if stalled {
+				p.onStall(id)
+			}
+		})
+		defer stall.Stop()
 	}
 	cancelled := false
 	for {

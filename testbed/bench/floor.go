@@ -215,7 +215,7 @@ func sendfileStep(ctx context.Context, src *os.File, size int64, step func(*floa
 	})}
 	go srv.Serve(ln)
 	defer srv.Close()
-	clients, err := startClients(ctx)
+	clients, err := startClients(ctx, os.Stderr)
 	if err != nil {
 		return err
 	}

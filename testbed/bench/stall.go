@@ -8,6 +8,7 @@ import (
 	"runtime/pprof"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -58,10 +59,42 @@ func (w *stallWatch) stalled(id int) {
 		if err := dumpGoroutines(filepath.Join(w.dir, "swarm-goroutines.txt")); err != nil {
 			w.log.Warn("bench: stall dump", "err", err)
 		}
-		if err := w.clients.dump(filepath.Join(w.dir, "clients-goroutines.txt")); err != nil {
-			w.log.Warn("bench: stall dump", "err", err)
-		}
+		w.dumpClients()
 	})
+}
+
+// clientDumpWait is how long the client process has to write its dump
+// before it counts as stuck itself.
+const clientDumpWait = 3 * time.Second
+
+// dumpClients asks the client process for its goroutines. A client
+// process that does not write them in clientDumpWait is itself stuck: its
+// threads' kernel state is copied from /proc and it gets SIGQUIT, whose
+// goroutine dump (written by the runtime's signal handler, which needs no
+// scheduler) goes to the bench's stderr, and the run's pulls fail.
+func (w *stallWatch) dumpClients() {
+	path := filepath.Join(w.dir, "clients-goroutines.txt")
+	if err := w.clients.dump(path); err != nil {
+		w.log.Warn("bench: stall dump", "err", err)
+		return
+	}
+	for end := time.Now().Add(clientDumpWait); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+	}
+	pid := w.clients.cmd.Process.Pid
+	var b []byte
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	for _, t := range tasks {
+		for _, f := range []string{"stat", "wchan", "syscall"} {
+			c, _ := os.ReadFile(filepath.Join(t, f))
+			b = fmt.Appendf(b, "%s/%s: %s\n", t, f, c)
+		}
+	}
+	_ = os.WriteFile(filepath.Join(w.dir, "clients-stuck.txt"), b, 0o644)
+	w.log.Warn("bench: the client process wrote no dump: stuck; SIGQUIT", "pid", pid, "wait", clientDumpWait)
+	_ = w.clients.cmd.Process.Signal(syscall.SIGQUIT)
 }
 
 // copyNetFiles copies netFiles into dir as <name>-<when>; what cannot be

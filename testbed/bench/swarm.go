@@ -11,10 +11,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -233,7 +233,7 @@ func Swarm(ctx context.Context, o SwarmOptions) (*SwarmResult, error) {
 	counted := countUpstream(c, d)
 	r := newSwarmResult(o)
 
-	clients, err := startClients(ctx)
+	clients, err := startClients(ctx, os.Stderr)
 	if err != nil {
 		return nil, err
 	}
@@ -454,15 +454,15 @@ func pullAll(ctx context.Context, n int, url func(int) string, want copyCheck, c
 	return secs, ttfb, fails
 }
 
-// pullOne GETs url and checks the body against want as it streams, adding
-// every byte received to progress (if set). clientRate > 0 caps it.
-func pullOne(ctx context.Context, url string, want copyCheck, clientRate config.Rate, progress *atomic.Int64) (secs, ttfb float64, err error) {
-	return pullOneWith(ctx, http.DefaultClient, url, want, clientRate, progress)
+// pullOne GETs url and checks the body against want as it streams, calling
+// first (if set) when the first byte arrives. clientRate > 0 caps it.
+func pullOne(ctx context.Context, url string, want copyCheck, clientRate config.Rate, first func()) (secs, ttfb float64, err error) {
+	return pullOneWith(ctx, http.DefaultClient, url, want, clientRate, first)
 }
 
 // pullOneWith is pullOne through hc (a client that dials from another
 // network namespace).
-func pullOneWith(ctx context.Context, hc *http.Client, url string, want copyCheck, clientRate config.Rate, progress *atomic.Int64) (secs, ttfb float64, err error) {
+func pullOneWith(ctx context.Context, hc *http.Client, url string, want copyCheck, clientRate config.Rate, first func()) (secs, ttfb float64, err error) {
 	t0 := time.Now()
 	err = func() error {
 		resp, err := httpGetWith(ctx, hc, url)
@@ -480,17 +480,16 @@ func pullOneWith(ctx context.Context, hc *http.Client, url string, want copyChec
 		var crc uint32
 		var got int64
 		buf := make([]byte, 256<<10)
-		first := true
 		for {
 			k, err := body.Read(buf)
-			if k > 0 && first {
-				ttfb, first = time.Since(t0).Seconds(), false
+			if k > 0 && got == 0 {
+				ttfb = time.Since(t0).Seconds()
+				if first != nil {
+					first()
+				}
 			}
 			crc = crc32.Update(crc, castagnoli, buf[:k])
 			got += int64(k)
-			if progress != nil {
-				progress.Add(int64(k))
-			}
 			if err == io.EOF {
 				break
 			}

@@ -216,12 +216,7 @@ func TestSVGWrapsPanels(t *testing.T) {
 // it used.
 func TestClientProcess(t *testing.T) {
 	want, srv := copyServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	p, err := startClients(ctx, os.Stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, p := testClients(t, os.Stderr)
 	if secs, ttfb, err := p.pull(ctx, srv.URL+"/good", want, 0); err != nil || secs <= 0 || ttfb <= 0 || ttfb > secs {
 		t.Errorf("good copy: %v s, first byte %v s, %v", secs, ttfb, err)
 	}
@@ -254,12 +249,7 @@ func TestClientProcess(t *testing.T) {
 // whose first byte came, however slow the rest, is not a stall.
 func TestStalledPullIsDumped(t *testing.T) {
 	want, srv := copyServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	p, err := startClients(ctx, os.Stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, p := testClients(t, os.Stderr)
 	dir := filepath.Join(t.TempDir(), "stall")
 	w := &stallWatch{dir: dir, log: slog.New(slog.DiscardHandler), clients: p}
 	p.stallAfter, p.onStall = 300*time.Millisecond, w.stalled
@@ -312,13 +302,8 @@ func TestStalledPullIsDumped(t *testing.T) {
 // kernel state, then SIGQUIT for the runtime's own goroutine dump.
 func TestStuckClientProcessIsDumpedFromOutside(t *testing.T) {
 	want, srv := copyServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	var stderr bytes.Buffer // read once the process has ended
-	p, err := startClients(ctx, &stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, p := testClients(t, &stderr)
 	dir := t.TempDir()
 	w := &stallWatch{dir: dir, log: slog.New(slog.DiscardHandler), clients: p}
 	p.stallAfter, p.onStall = 200*time.Millisecond, w.stalled
@@ -354,6 +339,19 @@ func TestStuckClientProcessIsDumpedFromOutside(t *testing.T) {
 	if n := w.count.Load(); n != 1 {
 		t.Errorf("%d stalled pulls, want 1", n)
 	}
+}
+
+// testClients starts a client process, its stderr to stderr, and a
+// context that ends with the test (or after 30 s) for its pulls.
+func testClients(t *testing.T, stderr io.Writer) (context.Context, *clientProcess) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	p, err := startClients(ctx, stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, p
 }
 
 // waitFor polls cond until it holds or d passes.

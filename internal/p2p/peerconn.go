@@ -38,6 +38,7 @@ type peerConn struct {
 	has            bitset
 	hasN           atomic.Int32 // pieces it holds (read by the upload turn without t.mu)
 	peerUp         atomic.Int64 // the upload cap it told us (bytes per second, 0: none; uploadcap.go)
+	served         atomic.Bool  // a block of ours went to it (behind)
 	choked         bool         // it chokes us (it discards our requests)
 	interested     bool         // we told it we are
 	peerInterested bool
@@ -453,6 +454,7 @@ func (c *peerConn) writeLoop() error {
 			return err
 		}
 		c.lastWrite.Store(time.Now().Unix())
+		c.served.Store(true)
 		c.t.up.Add(int64(rs.Length))
 		c.t.e.sent.Add(int64(rs.Length))
 		spare = out
@@ -513,10 +515,17 @@ func (c *peerConn) awaitUpload(up *rate.Limiter, n int, out *[]byte) error {
 
 // behind orders the blocks waiting for the upload cap (engine.upTurn): the
 // fraction of the blob the peer holds, as its Haves told us, after the
-// peers whose upload cap is under half ours (slower).
+// peers whose upload cap is under half ours (slower), but for a slower
+// peer's first block from us. A slower peer's first request is mostly
+// for the piece its client waits on (the in-order prefix is asked first),
+// and at U = R a faster uploader's turns are never free: with every block
+// last, a slow agent's first byte waited at fast holders, its request
+// moved from one to the next, for up to 10.5 s of its 67 s (one slow pull
+// in 50, N = 64, a quarter at R/4). A block a connection is a few tenths
+// of a second of the slow link.
 func (c *peerConn) behind() uint64 {
 	k := uint64(c.hasN.Load()) << 32 / uint64(max(1, c.t.n))
-	if c.slower() {
+	if c.slower() && c.served.Load() {
 		k += 1 << 33
 	}
 	return k

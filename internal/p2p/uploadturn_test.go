@@ -188,6 +188,55 @@ func TestUploadGoesToSlowerPeersAfterTheRest(t *testing.T) {
 	t.Logf("the slower peer got %d of %d blocks; the three at the seed's cap: %v", got[3], all, got[:3])
 }
 
+// A slower peer's first block goes by its fraction alone: its client waits
+// on it (the first request is for the in-order prefix). Three peers at the
+// seed's cap keep it busy; a peer at a quarter of it that then asks for
+// piece 0 gets it within a few blocks, not once the others stop.
+func TestSlowerPeersFirstBlockIsNotLast(t *testing.T) {
+	if testEngine() == EngineLibrary {
+		t.Skip("the engine's upload turns (SHOAL_TEST_P2P_ENGINE=library runs the library)")
+	}
+	const pieceLen = 32 << 10
+	const up = 200_000 // a block every ~160 ms
+	blob, mi := testBlobMeta(t, 64*pieceLen, pieceLen)
+	seed := cappedSeederOn(t, EngineShoal, up, blob, mi, agentPeerIDPrefix)
+	got := make([]atomic.Int32, 3)
+	stop := make(chan struct{})
+	errs := make(chan error, 3)
+	var wg sync.WaitGroup
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	for k := range 3 {
+		l := dialRawLeechUp(t, seed, mi, fmt.Sprintf("ahead%d", k), func(i int) bool { return i < 32 }, up)
+		wg.Go(func() { errs <- l.fetch(32+10*k, pieceLen, stop, &got[k]) })
+	}
+	sent := func() int32 { return got[0].Load() + got[1].Load() + got[2].Load() }
+	testutil.Eventually(t, 30*time.Second, func() bool { return sent() >= 6 }, "the seed sent fewer than 6 blocks in 30 s")
+	slow := dialRawLeechUp(t, seed, mi, "slow", func(int) bool { return false }, up/4)
+	before := sent()
+	slow.send(t, pp.Message{Type: pp.Request, Index: 0, Begin: 0, Length: pieceLen})
+	for {
+		var m pp.Message
+		_ = slow.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if err := slow.dec.Decode(&m); err != nil {
+			t.Fatalf("the slower peer's first block: %v (the others got %d blocks meanwhile)", err, sent()-before)
+		}
+		if m.Type == pp.Piece {
+			break
+		}
+	}
+	if n := sent() - before; n > 4 {
+		t.Errorf("the others got %d blocks before the slower peer's first, want at most 4", n)
+	}
+	select {
+	case err := <-errs:
+		t.Fatalf("fetching: %v", err)
+	default:
+	}
+}
+
 // fetchTurns has each leech keep a request in flight (the last from piece
 // 0, the others from piece 32 on, 10 apart) until the seed has sent total
 // blocks, and returns how many each had got by then, and their sum. The

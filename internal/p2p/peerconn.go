@@ -520,9 +520,9 @@ func (c *peerConn) awaitUpload(up *rate.Limiter, n int, out *[]byte) error {
 // for the piece its client waits on (the in-order prefix is asked first),
 // and at U = R a faster uploader's turns are never free: with every block
 // last, a slow agent's first byte waited at fast holders, its request
-// moved from one to the next, for up to 10.5 s of its 67 s (one slow pull
-// in 50, N = 64, a quarter at R/4). A block a connection is a few tenths
-// of a second of the slow link.
+// moved from one to the next, for up to 10.5 s of its 67 s (8 slow pulls
+// of 528 over 2 s, N = 64, a quarter at R/4; none of 256 since). A block
+// a connection is a few tenths of a second of the slow link.
 func (c *peerConn) behind() uint64 {
 	k := uint64(c.hasN.Load()) << 32 / uint64(max(1, c.t.n))
 	if c.slower() && c.served.Load() {

@@ -141,18 +141,13 @@ func (l *rawLeech) fetch(first, pieceLen int, stop <-chan struct{}, got *atomic.
 // handed to the connection whose block just went: its peer has not asked
 // for the next one yet).
 func TestUploadGoesFirstToThePeerFurthestBehind(t *testing.T) {
-	if testEngine() == EngineLibrary {
-		t.Skip("the engine's upload turns (SHOAL_TEST_P2P_ENGINE=library runs the library)")
-	}
-	const pieceLen = 32 << 10
-	blob, mi := testBlobMeta(t, 64*pieceLen, pieceLen)
-	seed := cappedSeederOn(t, EngineShoal, 200_000, blob, mi, agentPeerIDPrefix) // a block every ~160 ms
+	seed, mi := turnSeed(t)
 	var leeches []*rawLeech
 	for k := range 3 {
 		leeches = append(leeches, dialRawLeech(t, seed, mi, fmt.Sprintf("ahead%d", k), func(i int) bool { return i < 32 }))
 	}
 	leeches = append(leeches, dialRawLeech(t, seed, mi, "behind", func(int) bool { return false }))
-	got, all := fetchTurns(t, leeches, pieceLen, 24)
+	got, all := fetchTurns(t, leeches, turnPieceLen, 24)
 	// First come: about all/4 (6 of 24); here about all/2.
 	if b := got[3]; b*8 < all*3 {
 		t.Fatalf("the peer holding nothing got %d of %d blocks, want at least 3/8 of them (first come gives it a quarter)", b, all)
@@ -168,19 +163,13 @@ func TestUploadGoesFirstToThePeerFurthestBehind(t *testing.T) {
 // now it waits while any other peer's request does, and gets the rest once
 // they stop.
 func TestUploadGoesToSlowerPeersAfterTheRest(t *testing.T) {
-	if testEngine() == EngineLibrary {
-		t.Skip("the engine's upload turns (SHOAL_TEST_P2P_ENGINE=library runs the library)")
-	}
-	const pieceLen = 32 << 10
-	const up = 200_000 // a block every ~160 ms
-	blob, mi := testBlobMeta(t, 64*pieceLen, pieceLen)
-	seed := cappedSeederOn(t, EngineShoal, up, blob, mi, agentPeerIDPrefix)
+	seed, mi := turnSeed(t)
 	var leeches []*rawLeech
 	for k := range 3 {
-		leeches = append(leeches, dialRawLeechUp(t, seed, mi, fmt.Sprintf("ahead%d", k), func(i int) bool { return i < 32 }, up))
+		leeches = append(leeches, dialRawLeechUp(t, seed, mi, fmt.Sprintf("ahead%d", k), func(i int) bool { return i < 32 }, turnUp))
 	}
-	leeches = append(leeches, dialRawLeechUp(t, seed, mi, "slow", func(int) bool { return false }, up/4))
-	got, all := fetchTurns(t, leeches, pieceLen, 24)
+	leeches = append(leeches, dialRawLeechUp(t, seed, mi, "slow", func(int) bool { return false }, turnUp/4))
+	got, all := fetchTurns(t, leeches, turnPieceLen, 24)
 	// First come: about all/4 (6 of 24); as the peer behind, about all/2.
 	if b := got[3]; b*8 >= all {
 		t.Fatalf("the slower peer got %d of %d blocks while the others asked, want under 1/8 of them", b, all)
@@ -193,13 +182,7 @@ func TestUploadGoesToSlowerPeersAfterTheRest(t *testing.T) {
 // seed's cap keep it busy; a peer at a quarter of it that then asks for
 // piece 0 gets it within a few blocks, not once the others stop.
 func TestSlowerPeersFirstBlockIsNotLast(t *testing.T) {
-	if testEngine() == EngineLibrary {
-		t.Skip("the engine's upload turns (SHOAL_TEST_P2P_ENGINE=library runs the library)")
-	}
-	const pieceLen = 32 << 10
-	const up = 200_000 // a block every ~160 ms
-	blob, mi := testBlobMeta(t, 64*pieceLen, pieceLen)
-	seed := cappedSeederOn(t, EngineShoal, up, blob, mi, agentPeerIDPrefix)
+	seed, mi := turnSeed(t)
 	got := make([]atomic.Int32, 3)
 	stop := make(chan struct{})
 	errs := make(chan error, 3)
@@ -209,14 +192,14 @@ func TestSlowerPeersFirstBlockIsNotLast(t *testing.T) {
 		wg.Wait()
 	}()
 	for k := range 3 {
-		l := dialRawLeechUp(t, seed, mi, fmt.Sprintf("ahead%d", k), func(i int) bool { return i < 32 }, up)
-		wg.Go(func() { errs <- l.fetch(32+10*k, pieceLen, stop, &got[k]) })
+		l := dialRawLeechUp(t, seed, mi, fmt.Sprintf("ahead%d", k), func(i int) bool { return i < 32 }, turnUp)
+		wg.Go(func() { errs <- l.fetch(32+10*k, turnPieceLen, stop, &got[k]) })
 	}
 	sent := func() int32 { return got[0].Load() + got[1].Load() + got[2].Load() }
 	testutil.Eventually(t, 30*time.Second, func() bool { return sent() >= 6 }, "the seed sent fewer than 6 blocks in 30 s")
-	slow := dialRawLeechUp(t, seed, mi, "slow", func(int) bool { return false }, up/4)
+	slow := dialRawLeechUp(t, seed, mi, "slow", func(int) bool { return false }, turnUp/4)
 	before := sent()
-	slow.send(t, pp.Message{Type: pp.Request, Index: 0, Begin: 0, Length: pieceLen})
+	slow.send(t, pp.Message{Type: pp.Request, Index: 0, Begin: 0, Length: turnPieceLen})
 	for {
 		var m pp.Message
 		_ = slow.c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -236,6 +219,24 @@ func TestSlowerPeersFirstBlockIsNotLast(t *testing.T) {
 	default:
 	}
 }
+
+// turnSeed is the seed of the upload turns' tests (the engine's only): 64
+// pieces of turnPieceLen, its upload capped at turnUp.
+func turnSeed(t *testing.T) (*Node, *MetaInfo) {
+	t.Helper()
+	if testEngine() == EngineLibrary {
+		t.Skip("the engine's upload turns (SHOAL_TEST_P2P_ENGINE=library runs the library)")
+	}
+	blob, mi := testBlobMeta(t, 64*turnPieceLen, turnPieceLen)
+	return cappedSeederOn(t, EngineShoal, turnUp, blob, mi, agentPeerIDPrefix), mi
+}
+
+// The turn tests' pieces and their seed's upload cap: a block every
+// ~160 ms.
+const (
+	turnPieceLen = 32 << 10
+	turnUp       = 200_000
+)
 
 // fetchTurns has each leech keep a request in flight (the last from piece
 // 0, the others from piece 32 on, 10 apart) until the seed has sent total

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/fsutil"
 )
 
 // DefaultStallAfter is how long a bench pull may go without a byte before
@@ -112,20 +115,11 @@ func copyNetFiles(dir, when string) {
 // dumpGoroutines writes every goroutine's stack, with how long it has
 // waited, to path (atomically: a reader never sees half a dump).
 func dumpGoroutines(path string) error {
-	tmp := fmt.Sprintf("%s.%d.tmp", path, time.Now().UnixNano())
-	f, err := os.Create(tmp)
-	if err != nil {
+	var b bytes.Buffer
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 2); err != nil {
 		return fmt.Errorf("goroutine dump: %w", err)
 	}
-	err = pprof.Lookup("goroutine").WriteTo(f, 2)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := fsutil.WriteFileAtomicPerm(path, b.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("goroutine dump %s: %w", path, err)
 	}
 	return nil

@@ -15,7 +15,7 @@ import (
 const benchSimUsage = `  shoal bench sim --agents N --size F --rate R [--origin-rate U] [--upstream-rate U] [--piece-size P]
                   [--warm-origins] [--uneven 0.25 [--slow-conns C]] [--late 0.25] [--churn 0.1] [--seed S] [--runs K]
                   [--conns C] [--max-peers M] [--announce-interval D] [--reveal K] [--queue-depth Q] [--chunk-size B]
-                  [--engine shoal|library] [--have-delay D] [--min-stall D] [--in-order] [--upload-order behind|request|rare|pace] [--no-slower-last] [--batch K] [--serial-uploads] [--rtt D] [--request-latency D] [--waste W] [--agent-times] [--json]
+                  [--engine shoal|library] [--have-delay D] [--min-stall D] [--in-order] [--upload-order behind|request|rare|pace] [--no-slower-last] [--batch K] [--edge-piece-size P --edge-bytes B] [--serial-uploads] [--rtt D] [--request-latency D] [--waste W] [--agent-times] [--json]
   shoal bench sim --calibrate [--runs K] [--json]   every real row against the model
 `
 
@@ -44,6 +44,8 @@ func runBenchSim(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.IntVar(&c.Reveal, "reveal", sim.DefaultReveal, "pieces the origin reveals to a peer at a time")
 	fs.IntVar(&c.Batch, "batch", 0, "shoal engine, a what-if: pieces an agent asks a peer for in one go, served to the end in one upload turn (0: one request at a time)")
 	fs.IntVar(&c.QueueDepth, "queue-depth", 0, "blocks an agent keeps requested on one connection (0: p2p requests_per_peer's rule, 20 ms of the download cap)")
+	edgePiece := fs.String("edge-piece-size", "", "what-if: pieces of this length within --edge-bytes of the blob's start and end, --piece-size between (the origin cuts one length)")
+	edgeBytes := fs.String("edge-bytes", "", "what-if: how far from either end the --edge-piece-size pieces reach")
 	chunk := fs.String("chunk-size", "auto", `block an agent requests at a time ("auto": the engine's, 128 KiB on shoal, 64 KiB on the library)`)
 	fs.StringVar(&c.Engine, "engine", sim.EngineShoal, `the agents' p2p.engine, "shoal" or "library" (the model of each is fitted to the real rows measured on it: --calibrate)`)
 	haveDelay := fs.Duration("have-delay", time.Duration(sim.DefaultHaveDelay*float64(time.Second)), "shoal engine: how long a Have may wait for the connection's next write (longer where 4 pieces take longer at the upload cap)")
@@ -105,6 +107,17 @@ func runBenchSim(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return usageError{fmt.Errorf("--chunk-size: want a positive size or \"auto\", got %q", *chunk)}
 		}
 		c.ChunkBytes = int64(ch)
+	}
+	if *edgePiece != "" {
+		p, err := config.ParseByteSize(*edgePiece)
+		if err != nil || p < 1 {
+			return usageError{fmt.Errorf("--edge-piece-size: want a positive size, got %q", *edgePiece)}
+		}
+		b, err := config.ParseByteSize(*edgeBytes)
+		if err != nil || b < 1 {
+			return usageError{fmt.Errorf("--edge-bytes: want a positive size with --edge-piece-size, got %q", *edgeBytes)}
+		}
+		c.EdgePieceBytes, c.EdgeBytes = int64(p), int64(b)
 	}
 	if *piece != "auto" {
 		p, err := config.ParseByteSize(*piece)

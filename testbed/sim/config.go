@@ -133,6 +133,12 @@ type Config struct {
 	// another downloader; each piece still counts (Have, verification) as
 	// it arrives. 0 or 1: a request at a time, as p2p does.
 	Batch int
+	// EdgePieceBytes, EdgeBytes (a what-if; the origin cuts a blob in
+	// pieces of one length): the pieces that begin within EdgeBytes of the
+	// blob's start or end are EdgePieceBytes long, those between
+	// PieceBytes (the last of them cut short at the end's edge). 0: one
+	// length.
+	EdgePieceBytes, EdgeBytes int64
 	// RTT is the round trip between any two nodes; RequestLatency the time
 	// from a piece becoming requestable (a Have, a reveal, a free slot) to
 	// the first byte of the answer, beyond one RTT: the library's request
@@ -283,8 +289,13 @@ func (c *Config) Validate() error {
 	check(c.Agents >= 1, "agents: want >= 1, got %d", c.Agents)
 	check(c.BlobBytes >= 1, "size: want >= 1 byte, got %d", c.BlobBytes)
 	check(c.PieceBytes >= 1, "piece size: want >= 1 byte, got %d", c.PieceBytes)
+	check(c.EdgePieceBytes >= 0 && c.EdgeBytes >= 0, "edge pieces: want sizes >= 0, got %d and %d", c.EdgePieceBytes, c.EdgeBytes)
+	check(c.EdgePieceBytes == 0 || c.EdgeBytes >= 1, "edge pieces: %d-byte pieces within 0 bytes of the ends", c.EdgePieceBytes)
 	if c.PieceBytes >= 1 && c.BlobBytes >= 1 {
 		n := (c.BlobBytes + c.PieceBytes - 1) / c.PieceBytes
+		if c.EdgePieceBytes >= 1 {
+			n += 2 * ((min(c.EdgeBytes, c.BlobBytes) + c.EdgePieceBytes - 1) / c.EdgePieceBytes)
+		}
 		check(n <= 1<<16, "piece size: %d pieces, want at most 65536", n)
 	}
 	check(c.Rate > 0 && c.OriginRate > 0 && c.UpstreamRate > 0, "rates: want positive, got rate %g, origin %g, upstream %g", c.Rate, c.OriginRate, c.UpstreamRate)
@@ -298,7 +309,7 @@ func (c *Config) Validate() error {
 	check(c.QueueDepth >= 0 && c.QueueDepth <= 255, "queue depth: want 0..255 blocks (0: from the rate), got %d", c.QueueDepth)
 	check(c.ChunkBytes >= 1, "chunk size: want >= 1 byte, got %d", c.ChunkBytes)
 	if c.ChunkBytes >= 1 && c.PieceBytes >= 1 {
-		k := (c.PieceBytes + c.ChunkBytes - 1) / c.ChunkBytes
+		k := (max(c.PieceBytes, c.EdgePieceBytes) + c.ChunkBytes - 1) / c.ChunkBytes
 		check(k <= 255, "chunk size: %d chunks per piece, want at most 255", k)
 	}
 	check(c.Engine == EngineShoal || c.Engine == EngineLibrary, "engine: want %q or %q, got %q", EngineShoal, EngineLibrary, c.Engine)

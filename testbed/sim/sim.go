@@ -105,7 +105,8 @@ type Sim struct {
 	events eventHeap
 
 	nPieces  int
-	cpp      int // chunks per piece (the last piece may have fewer)
+	starts   []int64 // piece p is bytes starts[p]..starts[p+1]
+	cpp      int     // chunks per piece (the last piece may have fewer)
 	nodes    []*node
 	maxNodes int // the origin, the agents and their churn replacements
 	xfers    []transfer
@@ -156,8 +157,9 @@ func New(cfg Config) (*Sim, error) {
 	}
 	s := &Sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5140a1)), revealSeq: map[int64]uint64{}, engine: cfg.Engine == EngineShoal,
 		bursts: cfg.Engine == EngineShoal && !cfg.NoBurst}
-	s.nPieces = int((cfg.BlobBytes + cfg.PieceBytes - 1) / cfg.PieceBytes)
-	s.cpp = int((cfg.PieceBytes + cfg.ChunkBytes - 1) / cfg.ChunkBytes)
+	s.starts = pieceStarts(cfg)
+	s.nPieces = len(s.starts) - 1
+	s.cpp = int((max(cfg.PieceBytes, cfg.EdgePieceBytes) + cfg.ChunkBytes - 1) / cfg.ChunkBytes)
 	s.assigned = make([]int32, s.nPieces)
 	s.holders = make([]int32, s.nPieces)
 	s.revealedAt = make([]float64, s.nPieces)
@@ -214,11 +216,29 @@ func New(cfg Config) (*Sim, error) {
 		s.availN = s.nPieces
 	} else {
 		for i := range s.nPieces {
-			end := min(int64(i+1)*cfg.PieceBytes, cfg.BlobBytes)
+			end := s.starts[i+1]
 			s.push(event{t: float64(end) / cfg.UpstreamRate, kind: evAvail, a: int32(i)})
 		}
 	}
 	return s, nil
+}
+
+// pieceStarts cuts the blob: piece p is bytes starts[p] to starts[p+1].
+func pieceStarts(cfg Config) []int64 {
+	starts := []int64{0}
+	for off := int64(0); off < cfg.BlobBytes; {
+		l := cfg.PieceBytes
+		switch end := cfg.BlobBytes - cfg.EdgeBytes; {
+		case cfg.EdgePieceBytes == 0:
+		case off < cfg.EdgeBytes || off >= end:
+			l = cfg.EdgePieceBytes
+		case off+l > end:
+			l = end - off
+		}
+		off = min(off+l, cfg.BlobBytes)
+		starts = append(starts, off)
+	}
+	return starts
 }
 
 // pick marks round(frac*n) of n items, chosen by the seed.
@@ -264,7 +284,7 @@ func (s *Sim) push(e event) {
 }
 
 func (s *Sim) pieceLen(p int) int64 {
-	return min(s.cfg.PieceBytes, s.cfg.BlobBytes-int64(p)*s.cfg.PieceBytes)
+	return s.starts[p+1] - s.starts[p]
 }
 
 // chunks is how many chunks piece p has; chunkLen the length of its k-th.

@@ -34,6 +34,7 @@ func TestConservation(t *testing.T) {
 		{Agents: 20, BlobBytes: 32<<20 + 12345, PieceBytes: 256 << 10, Rate: 10e6, Engine: EngineShoal},
 		{Agents: 30, BlobBytes: 16 << 20, Rate: 1e6, Uneven: 0.25, Late: 0.25, Engine: EngineShoal},
 		{Agents: 30, BlobBytes: 16 << 20, PieceBytes: 256 << 10, Rate: 10e6, Warm: true, ConnsPerTorrent: 3, Engine: EngineShoal},
+		{Agents: 20, BlobBytes: 16<<20 + 777, PieceBytes: 256 << 10, EdgePieceBytes: 32 << 10, EdgeBytes: 1 << 20, Rate: 10e6, Engine: EngineShoal},
 	} {
 		s, r := run(t, c.Calibrated())
 		var chunks int64
@@ -217,6 +218,28 @@ func TestPieceLengthMatchesOrigin(t *testing.T) {
 	}
 }
 
+// The edge what-if cuts short pieces at both ends and long ones between,
+// covering the blob once.
+func TestPieceStartsWithEdges(t *testing.T) {
+	for _, tc := range []struct {
+		c    Config
+		want []int64 // piece lengths
+	}{
+		{Config{BlobBytes: 1000, PieceBytes: 300}, []int64{300, 300, 300, 100}},
+		{Config{BlobBytes: 1000, PieceBytes: 300, EdgePieceBytes: 100, EdgeBytes: 150}, []int64{100, 100, 300, 300, 50, 100, 50}},
+		{Config{BlobBytes: 1000, PieceBytes: 300, EdgePieceBytes: 250, EdgeBytes: 600}, []int64{250, 250, 250, 250}},
+	} {
+		starts := pieceStarts(tc.c)
+		var got []int64
+		for p := range len(starts) - 1 {
+			got = append(got, starts[p+1]-starts[p])
+		}
+		if !slices.Equal(got, tc.want) || starts[0] != 0 || starts[len(starts)-1] != tc.c.BlobBytes {
+			t.Errorf("%+v: starts %v, lengths %v; want lengths %v", tc.c, starts, got, tc.want)
+		}
+	}
+}
+
 func TestValidate(t *testing.T) {
 	for _, tc := range []struct {
 		c    Config
@@ -228,6 +251,8 @@ func TestValidate(t *testing.T) {
 		{Config{Agents: 1, BlobBytes: 1 << 30, PieceBytes: 1, Rate: 1}, "pieces, want at most"},
 		{Config{Agents: 1, BlobBytes: 1, Rate: 1, Churn: 2}, "churn"},
 		{Config{Agents: 1, BlobBytes: 1, Rate: 1, ConnsPerTorrent: 300}, "conns per torrent"},
+		{Config{Agents: 1, BlobBytes: 1, Rate: 1, EdgePieceBytes: 1}, "edge pieces"},
+		{Config{Agents: 1, BlobBytes: 1 << 30, Rate: 1, EdgePieceBytes: 1, EdgeBytes: 1 << 20}, "pieces, want at most"},
 	} {
 		_, err := New(tc.c)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

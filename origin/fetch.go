@@ -136,7 +136,9 @@ func (o *Origin) createDownload(d digest.Digest, size int64) (dl *store.Download
 		}
 		sd.hashes.HoldLast() // until the digest matched
 		sd.chain.HoldLast()
-		opts = append(opts, store.WithTee(io.MultiWriter(sd.hashes, sd.chain)))
+		// The chain is the blob's sha256 taken piece by piece: the store
+		// checks the digest with it rather than hash every byte again.
+		opts = append(opts, store.WithHash(chainHash{sd.chain}), store.WithTee(sd.hashes))
 	}
 	if dl, err = o.store.Create(d, size, opts...); err != nil {
 		o.log.Error("cannot store blob", "digest", d, "size", size, "err", err)

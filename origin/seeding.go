@@ -200,3 +200,9 @@ func (o *Origin) evicted(d digest.Digest) {
 	}
 	o.seeds.Remove(d)
 }
+
+// chainHash is a sha256 chain as the store's hash: the chain's Write, and
+// its running sha256 as the Sum checked against the digest.
+type chainHash struct{ *p2p.PieceHashes }
+
+func (c chainHash) Sum(b []byte) []byte { return c.BlobSum(b) }

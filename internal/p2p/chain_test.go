@@ -46,8 +46,8 @@ func TestChainChecksEveryPiece(t *testing.T) {
 		piece := func(i int) []byte { return blob[i*pl : min((i+1)*pl, size)] }
 		for _, chunk := range []int{1 << 20, 1000, 64} {
 			c := chainOf(t, blob, pl, chunk)
-			if last := sha256.Sum256(blob); !bytes.Equal(c.Sums()[(n-1)*32:], last[:]) {
-				t.Fatalf("size %d, chunk %d: last entry is not the blob's sha256", size, chunk)
+			if last := sha256.Sum256(blob); !bytes.Equal(c.Sums()[(n-1)*32:], last[:]) || !bytes.Equal(c.BlobSum(nil), last[:]) {
+				t.Fatalf("size %d, chunk %d: last entry or BlobSum is not the blob's sha256", size, chunk)
 			}
 			for i := range n {
 				if ok, err := c.CheckChain(ctx, d, i, piece(i)); !ok || err != nil {
@@ -70,6 +70,9 @@ func TestChainChecksEveryPiece(t *testing.T) {
 					t.Errorf("size %d: piece %d in the place of %d passed", size, i-1, i)
 				}
 			}
+		}
+		if NewPieceHashes(int64(size), pl).BlobSum(nil) != nil {
+			t.Errorf("a SHA-1 list gave a blob sum")
 		}
 		// The last piece answers to the digest, not to the list.
 		if ok, _ := c.CheckChain(ctx, digest.FromString("another blob"), n-1, piece(n-1)); ok {

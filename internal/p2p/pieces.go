@@ -255,6 +255,17 @@ func (p *PieceHashes) Write(b []byte) (int, error) {
 	return n, nil
 }
 
+// BlobSum appends to b the sha256 of the bytes Write took so far (the
+// blob's digest once all are in) for a sha256 chain, which hashes them for
+// its piece values anyway; nil for another kind. A store download checks
+// the blob with it (store.WithHash) instead of hashing every byte again.
+func (p *PieceHashes) BlobSum(b []byte) []byte {
+	if p.kind != HashChain {
+		return nil
+	}
+	return p.h.Sum(b)
+}
+
 // HoldLast makes Write keep the last piece's hash back until Publish: an
 // origin publishes it only once the whole blob matched its digest, so that
 // no peer can complete a blob that upstream sent wrong.

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -31,7 +30,7 @@ type Download struct {
 	tmp  string
 
 	hashMu sync.Mutex // serialises Write/Advance/Vouch
-	h      hash.Hash
+	h      Hash
 	tee    io.Writer // optional observer of the hashed stream, in order
 	hashed int64     // the verified prefix
 	fed    int64     // of it, the bytes fed to h (less after a Vouch)
@@ -55,6 +54,21 @@ type Option func(*Download)
 // WithTee feeds every hashed byte, in order, to w as well (e.g. to build
 // piece hashes while the blob streams in).
 func WithTee(w io.Writer) Option { return func(dl *Download) { dl.tee = w } }
+
+// Hash is what a download checks its bytes with: their sha256, fed in
+// order, whose Sum must be the digest. hash.Hash is one.
+type Hash interface {
+	io.Writer
+	Sum(b []byte) []byte
+}
+
+// WithHash makes the download feed its bytes to h, which must compute
+// their sha256, instead of a sha256 of its own: a writer that hashes every
+// byte anyway (an origin's sha256 chain, whose last value is the blob's
+// digest) spares the blob a second sha256. The digest check is the same:
+// h's Sum against the digest, before any reader sees the last byte. An
+// error from h's Write fails the download.
+func WithHash(h Hash) Option { return func(dl *Download) { dl.h = h } }
 
 // Create starts a download of d, size bytes long. If d is already stored it
 // returns ErrExists wrapped; if one is running, ErrInProgress. The caller holds
@@ -362,7 +376,10 @@ func (dl *Download) hashLocked(p []byte) error {
 	if dl.hashed == dl.size && len(p) == 0 && dl.isDone() {
 		return nil
 	}
-	dl.h.Write(p)
+	if _, err := dl.h.Write(p); err != nil {
+		dl.fail(err)
+		return err
+	}
 	if dl.tee != nil {
 		if _, err := dl.tee.Write(p); err != nil {
 			dl.fail(err)
@@ -425,7 +442,10 @@ func (dl *Download) catchUpLocked() error {
 			dl.fail(err)
 			return err
 		}
-		dl.h.Write(buf[:n])
+		if _, err := dl.h.Write(buf[:n]); err != nil {
+			dl.fail(err)
+			return err
+		}
 		if dl.tee != nil {
 			if _, err := dl.tee.Write(buf[:n]); err != nil {
 				dl.fail(err)

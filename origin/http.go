@@ -140,10 +140,17 @@ func (o *Origin) handlePieces(w http.ResponseWriter, r *http.Request) {
 				pending = now
 			}
 			if wait := streamWait(now, last, pending, from, sent, known, n); herr == nil && wait > 0 {
+				// A full batch, the last hash (which goes at once) or the
+				// list's failure ends a wait for one: woken for that, not
+				// for every hash, with a swarm's agents all streaming.
+				var full <-chan struct{}
+				if known-sent < hashStreamBatch {
+					full = h.Await(min(sent+hashStreamBatch, n))
+				}
 				t := time.NewTimer(wait)
 				select {
 				case <-t.C:
-				case <-changed: // more hashes: the batch may be full
+				case <-full:
 					t.Stop()
 				case <-r.Context().Done():
 					t.Stop()

@@ -142,6 +142,47 @@ func TestPieceHashesWait(t *testing.T) {
 	}
 }
 
+// Await's channel closes once its count of hashes is known, not at each
+// hash before; at once for a count known; and on the list's failure.
+func TestPieceHashesAwait(t *testing.T) {
+	data := sampleBlob(8 * MinPieceLength)
+	full, err := HashesOf(bytes.NewReader(data), int64(len(data)), MinPieceLength)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ph := NewPieceHashes(int64(len(data)), MinPieceLength)
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	four, six := ph.Await(4), ph.Await(6)
+	for i := range 3 {
+		if err := ph.Add(full.Sums()[i*sha1.Size : (i+1)*sha1.Size]); err != nil {
+			t.Fatal(err)
+		}
+		if closed(four) || closed(six) {
+			t.Fatalf("Await(4) or Await(6) closed with %d hashes known", i+1)
+		}
+	}
+	if err := ph.Add(full.Sums()[3*sha1.Size : 4*sha1.Size]); err != nil {
+		t.Fatal(err)
+	}
+	if !closed(four) || closed(six) {
+		t.Fatalf("4 hashes known: Await(4) closed %v, Await(6) closed %v; want true, false", closed(four), closed(six))
+	}
+	if !closed(ph.Await(2)) {
+		t.Fatal("Await(2) with 4 hashes known is not closed")
+	}
+	ph.Fail(errors.New("origin gone"))
+	if !closed(six) || !closed(ph.Await(8)) {
+		t.Fatal("Await after the list failed is not closed")
+	}
+}
+
 func TestParseMetaInfoRejects(t *testing.T) {
 	data := sampleBlob(40000)
 	d := digest.FromBytes(data)

@@ -125,6 +125,14 @@ type PieceHashes struct {
 	sums    []byte
 	err     error
 	changed chan struct{} // closed and replaced on every change
+	waiters []awaiter     // Await's, closed once their count is known
+}
+
+// awaiter is an Await: ch closes once k hashes are known (or the list
+// failed).
+type awaiter struct {
+	k  int
+	ch chan struct{}
 }
 
 // NewPieceHashes is an empty list of SHA-1s for a blob of length bytes in
@@ -311,6 +319,33 @@ func (p *PieceHashes) Fail(err error) {
 func (p *PieceHashes) notifyLocked() {
 	close(p.changed)
 	p.changed = make(chan struct{})
+	known := len(p.sums) / p.kind.Size()
+	kept := p.waiters[:0]
+	for _, w := range p.waiters {
+		if p.err != nil || known >= w.k {
+			close(w.ch)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	clear(p.waiters[len(kept):])
+	p.waiters = kept
+}
+
+// Await returns a channel closed once at least k hashes are known, or the
+// list failed: a reader that wants a batch of hashes wakes for the batch,
+// not for each hash as State's channel does (an origin streams the list to
+// every agent of a swarm while the blob arrives).
+func (p *PieceHashes) Await(k int) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ch := make(chan struct{})
+	if p.err != nil || len(p.sums)/p.kind.Size() >= k {
+		close(ch)
+		return ch
+	}
+	p.waiters = append(p.waiters, awaiter{k, ch})
+	return ch
 }
 
 // State returns the number of hashes known, the failure if any, and a

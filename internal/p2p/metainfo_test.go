@@ -91,15 +91,22 @@ func TestInfoHashNeedsNoContent(t *testing.T) {
 	}
 }
 
-// Hashes arrive while readers wait for them; a list that fails releases its
-// waiters with the cause.
-func TestPieceHashesWait(t *testing.T) {
-	data := sampleBlob(4 * MinPieceLength)
+// sampleHashes returns the SHA-1s of a sample blob of n pieces, and an
+// empty list for them.
+func sampleHashes(t *testing.T, n int) (full, empty *PieceHashes) {
+	t.Helper()
+	data := sampleBlob(n * MinPieceLength)
 	full, err := HashesOf(bytes.NewReader(data), int64(len(data)), MinPieceLength)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ph := NewPieceHashes(int64(len(data)), MinPieceLength)
+	return full, NewPieceHashes(int64(len(data)), MinPieceLength)
+}
+
+// Hashes arrive while readers wait for them; a list that fails releases its
+// waiters with the cause.
+func TestPieceHashesWait(t *testing.T) {
+	full, ph := sampleHashes(t, 4)
 	got := make(chan metainfo.Hash)
 	go func() {
 		h, err := ph.Wait(context.Background(), 2)
@@ -145,12 +152,7 @@ func TestPieceHashesWait(t *testing.T) {
 // Await's channel closes once its count of hashes is known, not at each
 // hash before; at once for a count known; and on the list's failure.
 func TestPieceHashesAwait(t *testing.T) {
-	data := sampleBlob(8 * MinPieceLength)
-	full, err := HashesOf(bytes.NewReader(data), int64(len(data)), MinPieceLength)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ph := NewPieceHashes(int64(len(data)), MinPieceLength)
+	full, ph := sampleHashes(t, 8)
 	closed := func(ch <-chan struct{}) bool {
 		select {
 		case <-ch:

@@ -144,18 +144,7 @@ func (a *Agent) download(ctx context.Context, ns string, d digest.Digest, ready 
 		return err
 	}
 	a.keepMeta(d, mi)
-	// Every piece was checked against hashes: they are complete. A
-	// standard torrent holds SHA-1s, which a sha256 chain has not: the
-	// origins' list (of the blob they verified) spares hashing the blob
-	// again; without it, seedStandard hashes the stored blob.
-	std := hashes
-	if hashes.Kind() != p2p.HashSHA1 {
-		std = p2p.NewPieceHashes(mi.Info.Length, mi.Info.PieceLength)
-		a.fetchPieces(ctx, ns, d, std)
-	}
-	if err := a.seedStandard(d, mi, std); err != nil {
-		a.log.Warn("cannot seed the standard torrent", "digest", d, "err", err)
-	}
+	a.seedPulled(ns, d, mi, hashes)
 	return nil
 }
 

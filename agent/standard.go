@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -48,6 +49,30 @@ func (a *Agent) seedStandard(d digest.Digest, mi *p2p.MetaInfo, hashes *p2p.Piec
 	return nil
 }
 
+// seedPulled seeds the standard torrent of d, just pulled, every piece
+// checked against hashes (complete). A standard torrent holds SHA-1s, which
+// a sha256 chain has not: the origins' list (of the blob they verified)
+// spares hashing the blob again; without it, seedStandard hashes the
+// stored blob. The list is asked for on the agent's context, not the
+// pull's, which ends with its clients (pull_grace) while this runs; an
+// agent that is stopping builds nothing (it could not seed it), and after
+// a restart the blob's next cache hit seeds it.
+func (a *Agent) seedPulled(ns string, d digest.Digest, mi *p2p.MetaInfo, hashes *p2p.PieceHashes) {
+	std := hashes
+	if hashes.Kind() != p2p.HashSHA1 {
+		ctx, cancel := context.WithTimeout(a.ctx, a.cfg.MetainfoTimeout)
+		std = p2p.NewPieceHashes(mi.Info.Length, mi.Info.PieceLength)
+		a.fetchPieces(ctx, ns, d, std)
+		cancel()
+	}
+	if a.ctx.Err() != nil {
+		return
+	}
+	if err := a.seedStandard(d, mi, std); err != nil {
+		a.log.Warn("cannot seed the standard torrent", "digest", d, "err", err)
+	}
+}
+
 // standardOf returns the standard torrent of d: kept beside the blob, built
 // from hashes, or built from the stored blob's own hashes (and kept).
 func (a *Agent) standardOf(d digest.Digest, mi *p2p.MetaInfo, hashes *p2p.PieceHashes) (*p2p.MetaInfo, error) {
@@ -61,6 +86,7 @@ func (a *Agent) standardOf(d digest.Digest, mi *p2p.MetaInfo, hashes *p2p.PieceH
 		}
 	}
 	if hashes == nil || !hashes.Complete() || hashes.Kind() != p2p.HashSHA1 {
+		a.log.Info("hashing the stored blob for its standard torrent", "digest", d)
 		f, err := a.store.Open(d)
 		if err != nil {
 			return nil, err

@@ -1,11 +1,16 @@
 package agent_test
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,5 +80,91 @@ func TestAgentSeedsTheStandardTorrent(t *testing.T) {
 				t.Errorf("no standard torrent kept beside the blob: %v", err)
 			}
 		})
+	}
+}
+
+// recorder keeps the messages of the records logged through it.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *recorder) WithGroup(string) slog.Handler            { return r }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, rec.Message)
+	return nil
+}
+
+func (r *recorder) count(msg string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.msgs {
+		if m == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// A blob pulled along the sha256 chain gets its standard torrent from the
+// origins' SHA-1s, not by hashing the stored blob again, whatever became
+// of the pull's clients; an agent that is stopping builds none (it hashed
+// the blob at every stop before, to seed nothing).
+func TestPulledBlobsStandardTorrentTakesTheOriginsSHA1s(t *testing.T) {
+	const hashing = "hashing the stored blob for its standard torrent"
+	rec := &recorder{}
+	c, err := cluster.Start(cluster.Options{Dir: t.TempDir(), Agents: 1, Origins: 1, Log: slog.New(rec)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	const repo = "test/stdsha"
+	data, d := push(t, c, repo, 3<<20+5, 23)
+	a := c.Agents[0]
+	if resp, body := do(t, "GET", fmt.Sprintf("%s/v2/%s/blobs/%s", a.URL(), repo, d)); resp.StatusCode != 200 || len(body) != len(data) {
+		t.Fatalf("pull: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	kept := a.Store().Path(d) + ".standard"
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		_, err := os.Stat(kept)
+		return err == nil
+	}, "no standard torrent kept beside the pulled blob")
+	if n := rec.count(hashing); n != 0 {
+		t.Fatalf("the pull hashed the blob %d times for its standard torrent", n)
+	}
+
+	raw, err := a.Store().ReadMeta(d, "torrent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mi, err := p2p.ParseMetaInfo(raw, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lists, err := p2p.HashListsOf(bytes.NewReader(data), mi.Info.Length, mi.Info.PieceLength, p2p.HashChain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Again, with the torrent gone: built from the origins' list.
+	if err := os.Remove(kept); err != nil {
+		t.Fatal(err)
+	}
+	agent.SeedPulled(a, repo, d, mi, lists[0])
+	if _, err := os.Stat(kept); err != nil || rec.count(hashing) != 0 {
+		t.Fatalf("standard torrent kept: %v; hashed the blob %d times", err, rec.count(hashing))
+	}
+	// A stopped agent builds nothing.
+	if err := os.Remove(kept); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop(a)
+	agent.SeedPulled(a, repo, d, mi, lists[0])
+	if _, err := os.Stat(kept); !errors.Is(err, os.ErrNotExist) || rec.count(hashing) != 0 {
+		t.Fatalf("a stopped agent: standard torrent kept (%v), hashed the blob %d times", err, rec.count(hashing))
 	}
 }

@@ -1,0 +1,4 @@
+package agent
+
+// SeedPulled is seedPulled, for the agent_test package.
+var SeedPulled = (*Agent).seedPulled

@@ -112,9 +112,9 @@ func (r *recorder) count(msg string) int {
 }
 
 // A blob pulled along the sha256 chain gets its standard torrent from the
-// origins' SHA-1s, not by hashing the stored blob again, whatever became
-// of the pull's clients; an agent that is stopping builds none (it hashed
-// the blob at every stop before, to seed nothing).
+// origins' SHA-1s, not by hashing the stored blob again, after its pull and
+// when built again; an agent that is stopping builds none (it hashed the
+// blob at every stop before, to seed nothing).
 func TestPulledBlobsStandardTorrentTakesTheOriginsSHA1s(t *testing.T) {
 	const hashing = "hashing the stored blob for its standard torrent"
 	rec := &recorder{}

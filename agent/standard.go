@@ -54,13 +54,15 @@ func (a *Agent) seedStandard(d digest.Digest, mi *p2p.MetaInfo, hashes *p2p.Piec
 // a sha256 chain has not: the origins' list (of the blob they verified)
 // spares hashing the blob again; without it, seedStandard hashes the
 // stored blob. The list is asked for on the agent's context, not the
-// pull's, which ends with its clients (pull_grace) while this runs; an
-// agent that is stopping builds nothing (it could not seed it), and after
-// a restart the blob's next cache hit seeds it.
+// pull's, which ends with its clients while this runs, for pull_grace at
+// most (as long as the pull went on for its clients once they left: it
+// holds a download slot meanwhile); an agent that is stopping builds
+// nothing (it could not seed it), and after a restart the blob's next
+// cache hit seeds it.
 func (a *Agent) seedPulled(ns string, d digest.Digest, mi *p2p.MetaInfo, hashes *p2p.PieceHashes) {
 	std := hashes
 	if hashes.Kind() != p2p.HashSHA1 {
-		ctx, cancel := context.WithTimeout(a.ctx, a.cfg.MetainfoTimeout)
+		ctx, cancel := context.WithTimeout(a.ctx, a.cfg.PullGrace)
 		std = p2p.NewPieceHashes(mi.Info.Length, mi.Info.PieceLength)
 		a.fetchPieces(ctx, ns, d, std)
 		cancel()

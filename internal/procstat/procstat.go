@@ -20,8 +20,14 @@ func CPUSeconds() float64 {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
-// PeakRSS is the process's peak resident set in bytes.
+// PeakRSS is the process's peak resident set in bytes: its memory's high-water
+// mark (VmHWM). Not getrusage's maxrss, which Linux carries over an exec from
+// the memory the process had before it: a child that os/exec starts from a
+// process holding 2 GiB reports 2 GiB there.
 func PeakRSS() int64 {
+	if n := StatusBytes("self", "VmHWM"); n > 0 {
+		return n
+	}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
 		return 0
